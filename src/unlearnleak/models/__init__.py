@@ -1,0 +1,13 @@
+"""Model architectures behind one registry; every model is wrapped with its input normalisation."""
+
+from unlearnleak.models import convnet, resnet, small  # noqa: F401  (registers the built-in models)
+from unlearnleak.models.base import (
+    MODELS,
+    ModelSpec,
+    Normalized,
+    build_model,
+    load_weights,
+    register_model,
+)
+
+__all__ = ["MODELS", "ModelSpec", "Normalized", "build_model", "load_weights", "register_model"]
