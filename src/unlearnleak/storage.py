@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -41,14 +42,29 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as indented strict JSON atomically (non-finite floats become "inf", "-inf", "nan")."""
+    return write_text_atomic(path, to_json(obj, indent=2) + "\n")
+
+
+def to_json(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259 has no Infinity/NaN): non-finite floats are written as strings."""
+    return json.dumps(_finite(obj), indent=indent, default=_json_default, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def save_tensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor],
                         metadata_: Mapping[str, str] | None = None) -> Path:
     """Save tensors as safetensors atomically (contiguous CPU copies)."""
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    flat = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=dict(metadata_ or {})))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -139,4 +140,16 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     info = DATASET_INFO[name]
     if split not in info.splits:
         raise ConfigError(f"dataset {name!r} has no split {split!r}; choose one of: {', '.join(info.splits)}")
+    _check_options(name, loader, options)
     return loader(split=split, data_dir=data_dir, **options)
+
+
+def _check_options(name: str, loader: Loader, options: Mapping[str, Any]) -> None:
+    """A ConfigError naming the accepted options when ``options`` do not fit ``loader``'s signature."""
+    try:
+        inspect.signature(loader).bind(split="train", data_dir=None, **options)
+    except TypeError as exc:
+        params = inspect.signature(loader).parameters
+        accepted = [p for p in params if p not in ("split", "data_dir")]
+        raise ConfigError(f"dataset {name!r} does not accept the options {sorted(options)} ({exc}); "
+                          f"its options are: {', '.join(accepted) or '(none)'}") from None

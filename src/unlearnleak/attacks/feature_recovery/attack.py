@@ -1,0 +1,186 @@
+"""The server's feature-recovery attack end to end: ModelPair → ∇* → labels → inputs (PAPER.md §2).
+
+:func:`recover` sees only what the honest-but-curious server holds (the pair: weights, architecture,
+normalisation, optionally θ0, N and k). :func:`evaluate_reconstruction` is the separate evaluation step that
+receives the ground truth; the attack never does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch.nn import functional as F
+
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig, invert
+from unlearnleak.attacks.feature_recovery.labels import infer_labels
+from unlearnleak.attacks.feature_recovery.result import Reconstruction
+from unlearnleak.attacks.feature_recovery.tabular import analytic_applicable, recover_row
+from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient, TargetMode, target_gradient
+from unlearnleak.errors import ConfigError
+from unlearnleak.metrics import LPIPS, feature_errors, image_metrics, match_by_mse
+from unlearnleak.pair import ModelPair
+
+Method = Literal["auto", "analytic", "inversion"]
+
+
+def recover(pair: ModelPair, *, preset: str | InversionConfig = "best",
+            labels: torch.Tensor | Sequence[int] | None = None, iterations: int | None = None,
+            restarts: int | None = None, device: str | torch.device = "cpu", seed: int = 0,
+            mode: TargetMode = "auto", k: int | None = None, method: Method = "auto",
+            time_budget: float | None = None, **overrides: Any) -> Reconstruction:
+    """Recover the unlearned samples from θ and θ_u (and θ0, N, k when the pair carries them).
+
+    Args:
+        pair: the server's view; its ground truth is never read.
+        preset: an inversion preset name (``"best"``, ``"paper"``, ``"tabular"``) or a config.
+            For tabular models ``"best"`` means ``"tabular"``.
+        labels: the k labels if known; None infers them from ∇* (the audit default: a server is not told).
+        iterations, restarts: override the preset's.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: seeds the restarts' starting points.
+        mode: the ∇* estimator (``target_gradient``): ``auto``, ``approximate`` or ``exact``.
+        k: number of unlearned samples; default ``pair.n_forget``, else ``len(labels)``, else 1.
+        method: ``analytic`` (tabular, k = 1, first layer Linear with bias), ``inversion``, or ``auto``.
+        time_budget: seconds for the optimisation (the iteration count is fitted to it).
+        **overrides: further ``InversionConfig`` fields, e.g. ``bn_prior=0``.
+
+    Raises:
+        ConfigError: inconsistent k and labels, an unknown preset, or a method that does not apply.
+    """
+    started = time.perf_counter()
+    target = target_gradient(pair, mode)
+    model = pair.model(target.invert_on, device)
+    spec = pair.spec
+    given = None if labels is None else torch.as_tensor(labels, dtype=torch.long).flatten().cpu()
+    k = k or (given.numel() if given is not None else None) or pair.n_forget or 1
+    if given is not None and given.numel() != k:
+        raise ConfigError(f"{given.numel()} labels given for k = {k} unlearned samples")
+    if given is not None and (given.min() < 0 or given.max() >= spec.num_classes):
+        raise ConfigError(f"labels must lie in [0, {spec.num_classes}), got {given.tolist()}")
+    label_scores = None
+    if given is None:
+        estimate = infer_labels(model, target, k, spec.num_classes)
+        used, source, label_scores = estimate.labels, "inferred", estimate.scores
+    else:
+        used, source = given, "given"
+    label_seconds = time.perf_counter() - started
+    kind: Literal["image", "tabular"] = "image" if len(spec.input_shape) == 3 else "tabular"
+    if method == "analytic" and not analytic_applicable(model, target, k):
+        raise ConfigError("analytic recovery needs k = 1 and a model whose first layer is Linear with a bias")
+    if method in ("auto", "analytic") and kind == "tabular" and analytic_applicable(model, target, k):
+        return _analytic(model, target, used, source, label_scores, started, label_seconds)
+    if isinstance(preset, InversionConfig):
+        config, preset_name = preset, "custom"
+    else:
+        preset_name = "tabular" if kind == "tabular" and preset == "best" else preset
+        config = PRESETS.get(preset_name)
+    config = config.with_overrides(iterations=iterations, restarts=restarts, **overrides)
+    result = invert(model, target, used, tuple(spec.input_shape), config, seed=seed, time_budget=time_budget)
+    timings = {"label_seconds": label_seconds, **result.timings}
+    return Reconstruction(
+        x=result.x, labels=used, label_source=source, kind=kind, method="inversion",  # type: ignore[arg-type]
+        target_mode=target.mode, restart_costs=result.restart_costs, best_restart=result.best_restart,
+        iterations=result.iterations, seconds=time.perf_counter() - started, preset=preset_name,
+        config={**config.model_dump(mode="json"), "seed": seed, "target": target.describe(),
+                "time_budget": time_budget, "device": str(device)},
+        label_scores=label_scores, timings=timings,
+    )
+
+
+def _analytic(model: torch.nn.Module, target: TargetGradient, labels: torch.Tensor, source: str,
+              label_scores: torch.Tensor | None, started: float, label_seconds: float) -> Reconstruction:
+    row = recover_row(model, target)
+    cost = gradient_cost(model, target, row.float(), labels)
+    return Reconstruction(
+        x=row.float().cpu(), labels=labels, label_source=source, kind="tabular",  # type: ignore[arg-type]
+        method="analytic", target_mode=target.mode, restart_costs=torch.tensor([cost]), best_restart=0,
+        iterations=0, seconds=time.perf_counter() - started, preset="analytic",
+        config={"method": "analytic", "target": target.describe()}, label_scores=label_scores,
+        timings={"label_seconds": label_seconds},
+    )
+
+
+def gradient_cost(model: torch.nn.Module, target: TargetGradient, x: torch.Tensor, labels: torch.Tensor) -> float:
+    """``1 − cos(∇_θ ℓ(x, y), ∇*)`` — how well a candidate explains the target (0 = perfectly)."""
+    device = next(model.parameters()).device
+    params = [p for n, p in model.named_parameters() if n in target.names]
+    loss = F.cross_entropy(model(x.to(device)), labels.to(device))
+    grads = torch.autograd.grad(loss, params)
+    g = torch.cat([t.reshape(-1) for t in grads]).double()
+    t = target.flat().to(device)
+    return float(1 - (g @ t) / (g.norm() * t.norm()).clamp_min(1e-300))
+
+
+def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, ground_truth_y: torch.Tensor,
+                            lpips: LPIPS | None = None, *, std: Sequence[float] | None = None,
+                            transform: Any = None) -> dict[str, Any]:
+    """Score a reconstruction against D_u: match samples by MSE (Hungarian), then per-sample metrics.
+
+    Args:
+        rec: the attack's result.
+        ground_truth_x, ground_truth_y: D_u, (k, …) and (k,).
+        lpips: an LPIPS model (``unlearnleak.metrics.load_lpips()``) or None (LPIPS reported as None).
+        std: per-channel normalisation std; adds the official code's ``psnr_std_scaled``.
+        transform: a tabular transform with ``inverse``/``numeric_columns``/``categorical_columns``;
+            adds per-feature errors in original units.
+
+    Returns:
+        ``{"samples": [per-sample dicts], "mean": {metric: mean}, "label_accuracy",
+        "label_multiset_accuracy", "assignment", ...}``. ``assignment[i]`` is the reconstruction matched to
+        ground-truth sample i.
+    """
+    gt_x = ground_truth_x.detach().cpu().float()
+    gt_y = torch.as_tensor(ground_truth_y).detach().cpu().long().flatten()
+    x = rec.x.detach().cpu().float()
+    if x.shape != gt_x.shape:
+        raise ConfigError(f"the reconstruction has shape {tuple(x.shape)} but the ground truth "
+                          f"{tuple(gt_x.shape)}; was the attack run with the right k?")
+    perm = match_by_mse(x, gt_x)
+    matched = x[perm]
+    labels = rec.labels.cpu()[perm]
+    correct = (labels == gt_y).tolist()
+    samples: list[dict[str, Any]]
+    if rec.kind == "image":
+        samples = image_metrics(matched, gt_x, lpips=lpips, std=std)
+    else:
+        diff = (matched.double() - gt_x.double())
+        samples = [{"mse": float(d.pow(2).mean()), "max_abs_error": float(d.abs().max())} for d in diff]
+    for i, sample in enumerate(samples):
+        sample.update({"index": i, "reconstruction": int(perm[i]), "true_label": int(gt_y[i]),
+                       "label": int(labels[i]), "label_correct": bool(correct[i])})
+    out: dict[str, Any] = {
+        "samples": samples,
+        "mean": _means(samples),
+        "label_accuracy": sum(correct) / len(correct),
+        "label_multiset_accuracy": _multiset_accuracy(rec.labels.cpu(), gt_y),
+        "label_source": rec.label_source,
+        "assignment": perm.tolist(),
+        "seconds": rec.seconds,
+        "iterations": rec.iterations,
+    }
+    if rec.kind == "tabular" and transform is not None:
+        rows_pred = transform.inverse(matched)
+        rows_true = transform.inverse(gt_x)
+        out["features"] = feature_errors(rows_pred, rows_true, numeric=transform.numeric_columns,
+                                         categorical=transform.categorical_columns)
+        out["rows"] = {"recovered": rows_pred, "true": rows_true}
+    return out
+
+
+def _means(samples: list[dict[str, Any]]) -> dict[str, float | None]:
+    keys = [k for k, v in samples[0].items() if isinstance(v, float | bool) or v is None]
+    means: dict[str, float | None] = {}
+    for key in keys:
+        values = [s[key] for s in samples if s.get(key) is not None]
+        means[key] = float(sum(float(v) for v in values) / len(values)) if values else None
+    return means
+
+
+def _multiset_accuracy(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """Share of the true labels found in the inferred multiset (order-free)."""
+    c = int(max(pred.max(), true.max())) + 1
+    hit = torch.minimum(torch.bincount(pred, minlength=c), torch.bincount(true, minlength=c)).sum()
+    return float(hit) / true.numel()

@@ -1,0 +1,341 @@
+"""Gradient inversion: find inputs whose gradient on the attacked model matches ∇* (PAPER.md §2.1–2.2).
+
+The engine optimises R restarts × k samples at once. Each restart's cost is
+
+    1 − cos(∇_θ ℓ(f_θ(x_r), y), ∇*)  +  λ_TV·TV(x_r)  +  λ_BN·R_BN(x_r)
+
+(global cosine over all trainable parameters, or a per-parameter-tensor mean of cosines), where R_BN is
+the DeepInversion feature-statistics prior against the attacked model's own batch-norm running statistics
+(public to a white-box server). The gradient of every restart's cost with respect to its input is computed
+in one call, ``vmap(grad(cost))`` over restarts with ``torch.func`` (double back-propagation inside);
+``batched=False`` runs the same per-restart function in a Python loop (same numbers, for benchmarks).
+Constants — θ, the buffers, the flattened ∇* and its norm — are prepared once; one step does one
+concatenation of the parameter gradients and fused reductions, no per-tensor Python arithmetic.
+
+Models take raw inputs (``Normalized`` wrappers, DEV_CONTRACT.md), so x is optimised in [0, 1] pixel
+space and the model sees exactly the normalised input the optimisation used — also when restarts are
+scored (the official code scores the raw input, a bug not copied here; PAPER.md §10.2).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
+from unlearnleak.errors import ConfigError
+from unlearnleak.registry import Registry
+
+
+class InversionConfig(BaseModel):
+    """Every knob of the inversion; presets (``PRESETS``) are named instances of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iterations: int = Field(2000, ge=1)
+    restarts: int = Field(1, ge=1)
+    batched: bool = True  # restarts as one vmapped batch; False: a Python loop over restarts per step
+    lr: float = Field(0.1, gt=0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)  # AdamW's decoupled decay (PyTorch's AdamW default is 0.01)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    signed: bool = False  # replace the input gradient by its sign before the optimiser step
+    schedule: Literal["constant", "step", "cosine"] = "cosine"
+    warmup: float = Field(0.0, ge=0, lt=1)  # fraction of the iterations with a linear lr warm-up
+    init: Literal["randn", "rand", "gray"] = "randn"  # N(0,1) | U(0,1) | 0.5 + N(0, 0.1²)
+    boxed: bool = True  # clamp x to [0, 1] before every step (images)
+    cost: Literal["cosine", "layer_cosine"] = "cosine"
+    total_variation: float = Field(0.0, ge=0)
+    bn_prior: float = Field(0.0, ge=0)  # weight of the batch-norm statistics prior
+    bn_first_multiplier: float = Field(1.0, ge=0)  # extra weight of the first batch-norm layer's term
+    keep_best: bool = False  # return each restart's best iterate (by gradient cost), not its last
+    prune_at: tuple[float, ...] = ()  # fractions of the run at which the worse half of the restarts stops
+
+    @model_validator(mode="after")
+    def _check(self) -> InversionConfig:
+        if any(not 0 < f < 1 for f in self.prune_at) or list(self.prune_at) != sorted(self.prune_at):
+            raise ValueError(f"prune_at must be increasing fractions in (0, 1), got {self.prune_at}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
+        return self
+
+    def with_overrides(self, **overrides: Any) -> InversionConfig:
+        """A validated copy with ``overrides`` applied (None values are ignored)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return InversionConfig.model_validate(data)
+
+
+PRESETS: Registry[InversionConfig] = Registry("inversion preset")
+
+PRESETS.register("paper")(InversionConfig(
+    # The official recipe (PAPER.md §2.2): randn init, one global cosine, TV 1e-2, signed gradients,
+    # AdamW (lr 0.04, PyTorch's default weight decay 0.01 on x), ×0.5 at 3/8, 5/8, 7/8, boxed, 5 restarts.
+    iterations=10_000, restarts=5, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True,
+    schedule="step", init="randn", boxed=True, cost="cosine", total_variation=1e-2,
+))
+PRESETS.register("best")(InversionConfig(
+    # The project's default; every ingredient is measured in benchmarks/feature_recovery.py --ablation.
+    iterations=2000, restarts=4, lr=0.1, optimizer="adam", signed=False, schedule="cosine", init="rand",
+    boxed=True, cost="cosine", total_variation=1e-2, bn_prior=1e-2, keep_best=True,
+))
+PRESETS.register("tabular")(InversionConfig(
+    # Rows: no image priors, no box; used when the analytic recovery does not apply (k > 1, no bias).
+    iterations=2000, restarts=4, lr=0.05, optimizer="adam", schedule="cosine", init="randn", boxed=False,
+    cost="cosine", total_variation=0.0, keep_best=True,
+))
+
+
+def preset(name: str, **overrides: Any) -> InversionConfig:
+    """The named preset with ``overrides`` (e.g. ``iterations=500``) applied and validated."""
+    return PRESETS.get(name).with_overrides(**overrides)
+
+
+@dataclass(frozen=True)
+class InversionResult:
+    """The chosen restart's inputs and the bookkeeping of the run."""
+
+    x: torch.Tensor  # (k, *input_shape)
+    restart_costs: torch.Tensor  # (R,) final gradient cost of each restart (last cost if stopped early)
+    best_restart: int
+    iterations: int  # iterations actually run
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    history: list[tuple[int, float]] = field(default_factory=list)  # (iteration, best cost so far)
+
+
+def learning_rate(config: InversionConfig, step: int, total: int) -> float:
+    """The learning rate of iteration ``step`` (0-based) of ``total``."""
+    lr = config.lr
+    warm = int(config.warmup * total)
+    if warm and step < warm:
+        return lr * (step + 1) / warm
+    if config.schedule == "step":  # MultiStepLR(γ=0.5) at the official milestones (3/8, 5/8, 7/8)
+        milestones = (int(total / 2.667), int(total / 1.6), int(total / 1.142))
+        return lr * 0.5 ** sum(step >= m for m in milestones)
+    if config.schedule == "cosine":
+        span = max(total - warm, 1)
+        return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / span))
+    return lr
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic, mean-based TV of an image batch (…, H, W), as the official code."""
+    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+
+
+@contextmanager
+def _bn_capture(model: nn.Module, sink: list[torch.Tensor], weight_first: float):
+    """Collect the DeepInversion term ‖μ(h) − μ_BN‖ + ‖σ²(h) − σ²_BN‖ of every batch-norm input h."""
+    handles = []
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.running_mean is not None and m.running_var is not None]
+
+    def make_hook(module: nn.modules.batchnorm._BatchNorm, scale: float) -> Callable[..., None]:
+        def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            h = inputs[0]
+            dims = [0, *range(2, h.dim())]
+            mean = h.mean(dim=dims)
+            var = h.var(dim=dims, unbiased=False)
+            assert module.running_mean is not None and module.running_var is not None
+            sink.append(scale * ((mean - module.running_mean).norm() + (var - module.running_var).norm()))
+        return hook
+
+    for i, m in enumerate(norms):
+        handles.append(m.register_forward_pre_hook(make_hook(m, weight_first if i == 0 else 1.0)))
+    try:
+        yield len(norms)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class GradientMatcher:
+    """The per-restart cost and its input gradient, with every constant prepared once."""
+
+    def __init__(self, model: nn.Module, target: TargetGradient, labels: torch.Tensor,
+                 config: InversionConfig) -> None:
+        self.model = model.eval()
+        self.config = config
+        named = dict(model.named_parameters())
+        missing = [n for n in target.names if n not in named]
+        if missing:
+            raise ConfigError(f"the target gradient names parameters the model lacks: {missing[:5]}")
+        self.names = target.names
+        self.params = {n: named[n].detach() for n in self.names}
+        self.buffers = {n: b.detach() for n, b in model.named_buffers()}
+        first = next(iter(self.params.values()))
+        device, dtype = first.device, first.dtype
+        self.labels = labels.to(device)
+        self.target = target.flat().to(device=device, dtype=dtype)  # (P,)
+        self.target_norm = self.target.norm()
+        sizes = torch.tensor([t.numel() for t in target.tensors], device=device)
+        self.segments = torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)  # (P,)
+        self.n_segments = len(sizes)
+        target_sq = torch.zeros(self.n_segments, device=device, dtype=dtype).index_add_(0, self.segments, self.target ** 2)
+        self.target_seg_norm = target_sq.sqrt()
+        self._bn_terms: list[torch.Tensor] = []
+        self.image = True
+
+    def _gradient_cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 − cosine, batch-norm prior) for one restart's inputs x (k, …)."""
+        def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            self._bn_terms.clear()
+            logits = functional_call(self.model, (params, self.buffers), (x,))
+            bn = torch.stack(self._bn_terms).sum() if self._bn_terms else logits.new_zeros(())
+            return F.cross_entropy(logits, self.labels), bn
+
+        grads, bn = grad(loss, has_aux=True)(self.params)
+        g = torch.cat([grads[n].reshape(-1) for n in self.names])  # (P,)
+        if self.config.cost == "cosine":
+            cos = (g @ self.target) / (g.norm() * self.target_norm).clamp_min(1e-30)
+        else:
+            dots = torch.zeros(self.n_segments, device=g.device, dtype=g.dtype).index_add(
+                0, self.segments, g * self.target)
+            sq = torch.zeros(self.n_segments, device=g.device, dtype=g.dtype).index_add(0, self.segments, g * g)
+            cos = (dots / (sq.sqrt() * self.target_seg_norm).clamp_min(1e-30)).mean()
+        return 1 - cos, bn
+
+    def cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total cost, gradient cost) of one restart; the first is differentiated, the second reported."""
+        grad_cost, bn = self._gradient_cost(x)
+        total = grad_cost
+        if self.config.total_variation and x.dim() == 4:
+            total = total + self.config.total_variation * total_variation(x)
+        if self.config.bn_prior:
+            total = total + self.config.bn_prior * bn
+        return total, grad_cost.detach()
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """The gradient cost of every restart in x (R, k, …), without priors; shape (R,)."""
+        with self.bn_hooks(False):
+            return vmap(lambda xr: self._gradient_cost(xr)[0])(x).detach()
+
+    @contextmanager
+    def bn_hooks(self, active: bool):
+        """Install the batch-norm capture hooks when the prior is on."""
+        if active and self.config.bn_prior:
+            with _bn_capture(self.model, self._bn_terms, self.config.bn_first_multiplier):
+                yield
+        else:
+            yield
+
+
+def initial_inputs(config: InversionConfig, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Restart starting points, shape (R, k, …), drawn on the CPU (the same on every device)."""
+    full = (config.restarts, *shape)
+    if config.init == "randn":
+        return torch.randn(full, generator=generator)
+    if config.init == "rand":
+        return torch.rand(full, generator=generator)
+    return 0.5 + 0.1 * torch.randn(full, generator=generator)
+
+
+def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
+           config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
+           log_every: int = 100) -> InversionResult:
+    """Run the inversion and return the best restart.
+
+    Args:
+        model: the attacked model (θ or θ0, see ``target.invert_on``) in eval mode, on the target device.
+        target: ∇* (moved to the model's device here).
+        labels: (k,) labels the dummy samples are optimised with.
+        input_shape: one input's shape, (C, H, W) or (D,).
+        config: the inversion configuration (``preset(...)``).
+        seed: seeds the restarts' starting points.
+        time_budget: seconds; if set, the iteration count is fitted to it after a short calibration (the
+            schedule follows the fitted count) and the run stops at the budget at the latest.
+        log_every: record the best gradient cost every this many iterations in ``history``.
+    """
+    started = time.perf_counter()
+    device = next(model.parameters()).device
+    labels = labels.to(device=device, dtype=torch.long)
+    k = int(labels.shape[0])
+    matcher = GradientMatcher(model, target.to(device), labels, config)
+    generator = torch.Generator().manual_seed(seed)
+    x = initial_inputs(config, (k, *input_shape), generator).to(device)  # (R, k, …)
+    alive = torch.arange(config.restarts, device=device)  # original indices of the running restarts
+    final_costs = torch.full((config.restarts,), float("nan"), device=device)
+    exp_avg, exp_avg_sq = torch.zeros_like(x), torch.zeros_like(x)
+    best_x = x.clone()
+    best_cost = torch.full((config.restarts,), float("inf"), device=device)
+    step_grad = grad(matcher.cost, has_aux=True)
+    batched_grad = vmap(step_grad)
+    total = config.iterations
+    prune_steps = sorted({int(f * total) for f in config.prune_at})
+    history: list[tuple[int, float]] = []
+    beta1, beta2 = config.betas
+    calibrate_from, calibrate_steps = 2, 5
+    calib_start = started
+    costs = torch.zeros(len(alive), device=device)
+    t = 0
+    with matcher.bn_hooks(True):
+        while t < total:
+            if config.boxed:
+                x.clamp_(0, 1)
+            if config.batched:
+                g, costs = batched_grad(x)
+            else:
+                pairs = [step_grad(x[r]) for r in range(x.shape[0])]
+                g = torch.stack([p[0] for p in pairs])
+                costs = torch.stack([p[1] for p in pairs])
+            if config.keep_best:
+                improved = costs < best_cost[alive]
+                best_cost[alive] = torch.where(improved, costs, best_cost[alive])
+                best_x[alive] = torch.where(improved.view(-1, *[1] * (x.dim() - 1)), x, best_x[alive])
+            if config.signed:
+                g = g.sign()
+            lr = learning_rate(config, t, total)
+            exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            if config.optimizer == "adamw" and config.weight_decay:
+                x.mul_(1 - lr * config.weight_decay)
+            bias1, bias2 = 1 - beta1 ** (t + 1), 1 - beta2 ** (t + 1)
+            denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(config.eps)
+            x.addcdiv_(exp_avg, denom, value=-lr / bias1)
+            t += 1
+            if log_every and (t % log_every == 0 or t == 1):
+                history.append((t, float(costs.min())))
+            if time_budget is not None:
+                now = time.perf_counter()
+                if t == calibrate_from:
+                    calib_start = now
+                elif t == calibrate_from + calibrate_steps:
+                    per_step = (now - calib_start) / calibrate_steps
+                    total = max(t + 1, min(config.iterations, t + int((time_budget - (now - started)) / per_step)))
+                    prune_steps = sorted({max(int(f * total), t + 1) for f in config.prune_at})
+                if now - started >= time_budget:
+                    break
+            if prune_steps and t == prune_steps[0]:
+                prune_steps.pop(0)
+                keep = costs.argsort()[:max(1, math.ceil(len(alive) / 2))].sort().values
+                final_costs[alive] = costs
+                alive, x = alive[keep], x[keep].contiguous()
+                exp_avg, exp_avg_sq = exp_avg[keep].contiguous(), exp_avg_sq[keep].contiguous()
+    optimise_seconds = time.perf_counter() - started
+    if config.boxed:
+        x.clamp_(0, 1)
+    final = matcher.score(x)
+    final_costs[alive] = final
+    if config.keep_best:
+        better = best_cost[alive] < final
+        x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), best_x[alive], x)
+        final_costs[alive] = torch.minimum(best_cost[alive], final)
+    pick = int(final_costs[alive].argmin())
+    best_restart = int(alive[pick])
+    seconds = time.perf_counter() - started
+    return InversionResult(
+        x=x[pick].detach().cpu(), restart_costs=final_costs.cpu(), best_restart=best_restart, iterations=t,
+        seconds=seconds, history=history,
+        timings={"optimise_seconds": optimise_seconds, "sec_per_iter": optimise_seconds / max(t, 1)})

@@ -1,0 +1,54 @@
+"""Label inference (PAPER.md §4): a black-box user infers which class was deleted from θ's and θ_u's answers.
+
+Typical use::
+
+    probes = generate_probes("nes", ModelOracle.from_pair(pair, "original"), num_classes=10, per_class=10,
+                             input_shape=(3, 32, 32))          # before the deletion, against θ only
+    guess = infer_label(original_oracle, ModelOracle.from_pair(pair, "unlearned"), probes, top_k=1)
+    guess.label, guess.changes, guess.queries_unlearned
+"""
+
+from unlearnleak.attacks.label_inference import zeroth_order  # noqa: F401  (registers zoo and nes)
+from unlearnleak.attacks.label_inference.decision import (
+    DecisionConfig,
+    confidence_changes,
+    decide,
+    infer_label,
+    rank_classes,
+)
+from unlearnleak.attacks.label_inference.probes import (
+    PROBE_GENERATORS,
+    GeneratorConfig,
+    GradientConfig,
+    ProbeGenerator,
+    PublicConfig,
+    black_box_generators,
+    generate_probes,
+    make_generator,
+    margin_loss,
+    register_generator,
+)
+from unlearnleak.attacks.label_inference.probeset import ProbeSet
+from unlearnleak.attacks.label_inference.result import LabelGuess
+from unlearnleak.attacks.label_inference.zeroth_order import NesConfig, ZooConfig
+
+__all__ = [
+    "PROBE_GENERATORS",
+    "DecisionConfig",
+    "GeneratorConfig",
+    "GradientConfig",
+    "LabelGuess",
+    "NesConfig",
+    "ProbeGenerator",
+    "ProbeSet",
+    "PublicConfig",
+    "ZooConfig",
+    "black_box_generators",
+    "confidence_changes",
+    "decide",
+    "generate_probes",
+    "infer_label",
+    "make_generator",
+    "margin_loss",
+    "rank_classes",
+]

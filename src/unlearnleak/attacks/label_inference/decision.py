@@ -1,0 +1,143 @@
+"""The decision rule: which class lost the most confidence on its probes after the deletion (PAPER.md §4.2).
+
+For each class c, the mean over the probes that θ predicts as c of (p_c after − p_c before); the most
+negative mean is the deleted class (Eq. 9–11 in the code's sign convention), the K most negative for K
+deleted classes. The "before" probabilities are the ones stored in the ProbeSet at generation time: after
+the deletion a user can no longer query θ (pass ``requery_original=True`` when both models are at hand, e.g.
+in an audit, to use fresh answers instead).
+
+No detectable change: a candidate class counts as *significant* when its mean change lies more than ``z``
+spreads below the centre of the other (non-candidate) classes:
+
+    center − m_c > z · scale_c + atol,
+    center  = median of the other classes' mean changes,
+    scale_c = max(std of the other classes' mean changes,  std of the other classes' per-probe changes / √n_c),
+
+i.e. the spread a class mean of n_c probes shows when its class was *not* deleted, estimated from the
+classes that were not picked; both terms are needed because whole classes can move together (then the
+between-class spread dominates) and because with few classes the between-class estimate is poor.
+When no candidate is significant, the guess is "no detectable change". Identical models give all-zero
+changes, which never pass the strict ``> atol`` test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearnleak.attacks.label_inference.probeset import ProbeSet
+from unlearnleak.attacks.label_inference.result import LabelGuess
+from unlearnleak.errors import ConfigError
+from unlearnleak.oracle import Oracle
+
+
+class DecisionConfig(BaseModel):
+    """Parameters of the decision rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: int = Field(1, ge=1)  # how many deleted classes to name
+    z: float = Field(3.0, ge=0)  # how many spreads below the others a class must drop to count as detected
+    atol: float = Field(1e-9, ge=0)  # changes this small are float rounding, not signal
+    requery_original: bool = False  # re-query θ instead of reusing the stored answers
+
+
+def confidence_changes(before: torch.Tensor, after: torch.Tensor,
+                       predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-probe and per-class confidence changes in the class θ predicted for each probe.
+
+    Args:
+        before, after: (m, K) probabilities from θ and θ_u.
+        predicted: (m,) θ's predicted class of each probe.
+
+    Returns:
+        per_probe (m,) p_c after − p_c before; means (K,) their mean per class (NaN without probes);
+        counts (K,) probes per class.
+    """
+    idx = predicted.long()[:, None]
+    per_probe = (after.double().gather(1, idx) - before.double().gather(1, idx)).squeeze(1)  # (m,)
+    k = before.shape[1]
+    counts = torch.bincount(predicted.long(), minlength=k)
+    sums = torch.zeros(k, dtype=torch.float64).index_add_(0, predicted.long(), per_probe)
+    means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.nan))
+    return per_probe, means, counts
+
+
+def rank_classes(means: torch.Tensor) -> list[int]:
+    """Classes with probes by mean change, most negative first (ties by class id), then those without."""
+    have = [c for c in range(means.numel()) if not math.isnan(float(means[c]))]
+    have.sort(key=lambda c: (float(means[c]), c))
+    return have + [c for c in range(means.numel()) if c not in set(have)]
+
+
+def _std(values: torch.Tensor) -> float:
+    return float(values.std(unbiased=True)) if values.numel() >= 2 else 0.0
+
+
+def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
+           config: DecisionConfig) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int], float, float]:
+    """The ranking and the significance test, on raw probabilities (no oracles involved).
+
+    Returns:
+        ranked, means (K,), counts (K,), significant candidate classes, center, the largest scale used.
+    """
+    per_probe, means, counts = confidence_changes(before, after, predicted)
+    ranked = rank_classes(means)
+    with_probes = [c for c in ranked if counts[c] > 0]
+    candidates = with_probes[:config.top_k]
+    others = [c for c in with_probes if c not in candidates]
+    other_means = means[others] if others else torch.zeros(0, dtype=torch.float64)
+    other_mask = torch.isin(predicted.long(), torch.tensor(others, dtype=torch.long))
+    center = float(other_means.median()) if others else 0.0
+    between = _std(other_means)
+    within = _std(per_probe[other_mask])
+    significant, scale_max = [], 0.0
+    for c in candidates:
+        scale = max(between, within / math.sqrt(int(counts[c])))
+        scale_max = max(scale_max, scale)
+        if center - float(means[c]) > config.z * scale + config.atol:
+            significant.append(c)
+    return ranked, means, counts, significant, center, scale_max
+
+
+def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: int = 1, *,
+                config: DecisionConfig | None = None) -> LabelGuess:
+    """Infer the deleted class(es) from black-box answers of θ (stored) and θ_u (queried now).
+
+    Args:
+        original: the oracle of θ the probes were generated against; queried only with
+            ``config.requery_original`` (a user cannot query θ after the deletion).
+        unlearned: the oracle of θ_u; queried once per probe.
+        probes: probes made against ``original`` before the deletion, with its answers.
+        top_k: how many deleted classes to name (overridden by ``config.top_k`` when a config is given).
+
+    Returns:
+        The guess, with the per-class changes and the queries spent on each oracle.
+    """
+    config = config or DecisionConfig(top_k=top_k)
+    for name, oracle in (("original", original), ("unlearned", unlearned)):
+        if oracle.num_classes != probes.num_classes or oracle.input_shape != probes.input_shape:
+            raise ConfigError(f"the {name} oracle answers {oracle.num_classes} classes for inputs "
+                              f"{oracle.input_shape}, but the probes are {probes.input_shape} with "
+                              f"{probes.num_classes} classes")
+    if len(probes) == 0:
+        raise ConfigError("the probe set is empty; generate probes before inferring a label")
+    before = probes.original_proba
+    requeried = 0
+    if config.requery_original:
+        start = original.queries
+        before = original.predict_proba(probes.x)
+        requeried = original.queries - start
+    start = unlearned.queries
+    after = unlearned.predict_proba(probes.x)
+    spent_unlearned = unlearned.queries - start
+    ranked, means, counts, significant, center, scale = decide(before, after, before.argmax(dim=1), config)
+    detected = bool(significant)
+    return LabelGuess(
+        ranked=tuple(ranked), changes=tuple(float(v) for v in means), probe_counts=tuple(int(v) for v in counts),
+        top_k=config.top_k, predicted=tuple(ranked[:config.top_k]) if detected else (),
+        significant=tuple(significant), detected=detected, center=center, scale=scale, z=config.z,
+        queries_original=probes.total_queries + requeried, queries_unlearned=spent_unlearned,
+        generator=probes.generator)

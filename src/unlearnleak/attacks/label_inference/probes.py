@@ -1,0 +1,449 @@
+"""Probe generators: inputs that the original model assigns to a chosen class with high confidence (PAPER.md §4).
+
+Probes are made once, against the original model θ only, and stored with θ's answers (a
+:class:`~unlearnleak.attacks.label_inference.probeset.ProbeSet`); after the deletion they are replayed to θ_u.
+
+Generators live in a registry (``PROBE_GENERATORS``); each is a :class:`ProbeGenerator` subclass with a
+pydantic config (``extra="forbid"``), a ``_check_params`` validation and a readable ``repr``:
+
+- ``zoo``      — the paper's zeroth-order coordinate-wise Adam (black-box; zeroth_order.py).
+- ``nes``      — our query-efficient black-box generator: antithetic NES in a low-dimensional tiled space,
+                 many probes optimised side by side in shared oracle batches (zeroth_order.py).
+- ``gradient`` — white-box probes for a user who holds θ's weights (this file).
+- ``public``   — real held-out samples that θ classifies confidently (black-box; this file).
+
+Every probe (c, j) — class c, j-th probe — draws its randomness from its own seed derived from
+(seed, c, j), so a probe does not depend on which others were made or in which order. Probes are made
+round-robin over classes (probe 0 of every class, then probe 1, …), so a run stopped by ``max_seconds``
+or by the oracle's query budget still covers the classes evenly.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+from torch.nn import functional as F
+
+from unlearnleak.attacks.label_inference.probeset import ProbeSet
+from unlearnleak.errors import ConfigError, QueryBudgetExceeded
+from unlearnleak.oracle import ModelOracle, Oracle
+from unlearnleak.progress import progress_enabled
+from unlearnleak.registry import Registry
+
+
+class PublicData(Protocol):
+    """Anything with real inputs ``x`` (n, *input_shape) and labels ``y`` (n,), e.g. a data.Dataset."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class GeneratorConfig(BaseModel):
+    """Base of every generator's configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One probe to make: its class, its index within the class and its own random generator."""
+
+    target: int
+    index: int
+    generator: torch.Generator
+
+
+@dataclass(frozen=True)
+class Made:
+    """One finished probe: the input (1, *shape), whether it reached the threshold, what it cost."""
+
+    x: torch.Tensor
+    accepted: bool
+    queries: int
+    steps: int = 0
+    inits: int = 1
+
+
+@dataclass
+class RunLimits:
+    """Stops a generation run: a wall-clock deadline (None: none)."""
+
+    deadline: float | None = None
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+
+def probe_seed(seed: int, target: int, index: int) -> int:
+    """A well-mixed seed for probe ``index`` of class ``target``."""
+    return int(np.random.SeedSequence([seed, target, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def noise_init(input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """The paper's probe start: Gaussian noise clipped to [0, 1] (PAPER.md §4.2), shape (1, *input_shape)."""
+    return torch.randn((1, *input_shape), generator=generator).clamp_(0.0, 1.0)
+
+
+class ProbeGenerator(ABC):
+    """Makes probes for chosen classes. Subclasses set ``name``, ``black_box``, ``Config`` and ``_make``."""
+
+    name: ClassVar[str]
+    black_box: ClassVar[bool] = True
+    Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
+    parallel: ClassVar[bool] = False  # True: _make_many optimises several probes side by side
+
+    def __init__(self, config: GeneratorConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise ConfigError(f"give {self.name} probes either a config or keyword parameters, not both")
+        try:
+            self.config = config if config is not None else self.Config(**params)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid parameters for the {self.name!r} probe generator:\n{exc}") from None
+        if not isinstance(self.config, self.Config):
+            raise ConfigError(f"{self.name!r} needs a {self.Config.__name__}, got {type(self.config).__name__}")
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Cross-field validation (single fields are validated by the pydantic config)."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({fields})"
+
+    def generate(self, target: Oracle | nn.Module, *, num_classes: int, per_class: int,
+                 input_shape: tuple[int, ...], seed: int = 0, classes: Sequence[int] | None = None,
+                 public: PublicData | None = None, max_seconds: float | None = None,
+                 device: str | torch.device = "cpu") -> ProbeSet:
+        """Make ``per_class`` probes for each class in ``classes`` (default: all) against ``target``.
+
+        Args:
+            target: the original model's oracle (black-box generators; a module is wrapped in a
+                :class:`ModelOracle`) or the model itself (white-box ``gradient``).
+            max_seconds: stop starting new probes after this long (running ones are abandoned); the
+                probes finished by then are returned and ``notes`` says so.
+        """
+        classes = list(range(num_classes)) if classes is None else [int(c) for c in classes]
+        if per_class < 1:
+            raise ConfigError(f"per_class must be >= 1, got {per_class}")
+        if any(not 0 <= c < num_classes for c in classes):
+            raise ConfigError(f"classes must lie in [0, {num_classes}), got {classes}")
+        oracle = self._oracle(target, num_classes, input_shape, device)
+        started = time.perf_counter()
+        limits = RunLimits(None if max_seconds is None else started + max_seconds)
+        jobs = [Job(c, j, torch.Generator().manual_seed(probe_seed(seed, c, j)))
+                for j in range(per_class) for c in classes]
+        spent_before = oracle.queries
+        made: list[tuple[Job, Made]] = []
+        notes = ""
+        try:
+            made = self._run_jobs(oracle, target, jobs, limits, public)
+        except _Stopped as stop:
+            made, notes = stop.made, stop.reason
+        if not made:
+            raise ConfigError(f"{self.name} made no probe: {notes or 'no job finished'}")
+        x = torch.cat([m.x for _, m in made]).float()
+        # θ's answers, recorded now: after the deletion they cannot be asked for again. The last
+        # evaluation of each probe already returned them, so this replay is not charged twice.
+        proba = self._final_answers(oracle, target, x)
+        total = oracle.queries - spent_before
+        if len(made) < len(jobs) and not notes:
+            notes = f"made {len(made)} of {len(jobs)} probes"
+        return ProbeSet(
+            x=x, target=torch.tensor([j.target for j, _ in made]), original_proba=proba,
+            queries=torch.tensor([m.queries for _, m in made]), accepted=torch.tensor([m.accepted for _, m in made]),
+            generator=self.name, params={**self.config.model_dump(mode="json"), "seed": seed,
+                                         "per_class": per_class, "steps": [m.steps for _, m in made],
+                                         "inits": [m.inits for _, m in made]},
+            total_queries=total, seconds=time.perf_counter() - started, black_box=self.black_box, notes=notes)
+
+    def _oracle(self, target: Oracle | nn.Module, num_classes: int, input_shape: tuple[int, ...],
+                device: str | torch.device) -> Oracle:
+        if isinstance(target, Oracle):
+            if target.num_classes != num_classes or target.input_shape != tuple(input_shape):
+                raise ConfigError(f"the oracle answers {target.num_classes} classes for inputs {target.input_shape}, "
+                                  f"but probes were asked for {num_classes} classes of shape {tuple(input_shape)}")
+            return target
+        if isinstance(target, nn.Module):
+            return ModelOracle(target, num_classes=num_classes, input_shape=tuple(input_shape), device=device)
+        raise ConfigError(f"probes need an Oracle or a model, got {type(target).__name__}")
+
+    def _final_answers(self, oracle: Oracle, target: Oracle | nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # The answers for the finished probes. Black-box generators have just seen them; to keep the
+        # bookkeeping simple and exact they are asked once more, and that one query per probe is
+        # charged to the probe set's total (``total_queries``) but not to the per-probe counts.
+        return oracle.predict_proba(x)
+
+    def _run_jobs(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+                  public: PublicData | None) -> list[tuple[Job, Made]]:
+        made: list[tuple[Job, Made]] = []
+        bar = _Bar(len(jobs), f"{self.name} probes")
+        try:
+            if self.parallel:
+                for job, result in self._make_many(oracle, target, jobs, limits, public):
+                    made.append((job, result))
+                    bar.advance()
+            else:
+                for job in jobs:
+                    if limits.expired():
+                        raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
+                    result = self._make(oracle, target, job, limits, public)
+                    if result is None:
+                        raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
+                    made.append((job, result))
+                    bar.advance()
+        except QueryBudgetExceeded as exc:
+            raise _Stopped(made, f"query budget exhausted after {len(made)} of {len(jobs)} probes ({exc})") from exc
+        finally:
+            bar.close()
+        if self.parallel and len(made) < len(jobs):
+            raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
+        # keep the round-robin order of the jobs, whatever order they finished in
+        order = {id(job): i for i, job in enumerate(jobs)}
+        return sorted(made, key=lambda jm: order[id(jm[0])])
+
+    def _make(self, oracle: Oracle, target: Oracle | nn.Module, job: Job, limits: RunLimits,
+              public: PublicData | None) -> Made | None:
+        """One probe, or None when the time limit stopped it."""
+        raise NotImplementedError
+
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+                   public: PublicData | None) -> list[tuple[Job, Made]]:
+        """Several probes side by side (``parallel`` generators); unfinished ones are left out."""
+        raise NotImplementedError
+
+
+class _Stopped(Exception):
+    def __init__(self, made: list[tuple[Job, Made]], reason: str) -> None:
+        super().__init__(reason)
+        self.made, self.reason = made, reason
+
+
+class _Bar:
+    """A rich progress bar that generators advance per finished probe (silent when disabled)."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self._progress = None
+        if progress_enabled():
+            from rich.progress import Progress
+
+            self._progress = Progress(transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(description, total=total)
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+PROBE_GENERATORS: Registry[type[ProbeGenerator]] = Registry("probe generator")
+
+
+def register_generator(name: str) -> Callable[[type[ProbeGenerator]], type[ProbeGenerator]]:
+    """Class decorator: register a ProbeGenerator subclass under ``name`` (and set its ``name``)."""
+
+    def decorator(cls: type[ProbeGenerator]) -> type[ProbeGenerator]:
+        cls.name = name
+        return PROBE_GENERATORS.register(name)(cls)
+
+    return decorator
+
+
+def make_generator(name: str, **params: Any) -> ProbeGenerator:
+    """The generator registered as ``name``, configured with ``params``."""
+    return PROBE_GENERATORS.get(name)(**params)
+
+
+def black_box_generators() -> list[str]:
+    """Names of the generators that need only oracle queries."""
+    return [n for n in PROBE_GENERATORS.names() if PROBE_GENERATORS.get(n).black_box]
+
+
+def generate_probes(generator_name: str, oracle_or_model: Oracle | nn.Module, num_classes: int, per_class: int,
+                    input_shape: tuple[int, ...], seed: int = 0, *, classes: Sequence[int] | None = None,
+                    public: PublicData | None = None, max_seconds: float | None = None,
+                    device: str | torch.device = "cpu", **params: Any) -> ProbeSet:
+    """Make probes with the registered generator ``generator_name`` against the ORIGINAL model.
+
+    Args:
+        oracle_or_model: θ's oracle (black-box generators) or θ itself (``gradient``).
+        public: real data with labels, for the ``public`` generator.
+        params: the generator's configuration, e.g. ``threshold=0.9995``.
+    """
+    return make_generator(generator_name, **params).generate(
+        oracle_or_model, num_classes=num_classes, per_class=per_class, input_shape=tuple(input_shape), seed=seed,
+        classes=classes, public=public, max_seconds=max_seconds, device=device)
+
+
+def margin_loss(proba: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor:
+    """−(log p_c − max_{j≠c} log p_j): the logit margin of Eq. 8 recovered from probabilities, per row.
+
+    Softmax ratios equal logit differences, so a black-box user can compute the margin from the returned
+    probabilities; unlike −log p_c it does not flatten out as p_c → 1.
+    """
+    logp = proba.double().clamp_min(1e-300).log()
+    tgt = torch.as_tensor(target, dtype=torch.long).expand(proba.shape[0])
+    own = logp.gather(1, tgt[:, None]).squeeze(1)
+    others = logp.scatter(1, tgt[:, None], -torch.inf).amax(dim=1)
+    return others - own
+
+
+# ---------------------------------------------------------------------------------------------- gradient
+class GradientConfig(GeneratorConfig):
+    """White-box probes: Adam on the input, cross-entropy towards the class, from clipped-noise starts."""
+
+    threshold: float = Field(0.9995, gt=0, lt=1)  # accept once θ's p_c reaches this (as zoo)
+    lr: float = Field(0.01, gt=0)  # Adam step on the pixels
+    max_steps: int = Field(500, ge=1)
+    batch: int = Field(100, ge=1)  # probes optimised together in one forward-backward pass
+
+
+@register_generator("gradient")
+class GradientProbes(ProbeGenerator):
+    """Probes for a user who holds θ's weights: exact input gradients instead of query estimates.
+
+    ``queries`` counts forward-backward evaluations per probe (one per step plus the start), not
+    black-box queries; nothing is asked of an oracle during the optimisation.
+    """
+
+    black_box = False
+    Config = GradientConfig
+    parallel = True
+
+    def _oracle(self, target: Oracle | nn.Module, num_classes: int, input_shape: tuple[int, ...],
+                device: str | torch.device) -> Oracle:
+        if not isinstance(target, nn.Module):
+            raise ConfigError("gradient probes need the model's weights (white-box); pass the model, or choose "
+                              f"a black-box generator ({', '.join(black_box_generators())})")
+        self._device = torch.device(device)
+        return ModelOracle(target, num_classes=num_classes, input_shape=tuple(input_shape), device=device)
+
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+                   public: PublicData | None) -> list[tuple[Job, Made]]:
+        assert isinstance(target, nn.Module)
+        cfg: GradientConfig = self.config  # type: ignore[assignment]
+        model = target.to(self._device).eval()
+        out: list[tuple[Job, Made]] = []
+        for start in range(0, len(jobs), cfg.batch):
+            if limits.expired():
+                break
+            out += self._optimise(model, jobs[start:start + cfg.batch], oracle.input_shape, cfg, limits)
+        return out
+
+    def _optimise(self, model: nn.Module, jobs: list[Job], shape: tuple[int, ...], cfg: GradientConfig,
+                  limits: RunLimits) -> list[tuple[Job, Made]]:
+        x = torch.cat([noise_init(shape, j.generator) for j in jobs]).to(self._device)  # (b, *shape)
+        target = torch.tensor([j.target for j in jobs], device=self._device)
+        x.requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=cfg.lr)
+        done = torch.zeros(len(jobs), dtype=torch.bool, device=self._device)
+        steps = torch.zeros(len(jobs), dtype=torch.long)
+        evals = torch.zeros(len(jobs), dtype=torch.long)
+        for _ in range(cfg.max_steps + 1):
+            logits = model(x)
+            p = torch.softmax(logits.double(), dim=1).gather(1, target[:, None]).squeeze(1)
+            evals += (~done).long().cpu()
+            done |= p.detach() >= cfg.threshold
+            if bool(done.all()) or limits.expired():
+                break
+            loss = F.cross_entropy(logits, target, reduction="none")[~done].sum()
+            (grad,) = torch.autograd.grad(loss, x)
+            grad[done] = 0.0  # finished probes stay where they are
+            x.grad = grad
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+            steps += (~done).long().cpu()
+        if limits.expired() and not bool(done.all()):
+            return []
+        return [(job, Made(x=x[i:i + 1].detach().cpu(), accepted=bool(done[i]), queries=int(evals[i]),
+                           steps=int(steps[i]))) for i, job in enumerate(jobs)]
+
+
+# ---------------------------------------------------------------------------------------------- public
+class PublicConfig(GeneratorConfig):
+    """Real samples of each class that θ predicts as that class with at least ``min_confidence``."""
+
+    min_confidence: float = Field(0.9, gt=0, lt=1)
+    max_candidates: int = Field(400, ge=1)  # per class: stop screening after this many samples
+    chunk: int = Field(20, ge=1)  # candidates screened per query batch
+
+
+@register_generator("public")
+class PublicProbes(ProbeGenerator):
+    """Held-out real data as probes: screen samples of class c (in a seeded random order) with θ's oracle
+    and keep the first ones θ predicts as c with confidence ≥ ``min_confidence``.
+
+    A class whose screened samples never reach the confidence keeps its most confident correctly
+    predicted ones (flagged not accepted). Each screening query is charged to the probes of its class,
+    split evenly.
+    """
+
+    Config = PublicConfig
+    parallel = True
+
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+                   public: PublicData | None) -> list[tuple[Job, Made]]:
+        if public is None:
+            raise ConfigError("public probes need real held-out data with labels (public=Dataset or (x, y))")
+        cfg: PublicConfig = self.config  # type: ignore[assignment]
+        by_class: dict[int, list[Job]] = {}
+        for job in jobs:
+            by_class.setdefault(job.target, []).append(job)
+        out: list[tuple[Job, Made]] = []
+        for c, class_jobs in by_class.items():
+            if limits.expired():
+                break
+            rows = torch.nonzero(public.y == c).flatten()
+            if rows.numel() == 0:
+                raise ConfigError(f"the public data has no sample of class {c}")
+            rows = rows[torch.randperm(rows.numel(), generator=class_jobs[0].generator)][:cfg.max_candidates]
+            out += self._screen(oracle, public, rows, c, class_jobs, cfg)
+        return out
+
+    @staticmethod
+    def _screen(oracle: Oracle, public: PublicData, rows: torch.Tensor, c: int, jobs: list[Job],
+                cfg: PublicConfig) -> list[tuple[Job, Made]]:
+        want = len(jobs)
+        chosen: list[int] = []
+        seen_rows: list[torch.Tensor] = []
+        seen_p: list[torch.Tensor] = []
+        spent = 0
+        for start in range(0, rows.numel(), cfg.chunk):
+            if len(chosen) >= want:
+                break
+            batch = rows[start:start + cfg.chunk]
+            proba = oracle.predict_proba(public.x[batch])
+            spent += batch.numel()
+            pc = proba[:, c]
+            ok = (proba.argmax(1) == c) & (pc >= cfg.min_confidence)
+            chosen += batch[ok].tolist()[:want - len(chosen)]
+            right = proba.argmax(1) == c
+            seen_rows.append(batch[right])
+            seen_p.append(pc[right])
+        accepted = [True] * len(chosen)
+        if len(chosen) < want:  # fall back to the most confident correct ones
+            all_rows, all_p = torch.cat(seen_rows), torch.cat(seen_p)
+            extra = [int(r) for r in all_rows[all_p.argsort(descending=True)] if int(r) not in set(chosen)]
+            take = extra[:want - len(chosen)]
+            chosen += take
+            accepted += [False] * len(take)
+        if not chosen:
+            raise ConfigError(f"θ predicts none of the {rows.numel()} public samples of class {c} correctly")
+        share = [spent // len(chosen) + (1 if i < spent % len(chosen) else 0) for i in range(len(chosen))]
+        return [(job, Made(x=public.x[r:r + 1].clone(), accepted=a, queries=q))
+                for job, r, a, q in zip(jobs, chosen, accepted, share, strict=False)]
+
+
+# zoo and nes register themselves on import (the package __init__ imports them).

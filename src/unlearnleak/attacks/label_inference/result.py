@@ -1,0 +1,85 @@
+"""LabelGuess: what the label-inference attack concludes, with the evidence and the queries it cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LabelGuess:
+    """The classes ranked by confidence change, the top-K guess, and whether any change stands out.
+
+    Attributes:
+        ranked: every class with at least one probe, most negative mean change first (PAPER.md §4.2, Eq. 11);
+            classes without probes follow, in class order.
+        changes: per class c, the mean over probes predicted as c (by θ) of p_c after − p_c before;
+            NaN for a class no probe was predicted as.
+        probe_counts: per class, the number of probes predicted as that class by the original model.
+        top_k: how many deleted classes were asked for.
+        predicted: the top-K guess, ``ranked[:top_k]``, or () when no change is detectable.
+        significant: the classes among ``ranked[:top_k]`` whose drop stands out from the others' spread.
+        detected: False means "no detectable change": every change is within the spread seen across probes.
+        center, scale, z: the detection rule's reference level, spread and multiplier (see decision.py).
+        queries_original: queries spent on the original model (probe generation plus any re-queries).
+        queries_unlearned: queries spent on the unlearned model (one per probe).
+        generator: the probe generator's name.
+    """
+
+    ranked: tuple[int, ...]
+    changes: tuple[float, ...]
+    probe_counts: tuple[int, ...]
+    top_k: int
+    predicted: tuple[int, ...]
+    significant: tuple[int, ...]
+    detected: bool
+    center: float
+    scale: float
+    z: float
+    queries_original: int
+    queries_unlearned: int
+    generator: str
+
+    @property
+    def label(self) -> int | None:
+        """The single most likely deleted class, or None when no change is detectable."""
+        return self.predicted[0] if self.predicted else None
+
+    @property
+    def best(self) -> int:
+        """The most negative class regardless of detectability (the paper's argmin, Eq. 11)."""
+        return self.ranked[0]
+
+    def change(self, c: int) -> float:
+        """The mean confidence change of class ``c``."""
+        return self.changes[c]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (NaN changes become None)."""
+        return {
+            "ranked": list(self.ranked),
+            "changes": [None if math.isnan(v) else v for v in self.changes],
+            "probe_counts": list(self.probe_counts),
+            "top_k": self.top_k,
+            "predicted": list(self.predicted),
+            "significant": list(self.significant),
+            "detected": self.detected,
+            "center": self.center,
+            "scale": self.scale,
+            "z": self.z,
+            "queries_original": self.queries_original,
+            "queries_unlearned": self.queries_unlearned,
+            "generator": self.generator,
+        }
+
+    def summary(self, class_names: tuple[str, ...] | list[str] | None = None) -> str:
+        """One human-readable line: the guess and the strongest changes."""
+        def name(c: int) -> str:
+            return f"{c} ({class_names[c]})" if class_names is not None and c < len(class_names) else str(c)
+
+        head = (f"deleted class(es): {', '.join(name(c) for c in self.predicted)}" if self.detected
+                else "no detectable change")
+        top = ", ".join(f"{name(c)}: {self.changes[c]:+.3g}" for c in self.ranked[:max(3, self.top_k)])
+        return (f"{head} — largest drops {top}; queries: original {self.queries_original}, "
+                f"unlearned {self.queries_unlearned}")

@@ -1,0 +1,320 @@
+"""Black-box probe generators that estimate gradients from queries: the paper's ``zoo`` and our ``nes``.
+
+Both start every probe from the paper's clipped Gaussian noise and stop once the original model's
+confidence in the target class reaches ``threshold`` (0.9995, PAPER.md §4.2); both are charged every row they
+send to the oracle.
+
+``zoo`` (PAPER.md §4.2, the official ``gen_probing_samples.py`` on ART's ZooAttack) — coordinate-wise Adam:
+each iteration picks ``nb_parallel`` coordinates (importance-sampled), estimates each partial derivative of
+the loss −log p_c with a symmetric difference (h = 1e-4; 2 queries per coordinate), takes one Adam step per
+coordinate with per-coordinate bias correction, and evaluates the new iterate (1 query). An iteration costs
+2·nb_parallel + 1 queries (2,049 at the paper's 1,024). A *round* (one ART ``generate`` call) runs up to 20
+iterations, aborts early every 2 iterations without a 0.01 % improvement, and returns its lowest-loss iterate;
+up to 10 rounds continue from that iterate with fresh Adam state, the learning rate dropping from 0.1 to 0.02
+once p_c > 0.9; a start that is not accepted after 10 rounds is replaced by a new noise start. Each start
+costs 1 query to evaluate. Queries per probe = starts + iterations · (2·nb_parallel + 1), exactly.
+
+Where we differ from the official code (PAPER.md §10.4), on purpose:
+- The official noise accumulates onto the previous iterate (x_{t+1} = x_t + δ_cumulative) and is clipped
+  to [0, 1], so it can only brighten pixels. Here an iterate is x_start + δ, with δ kept in the box
+  [−x_start, 1 − x_start]: every coordinate moves both ways and x stays in [0, 1] without clipping.
+- Acceptance is checked after every iteration (from the 1-query evaluation that is made anyway), not only
+  at the end of a 20-iteration call; this can only lower zoo's query count.
+- Importance sampling (|δ| max-pooled in blocks of H/8 per channel, + 0.01, normalised; uniform in the
+  first iteration of a round) is applied at every image size; ART enables it only above 32 pixels.
+- The official script redraws starts forever; here at most ``max_inits`` starts, after which the best
+  probe is kept and flagged not accepted.
+
+``nes`` (ours) — the same search, made query-efficient in three ways:
+1. a low-dimensional search space: δ = upsample(z) with z of shape (C, tile, tile) (192 numbers for
+   tile = 8 on RGB), which is the "data prior" of Ilyas et al. (2019): neighbouring pixels move together;
+2. antithetic Gaussian directions (NES, Wierstra et al.; Ilyas et al. 2018): one gradient estimate of all of
+   z from 2·directions queries instead of one coordinate per 2 queries;
+3. the logit margin max_{j≠c} log p_j − log p_c (Eq. 8, recovered exactly from probabilities), which
+   keeps its slope near p_c = 1 where −log p_c flattens out, with normalised (unit-RMS) gradient steps.
+Many probes run side by side and share oracle batches (fewer, larger forward passes; the count of queries
+is the same). A step costs 2·directions + 1 queries; a start costs 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from unlearnleak.attacks.label_inference.probes import (
+    GeneratorConfig,
+    Job,
+    Made,
+    ProbeGenerator,
+    PublicData,
+    RunLimits,
+    margin_loss,
+    noise_init,
+    register_generator,
+)
+from unlearnleak.errors import ConfigError
+from unlearnleak.oracle import Oracle
+
+
+def ce_loss(proba: torch.Tensor, target: int) -> torch.Tensor:
+    """−log p_c per row: the official probe objective (float64)."""
+    return -proba[:, target].double().clamp_min(1e-300).log()
+
+
+# -------------------------------------------------------------------------------------------------- zoo
+class ZooConfig(GeneratorConfig):
+    """The paper's ZOO settings (PAPER.md §4.2)."""
+
+    threshold: float = Field(0.9995, gt=0, lt=1)  # accept when θ's p_c reaches this
+    nb_parallel: int = Field(1024, ge=1)  # coordinates per iteration, 2 queries each
+    h: float = Field(1e-4, gt=0)  # symmetric-difference step
+    lr: float = Field(0.1, gt=0)
+    lr_confident: float = Field(0.02, gt=0)  # learning rate once p_c > `confident`
+    confident: float = Field(0.9, gt=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    max_iter: int = Field(20, ge=1)  # iterations per round (one ART `generate` call)
+    max_rounds: int = Field(10, ge=1)  # rounds per start
+    max_inits: int = Field(3, ge=1)  # noise starts per probe before it is kept unaccepted
+    abort_early: bool = True
+    abort_every: int = Field(2, ge=1)  # ART: max_iter // 10
+    importance: bool = True
+    block: int | None = Field(None, ge=1)  # importance block size; None: H // 8
+
+
+@register_generator("zoo")
+class ZooProbes(ProbeGenerator):
+    """The paper's zeroth-order probes (see the module docstring for the algorithm and our fixes)."""
+
+    Config = ZooConfig
+
+    def _check_params(self) -> None:
+        cfg: ZooConfig = self.config  # type: ignore[assignment]
+        if cfg.lr_confident > cfg.lr:
+            raise ConfigError(f"zoo: lr_confident ({cfg.lr_confident}) should not exceed lr ({cfg.lr})")
+        if cfg.confident >= cfg.threshold:
+            raise ConfigError(f"zoo: confident ({cfg.confident}) must lie below threshold ({cfg.threshold})")
+
+    def _make(self, oracle: Oracle, target: Oracle | nn.Module, job: Job, limits: RunLimits,
+              public: PublicData | None) -> Made | None:
+        cfg: ZooConfig = self.config  # type: ignore[assignment]
+        numel = math.prod(oracle.input_shape)
+        if cfg.nb_parallel > numel:
+            raise ConfigError(f"zoo: nb_parallel={cfg.nb_parallel} exceeds the {numel} input coordinates")
+        start_queries = oracle.queries
+        best: tuple[float, torch.Tensor] | None = None
+        steps = 0
+        for init in range(1, cfg.max_inits + 1):
+            x = noise_init(oracle.input_shape, job.generator)
+            proba = oracle.predict_proba(x)
+            loss, p = float(ce_loss(proba, job.target)[0]), float(proba[0, job.target])
+            lr = cfg.lr
+            for _ in range(cfg.max_rounds):
+                if p >= cfg.threshold:
+                    break
+                result = self._round(oracle, x, loss, job, lr, limits)
+                if result is None:
+                    return None
+                x, loss, p, its = result
+                steps += its
+                if p > cfg.confident:
+                    lr = cfg.lr_confident
+            if p >= cfg.threshold:
+                return Made(x=x, accepted=True, queries=oracle.queries - start_queries, steps=steps, inits=init)
+            if best is None or loss < best[0]:
+                best = (loss, x)
+        assert best is not None
+        return Made(x=best[1], accepted=False, queries=oracle.queries - start_queries, steps=steps,
+                    inits=cfg.max_inits)
+
+    def _round(self, oracle: Oracle, x_start: torch.Tensor, loss_start: float, job: Job, lr: float,
+               limits: RunLimits) -> tuple[torch.Tensor, float, float, int] | None:
+        """One ART ``generate`` call from ``x_start``: returns (best x, its loss, its p_c, iterations)."""
+        cfg: ZooConfig = self.config  # type: ignore[assignment]
+        flat_start = x_start.reshape(-1).double()  # (d,)
+        d, n, c = flat_start.numel(), cfg.nb_parallel, job.target
+        delta, m, v = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), \
+            torch.zeros(d, dtype=torch.float64)
+        t = torch.zeros(d, dtype=torch.long)
+        lo, hi = -flat_start, 1.0 - flat_start
+        prob: torch.Tensor | None = None
+        best_loss, best_x, best_p = loss_start, x_start, math.nan
+        prev_loss = math.inf
+        its = 0
+        rows = torch.arange(2 * n)
+        for it in range(cfg.max_iter):
+            if limits.expired():
+                return None
+            if prob is None:
+                idx = torch.randperm(d, generator=job.generator)[:n]
+            else:
+                idx = torch.multinomial(prob, n, replacement=False, generator=job.generator)
+            batch = (flat_start + delta).repeat(2 * n, 1)  # (2n, d)
+            batch[rows, idx.repeat_interleave(2)] += torch.tensor([cfg.h, -cfg.h], dtype=torch.float64).repeat(n)
+            losses = ce_loss(oracle.predict_proba(batch.float().reshape(2 * n, *oracle.input_shape)), c)
+            grad = (losses[0::2] - losses[1::2]) / (2 * cfg.h)  # (n,)
+            t[idx] += 1
+            m[idx] = cfg.beta1 * m[idx] + (1 - cfg.beta1) * grad
+            v[idx] = cfg.beta2 * v[idx] + (1 - cfg.beta2) * grad ** 2
+            tt = t[idx].double()
+            corr = torch.sqrt(1 - cfg.beta2 ** tt) / (1 - cfg.beta1 ** tt)
+            delta[idx] -= lr * corr * m[idx] / (torch.sqrt(v[idx]) + cfg.eps)
+            delta[idx] = torch.minimum(torch.maximum(delta[idx], lo[idx]), hi[idx])
+            if cfg.importance and len(oracle.input_shape) == 3:
+                prob = self._sampling_prob(delta, oracle.input_shape)
+            x_new = (flat_start + delta).float().reshape(1, *oracle.input_shape)
+            proba = oracle.predict_proba(x_new)
+            loss, p = float(ce_loss(proba, c)[0]), float(proba[0, c])
+            its = it + 1
+            if loss < best_loss:
+                best_loss, best_x, best_p = loss, x_new, p
+            if p >= cfg.threshold:
+                break
+            if cfg.abort_early and it % cfg.abort_every == 0:
+                if loss > 0.9999 * prev_loss:
+                    break
+                prev_loss = loss
+        if math.isnan(best_p):  # no iterate improved on the start: p_c of the start
+            best_p = math.exp(-best_loss)
+        return best_x, best_loss, best_p, its
+
+    def _sampling_prob(self, delta: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """|δ| max-pooled in blocks per channel, + 0.01, normalised (ART's importance sampling)."""
+        cfg: ZooConfig = self.config  # type: ignore[assignment]
+        ch, h, w = shape
+        block = cfg.block or max(1, h // 8)
+        mag = delta.abs().reshape(1, ch, h, w)
+        pooled = F.max_pool2d(mag, block, stride=block, ceil_mode=True)
+        up = pooled.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)[..., :h, :w]
+        prob = up.reshape(-1) + 0.01
+        return prob / prob.sum()
+
+
+# -------------------------------------------------------------------------------------------------- nes
+class NesConfig(GeneratorConfig):
+    """Our query-efficient black-box generator (see the module docstring)."""
+
+    threshold: float = Field(0.9995, gt=0, lt=1)
+    tile: int = Field(8, ge=1)  # z has shape (C, tile, tile), upsampled to (H, W)
+    directions: int = Field(10, ge=1)  # antithetic pairs per step: 2·directions queries
+    sigma: float = Field(0.05, gt=0)  # exploration radius (pixel units, per z coordinate)
+    lr: float = Field(0.1, gt=0)  # step length: RMS change of z per step (pixel units)
+    max_steps: int = Field(200, ge=1)
+    max_inits: int = Field(3, ge=1)
+    population: int = Field(100, ge=1)  # probes optimised side by side (shared oracle batches)
+    upsample: str = Field("nearest", pattern="^(nearest|bilinear)$")
+
+
+@register_generator("nes")
+class NesProbes(ProbeGenerator):
+    """Antithetic NES in a tiled low-dimensional space with margin loss; many probes side by side."""
+
+    Config = NesConfig
+    parallel = True
+
+    def _check_params(self) -> None:
+        cfg: NesConfig = self.config  # type: ignore[assignment]
+        if cfg.sigma > 1:
+            raise ConfigError(f"nes: sigma={cfg.sigma} is larger than the whole pixel range")
+
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+                   public: PublicData | None) -> list[tuple[Job, Made]]:
+        cfg: NesConfig = self.config  # type: ignore[assignment]
+        if len(oracle.input_shape) != 3:
+            raise ConfigError(f"nes probes need image inputs (C, H, W), got {oracle.input_shape}")
+        out: list[tuple[Job, Made]] = []
+        pending = list(jobs)
+        active: list[_NesState] = []
+        while pending or active:
+            if limits.expired():
+                break
+            while pending and len(active) < cfg.population:
+                active.append(_NesState(pending.pop(0), oracle.input_shape, cfg))
+            self._step(oracle, active, cfg)
+            still: list[_NesState] = []
+            for s in active:
+                if s.finished:
+                    out.append((s.job, s.made()))
+                else:
+                    still.append(s)
+            active = still
+        return out
+
+    def _step(self, oracle: Oracle, states: list[_NesState], cfg: NesConfig) -> None:
+        """One step for every active probe, all their queries in one oracle call."""
+        fresh = [s for s in states if s.loss is None]
+        if fresh:  # evaluate new starts (1 query each)
+            proba = oracle.predict_proba(torch.cat([s.image(s.z) for s in fresh]))
+            for s, row in zip(fresh, proba, strict=True):
+                s.queries += 1
+                s.record(row[None])
+        ready = [s for s in states if not s.finished and s.loss is not None]
+        if not ready:
+            return
+        dirs = [torch.randn((cfg.directions, *s.z.shape), generator=s.job.generator) for s in ready]
+        batch = torch.cat([torch.cat([s.image(s.z + cfg.sigma * u), s.image(s.z - cfg.sigma * u)])
+                           for s, u in zip(ready, dirs, strict=True)])  # per probe: (2·directions, C, H, W)
+        losses = margin_loss(oracle.predict_proba(batch), torch.cat([
+            torch.full((2 * cfg.directions,), s.job.target) for s in ready])).reshape(len(ready), 2, -1)
+        for s, u, lp in zip(ready, dirs, losses, strict=True):
+            s.queries += 2 * cfg.directions
+            diff = (lp[0] - lp[1]) / (2 * cfg.sigma)  # (directions,)
+            grad = (diff.float()[:, None, None, None] * u).mean(0)
+            rms = grad.pow(2).mean().sqrt().clamp_min(1e-12)
+            s.z = s.z - cfg.lr * grad / rms
+            s.steps += 1
+        proba = oracle.predict_proba(torch.cat([s.image(s.z) for s in ready]))
+        for s, row in zip(ready, proba, strict=True):
+            s.queries += 1
+            s.record(row[None])
+
+
+class _NesState:
+    """One probe under optimisation: its start, its tiled perturbation z, the best iterate and its cost."""
+
+    def __init__(self, job: Job, shape: tuple[int, ...], cfg: NesConfig) -> None:
+        self.job, self.shape, self.cfg = job, shape, cfg
+        self.queries, self.steps, self.inits = 0, 0, 0
+        self.best: tuple[float, torch.Tensor] | None = None
+        self.accepted = False
+        self.finished = False
+        self._new_start()
+
+    def _new_start(self) -> None:
+        self.inits += 1
+        self.x0 = noise_init(self.shape, self.job.generator)  # (1, C, H, W)
+        self.z = torch.zeros(self.shape[0], self.cfg.tile, self.cfg.tile)
+        self.loss: float | None = None
+        self.start_steps = self.steps
+
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        """x = clip(x0 + upsample(z), 0, 1): z (C, t, t) → (1, C, H, W); z (n, C, t, t) → (n, C, H, W)."""
+        mode = self.cfg.upsample
+        up = F.interpolate(z if z.dim() == 4 else z[None], size=self.shape[1:], mode=mode,
+                           **({"align_corners": False} if mode == "bilinear" else {}))
+        return (self.x0 + up).clamp(0.0, 1.0)
+
+    def record(self, proba: torch.Tensor) -> None:
+        """Take the evaluation of the current z; finish, or start afresh after ``max_steps``."""
+        c = self.job.target
+        self.loss = float(margin_loss(proba, c)[0])
+        x = self.image(self.z)
+        if self.best is None or self.loss < self.best[0]:
+            self.best = (self.loss, x)
+        if float(proba[0, c]) >= self.cfg.threshold:
+            self.best, self.accepted, self.finished = (self.loss, x), True, True
+        elif self.steps - self.start_steps >= self.cfg.max_steps:
+            if self.inits >= self.cfg.max_inits:
+                self.finished = True
+            else:
+                self._new_start()
+
+    def made(self) -> Made:
+        assert self.best is not None
+        return Made(x=self.best[1], accepted=self.accepted, queries=self.queries, steps=self.steps,
+                    inits=self.inits)

@@ -1,0 +1,1 @@
+"""CLI commands, one module each; ``cli.py`` mounts them on the typer app."""

@@ -1,0 +1,198 @@
+"""`unlearnleak recover`: run the server's feature-recovery attack on a saved ModelPair folder.
+
+The attack reads only ``manifest.json`` and ``weights.safetensors``. When the folder also holds
+``ground_truth.safetensors`` (written by `unlearnleak scenario`), the *evaluation* step reads it afterwards
+to score the reconstruction; the attack itself never sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unlearnleak.commands.common import handle_errors
+
+GROUND_TRUTH_FILE = "ground_truth.safetensors"
+RESULTS_FILE = "results.json"
+GRID_FILE = "grid.png"
+
+
+def _parse_labels(text: str | None) -> list[int] | None:
+    from unlearnleak.errors import ConfigError
+
+    if text is None or text.strip().lower() in ("", "infer", "inferred"):
+        return None
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ConfigError(f"--labels must be comma-separated class indices (e.g. 3,5) or 'infer', "
+                          f"got {text!r}") from None
+
+
+def _load_ground_truth(folder: Path) -> tuple[Any, Any] | None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from unlearnleak.errors import CheckpointError
+
+    path = folder / GROUND_TRUTH_FILE
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if "forget_x" not in tensors or "forget_y" not in tensors:
+        raise CheckpointError(f"{path} lacks forget_x / forget_y")
+    return tensors["forget_x"], tensors["forget_y"]
+
+
+def _tabular_transform(metadata: dict[str, Any]) -> Any:
+    """The dataset transform named by the pair's recorded config (for errors in original units), or None."""
+    from unlearnleak.data import load_dataset
+    from unlearnleak.errors import UnlearnleakError
+
+    config = metadata.get("config")
+    if not isinstance(config, dict) or "dataset" not in config:
+        return None
+    try:
+        data = load_dataset(config["dataset"], "train", config.get("data_dir"), **config.get("dataset_options", {}))
+    except UnlearnleakError:
+        return None
+    return data.transform
+
+
+def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list[int] | None = None,
+                iterations: int | None = None, restarts: int | None = None, mode: str = "auto",
+                k: int | None = None, device: str = "cpu", seed: int = 0, time_budget: float | None = None,
+                overrides: list[str] | None = None, evaluate: bool = True,
+                lpips_path: str | None = None) -> dict[str, Any]:
+    """Attack the pair in ``pair_dir``, evaluate if ground truth is present, write outputs into ``out``."""
+    from unlearnleak.attacks.feature_recovery import (
+        PRESETS,
+        RECONSTRUCTION_FILE,
+        InversionConfig,
+        evaluate_reconstruction,
+        recover,
+    )
+    from unlearnleak.experiments.config import load_config
+    from unlearnleak.metrics import load_lpips
+    from unlearnleak.pair import ModelPair
+    from unlearnleak.report.grids import save_reconstruction_grid
+    from unlearnleak.storage import environment_record, write_json_atomic
+
+    started = time.perf_counter()
+    pair = ModelPair.load(pair_dir)
+    name = "tabular" if len(pair.spec.input_shape) != 3 and preset == "best" else preset
+    config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump())
+    rec = recover(pair, preset=config, labels=labels, iterations=iterations, restarts=restarts, device=device,
+                  seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
+    rec = type(rec)(**{**rec.__dict__, "preset": name})
+    out.mkdir(parents=True, exist_ok=True)
+    rec.save(out / RECONSTRUCTION_FILE)
+    results: dict[str, Any] = {
+        "format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
+        "labels_given": labels, "reconstruction": rec.summary(), "evaluation": None,
+        "environment": environment_record(),
+    }
+    truth = _load_ground_truth(pair_dir) if evaluate else None
+    captions = None
+    ground = None
+    if truth is not None:
+        gt_x, gt_y = truth
+        transform = _tabular_transform(dict(pair.metadata)) if rec.kind == "tabular" else None
+        lpips = load_lpips(lpips_path) if rec.kind == "image" else None
+        std = pair.spec.std if rec.kind == "image" else None
+        evaluation = evaluate_reconstruction(rec, gt_x, gt_y, lpips, std=std, transform=transform)
+        results["evaluation"] = evaluation
+        if rec.kind == "image":
+            ground = gt_x
+            rec_x = rec.x[evaluation["assignment"]]
+            captions = [f"{s['psnr']:.1f}dB" for s in evaluation["samples"]]
+    if rec.kind == "image":
+        save_reconstruction_grid(out / GRID_FILE, ground, rec.x if ground is None else rec_x, captions=captions)
+        results["grid"] = GRID_FILE
+    results["total_seconds"] = time.perf_counter() - started
+    write_json_atomic(out / RESULTS_FILE, results)
+    return results
+
+
+def _summary_table(results: dict[str, Any]) -> Table:
+    rec = results["reconstruction"]
+    table = Table(title=f"Feature recovery ({rec['preset']}, ∇* {rec['target_mode']}, "
+                        f"labels {rec['label_source']})")
+    evaluation = results.get("evaluation")
+    if evaluation is None:
+        table.add_column("sample")
+        table.add_column("label", justify="right")
+        for i, label in enumerate(rec["labels"]):
+            table.add_row(str(i), str(label))
+        table.caption = "no ground truth in the pair folder: nothing to evaluate"
+        return table
+    keys = [k for k in ("psnr", "ssim", "lpips", "mse", "max_abs_error") if k in evaluation["samples"][0]]
+    table.add_column("sample")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("label (true)", justify="right")
+    for s in evaluation["samples"]:
+        table.add_row(str(s["index"]), *(_fmt(s.get(key)) for key in keys),
+                      f"{s['label']} ({s['true_label']}){'' if s['label_correct'] else ' ✗'}")
+    table.add_row("mean", *(_fmt(evaluation["mean"].get(key)) for key in keys),
+                  f"acc {evaluation['label_accuracy']:.2f}")
+    table.caption = f"{rec['iterations']} iterations, {rec['seconds']:.1f} s, best restart {rec['best_restart']}"
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `recover` command to ``app``."""
+
+    @app.command("recover")
+    @handle_errors
+    def recover_command(
+        pair_dir: Annotated[Path, typer.Argument(help="ModelPair folder (manifest.json + weights.safetensors).")],
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default PAIR/recovery).")]
+        = None,
+        preset: Annotated[str, typer.Option(help="Inversion preset: best | paper | tabular.")] = "best",
+        labels: Annotated[str | None, typer.Option(
+            help="Known labels, comma-separated (e.g. 3,5); default: inferred from the gradient.")] = None,
+        iterations: Annotated[int | None, typer.Option(help="Optimisation steps (preset default).")] = None,
+        restarts: Annotated[int | None, typer.Option(help="Restarts, run as one batch (preset default).")]
+        = None,
+        mode: Annotated[str, typer.Option(
+            help="Target gradient: auto | approximate (θ_u − θ) | exact (needs θ0, N, k).")] = "auto",
+        k: Annotated[int | None, typer.Option(help="Number of unlearned samples (default: the pair's).")]
+        = None,
+        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        seed: Annotated[int, typer.Option(help="Seed for the restarts' starting points.")] = 0,
+        time_budget: Annotated[float | None, typer.Option(help="Seconds for the optimisation.")] = None,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="Inversion override, e.g. --set bn_prior=0 --set lr=0.05.")] = None,
+        no_eval: Annotated[bool, typer.Option("--no-eval", help="Do not read the ground truth.")] = False,
+        lpips: Annotated[str | None, typer.Option(help="LPIPS weights file (default: found automatically).")]
+        = None,
+    ) -> None:
+        """Recover the unlearned samples from θ and θ_u (white-box server attack, PAPER.md §2)."""
+        from unlearnleak.devices import check_device
+
+        check_device(device)
+        folder = out if out is not None else pair_dir / "recovery"
+        results = run_recover(pair_dir, folder, preset=preset, labels=_parse_labels(labels),
+                              iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
+                              seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
+                              lpips_path=lpips)
+        Console().print(_summary_table(results))
+        typer.echo(f"results written to {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
+        typer.echo(json.dumps({"out": str(folder), **({"psnr_mean": results["evaluation"]["mean"].get("psnr")}
+                                                       if results["evaluation"] else {})}))

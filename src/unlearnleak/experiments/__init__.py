@@ -1,0 +1,1 @@
+"""Experiment configuration (pydantic + YAML + --set overrides)."""

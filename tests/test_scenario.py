@@ -1,0 +1,102 @@
+"""The scenario end to end on real (scikit-learn digits) data: determinism, manifest, exact retrain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnleak.errors import ConfigError
+from unlearnleak.experiments.config import load_config
+from unlearnleak.pair import ModelPair
+from unlearnleak.scenario import ScenarioConfig, build_scenario, finetune, pretrained_base
+from unlearnleak.training import TrainConfig
+
+
+def _config(**overrides: object) -> ScenarioConfig:
+    base: dict = {"dataset": "digits", "model": "lenet", "model_kwargs": {}, "holdout": 400, "n_train": 64,
+                  "pretrain": {"epochs": 6, "lr": 0.05, "momentum": 0.9, "batch_size": 64},
+                  "finetune": {"epochs": 1, "lr": 1e-2, "batch_size": 16, "freeze_bn": True},
+                  "forget": {"kind": "samples", "k": 3}, "unlearning": {"method": "exact"}}
+    base.update(overrides)
+    return ScenarioConfig.model_validate(base)
+
+
+def test_same_seed_same_pair_and_cache_reuse() -> None:
+    a, b = build_scenario(_config()), build_scenario(_config())
+    for key in a.pair.original:
+        assert torch.equal(a.pair.original[key], b.pair.original[key])
+        assert torch.equal(a.pair.unlearned[key], b.pair.unlearned[key])
+    assert torch.equal(a.ft_indices, b.ft_indices) and torch.equal(a.forget_positions, b.forget_positions)
+    c = build_scenario(_config(seed=1))
+    assert not torch.equal(a.ft_indices, c.ft_indices)
+
+
+def test_exact_scenario_matches_finetune_on_retain_set() -> None:
+    cfg = _config()
+    scn = build_scenario(cfg)
+    spec, base = pretrained_base(cfg)
+    keep = torch.ones(cfg.n_train, dtype=torch.bool)
+    keep[scn.forget_positions] = False
+    x, y = scn.train.x[scn.ft_indices], scn.train.y[scn.ft_indices]
+    expected = finetune(spec, base, x, y, cfg.finetune, seed=cfg.seed, keep=keep)
+    assert all(torch.equal(expected[k], scn.pair.unlearned[k]) for k in expected)
+    assert torch.equal(scn.forget_x, scn.train.x[scn.forget_indices])
+    assert scn.forget_positions.numel() == 3 and scn.pair.n_forget == 3 and scn.pair.n_train == 64
+    # D_ft comes from the private pool only; the public rows (≥ holdout) trained θ0
+    assert int(scn.ft_indices.max()) < cfg.holdout
+    assert not set(scn.public_indices().tolist()) & set(scn.ft_indices.tolist())
+
+
+def test_class_forget_set_takes_the_first_fraction_of_the_class() -> None:
+    scn = build_scenario(_config(forget={"kind": "class", "class_id": 3, "fraction": 0.5},
+                                 unlearning={"method": "gradient_ascent", "params": {"lr": 1e-3}}))
+    y_ft = scn.train.y[scn.ft_indices]
+    rows = torch.nonzero(y_ft == 3).flatten()
+    assert torch.equal(scn.forget_positions, rows[: max(1, int(rows.numel() * 0.5))])
+    assert (scn.forget_y == 3).all()
+
+
+def test_saved_run_has_manifest_and_ground_truth(tmp_path: Path) -> None:
+    scn = build_scenario(_config())
+    scn.save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    meta = manifest["metadata"]
+    assert meta["ft_indices"] == scn.ft_indices.tolist()
+    assert meta["forget_indices"] == scn.forget_indices.tolist()
+    assert {"original_test_accuracy", "unlearned_test_accuracy", "original_forget_accuracy"} <= set(meta["metrics"])
+    assert meta["metrics"]["base_test_accuracy"] > 0.5  # six epochs on real digits already learn something
+    assert meta["environment"]["versions"]["torch"].startswith("2.13")
+    assert meta["config"]["seed"] == 0
+    pair = ModelPair.load(tmp_path)
+    assert pair.base is not None and pair.n_train == 64
+    assert (tmp_path / "ground_truth.safetensors").is_file()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_config_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="n_train"):
+        load_config(ScenarioConfig, None, ["n_train=5000", "holdout=100"])
+    with pytest.raises(ConfigError, match="unknown unlearning method"):
+        load_config(ScenarioConfig, None, ["unlearning.method=forgetful"])
+    bad = tmp_path / "c.yaml"
+    bad.write_text("pretrain:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match="pretrain.epochz"):
+        load_config(ScenarioConfig, bad)
+    with pytest.raises(ConfigError, match="no CUDA"):
+        load_config(ScenarioConfig, None, ["device=cuda"]) if not torch.cuda.is_available() else (
+            _raise_cuda())
+    with pytest.raises(ConfigError, match="holdout"):
+        build_scenario(_config(holdout=5000, n_train=10))
+
+
+def _raise_cuda() -> None:
+    raise ConfigError("no CUDA (skipped: a GPU is present)")
+
+
+def test_finetune_config_defaults_are_the_papers() -> None:
+    cfg = ScenarioConfig()
+    assert cfg.finetune == TrainConfig(epochs=1, lr=1e-3, momentum=0.0, weight_decay=0.0, batch_size=128,
+                                       freeze_bn=True)
