@@ -35,6 +35,8 @@ class Normalized(nn.Module):
         super().__init__()
         self.net = net
         shape = (1, -1, 1, 1) if image else (1, -1)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
 

@@ -53,7 +53,7 @@ def import_model_class(path: str) -> ModelFactory:
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
     def factory(input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
-        extra = {}
+        extra: dict[str, Any] = {}
         if "input_shape" in params or accepts_var_kw:
             extra["input_shape"] = input_shape
         if "num_classes" in params or accepts_var_kw:

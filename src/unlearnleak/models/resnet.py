@@ -43,8 +43,7 @@ class ResNet18(nn.Module):
             blocks = [BasicBlock(c, w * mult, stride), BasicBlock(w * mult, w * mult, 1)]
             c = w * mult
             stages.append((f"layer{i + 1}", nn.Sequential(*blocks)))
-        for name, stage in stages:
-            self.add_module(name, stage)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (stage for _, stage in stages)
         self.linear = nn.Linear(c, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

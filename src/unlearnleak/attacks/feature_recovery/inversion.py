@@ -122,7 +122,7 @@ def learning_rate(config: InversionConfig, step: int, total: int) -> float:
     if warm and step < warm:
         return lr * (step + 1) / warm
     if config.schedule == "step":  # MultiStepLR(γ=0.5) at the official milestones (3/8, 5/8, 7/8)
-        milestones = (int(total / 2.667), int(total / 1.6), int(total / 1.142))
+        milestones = (int(total // 2.667), int(total // 1.6), int(total // 1.142))  # as the official code
         return lr * 0.5 ** sum(step >= m for m in milestones)
     if config.schedule == "cosine":
         span = max(total - warm, 1)
@@ -135,12 +135,18 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
 
 
+def _trained(module: nn.modules.batchnorm._BatchNorm) -> bool:
+    """False for a batch-norm layer still at its initial statistics (mean 0, var 1): no prior to use."""
+    assert module.running_mean is not None and module.running_var is not None
+    return not (bool((module.running_mean == 0).all()) and bool((module.running_var == 1).all()))
+
+
 @contextmanager
 def _bn_capture(model: nn.Module, sink: list[torch.Tensor], weight_first: float):
     """Collect the DeepInversion term ‖μ(h) − μ_BN‖ + ‖σ²(h) − σ²_BN‖ of every batch-norm input h."""
     handles = []
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and m.running_mean is not None and m.running_var is not None]
+             and m.running_mean is not None and m.running_var is not None and _trained(m)]
 
     def make_hook(module: nn.modules.batchnorm._BatchNorm, scale: float) -> Callable[..., None]:
         def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:

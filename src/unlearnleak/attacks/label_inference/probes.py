@@ -154,6 +154,8 @@ class ProbeGenerator(ABC):
         # evaluation of each probe already returned them, so this replay is not charged twice.
         proba = self._final_answers(oracle, target, x)
         total = oracle.queries - spent_before
+        if not self.black_box:  # white-box evaluations were not oracle queries; count them too
+            total += sum(m.queries for _, m in made)
         if len(made) < len(jobs) and not notes:
             notes = f"made {len(made)} of {len(jobs)} probes"
         return ProbeSet(

@@ -1,0 +1,48 @@
+"""The CLI as a user runs it: exit codes, clear errors, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from unlearnleak.cli import app
+
+runner = CliRunner()
+
+DIGITS = ["--dataset", "digits", "--model", "lenet", "--set", "model_kwargs={}", "--set", "holdout=300",
+          "--set", "pretrain.epochs=1", "--n-train", "32", "--k", "2"]
+
+
+def test_scenario_writes_a_run_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["scenario", *DIGITS, "--method", "exact", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "θ_u (unlearned)" in result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["n_train"] == 32 and manifest["n_forget"] == 2
+    assert manifest["metadata"]["config"]["unlearning"]["method"] == "exact"
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {
+        "weights.safetensors", "manifest.json", "config.json", "ground_truth.safetensors"}
+
+
+def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    cases = [
+        (["scenario", *DIGITS, "--method", "forgetful"], "unknown unlearning method"),
+        (["scenario", "--dataset", "nosuchset", "--set", "model=lenet"], "unknown dataset 'nosuchset'"),
+        (["scenario", "--config", str(tmp_path / "missing.yaml")], "does not exist"),
+        (["scenario", *DIGITS, "--set", "pretrain.epochz=1"], "pretrain.epochz"),
+        (["scenario", "--dataset", "cifar10", "--data-dir", str(tmp_path)], "cifar-10-batches-py"),
+        (["scenario", *DIGITS, "--device", "tpu"], "device"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "x")])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["version", "--verbose"])
+    assert result.exit_code == 0 and "torch 2.13" in result.output
