@@ -131,7 +131,7 @@ class ModelOracle(Oracle):
         self._channels_last = channels_last and len(self.input_shape) == 3
         model = model.to(self._device).eval()
         if self._channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._model = model
 
     @classmethod

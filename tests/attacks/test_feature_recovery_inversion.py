@@ -4,6 +4,7 @@ schedules follow the official recipe, budgets and restart bookkeeping hold."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,6 +16,16 @@ from torch.nn import functional as F
 from unlearnleak.attacks.feature_recovery import InversionConfig, TargetGradient, invert, preset
 from unlearnleak.attacks.feature_recovery.inversion import GradientMatcher, learning_rate, total_variation
 from unlearnleak.models import ModelSpec, build_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Small ops on a shared 2-core machine run fastest (and steadiest) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 
 def _model_and_target(name: str = "lenet", shape: tuple[int, ...] = (3, 16, 16), **kwargs: object):
@@ -54,7 +65,7 @@ def test_cost_gradient_matches_plain_autograd() -> None:
     cfg = preset("best", total_variation=0.01, bn_prior=0.1)
     matcher = GradientMatcher(model, target, y, cfg)
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    with matcher.bn_hooks(True):
+    with matcher.hooks():
         gx, cost = grad(matcher.cost, has_aux=True)(x)
     # Reference: create_graph double backward with ordinary autograd.
     xr = x.clone().requires_grad_(True)
@@ -91,7 +102,7 @@ def test_restart_bookkeeping_and_pruning() -> None:
     assert result.x.shape == (2, 3, 16, 16) and result.iterations == 16
     assert result.restart_costs.shape == (4,) and torch.isfinite(result.restart_costs).all()
     assert result.restart_costs[result.best_restart] == result.restart_costs.min()
-    assert 0 <= float(result.x.min()) and float(result.x.max()) <= 1  # boxed
+    assert float(result.x.min()) >= 0 and float(result.x.max()) <= 1  # boxed
 
 
 def test_time_budget_fits_the_iterations() -> None:

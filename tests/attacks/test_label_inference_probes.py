@@ -25,9 +25,10 @@ K = 4
 def linear_model(scale: float = 3.0, seed: int = 0) -> Normalized:
     """A linear classifier on 8×8 RGB images that can be pushed past p_c = 0.9995 within [0, 1]."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, K))
+    linear = nn.Linear(3 * 8 * 8, K)
     with torch.no_grad():
-        net[1].weight.mul_(scale)
+        linear.weight.mul_(scale)
+    net = nn.Sequential(nn.Flatten(), linear)
     return Normalized(net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), image=True).eval()
 
 

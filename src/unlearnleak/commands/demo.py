@@ -80,7 +80,7 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console) -> 
     """Build the digits pair, make black-box probes against θ, infer the deleted class from θ_u's answers."""
     from unlearnleak.attacks.label_inference import generate_probes, infer_label
     from unlearnleak.oracle import ModelOracle
-    from unlearnleak.report.label_figures import save_confidence_change_plot, save_probe_grid
+    from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
 
     scn = build_scenario(label_inference_config(seed, device))
     scn.save(out / "pair")
@@ -92,21 +92,21 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console) -> 
     probes.save(out / "probes")
     guess = infer_label(original, unlearned, probes, top_k=1)
     names = scn.train.classes
-    plot = save_confidence_change_plot(out / "confidence_change.png", guess, class_names=names,
-                                       true_classes=[int(scn.forget_y[0])])
-    save_probe_grid(out / "probes.png", probes, class_names=names)
+    deleted = int(scn.forget_y[0])
+    plot = plot_confidence_changes(guess, out / "confidence_change.png", class_names=names, deleted=[deleted])
+    plot_probe_grid(probes, out / "probes.png", class_names=names)
     table = Table(title="Label inference (user, black-box): which class was deleted?")
     table.add_column("class")
     table.add_column("mean Δ confidence", justify="right")
     for c in guess.ranked[:5]:
         table.add_row(names[c], f"{guess.changes[c]:+.2e}")
     verdict = names[guess.predicted[0]] if guess.predicted else "no detectable change"
-    table.caption = (f"deleted: {names[int(scn.forget_y[0])]} ({scn.forget_y.numel()} samples); inferred: {verdict}; "
+    table.caption = (f"deleted: {names[deleted]} ({scn.forget_y.numel()} samples); inferred: {verdict}; "
                      f"queries: {probes.total_queries} to θ (probe generation), {guess.queries_unlearned} to θ_u; "
                      f"plot: {plot}")
     console.print(table)
-    return {"scenario": scn.pair.metadata.get("metrics"), "deleted_class": int(scn.forget_y[0]),
-            "guess": guess.summary(), "correct": bool(guess.predicted and guess.predicted[0] == int(scn.forget_y[0])),
+    return {"scenario": scn.pair.metadata.get("metrics"), "deleted_class": deleted, "guess": guess.to_dict(),
+            "correct": guess.label == deleted,
             "probe_queries": probes.total_queries, "plot": str(plot)}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,7 +94,7 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump())
     rec = recover(pair, preset=config, labels=labels, iterations=iterations, restarts=restarts, device=device,
                   seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
-    rec = type(rec)(**{**rec.__dict__, "preset": name})
+    rec = replace(rec, preset=name if rec.method == "inversion" else rec.preset)
     out.mkdir(parents=True, exist_ok=True)
     rec.save(out / RECONSTRUCTION_FILE)
     results: dict[str, Any] = {
@@ -104,6 +105,7 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     truth = _load_ground_truth(pair_dir) if evaluate else None
     captions = None
     ground = None
+    shown = rec.x
     if truth is not None:
         gt_x, gt_y = truth
         transform = _tabular_transform(dict(pair.metadata)) if rec.kind == "tabular" else None
@@ -113,10 +115,10 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
         results["evaluation"] = evaluation
         if rec.kind == "image":
             ground = gt_x
-            rec_x = rec.x[evaluation["assignment"]]
+            shown = rec.x[evaluation["assignment"]]
             captions = [f"{s['psnr']:.1f}dB" for s in evaluation["samples"]]
     if rec.kind == "image":
-        save_reconstruction_grid(out / GRID_FILE, ground, rec.x if ground is None else rec_x, captions=captions)
+        save_reconstruction_grid(out / GRID_FILE, ground, shown, captions=captions)
         results["grid"] = GRID_FILE
     results["total_seconds"] = time.perf_counter() - started
     write_json_atomic(out / RESULTS_FILE, results)

@@ -55,7 +55,7 @@ def recover(pair: ModelPair, *, preset: str | InversionConfig = "best",
     model = pair.model(target.invert_on, device)
     spec = pair.spec
     given = None if labels is None else torch.as_tensor(labels, dtype=torch.long).flatten().cpu()
-    k = k or (given.numel() if given is not None else None) or pair.n_forget or 1
+    k = k or pair.n_forget or (given.numel() if given is not None else None) or 1
     if given is not None and given.numel() != k:
         raise ConfigError(f"{given.numel()} labels given for k = {k} unlearned samples")
     if given is not None and (given.min() < 0 or given.max() >= spec.num_classes):

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
+from unlearnleak.attacks.feature_recovery.labels import output_layer
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
 from unlearnleak.registry import Registry
@@ -59,6 +60,8 @@ class InversionConfig(BaseModel):
     total_variation: float = Field(0.0, ge=0)
     bn_prior: float = Field(0.0, ge=0)  # weight of the batch-norm statistics prior
     bn_first_multiplier: float = Field(1.0, ge=0)  # extra weight of the first batch-norm layer's term
+    feature_match: float = Field(0.0, ge=0)  # weight of matching the penultimate features read off ∇* (k = 1)
+    feature_phase: float = Field(0.0, ge=0, lt=1)  # share of the run matching only features + priors (cheap)
     keep_best: bool = False  # return each restart's best iterate (by gradient cost), not its last
     prune_at: tuple[float, ...] = ()  # fractions of the run at which the worse half of the restarts stops
 
@@ -142,7 +145,7 @@ def _trained(module: nn.modules.batchnorm._BatchNorm) -> bool:
 
 
 @contextmanager
-def _bn_capture(model: nn.Module, sink: list[torch.Tensor], weight_first: float):
+def _bn_capture(model: nn.Module, sink: list[torch.Tensor], weight_first: float) -> Iterator[int]:
     """Collect the DeepInversion term ‖μ(h) − μ_BN‖ + ‖σ²(h) − σ²_BN‖ of every batch-norm input h."""
     handles = []
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -189,20 +192,33 @@ class GradientMatcher:
         sizes = torch.tensor([t.numel() for t in target.tensors], device=device)
         self.segments = torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)  # (P,)
         self.n_segments = len(sizes)
-        target_sq = torch.zeros(self.n_segments, device=device, dtype=dtype).index_add_(0, self.segments, self.target ** 2)
-        self.target_seg_norm = target_sq.sqrt()
+        target_sq = torch.zeros(self.n_segments, device=device, dtype=dtype)
+        self.target_seg_norm = target_sq.index_add_(0, self.segments, self.target ** 2).sqrt()
         self._bn_terms: list[torch.Tensor] = []
-        self.image = True
+        self._features: list[torch.Tensor] = []
+        self.feature_layer: nn.Module | None = None
+        self.feature_target: torch.Tensor | None = None  # (d,) penultimate features read off ∇*
+        if config.feature_match and labels.numel() == 1:
+            found = penultimate_features(model, target, _num_logits(model))
+            if found is not None:
+                self.feature_layer, features = found
+                self.feature_target = features.to(device=device, dtype=dtype)
 
-    def _gradient_cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1 − cosine, batch-norm prior) for one restart's inputs x (k, …)."""
-        def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gradient_cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1 − cosine, batch-norm prior, feature mismatch) for one restart's inputs x (k, …)."""
+        def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
             self._bn_terms.clear()
+            self._features.clear()
             logits = functional_call(self.model, (params, self.buffers), (x,))
-            bn = torch.stack(self._bn_terms).sum() if self._bn_terms else logits.new_zeros(())
-            return F.cross_entropy(logits, self.labels), bn
+            zero = logits.new_zeros(())
+            bn = torch.stack(self._bn_terms).sum() if self._bn_terms else zero
+            feat = zero
+            if self._features and self.feature_target is not None:
+                h = self._features[0].reshape(-1)
+                feat = (h - self.feature_target).pow(2).sum() / self.feature_target.pow(2).sum()
+            return F.cross_entropy(logits, self.labels), (bn, feat)
 
-        grads, bn = grad(loss, has_aux=True)(self.params)
+        grads, (bn, feat) = grad(loss, has_aux=True)(self.params)
         g = torch.cat([grads[n].reshape(-1) for n in self.names])  # (P,)
         if self.config.cost == "cosine":
             cos = (g @ self.target) / (g.norm() * self.target_norm).clamp_min(1e-30)
@@ -211,31 +227,77 @@ class GradientMatcher:
                 0, self.segments, g * self.target)
             sq = torch.zeros(self.n_segments, device=g.device, dtype=g.dtype).index_add(0, self.segments, g * g)
             cos = (dots / (sq.sqrt() * self.target_seg_norm).clamp_min(1e-30)).mean()
-        return 1 - cos, bn
+        return 1 - cos, bn, feat
 
     def cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total cost, gradient cost) of one restart; the first is differentiated, the second reported."""
-        grad_cost, bn = self._gradient_cost(x)
+        grad_cost, bn, feat = self._gradient_cost(x)
         total = grad_cost
         if self.config.total_variation and x.dim() == 4:
             total = total + self.config.total_variation * total_variation(x)
         if self.config.bn_prior:
             total = total + self.config.bn_prior * bn
+        if self.feature_target is not None:
+            total = total + self.config.feature_match * feat
         return total, grad_cost.detach()
+
+    def feature_cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features + priors, feature mismatch) of one restart: one forward pass, no parameter gradient."""
+        self._bn_terms.clear()
+        self._features.clear()
+        functional_call(self.model, (self.params, self.buffers), (x,))
+        assert self.feature_target is not None and self._features
+        h = self._features[0].reshape(-1)
+        feat = (h - self.feature_target).pow(2).sum() / self.feature_target.pow(2).sum()
+        total = self.config.feature_match * feat
+        if self.config.total_variation and x.dim() == 4:
+            total = total + self.config.total_variation * total_variation(x)
+        if self._bn_terms:
+            total = total + self.config.bn_prior * torch.stack(self._bn_terms).sum()
+        return total, feat.detach()
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """The gradient cost of every restart in x (R, k, …), without priors; shape (R,)."""
-        with self.bn_hooks(False):
-            return vmap(lambda xr: self._gradient_cost(xr)[0])(x).detach()
+        return vmap(lambda xr: self._gradient_cost(xr)[0])(x).detach()
 
     @contextmanager
-    def bn_hooks(self, active: bool):
-        """Install the batch-norm capture hooks when the prior is on."""
-        if active and self.config.bn_prior:
-            with _bn_capture(self.model, self._bn_terms, self.config.bn_first_multiplier):
-                yield
-        else:
+    def hooks(self) -> Iterator[None]:
+        """Install the hooks that capture what the priors need (batch-norm inputs, penultimate features)."""
+        with ExitStack() as stack:
+            if self.config.bn_prior:
+                stack.enter_context(_bn_capture(self.model, self._bn_terms, self.config.bn_first_multiplier))
+            if self.feature_layer is not None:
+                handle = self.feature_layer.register_forward_pre_hook(
+                    lambda _, inputs: self._features.append(inputs[0]))
+                stack.callback(handle.remove)
             yield
+
+
+def _num_logits(model: nn.Module) -> int:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else 0
+
+
+def penultimate_features(model: nn.Module, target: TargetGradient,
+                         num_classes: int) -> tuple[nn.Module, torch.Tensor] | None:
+    """The input of the output layer for k = 1, read off ∇* in closed form, and that layer.
+
+    The output layer's gradient of one sample is ``∂W[c,:] = (p_c − y_c)·h`` and ``∂b[c] = p_c − y_c``, so
+    ``h = Σ_c ∂b_c ∂W_c / Σ_c ∂b_c²`` exactly (as for a table row's first layer, ``tabular.py``). Matching
+    these features is a strong, legitimate constraint for a white-box server. None without an output bias.
+    """
+    try:
+        name, layer = output_layer(model, num_classes)
+    except ConfigError:
+        return None
+    prefix = f"{name}." if name else ""
+    if layer.bias is None or f"{prefix}bias" not in target.names or f"{prefix}weight" not in target.names:
+        return None
+    w, b = target[f"{prefix}weight"].double(), target[f"{prefix}bias"].double()
+    denom = (b * b).sum()
+    if float(denom) == 0.0:
+        return None
+    return layer, (b @ w) / denom
 
 
 def initial_inputs(config: InversionConfig, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -248,10 +310,83 @@ def initial_inputs(config: InversionConfig, shape: tuple[int, ...], generator: t
     return 0.5 + 0.1 * torch.randn(full, generator=generator)
 
 
+@dataclass
+class _Run:
+    """The optimiser state of all restarts (mutated in place by the phases)."""
+
+    x: torch.Tensor  # (R_alive, k, …)
+    alive: torch.Tensor  # original indices of the running restarts
+    best_x: torch.Tensor  # (R, k, …) best iterate per restart (keep_best)
+    best_cost: torch.Tensor  # (R,)
+    final_costs: torch.Tensor  # (R,)
+    costs: torch.Tensor  # (R_alive,) gradient costs of the last step
+    iterations: int = 0
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _adam_phase(run: _Run, step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                config: InversionConfig, iterations: int, deadline: float | None, *, gradient_phase: bool,
+                log_every: int) -> None:
+    """``iterations`` Adam(W) steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule."""
+    exp_avg, exp_avg_sq = torch.zeros_like(run.x), torch.zeros_like(run.x)
+    beta1, beta2 = config.betas
+    total = iterations
+    prune_steps = sorted({int(f * total) for f in config.prune_at}) if gradient_phase else []
+    calibrate_from, calibrate_steps = 2, 5
+    calib_start = time.perf_counter()
+    t = 0
+    while t < total:
+        if config.boxed:
+            run.x.clamp_(0, 1)
+        g, costs = step_fn(run.x)
+        if gradient_phase:
+            run.costs = costs
+            if config.keep_best:
+                improved = costs < run.best_cost[run.alive]
+                run.best_cost[run.alive] = torch.where(improved, costs, run.best_cost[run.alive])
+                shape = (-1, *[1] * (run.x.dim() - 1))
+                run.best_x[run.alive] = torch.where(improved.view(shape), run.x, run.best_x[run.alive])
+        if config.signed:
+            g = g.sign()
+        lr = learning_rate(config, t, total)
+        exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        if config.optimizer == "adamw" and config.weight_decay:
+            run.x.mul_(1 - lr * config.weight_decay)
+        bias1, bias2 = 1 - beta1 ** (t + 1), 1 - beta2 ** (t + 1)
+        denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(config.eps)
+        run.x.addcdiv_(exp_avg, denom, value=-lr / bias1)
+        t += 1
+        run.iterations += 1
+        if log_every and (run.iterations % log_every == 0 or run.iterations == 1):
+            run.history.append((run.iterations, float(costs.min())))
+        if deadline is not None:
+            now = time.perf_counter()
+            if t == calibrate_from:
+                calib_start = now
+            elif t == calibrate_from + calibrate_steps:
+                per_step = (now - calib_start) / calibrate_steps
+                total = max(t + 1, min(iterations, t + int((deadline - now) / per_step)))
+                prune_steps = sorted({max(int(f * total), t + 1) for f in config.prune_at}) if prune_steps else []
+            if now >= deadline:
+                break
+        if prune_steps and t == prune_steps[0]:
+            prune_steps.pop(0)
+            keep = run.costs.argsort()[:max(1, math.ceil(len(run.alive) / 2))].sort().values
+            run.final_costs[run.alive] = run.costs
+            run.alive, run.x, run.costs = run.alive[keep], run.x[keep].contiguous(), run.costs[keep]
+            exp_avg, exp_avg_sq = exp_avg[keep].contiguous(), exp_avg_sq[keep].contiguous()
+
+
 def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
            config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
            log_every: int = 100) -> InversionResult:
     """Run the inversion and return the best restart.
+
+    With ``feature_phase`` > 0 (and penultimate features readable from ∇*, k = 1) the first share of the
+    iterations (or of the time budget) matches only the features and the priors — one forward and one
+    backward pass, no double back-propagation, about half the cost of a full step — and the rest matches
+    the gradient, each phase with its own learning-rate schedule.
 
     Args:
         model: the attacked model (θ or θ0, see ``target.invert_on``) in eval mode, on the target device.
@@ -262,7 +397,7 @@ def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input
         seed: seeds the restarts' starting points.
         time_budget: seconds; if set, the iteration count is fitted to it after a short calibration (the
             schedule follows the fitted count) and the run stops at the budget at the latest.
-        log_every: record the best gradient cost every this many iterations in ``history``.
+        log_every: record the best cost every this many iterations in ``history``.
     """
     started = time.perf_counter()
     device = next(model.parameters()).device
@@ -271,77 +406,52 @@ def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input
     matcher = GradientMatcher(model, target.to(device), labels, config)
     generator = torch.Generator().manual_seed(seed)
     x = initial_inputs(config, (k, *input_shape), generator).to(device)  # (R, k, …)
-    alive = torch.arange(config.restarts, device=device)  # original indices of the running restarts
-    final_costs = torch.full((config.restarts,), float("nan"), device=device)
-    exp_avg, exp_avg_sq = torch.zeros_like(x), torch.zeros_like(x)
-    best_x = x.clone()
-    best_cost = torch.full((config.restarts,), float("inf"), device=device)
+    restarts = config.restarts
+    run = _Run(x=x, alive=torch.arange(restarts, device=device), best_x=x.clone(),
+               best_cost=torch.full((restarts,), float("inf"), device=device),
+               final_costs=torch.full((restarts,), float("nan"), device=device),
+               costs=torch.zeros(restarts, device=device))
     step_grad = grad(matcher.cost, has_aux=True)
-    batched_grad = vmap(step_grad)
-    total = config.iterations
-    prune_steps = sorted({int(f * total) for f in config.prune_at})
-    history: list[tuple[int, float]] = []
-    beta1, beta2 = config.betas
-    calibrate_from, calibrate_steps = 2, 5
-    calib_start = started
-    costs = torch.zeros(len(alive), device=device)
-    t = 0
-    with matcher.bn_hooks(True):
-        while t < total:
-            if config.boxed:
-                x.clamp_(0, 1)
-            if config.batched:
-                g, costs = batched_grad(x)
-            else:
-                pairs = [step_grad(x[r]) for r in range(x.shape[0])]
-                g = torch.stack([p[0] for p in pairs])
-                costs = torch.stack([p[1] for p in pairs])
-            if config.keep_best:
-                improved = costs < best_cost[alive]
-                best_cost[alive] = torch.where(improved, costs, best_cost[alive])
-                best_x[alive] = torch.where(improved.view(-1, *[1] * (x.dim() - 1)), x, best_x[alive])
-            if config.signed:
-                g = g.sign()
-            lr = learning_rate(config, t, total)
-            exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            if config.optimizer == "adamw" and config.weight_decay:
-                x.mul_(1 - lr * config.weight_decay)
-            bias1, bias2 = 1 - beta1 ** (t + 1), 1 - beta2 ** (t + 1)
-            denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(config.eps)
-            x.addcdiv_(exp_avg, denom, value=-lr / bias1)
-            t += 1
-            if log_every and (t % log_every == 0 or t == 1):
-                history.append((t, float(costs.min())))
-            if time_budget is not None:
-                now = time.perf_counter()
-                if t == calibrate_from:
-                    calib_start = now
-                elif t == calibrate_from + calibrate_steps:
-                    per_step = (now - calib_start) / calibrate_steps
-                    total = max(t + 1, min(config.iterations, t + int((time_budget - (now - started)) / per_step)))
-                    prune_steps = sorted({max(int(f * total), t + 1) for f in config.prune_at})
-                if now - started >= time_budget:
-                    break
-            if prune_steps and t == prune_steps[0]:
-                prune_steps.pop(0)
-                keep = costs.argsort()[:max(1, math.ceil(len(alive) / 2))].sort().values
-                final_costs[alive] = costs
-                alive, x = alive[keep], x[keep].contiguous()
-                exp_avg, exp_avg_sq = exp_avg[keep].contiguous(), exp_avg_sq[keep].contiguous()
+    feature_grad = grad(matcher.feature_cost, has_aux=True)
+
+    def batched(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+                ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        if config.batched:
+            return vmap(fn)
+
+        def loop(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pairs = [fn(xs[r]) for r in range(xs.shape[0])]
+            return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        return loop
+
+    share = config.feature_phase if matcher.feature_target is not None else 0.0
+    timings: dict[str, float] = {}
+    with matcher.hooks():
+        if share > 0:
+            deadline = started + share * time_budget if time_budget is not None else None
+            _adam_phase(run, batched(feature_grad), config, max(1, round(share * config.iterations)), deadline,
+                        gradient_phase=False, log_every=log_every)
+            timings["feature_phase_iterations"] = run.iterations
+            timings["feature_phase_seconds"] = time.perf_counter() - started
+        deadline = started + time_budget if time_budget is not None else None
+        gradient_iterations = max(1, config.iterations - run.iterations)
+        _adam_phase(run, batched(step_grad), config, gradient_iterations, deadline, gradient_phase=True,
+                    log_every=log_every)
     optimise_seconds = time.perf_counter() - started
+    x = run.x
     if config.boxed:
         x.clamp_(0, 1)
     final = matcher.score(x)
-    final_costs[alive] = final
+    alive = run.alive
+    run.final_costs[alive] = final
     if config.keep_best:
-        better = best_cost[alive] < final
-        x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), best_x[alive], x)
-        final_costs[alive] = torch.minimum(best_cost[alive], final)
-    pick = int(final_costs[alive].argmin())
+        better = run.best_cost[alive] < final
+        x = torch.where(better.view(-1, *[1] * (x.dim() - 1)), run.best_x[alive], x)
+        run.final_costs[alive] = torch.minimum(run.best_cost[alive], final)
+    pick = int(run.final_costs[alive].argmin())
     best_restart = int(alive[pick])
     seconds = time.perf_counter() - started
+    timings.update({"optimise_seconds": optimise_seconds, "sec_per_iter": optimise_seconds / max(run.iterations, 1)})
     return InversionResult(
-        x=x[pick].detach().cpu(), restart_costs=final_costs.cpu(), best_restart=best_restart, iterations=t,
-        seconds=seconds, history=history,
-        timings={"optimise_seconds": optimise_seconds, "sec_per_iter": optimise_seconds / max(t, 1)})
+        x=x[pick].detach().cpu(), restart_costs=run.final_costs.cpu(), best_restart=best_restart,
+        iterations=run.iterations, seconds=seconds, history=run.history, timings=timings)

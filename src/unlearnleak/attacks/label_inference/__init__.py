@@ -51,4 +51,5 @@ __all__ = [
     "make_generator",
     "margin_loss",
     "rank_classes",
+    "register_generator",
 ]

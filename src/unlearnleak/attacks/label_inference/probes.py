@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -42,8 +42,11 @@ from unlearnleak.registry import Registry
 class PublicData(Protocol):
     """Anything with real inputs ``x`` (n, *input_shape) and labels ``y`` (n,), e.g. a data.Dataset."""
 
-    x: torch.Tensor
-    y: torch.Tensor
+    @property
+    def x(self) -> torch.Tensor: ...
+
+    @property
+    def y(self) -> torch.Tensor: ...
 
 
 class GeneratorConfig(BaseModel):
@@ -63,13 +66,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Made:
-    """One finished probe: the input (1, *shape), whether it reached the threshold, what it cost."""
+    """One finished probe: the input (1, *shape), whether it reached the threshold, what it cost, and θ's
+    answer (1, K) seen for it during generation (None when the generator did not query it)."""
 
     x: torch.Tensor
     accepted: bool
     queries: int
     steps: int = 0
     inits: int = 1
+    proba: torch.Tensor | None = None
 
 
 @dataclass
@@ -111,7 +116,7 @@ class ProbeGenerator(ABC):
             raise ConfigError(f"{self.name!r} needs a {self.Config.__name__}, got {type(self.config).__name__}")
         self._check_params()
 
-    def _check_params(self) -> None:
+    def _check_params(self) -> None:  # noqa: B027  (an optional hook, not abstract)
         """Cross-field validation (single fields are validated by the pydantic config)."""
 
     def __repr__(self) -> str:
@@ -150,9 +155,8 @@ class ProbeGenerator(ABC):
         if not made:
             raise ConfigError(f"{self.name} made no probe: {notes or 'no job finished'}")
         x = torch.cat([m.x for _, m in made]).float()
-        # θ's answers, recorded now: after the deletion they cannot be asked for again. The last
-        # evaluation of each probe already returned them, so this replay is not charged twice.
-        proba = self._final_answers(oracle, target, x)
+        proba, note = self._final_answers(oracle, x, made)
+        notes = "; ".join(n for n in (notes, note) if n)
         total = oracle.queries - spent_before
         if not self.black_box:  # white-box evaluations were not oracle queries; count them too
             total += sum(m.queries for _, m in made)
@@ -177,11 +181,24 @@ class ProbeGenerator(ABC):
             return ModelOracle(target, num_classes=num_classes, input_shape=tuple(input_shape), device=device)
         raise ConfigError(f"probes need an Oracle or a model, got {type(target).__name__}")
 
-    def _final_answers(self, oracle: Oracle, target: Oracle | nn.Module, x: torch.Tensor) -> torch.Tensor:
-        # The answers for the finished probes. Black-box generators have just seen them; to keep the
-        # bookkeeping simple and exact they are asked once more, and that one query per probe is
-        # charged to the probe set's total (``total_queries``) but not to the per-probe counts.
-        return oracle.predict_proba(x)
+    @staticmethod
+    def _final_answers(oracle: Oracle, x: torch.Tensor, made: list[tuple[Job, Made]]) -> tuple[torch.Tensor, str]:
+        """θ's answers for the finished probes, recorded now: after the deletion θ cannot be asked again.
+
+        They are asked once more, all probes in one request, because a model's float rounding can depend
+        on the batch it runs in (≈1e-9 in p on CPU convolutions): replaying the same batch to θ_u later
+        then gives exactly zero change where nothing changed. That query per probe is charged to
+        ``total_queries``, not to the per-probe counts. Without budget for it, the answers seen during
+        generation are used.
+        """
+        remaining = oracle.remaining
+        if remaining is None or remaining >= x.shape[0]:
+            return oracle.predict_proba(x), ""
+        seen = [m.proba for _, m in made]
+        if any(p is None for p in seen):
+            raise QueryBudgetExceeded(f"no query budget left to record θ's answers for {x.shape[0]} probes")
+        return torch.cat([p for p in seen if p is not None]).double(), (
+            "θ's answers are those seen during generation (no budget left for one batched re-query)")
 
     def _run_jobs(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
                   public: PublicData | None) -> list[tuple[Job, Made]]:
@@ -190,16 +207,16 @@ class ProbeGenerator(ABC):
         try:
             if self.parallel:
                 for job, result in self._make_many(oracle, target, jobs, limits, public):
-                    made.append((job, result))
+                    made.append((job, result))  # collected as they finish: a budget stop keeps them
                     bar.advance()
             else:
                 for job in jobs:
                     if limits.expired():
                         raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
-                    result = self._make(oracle, target, job, limits, public)
-                    if result is None:
+                    one = self._make(oracle, target, job, limits, public)
+                    if one is None:
                         raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
-                    made.append((job, result))
+                    made.append((job, one))
                     bar.advance()
         except QueryBudgetExceeded as exc:
             raise _Stopped(made, f"query budget exhausted after {len(made)} of {len(jobs)} probes ({exc})") from exc
@@ -217,8 +234,8 @@ class ProbeGenerator(ABC):
         raise NotImplementedError
 
     def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
-                   public: PublicData | None) -> list[tuple[Job, Made]]:
-        """Several probes side by side (``parallel`` generators); unfinished ones are left out."""
+                   public: PublicData | None) -> Iterator[tuple[Job, Made]]:
+        """Several probes side by side (``parallel`` generators), yielded as they finish."""
         raise NotImplementedError
 
 
@@ -332,16 +349,14 @@ class GradientProbes(ProbeGenerator):
         return ModelOracle(target, num_classes=num_classes, input_shape=tuple(input_shape), device=device)
 
     def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
-                   public: PublicData | None) -> list[tuple[Job, Made]]:
+                   public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         assert isinstance(target, nn.Module)
         cfg: GradientConfig = self.config  # type: ignore[assignment]
         model = target.to(self._device).eval()
-        out: list[tuple[Job, Made]] = []
         for start in range(0, len(jobs), cfg.batch):
             if limits.expired():
                 break
-            out += self._optimise(model, jobs[start:start + cfg.batch], oracle.input_shape, cfg, limits)
-        return out
+            yield from self._optimise(model, jobs[start:start + cfg.batch], oracle.input_shape, cfg, limits)
 
     def _optimise(self, model: nn.Module, jobs: list[Job], shape: tuple[int, ...], cfg: GradientConfig,
                   limits: RunLimits) -> list[tuple[Job, Made]]:
@@ -396,14 +411,13 @@ class PublicProbes(ProbeGenerator):
     parallel = True
 
     def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
-                   public: PublicData | None) -> list[tuple[Job, Made]]:
+                   public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         if public is None:
             raise ConfigError("public probes need real held-out data with labels (public=Dataset or (x, y))")
         cfg: PublicConfig = self.config  # type: ignore[assignment]
         by_class: dict[int, list[Job]] = {}
         for job in jobs:
             by_class.setdefault(job.target, []).append(job)
-        out: list[tuple[Job, Made]] = []
         for c, class_jobs in by_class.items():
             if limits.expired():
                 break
@@ -411,8 +425,7 @@ class PublicProbes(ProbeGenerator):
             if rows.numel() == 0:
                 raise ConfigError(f"the public data has no sample of class {c}")
             rows = rows[torch.randperm(rows.numel(), generator=class_jobs[0].generator)][:cfg.max_candidates]
-            out += self._screen(oracle, public, rows, c, class_jobs, cfg)
-        return out
+            yield from self._screen(oracle, public, rows, c, class_jobs, cfg)
 
     @staticmethod
     def _screen(oracle: Oracle, public: PublicData, rows: torch.Tensor, c: int, jobs: list[Job],
@@ -421,6 +434,7 @@ class PublicProbes(ProbeGenerator):
         chosen: list[int] = []
         seen_rows: list[torch.Tensor] = []
         seen_p: list[torch.Tensor] = []
+        answers: dict[int, torch.Tensor] = {}
         spent = 0
         for start in range(0, rows.numel(), cfg.chunk):
             if len(chosen) >= want:
@@ -428,6 +442,7 @@ class PublicProbes(ProbeGenerator):
             batch = rows[start:start + cfg.chunk]
             proba = oracle.predict_proba(public.x[batch])
             spent += batch.numel()
+            answers.update({int(r): a[None] for r, a in zip(batch, proba, strict=True)})
             pc = proba[:, c]
             ok = (proba.argmax(1) == c) & (pc >= cfg.min_confidence)
             chosen += batch[ok].tolist()[:want - len(chosen)]
@@ -444,7 +459,7 @@ class PublicProbes(ProbeGenerator):
         if not chosen:
             raise ConfigError(f"θ predicts none of the {rows.numel()} public samples of class {c} correctly")
         share = [spent // len(chosen) + (1 if i < spent % len(chosen) else 0) for i in range(len(chosen))]
-        return [(job, Made(x=public.x[r:r + 1].clone(), accepted=a, queries=q))
+        return [(job, Made(x=public.x[r:r + 1].clone(), accepted=a, queries=q, proba=answers[r]))
                 for job, r, a, q in zip(jobs, chosen, accepted, share, strict=False)]
 
 

@@ -39,6 +39,7 @@ is the same). A step costs 2·directions + 1 queries; a start costs 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from pydantic import Field
@@ -107,34 +108,35 @@ class ZooProbes(ProbeGenerator):
         if cfg.nb_parallel > numel:
             raise ConfigError(f"zoo: nb_parallel={cfg.nb_parallel} exceeds the {numel} input coordinates")
         start_queries = oracle.queries
-        best: tuple[float, torch.Tensor] | None = None
+        best: tuple[float, torch.Tensor, torch.Tensor] | None = None
         steps = 0
         for init in range(1, cfg.max_inits + 1):
             x = noise_init(oracle.input_shape, job.generator)
             proba = oracle.predict_proba(x)
-            loss, p = float(ce_loss(proba, job.target)[0]), float(proba[0, job.target])
+            loss = float(ce_loss(proba, job.target)[0])
             lr = cfg.lr
             for _ in range(cfg.max_rounds):
-                if p >= cfg.threshold:
+                if float(proba[0, job.target]) >= cfg.threshold:
                     break
-                result = self._round(oracle, x, loss, job, lr, limits)
+                result = self._round(oracle, x, loss, proba, job, lr, limits)
                 if result is None:
                     return None
-                x, loss, p, its = result
+                x, loss, proba, its = result
                 steps += its
-                if p > cfg.confident:
+                if float(proba[0, job.target]) > cfg.confident:
                     lr = cfg.lr_confident
-            if p >= cfg.threshold:
-                return Made(x=x, accepted=True, queries=oracle.queries - start_queries, steps=steps, inits=init)
+            if float(proba[0, job.target]) >= cfg.threshold:
+                return Made(x=x, accepted=True, queries=oracle.queries - start_queries, steps=steps, inits=init,
+                            proba=proba)
             if best is None or loss < best[0]:
-                best = (loss, x)
+                best = (loss, x, proba)
         assert best is not None
         return Made(x=best[1], accepted=False, queries=oracle.queries - start_queries, steps=steps,
-                    inits=cfg.max_inits)
+                    inits=cfg.max_inits, proba=best[2])
 
-    def _round(self, oracle: Oracle, x_start: torch.Tensor, loss_start: float, job: Job, lr: float,
-               limits: RunLimits) -> tuple[torch.Tensor, float, float, int] | None:
-        """One ART ``generate`` call from ``x_start``: returns (best x, its loss, its p_c, iterations)."""
+    def _round(self, oracle: Oracle, x_start: torch.Tensor, loss_start: float, proba_start: torch.Tensor,
+               job: Job, lr: float, limits: RunLimits) -> tuple[torch.Tensor, float, torch.Tensor, int] | None:
+        """One ART ``generate`` call from ``x_start``: (best x, its loss, its answer (1, K), iterations)."""
         cfg: ZooConfig = self.config  # type: ignore[assignment]
         flat_start = x_start.reshape(-1).double()  # (d,)
         d, n, c = flat_start.numel(), cfg.nb_parallel, job.target
@@ -143,7 +145,7 @@ class ZooProbes(ProbeGenerator):
         t = torch.zeros(d, dtype=torch.long)
         lo, hi = -flat_start, 1.0 - flat_start
         prob: torch.Tensor | None = None
-        best_loss, best_x, best_p = loss_start, x_start, math.nan
+        best_loss, best_x, best_proba = loss_start, x_start, proba_start
         prev_loss = math.inf
         its = 0
         rows = torch.arange(2 * n)
@@ -172,16 +174,14 @@ class ZooProbes(ProbeGenerator):
             loss, p = float(ce_loss(proba, c)[0]), float(proba[0, c])
             its = it + 1
             if loss < best_loss:
-                best_loss, best_x, best_p = loss, x_new, p
+                best_loss, best_x, best_proba = loss, x_new, proba
             if p >= cfg.threshold:
                 break
             if cfg.abort_early and it % cfg.abort_every == 0:
                 if loss > 0.9999 * prev_loss:
                     break
                 prev_loss = loss
-        if math.isnan(best_p):  # no iterate improved on the start: p_c of the start
-            best_p = math.exp(-best_loss)
-        return best_x, best_loss, best_p, its
+        return best_x, best_loss, best_proba, its
 
     def _sampling_prob(self, delta: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """|δ| max-pooled in blocks per channel, + 0.01, normalised (ART's importance sampling)."""
@@ -223,11 +223,10 @@ class NesProbes(ProbeGenerator):
             raise ConfigError(f"nes: sigma={cfg.sigma} is larger than the whole pixel range")
 
     def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
-                   public: PublicData | None) -> list[tuple[Job, Made]]:
+                   public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         cfg: NesConfig = self.config  # type: ignore[assignment]
         if len(oracle.input_shape) != 3:
             raise ConfigError(f"nes probes need image inputs (C, H, W), got {oracle.input_shape}")
-        out: list[tuple[Job, Made]] = []
         pending = list(jobs)
         active: list[_NesState] = []
         while pending or active:
@@ -239,11 +238,10 @@ class NesProbes(ProbeGenerator):
             still: list[_NesState] = []
             for s in active:
                 if s.finished:
-                    out.append((s.job, s.made()))
+                    yield s.job, s.made()
                 else:
                     still.append(s)
             active = still
-        return out
 
     def _step(self, oracle: Oracle, states: list[_NesState], cfg: NesConfig) -> None:
         """One step for every active probe, all their queries in one oracle call."""
@@ -280,7 +278,7 @@ class _NesState:
     def __init__(self, job: Job, shape: tuple[int, ...], cfg: NesConfig) -> None:
         self.job, self.shape, self.cfg = job, shape, cfg
         self.queries, self.steps, self.inits = 0, 0, 0
-        self.best: tuple[float, torch.Tensor] | None = None
+        self.best: tuple[float, torch.Tensor, torch.Tensor] | None = None
         self.accepted = False
         self.finished = False
         self._new_start()
@@ -305,9 +303,9 @@ class _NesState:
         self.loss = float(margin_loss(proba, c)[0])
         x = self.image(self.z)
         if self.best is None or self.loss < self.best[0]:
-            self.best = (self.loss, x)
+            self.best = (self.loss, x, proba)
         if float(proba[0, c]) >= self.cfg.threshold:
-            self.best, self.accepted, self.finished = (self.loss, x), True, True
+            self.best, self.accepted, self.finished = (self.loss, x, proba), True, True
         elif self.steps - self.start_steps >= self.cfg.max_steps:
             if self.inits >= self.cfg.max_inits:
                 self.finished = True
@@ -317,4 +315,4 @@ class _NesState:
     def made(self) -> Made:
         assert self.best is not None
         return Made(x=self.best[1], accepted=self.accepted, queries=self.queries, steps=self.steps,
-                    inits=self.inits)
+                    inits=self.inits, proba=self.best[2])

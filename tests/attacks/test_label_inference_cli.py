@@ -1,0 +1,74 @@
+"""`unlearnleak infer-label` on a saved ModelPair: the guess, the figures, reusable probes, clean errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from unlearnleak.commands.infer_label import register
+from unlearnleak.models import ModelSpec, build_model
+from unlearnleak.pair import ModelPair
+
+SHAPE = (3, 8, 8)
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command, so typer keeps sub-command names
+        """Nothing."""
+
+    return app
+
+
+@pytest.fixture
+def pair_dir(tmp_path: Path) -> Path:
+    """An MLP pair whose 'unlearned' model lost confidence in class 1 (its bias lowered)."""
+    spec = ModelSpec("mlp", SHAPE, 3, (0.5,) * 3, (0.25,) * 3, {"hidden": [16]})
+    torch.manual_seed(0)
+    model = build_model(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    unlearned = {k: v.clone() for k, v in original.items()}
+    bias = [k for k in unlearned if k.endswith("bias")][-1]
+    unlearned[bias][1] -= 1.0
+    pair = ModelPair(spec=spec, original=original, unlearned=unlearned,
+                     metadata={"forget_labels": [1, 1], "class_names": ["a", "b", "c"]})
+    return pair.save(tmp_path / "pair")
+
+
+def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--set", "tile=4",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "deleted (ground truth)" in result.output
+    record = json.loads((out / "guess.json").read_text())
+    assert record["guess"]["predicted"] == [1] and record["deleted_labels"] == [1]
+    assert record["guess"]["queries_unlearned"] == 6
+    for name in ("confidence_change.png", "probes.png", "probes/probes.safetensors"):
+        assert (out / name).is_file(), name
+    again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes")])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output.strip().splitlines()[-1])["predicted"] == [1]
+
+
+def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--generator", "nope"])
+    assert result.exit_code == 2 and "unknown probe generator" in result.output
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--set", "tile=0"])
+    assert result.exit_code == 2 and "tile" in result.output
+    result = CliRunner().invoke(app, ["infer-label", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "missing" in result.output
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--budget", "5", "--per-class", "1"])
+    assert result.exit_code == 2 and "budget" in result.output

@@ -1,0 +1,180 @@
+"""The decision rule (PAPER.md §4.2): the class whose probes lose the most confidence is the deleted one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unlearnleak.attacks.label_inference import (
+    DecisionConfig,
+    LabelGuess,
+    ProbeSet,
+    decide,
+    generate_probes,
+    infer_label,
+)
+from unlearnleak.errors import ConfigError
+from unlearnleak.oracle import FunctionOracle, ModelOracle
+
+SHAPE = (3, 4, 4)
+K = 5
+
+
+def probe_set(per_class: int = 4, k: int = K, seed: int = 0) -> ProbeSet:
+    """Probes whose θ answers put 0.99 on their class (plus a little noise), `per_class` per class."""
+    g = torch.Generator().manual_seed(seed)
+    target = torch.arange(k).repeat(per_class)
+    proba = torch.full((target.numel(), k), 0.01 / (k - 1), dtype=torch.float64)
+    proba[torch.arange(target.numel()), target] = 0.99
+    return ProbeSet(x=torch.rand(target.numel(), *SHAPE, generator=g), target=target, original_proba=proba,
+                    queries=torch.full((target.numel(),), 10), accepted=torch.ones(target.numel(), dtype=torch.bool),
+                    generator="constructed", total_queries=10 * target.numel())
+
+
+def answering(probes: ProbeSet, drops: dict[int, float], noise: float = 0.0, seed: int = 1) -> FunctionOracle:
+    """θ_u: θ's stored answers, with class c's own confidence lowered by drops[c] on the probes of c."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        # identify each probe by its pixels, as a real model would by its input
+        idx = torch.stack([torch.nonzero((probes.x == row).flatten(1).all(1)).flatten()[0] for row in x])
+        proba = probes.original_proba[idx].clone()
+        g = torch.Generator().manual_seed(seed)
+        for i, t in enumerate(probes.target[idx].tolist()):
+            shift = drops.get(t, 0.0) + noise * float(torch.randn(1, generator=g))
+            proba[i, t] -= shift
+            proba[i, (t + 1) % probes.num_classes] += shift
+        return proba
+
+    return FunctionOracle(fn, num_classes=probes.num_classes, input_shape=SHAPE)
+
+
+def stored(probes: ProbeSet) -> FunctionOracle:
+    return answering(probes, {})
+
+
+def test_picks_the_class_that_lost_confidence() -> None:
+    probes = probe_set()
+    guess = infer_label(stored(probes), answering(probes, {3: 0.2}, noise=0.002), probes)
+    assert isinstance(guess, LabelGuess)
+    assert guess.label == 3 and guess.best == 3 and guess.detected and guess.significant == (3,)
+    assert guess.ranked[0] == 3 and guess.changes[3] == pytest.approx(-0.2, abs=0.01)
+    assert guess.probe_counts == (4,) * K
+    assert "deleted class(es): 3 (cat)" in guess.summary(["a", "b", "c", "cat", "e"])
+
+
+def test_identical_models_show_no_detectable_change() -> None:
+    probes = probe_set()
+    guess = infer_label(stored(probes), stored(probes), probes)
+    assert not guess.detected and guess.predicted == () and guess.label is None
+    assert all(v == 0.0 for v in guess.changes)
+    assert "no detectable change" in guess.summary()
+
+
+def test_changes_within_the_probe_spread_are_not_detected() -> None:
+    probes = probe_set(per_class=6)
+    guess = infer_label(stored(probes), answering(probes, {}, noise=0.01), probes)
+    assert not guess.detected and guess.label is None
+    assert guess.scale > 0 and guess.center - guess.changes[guess.best] <= guess.z * guess.scale + 1e-9
+
+
+def test_top_k_names_several_deleted_classes() -> None:
+    probes = probe_set()
+    guess = infer_label(stored(probes), answering(probes, {1: 0.3, 4: 0.1}, noise=0.001), probes, top_k=2)
+    assert guess.predicted == (1, 4) and set(guess.significant) == {1, 4}
+    assert guess.top_k == 2
+
+
+def test_queries_are_reported_per_oracle() -> None:
+    probes = probe_set()
+    original, unlearned = stored(probes), answering(probes, {0: 0.1})
+    guess = infer_label(original, unlearned, probes)
+    assert original.queries == 0  # θ's answers are reused from the probe set
+    assert guess.queries_unlearned == unlearned.queries == len(probes)
+    assert guess.queries_original == probes.total_queries
+    again = infer_label(original, unlearned, probes, config=DecisionConfig(requery_original=True))
+    assert original.queries == len(probes) and again.queries_original == probes.total_queries + len(probes)
+    assert again.label == 0
+
+
+def test_classes_without_probes_rank_last_with_nan() -> None:
+    probes = probe_set()
+    few = probes.subset(probes.target != 2)
+    guess = infer_label(stored(few), answering(few, {0: 0.2}), few)
+    assert guess.ranked[-1] == 2 and math.isnan(guess.changes[2]) and guess.probe_counts[2] == 0
+    assert guess.to_dict()["changes"][2] is None and guess.label == 0
+
+
+def test_mismatched_oracles_are_refused() -> None:
+    probes = probe_set()
+    other = FunctionOracle(lambda x: torch.full((x.shape[0], 3), 1 / 3), num_classes=3, input_shape=SHAPE)
+    with pytest.raises(ConfigError, match="classes"):
+        infer_label(stored(probes), other, probes)
+    with pytest.raises(ConfigError, match="empty"):
+        empty = probes.subset(torch.zeros(len(probes), dtype=torch.bool))
+        infer_label(stored(probes), stored(probes), empty)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=K - 1), st.floats(min_value=0.02, max_value=0.5),
+       st.permutations(list(range(K))))
+def test_decision_follows_the_classes_under_relabelling(deleted: int, drop: float, perm: list[int]) -> None:
+    g = torch.Generator().manual_seed(deleted)
+    predicted = torch.arange(K).repeat(4)
+    before = torch.rand(predicted.numel(), K, generator=g, dtype=torch.float64)
+    after = before + 0.001 * torch.randn(before.shape, generator=g, dtype=torch.float64)
+    after[predicted == deleted, deleted] -= drop
+    ranked, _, _, significant, _, _ = decide(before, after, predicted, DecisionConfig())
+    assert ranked[0] == deleted and significant == [deleted]
+    p = torch.tensor(perm)  # class c is called perm[c]
+    inv = torch.argsort(p)
+    ranked2, _, _, _, _, _ = decide(before[:, inv], after[:, inv], p[predicted], DecisionConfig())
+    assert ranked2[0] == perm[deleted]
+
+
+def _blobs(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples around K fixed class centres (the same for every seed)."""
+    centers = torch.rand(K, *SHAPE, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(K).repeat_interleave(n_per_class)
+    x = (centers[y] + 0.15 * torch.randn(y.numel(), *SHAPE, generator=g)).clamp(0, 1)
+    return x, y
+
+
+@pytest.mark.parametrize(("method", "params"), [("exact", {}), ("gradient_ascent", {"lr": 0.05})])
+def test_end_to_end_on_a_small_model(method: str, params: dict[str, float]) -> None:
+    """Fine-tune, delete all of class 2 (exact retrain or gradient ascent), infer it from black-box probes."""
+    from unlearnleak.models import ModelSpec, build_model, load_weights
+    from unlearnleak.training import TrainConfig, train
+    from unlearnleak.unlearning import UnlearningContext, state_of, unlearn
+
+    spec = ModelSpec("mlp", SHAPE, K, (0.5,) * 3, (0.25,) * 3, {"hidden": [32]})
+    torch.manual_seed(0)
+    model = build_model(spec)
+    x_pub, y_pub = _blobs(40, seed=1)
+    train(model, x_pub, y_pub, TrainConfig(epochs=20, lr=0.1), seed=0)
+    base = state_of(model)
+    x_ft, y_ft = _blobs(10, seed=2)
+    finetune = TrainConfig(epochs=1, lr=0.05, batch_size=64)
+    train(model, x_ft, y_ft, finetune, seed=0)
+    ctx = UnlearningContext(spec=spec, original=state_of(model), base=base, x_train=x_ft, y_train=y_ft,
+                            forget_mask=y_ft == 2, finetune=finetune, params=params, seed=0)
+
+    def serve(state: dict[str, torch.Tensor]) -> ModelOracle:
+        m = build_model(spec)
+        load_weights(m, state)
+        return ModelOracle(m, num_classes=K, input_shape=SHAPE)
+
+    theta = serve(ctx.original)
+    probes = generate_probes("public", theta, K, 4, SHAPE, seed=0, public=_Data(*_blobs(30, seed=3)),
+                             min_confidence=0.5)
+    guess = infer_label(theta, serve(unlearn(method, ctx)), probes)
+    assert guess.best == 2 and guess.detected
+
+
+class _Data:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
