@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 _PACKAGES = ("unlearnleak", "torch", "numpy", "safetensors", "scikit-learn", "scikit-image", "pydantic")
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def pair_dir(tmp_path: Path) -> Path:
 
 def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--set", "tile=4",
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--set", "tiles=[2,4]",
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "deleted (ground truth)" in result.output
@@ -66,9 +66,10 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
 def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--generator", "nope"])
     assert result.exit_code == 2 and "unknown probe generator" in result.output
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--set", "tile=0"])
-    assert result.exit_code == 2 and "tile" in result.output
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--set", "tiles=[0]"])
+    assert result.exit_code == 2 and "tiles" in result.output
     result = CliRunner().invoke(app, ["infer-label", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "missing" in result.output
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--budget", "5", "--per-class", "1"])
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--budget", "5", "--per-class", "1",
+                                      "--set", "tiles=[2]"])
     assert result.exit_code == 2 and "budget" in result.output

@@ -77,26 +77,27 @@ def test_zoo_rejects_more_coordinates_than_the_input_has() -> None:
 
 def test_nes_reaches_threshold_with_fewer_queries_than_zoo() -> None:
     o = oracle()
-    nes = generate_probes("nes", o, K, 2, SHAPE, seed=0, tile=4, directions=10)
+    nes = generate_probes("nes", o, K, 2, SHAPE, seed=0, tiles=(2, 4), directions=10)
     assert nes.accepted.all() and (nes.confidence >= 0.9995).all()
     steps, inits = nes.params["steps"], nes.params["inits"]
-    assert nes.queries.tolist() == [i + s * (2 * 10 + 1) for s, i in zip(steps, inits, strict=True)]
+    # a start costs 1 query, a step 2·directions antithetic evaluations + one per line-search candidate
+    assert nes.queries.tolist() == [i + s * (2 * 10 + 3) for s, i in zip(steps, inits, strict=True)]
     assert nes.total_queries == int(nes.queries.sum()) + len(nes) == o.queries
     zoo = generate_probes("zoo", oracle(), K, 1, SHAPE, seed=0, classes=[0, 1], nb_parallel=16)
     assert nes.queries_per_accepted < zoo.queries_per_accepted
 
 
 def test_probes_are_deterministic_and_independent_of_the_other_classes() -> None:
-    a = generate_probes("nes", oracle(), K, 2, SHAPE, seed=7, tile=4)
-    b = generate_probes("nes", oracle(), K, 2, SHAPE, seed=7, tile=4, classes=[2])
+    a = generate_probes("nes", oracle(), K, 2, SHAPE, seed=7, tiles=(2, 4))
+    b = generate_probes("nes", oracle(), K, 2, SHAPE, seed=7, tiles=(2, 4), classes=[2])
     assert torch.equal(a.x[a.target == 2], b.x)
-    c = generate_probes("nes", oracle(), K, 2, SHAPE, seed=8, tile=4, classes=[2])
+    c = generate_probes("nes", oracle(), K, 2, SHAPE, seed=8, tiles=(2, 4), classes=[2])
     assert not torch.equal(b.x, c.x)
 
 
 def test_round_robin_order_and_budget_stop_keep_classes_even() -> None:
-    # 1 + 3 · 21 = 64 queries per probe at most ... a budget for about 5 probes over 4 classes
-    probes = generate_probes("nes", oracle(budget=700), K, 3, SHAPE, seed=0, tile=4, population=1)
+    # a budget for a few probes over 4 classes
+    probes = generate_probes("nes", oracle(budget=700), K, 3, SHAPE, seed=0, tiles=(2, 4), population=1)
     assert 0 < len(probes) < 12 and "query budget" in probes.notes
     counts = torch.bincount(probes.target, minlength=K)
     assert int(counts.max() - counts.min()) <= 1
@@ -144,13 +145,13 @@ def test_public_falls_back_to_most_confident_when_none_passes() -> None:
 
 
 def test_probe_set_roundtrip(tmp_path: pytest.TempPathFactory) -> None:
-    probes = generate_probes("nes", oracle(), K, 1, SHAPE, seed=0, tile=4)
+    probes = generate_probes("nes", oracle(), K, 1, SHAPE, seed=0, tiles=(2, 4))
     folder = probes.save(tmp_path / "probes")  # type: ignore[operator]
     loaded = ProbeSet.load(folder)
     for name in ("x", "target", "original_proba", "queries", "accepted"):
         assert torch.equal(getattr(loaded, name), getattr(probes, name)), name
     assert loaded.generator == "nes" and loaded.total_queries == probes.total_queries
-    assert loaded.params["tile"] == 4 and loaded.per_class() == [1, 1, 1, 1]
+    assert loaded.params["tiles"] == [2, 4] and loaded.per_class() == [1, 1, 1, 1]
     with pytest.raises(CheckpointError, match="missing"):
         ProbeSet.load(tmp_path / "nowhere")  # type: ignore[operator]
 
@@ -164,7 +165,7 @@ def test_margin_loss_is_the_logit_margin() -> None:
 def test_black_box_generators_accept_function_oracles() -> None:
     model = linear_model()
     fo = FunctionOracle(lambda x: torch.softmax(model(x).double(), 1).detach(), num_classes=K, input_shape=SHAPE)
-    probes = generate_probes("nes", fo, K, 1, SHAPE, tile=4, classes=[1])
+    probes = generate_probes("nes", fo, K, 1, SHAPE, tiles=(2, 4), classes=[1])
     assert probes.accepted.all() and fo.queries == probes.total_queries
 
 

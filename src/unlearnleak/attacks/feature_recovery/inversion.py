@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, vjp, vmap
 from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery.labels import output_layer
@@ -60,8 +60,11 @@ class InversionConfig(BaseModel):
     total_variation: float = Field(0.0, ge=0)
     bn_prior: float = Field(0.0, ge=0)  # weight of the batch-norm statistics prior
     bn_first_multiplier: float = Field(1.0, ge=0)  # extra weight of the first batch-norm layer's term
+    bn_layers: int | None = Field(None, ge=1)  # use only the first this many batch-norm layers (None: all)
     feature_match: float = Field(0.0, ge=0)  # weight of matching the penultimate features read off ∇* (k = 1)
     feature_phase: float = Field(0.0, ge=0, lt=1)  # share of the run matching only features + priors (cheap)
+    coarse_to_fine: tuple[int, ...] = ()  # image sides of coarse phases, e.g. (8, 16): x = upsample(z_coarse)
+    coarse_share: float = Field(0.5, gt=0, lt=1)  # share of the gradient phase spent at the coarse sides
     keep_best: bool = False  # return each restart's best iterate (by gradient cost), not its last
     prune_at: tuple[float, ...] = ()  # fractions of the run at which the worse half of the restarts stops
 
@@ -69,6 +72,8 @@ class InversionConfig(BaseModel):
     def _check(self) -> InversionConfig:
         if any(not 0 < f < 1 for f in self.prune_at) or list(self.prune_at) != sorted(self.prune_at):
             raise ValueError(f"prune_at must be increasing fractions in (0, 1), got {self.prune_at}")
+        if list(self.coarse_to_fine) != sorted(set(self.coarse_to_fine)) or any(v < 1 for v in self.coarse_to_fine):
+            raise ValueError(f"coarse_to_fine must be increasing image sides, got {self.coarse_to_fine}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
         return self
@@ -145,11 +150,12 @@ def _trained(module: nn.modules.batchnorm._BatchNorm) -> bool:
 
 
 @contextmanager
-def _bn_capture(model: nn.Module, sink: list[torch.Tensor], weight_first: float) -> Iterator[int]:
+def _bn_capture(model: nn.Module, sink: list[torch.Tensor], weight_first: float,
+               layers: int | None = None) -> Iterator[int]:
     """Collect the DeepInversion term ‖μ(h) − μ_BN‖ + ‖σ²(h) − σ²_BN‖ of every batch-norm input h."""
     handles = []
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and m.running_mean is not None and m.running_var is not None and _trained(m)]
+             and m.running_mean is not None and m.running_var is not None and _trained(m)][:layers]
 
     def make_hook(module: nn.modules.batchnorm._BatchNorm, scale: float) -> Callable[..., None]:
         def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -265,7 +271,8 @@ class GradientMatcher:
         """Install the hooks that capture what the priors need (batch-norm inputs, penultimate features)."""
         with ExitStack() as stack:
             if self.config.bn_prior:
-                stack.enter_context(_bn_capture(self.model, self._bn_terms, self.config.bn_first_multiplier))
+                stack.enter_context(_bn_capture(self.model, self._bn_terms, self.config.bn_first_multiplier,
+                                                self.config.bn_layers))
             if self.feature_layer is not None:
                 handle = self.feature_layer.register_forward_pre_hook(
                     lambda _, inputs: self._features.append(inputs[0]))
@@ -326,12 +333,13 @@ class _Run:
 
 def _adam_phase(run: _Run, step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                 config: InversionConfig, iterations: int, deadline: float | None, *, gradient_phase: bool,
-                log_every: int) -> None:
+                log_every: int, to_input: Callable[[torch.Tensor], torch.Tensor] = lambda z: z,
+                prune: bool = True) -> None:
     """``iterations`` Adam(W) steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule."""
     exp_avg, exp_avg_sq = torch.zeros_like(run.x), torch.zeros_like(run.x)
     beta1, beta2 = config.betas
     total = iterations
-    prune_steps = sorted({int(f * total) for f in config.prune_at}) if gradient_phase else []
+    prune_steps = sorted({int(f * total) for f in config.prune_at}) if gradient_phase and prune else []
     calibrate_from, calibrate_steps = 2, 5
     calib_start = time.perf_counter()
     t = 0
@@ -345,7 +353,7 @@ def _adam_phase(run: _Run, step_fn: Callable[[torch.Tensor], tuple[torch.Tensor,
                 improved = costs < run.best_cost[run.alive]
                 run.best_cost[run.alive] = torch.where(improved, costs, run.best_cost[run.alive])
                 shape = (-1, *[1] * (run.x.dim() - 1))
-                run.best_x[run.alive] = torch.where(improved.view(shape), run.x, run.best_x[run.alive])
+                run.best_x[run.alive] = torch.where(improved.view(shape), to_input(run.x), run.best_x[run.alive])
         if config.signed:
             g = g.sign()
         lr = learning_rate(config, t, total)
@@ -376,6 +384,40 @@ def _adam_phase(run: _Run, step_fn: Callable[[torch.Tensor], tuple[torch.Tensor,
             run.final_costs[run.alive] = run.costs
             run.alive, run.x, run.costs = run.alive[keep], run.x[keep].contiguous(), run.costs[keep]
             exp_avg, exp_avg_sq = exp_avg[keep].contiguous(), exp_avg_sq[keep].contiguous()
+
+
+def _resize(z: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """(R, k, C, h, w) → (R, k, C, *size): area-average down, bilinear up."""
+    if tuple(z.shape[-2:]) == tuple(size):
+        return z
+    r, k = z.shape[:2]
+    mode = "area" if size[0] < z.shape[-2] else "bilinear"
+    flat = F.interpolate(z.flatten(0, 1), size=size, mode=mode)
+    return flat.reshape(r, k, *flat.shape[1:]).contiguous()
+
+
+def _upsampler(size: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z (…, C, h, w) → bilinear upsampling to ``size`` (the coarse parameterisation of an image)."""
+    def up(z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-3]
+        out = F.interpolate(z.reshape(-1, *z.shape[-3:]), size=size, mode="bilinear", align_corners=False)
+        return out.reshape(*lead, *out.shape[1:])
+    return up
+
+
+StepFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _composed(step: StepFn, to_input: Callable[[torch.Tensor], torch.Tensor] | None) -> StepFn:
+    """The gradient with respect to a parameter z of a cost on ``to_input(z)`` (chain rule via vjp)."""
+    if to_input is None:
+        return step
+
+    def fn(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = vjp(to_input, z)
+        gx, cost = step(out[0])
+        return out[1](gx)[0], cost
+    return fn
 
 
 def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
@@ -426,19 +468,33 @@ def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input
 
     share = config.feature_phase if matcher.feature_target is not None else 0.0
     timings: dict[str, float] = {}
+    full = tuple(input_shape[1:]) if len(input_shape) == 3 else ()
+    sides = [v for v in config.coarse_to_fine if full and v < min(full)]
+    phases: list[tuple[float, tuple[int, ...]]] = []  # (share of the run, image size of the parameter)
+    rest = 1.0 - share
+    for side in sides:
+        phases.append((rest * config.coarse_share / len(sides), (side, side)))
+    phases.append((rest * (1 - config.coarse_share) if sides else rest, full))
     with matcher.hooks():
+        elapsed_share = 0.0
         if share > 0:
+            elapsed_share = share
             deadline = started + share * time_budget if time_budget is not None else None
             _adam_phase(run, batched(feature_grad), config, max(1, round(share * config.iterations)), deadline,
                         gradient_phase=False, log_every=log_every)
             timings["feature_phase_iterations"] = run.iterations
             timings["feature_phase_seconds"] = time.perf_counter() - started
-        deadline = started + time_budget if time_budget is not None else None
-        gradient_iterations = max(1, config.iterations - run.iterations)
-        _adam_phase(run, batched(step_grad), config, gradient_iterations, deadline, gradient_phase=True,
-                    log_every=log_every)
+        for i, (part, size) in enumerate(phases):
+            last = i == len(phases) - 1
+            elapsed_share += part
+            run.x = _resize(run.x, size) if size else run.x
+            coarse = _upsampler(full) if size and size != full else None
+            deadline = started + elapsed_share * time_budget if time_budget is not None else None
+            iterations = config.iterations - run.iterations if last else round(part * config.iterations)
+            _adam_phase(run, batched(_composed(step_grad, coarse)), config, max(1, iterations), deadline,
+                        gradient_phase=True, log_every=log_every, to_input=coarse or (lambda z: z), prune=last)
     optimise_seconds = time.perf_counter() - started
-    x = run.x
+    x = run.x  # at full resolution: the last phase always is
     if config.boxed:
         x.clamp_(0, 1)
     final = matcher.score(x)

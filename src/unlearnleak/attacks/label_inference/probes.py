@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
-from torch.nn import functional as F
 
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.errors import ConfigError, QueryBudgetExceeded
@@ -318,22 +317,44 @@ def margin_loss(proba: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor
     return others - own
 
 
+def log_odds(proba: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor:
+    """log(Σ_{j≠c} p_j) − log p_c = log((1 − p_c)/p_c) per row, from probabilities (float64).
+
+    The black-box counterpart of the logit log-odds: linear in the logits far from saturation, and the
+    threshold p_c ≥ 0.9995 is simply log-odds ≤ log(0.0005/0.9995) ≈ −7.6.
+    """
+    proba = proba.double()
+    tgt = torch.as_tensor(target, dtype=torch.long).expand(proba.shape[0])[:, None]
+    own = proba.gather(1, tgt).squeeze(1)
+    rest = proba.scatter(1, tgt, 0.0).sum(dim=1)
+    return rest.clamp_min(1e-300).log() - own.clamp_min(1e-300).log()
+
+
 # ---------------------------------------------------------------------------------------------- gradient
 class GradientConfig(GeneratorConfig):
-    """White-box probes: Adam on the input, cross-entropy towards the class, from clipped-noise starts."""
+    """White-box probes: Adam on the pixels of the log-odds of the class, from clipped-noise starts."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)  # accept once θ's p_c reaches this (as zoo)
     lr: float = Field(0.01, gt=0)  # Adam step on the pixels
-    max_steps: int = Field(500, ge=1)
-    batch: int = Field(100, ge=1)  # probes optimised together in one forward-backward pass
+    max_steps: int = Field(300, ge=1)
+    batch: int = Field(100, ge=1)  # probes optimised together (finished ones leave the batch)
+
+
+def log_odds_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log Σ_{j≠c} e^{z_j} − z_c = log((1 − p_c)/p_c) per row: unlike cross-entropy it keeps its slope as
+    p_c → 1, which is where the 0.9995 threshold sits."""
+    own = logits.gather(1, target[:, None]).squeeze(1)
+    others = logits.scatter(1, target[:, None], -torch.inf).logsumexp(dim=1)
+    return others - own
 
 
 @register_generator("gradient")
 class GradientProbes(ProbeGenerator):
     """Probes for a user who holds θ's weights: exact input gradients instead of query estimates.
 
-    ``queries`` counts forward-backward evaluations per probe (one per step plus the start), not
-    black-box queries; nothing is asked of an oracle during the optimisation.
+    Adam (per-probe state) on the pixels, x kept in [0, 1], minimising :func:`log_odds_logits`; a probe stops
+    once θ's p_c reaches the threshold and leaves the batch. ``queries`` counts a probe's forward-backward
+    evaluations (white-box work, not black-box queries; nothing is asked of an oracle meanwhile).
     """
 
     black_box = False
@@ -360,31 +381,38 @@ class GradientProbes(ProbeGenerator):
 
     def _optimise(self, model: nn.Module, jobs: list[Job], shape: tuple[int, ...], cfg: GradientConfig,
                   limits: RunLimits) -> list[tuple[Job, Made]]:
+        b1, b2, eps = 0.9, 0.999, 1e-8
         x = torch.cat([noise_init(shape, j.generator) for j in jobs]).to(self._device)  # (b, *shape)
+        m, v = torch.zeros_like(x), torch.zeros_like(x)
         target = torch.tensor([j.target for j in jobs], device=self._device)
-        x.requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=cfg.lr)
-        done = torch.zeros(len(jobs), dtype=torch.bool, device=self._device)
+        done = torch.zeros(len(jobs), dtype=torch.bool)
         steps = torch.zeros(len(jobs), dtype=torch.long)
-        evals = torch.zeros(len(jobs), dtype=torch.long)
         for _ in range(cfg.max_steps + 1):
-            logits = model(x)
-            p = torch.softmax(logits.double(), dim=1).gather(1, target[:, None]).squeeze(1)
-            evals += (~done).long().cpu()
-            done |= p.detach() >= cfg.threshold
-            if bool(done.all()) or limits.expired():
+            active = torch.nonzero(~done).flatten()
+            if active.numel() == 0 or limits.expired():
                 break
-            loss = F.cross_entropy(logits, target, reduction="none")[~done].sum()
-            (grad,) = torch.autograd.grad(loss, x)
-            grad[done] = 0.0  # finished probes stay where they are
-            x.grad = grad
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(0.0, 1.0)
-            steps += (~done).long().cpu()
+            xa = x[active].clone().requires_grad_(True)
+            logits = model(xa)
+            p = torch.softmax(logits.detach().double(), dim=1).gather(1, target[active, None]).squeeze(1)
+            reached = (p >= cfg.threshold).cpu()
+            done[active[reached]] = True
+            if bool(reached.all()):
+                continue
+            if int(steps[active].max()) >= cfg.max_steps:  # the batch's probes step together
+                break
+            (grad,) = torch.autograd.grad(log_odds_logits(logits, target[active]).sum(), xa)
+            keep = active[~reached]
+            g = grad[~reached.to(grad.device)]
+            steps[keep] += 1
+            t = steps[keep].to(x.device, torch.float32).reshape(-1, *([1] * len(shape)))
+            m[keep] = b1 * m[keep] + (1 - b1) * g
+            v[keep] = b2 * v[keep] + (1 - b2) * g * g
+            update = cfg.lr * (m[keep] / (1 - b1 ** t)) / ((v[keep] / (1 - b2 ** t)).sqrt() + eps)
+            x[keep] = (x[keep] - update).clamp(0.0, 1.0)
         if limits.expired() and not bool(done.all()):
             return []
-        return [(job, Made(x=x[i:i + 1].detach().cpu(), accepted=bool(done[i]), queries=int(evals[i]),
+        # evaluations: the start plus one per step (the final check of a finished probe included)
+        return [(job, Made(x=x[i:i + 1].detach().cpu(), accepted=bool(done[i]), queries=int(steps[i]) + 1,
                            steps=int(steps[i]))) for i, job in enumerate(jobs)]
 
 

@@ -25,15 +25,19 @@ Where we differ from the official code (PAPER.md §10.4), on purpose:
 - The official script redraws starts forever; here at most ``max_inits`` starts, after which the best
   probe is kept and flagged not accepted.
 
-``nes`` (ours) — the same search, made query-efficient in three ways:
-1. a low-dimensional search space: δ = upsample(z) with z of shape (C, tile, tile) (192 numbers for
-   tile = 8 on RGB), which is the "data prior" of Ilyas et al. (2019): neighbouring pixels move together;
-2. antithetic Gaussian directions (NES, Wierstra et al.; Ilyas et al. 2018): one gradient estimate of all of
-   z from 2·directions queries instead of one coordinate per 2 queries;
-3. the logit margin max_{j≠c} log p_j − log p_c (Eq. 8, recovered exactly from probabilities), which
-   keeps its slope near p_c = 1 where −log p_c flattens out, with normalised (unit-RMS) gradient steps.
-Many probes run side by side and share oracle batches (fewer, larger forward passes; the count of queries
-is the same). A step costs 2·directions + 1 queries; a start costs 1.
+``nes`` (ours) — the same search, made query-efficient:
+1. a low-dimensional, coarse-to-fine search space: x = clip(base + upsample(z)) with z of shape
+   (C, tile, tile), tile = 4, then 8, then 16 — the "data prior" of Ilyas et al. (ICLR 2019): neighbouring
+   pixels move together. When the loss stops improving (``min_improvement`` within ``patience`` steps) the
+   perturbation is baked into ``base`` and the search continues on the next finer tile;
+2. antithetic Gaussian directions (NES: Wierstra et al.; Ilyas et al., ICML 2018): one estimate of the whole
+   gradient of z from 2·directions queries, instead of one coordinate per 2 queries;
+3. the log-odds log((1 − p_c)/p_c) as the loss — computed from probabilities, linear in the logits, and
+   unlike −log p_c it keeps its slope as p_c → 1 where the threshold sits;
+4. a 3-point line search per step along the normalised estimate (step lr·{0.3, 1, 3}, one query each; the
+   best is taken and lr follows it), in place of a hand-tuned learning-rate schedule.
+Many probes run side by side and share oracle requests (fewer, larger forward passes; the count of queries
+is the same). A step costs 2·directions + len(step_scales) queries (23 by default); a start costs 1.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from unlearnleak.attacks.label_inference.probes import (
     ProbeGenerator,
     PublicData,
     RunLimits,
-    margin_loss,
+    log_odds,
     noise_init,
     register_generator,
 )
@@ -200,38 +204,51 @@ class NesConfig(GeneratorConfig):
     """Our query-efficient black-box generator (see the module docstring)."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)
-    tile: int = Field(8, ge=1)  # z has shape (C, tile, tile), upsampled to (H, W)
+    tiles: tuple[int, ...] = (4, 8, 16)  # coarse-to-fine: z has shape (C, tile, tile), upsampled to (H, W)
     directions: int = Field(10, ge=1)  # antithetic pairs per step: 2·directions queries
     sigma: float = Field(0.05, gt=0)  # exploration radius (pixel units, per z coordinate)
-    lr: float = Field(0.1, gt=0)  # step length: RMS change of z per step (pixel units)
-    max_steps: int = Field(200, ge=1)
-    max_inits: int = Field(3, ge=1)
+    lr: float = Field(0.1, gt=0)  # initial step length: RMS change of z per step (pixel units)
+    step_scales: tuple[float, ...] = (0.3, 1.0, 3.0)  # line search: lr·scale candidates, 1 query each
+    patience: int = Field(5, ge=1)  # steps without `min_improvement` before the next (finer) tile
+    min_improvement: float = Field(0.1, ge=0)  # in log-odds units
+    max_steps: int = Field(150, ge=1)  # per start
+    max_inits: int = Field(2, ge=1)
     population: int = Field(100, ge=1)  # probes optimised side by side (shared oracle batches)
-    upsample: str = Field("nearest", pattern="^(nearest|bilinear)$")
 
 
 @register_generator("nes")
 class NesProbes(ProbeGenerator):
-    """Antithetic NES in a tiled low-dimensional space with margin loss; many probes side by side."""
+    """Antithetic NES in a coarse-to-fine tiled space with a line search; many probes side by side."""
 
     Config = NesConfig
     parallel = True
 
     def _check_params(self) -> None:
         cfg: NesConfig = self.config  # type: ignore[assignment]
+        if not cfg.tiles or any(t < 1 for t in cfg.tiles) or list(cfg.tiles) != sorted(cfg.tiles):
+            raise ConfigError(f"nes: tiles must be increasing positive sizes, got {cfg.tiles}")
+        if not cfg.step_scales or any(a <= 0 for a in cfg.step_scales):
+            raise ConfigError(f"nes: step_scales must be positive, got {cfg.step_scales}")
         if cfg.sigma > 1:
             raise ConfigError(f"nes: sigma={cfg.sigma} is larger than the whole pixel range")
+
+    def queries_per_step(self) -> int:
+        """2·directions antithetic evaluations + one per line-search candidate."""
+        cfg: NesConfig = self.config  # type: ignore[assignment]
+        return 2 * cfg.directions + len(cfg.step_scales)
 
     def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         cfg: NesConfig = self.config  # type: ignore[assignment]
         if len(oracle.input_shape) != 3:
             raise ConfigError(f"nes probes need image inputs (C, H, W), got {oracle.input_shape}")
+        if cfg.tiles[-1] > min(oracle.input_shape[1:]):
+            raise ConfigError(f"nes: tile {cfg.tiles[-1]} is larger than the image {oracle.input_shape[1:]}")
         pending = list(jobs)
         active: list[_NesState] = []
         while pending or active:
             if limits.expired():
-                break
+                return
             while pending and len(active) < cfg.population:
                 active.append(_NesState(pending.pop(0), oracle.input_shape, cfg))
             self._step(oracle, active, cfg)
@@ -244,36 +261,42 @@ class NesProbes(ProbeGenerator):
             active = still
 
     def _step(self, oracle: Oracle, states: list[_NesState], cfg: NesConfig) -> None:
-        """One step for every active probe, all their queries in one oracle call."""
+        """One step for every active probe; each phase's queries of all probes go in one oracle call."""
         fresh = [s for s in states if s.loss is None]
         if fresh:  # evaluate new starts (1 query each)
             proba = oracle.predict_proba(torch.cat([s.image(s.z) for s in fresh]))
             for s, row in zip(fresh, proba, strict=True):
                 s.queries += 1
-                s.record(row[None])
+                s.take(s.z, row[None])
         ready = [s for s in states if not s.finished and s.loss is not None]
         if not ready:
             return
-        dirs = [torch.randn((cfg.directions, *s.z.shape), generator=s.job.generator) for s in ready]
+        n, scales = cfg.directions, torch.tensor(cfg.step_scales)
+        dirs = [torch.randn((n, *s.z.shape), generator=s.job.generator) for s in ready]
         batch = torch.cat([torch.cat([s.image(s.z + cfg.sigma * u), s.image(s.z - cfg.sigma * u)])
-                           for s, u in zip(ready, dirs, strict=True)])  # per probe: (2·directions, C, H, W)
-        losses = margin_loss(oracle.predict_proba(batch), torch.cat([
-            torch.full((2 * cfg.directions,), s.job.target) for s in ready])).reshape(len(ready), 2, -1)
+                           for s, u in zip(ready, dirs, strict=True)])  # per probe (2n, C, H, W)
+        targets = torch.cat([torch.full((2 * n,), s.job.target) for s in ready])
+        losses = log_odds(oracle.predict_proba(batch), targets).reshape(len(ready), 2, n)
+        candidates = []
         for s, u, lp in zip(ready, dirs, losses, strict=True):
-            s.queries += 2 * cfg.directions
-            diff = (lp[0] - lp[1]) / (2 * cfg.sigma)  # (directions,)
-            grad = (diff.float()[:, None, None, None] * u).mean(0)
-            rms = grad.pow(2).mean().sqrt().clamp_min(1e-12)
-            s.z = s.z - cfg.lr * grad / rms
+            grad = (((lp[0] - lp[1]) / (2 * cfg.sigma)).float()[:, None, None, None] * u).mean(0)
+            unit = grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)  # RMS 1
+            candidates.append(s.z[None] - (s.lr * scales)[:, None, None, None] * unit)  # (E, C, t, t)
+        proba = oracle.predict_proba(torch.cat([s.image(z) for s, z in zip(ready, candidates, strict=True)]))
+        proba = proba.reshape(len(ready), len(scales), -1)
+        for s, z, rows in zip(ready, candidates, proba, strict=True):
+            s.queries += self.queries_per_step()
             s.steps += 1
-        proba = oracle.predict_proba(torch.cat([s.image(s.z) for s in ready]))
-        for s, row in zip(ready, proba, strict=True):
-            s.queries += 1
-            s.record(row[None])
+            best = int(log_odds(rows, s.job.target).argmin())
+            if best == 0:  # the shortest step won: shorten; the longest: lengthen
+                s.lr *= float(scales[0])
+            elif best == len(scales) - 1:
+                s.lr *= float(scales[-1])
+            s.take(z[best], rows[best][None])
 
 
 class _NesState:
-    """One probe under optimisation: its start, its tiled perturbation z, the best iterate and its cost."""
+    """One probe under optimisation: its base image, its tiled perturbation z, the best iterate, its cost."""
 
     def __init__(self, job: Job, shape: tuple[int, ...], cfg: NesConfig) -> None:
         self.job, self.shape, self.cfg = job, shape, cfg
@@ -285,32 +308,45 @@ class _NesState:
 
     def _new_start(self) -> None:
         self.inits += 1
-        self.x0 = noise_init(self.shape, self.job.generator)  # (1, C, H, W)
-        self.z = torch.zeros(self.shape[0], self.cfg.tile, self.cfg.tile)
+        self.base = noise_init(self.shape, self.job.generator)  # (1, C, H, W)
+        self.level = 0
+        self.z = self._zeros()
+        self.lr = self.cfg.lr
         self.loss: float | None = None
+        self.history: list[float] = []
         self.start_steps = self.steps
 
-    def image(self, z: torch.Tensor) -> torch.Tensor:
-        """x = clip(x0 + upsample(z), 0, 1): z (C, t, t) → (1, C, H, W); z (n, C, t, t) → (n, C, H, W)."""
-        mode = self.cfg.upsample
-        up = F.interpolate(z if z.dim() == 4 else z[None], size=self.shape[1:], mode=mode,
-                           **({"align_corners": False} if mode == "bilinear" else {}))
-        return (self.x0 + up).clamp(0.0, 1.0)
+    def _zeros(self) -> torch.Tensor:
+        tile = self.cfg.tiles[self.level]
+        return torch.zeros(self.shape[0], tile, tile)
 
-    def record(self, proba: torch.Tensor) -> None:
-        """Take the evaluation of the current z; finish, or start afresh after ``max_steps``."""
-        c = self.job.target
-        self.loss = float(margin_loss(proba, c)[0])
-        x = self.image(self.z)
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        """x = clip(base + upsample(z), 0, 1): z (C, t, t) → (1, C, H, W); z (n, C, t, t) → (n, C, H, W)."""
+        up = F.interpolate(z if z.dim() == 4 else z[None], size=self.shape[1:], mode="nearest")
+        return (self.base + up).clamp(0.0, 1.0)
+
+    def take(self, z: torch.Tensor, proba: torch.Tensor) -> None:
+        """Move to ``z`` (θ answered ``proba`` for it); finish, refine the tiles, or restart."""
+        c, cfg = self.job.target, self.cfg
+        self.z = z
+        self.loss = float(log_odds(proba, c)[0])
+        x = self.image(z)
         if self.best is None or self.loss < self.best[0]:
             self.best = (self.loss, x, proba)
-        if float(proba[0, c]) >= self.cfg.threshold:
+        if float(proba[0, c]) >= cfg.threshold:
             self.best, self.accepted, self.finished = (self.loss, x, proba), True, True
-        elif self.steps - self.start_steps >= self.cfg.max_steps:
-            if self.inits >= self.cfg.max_inits:
+            return
+        if self.steps - self.start_steps >= cfg.max_steps:
+            if self.inits >= cfg.max_inits:
                 self.finished = True
             else:
                 self._new_start()
+            return
+        self.history.append(self.loss)
+        h, k = self.history, cfg.patience
+        if len(h) > k and min(h[:-k]) - min(h[-k:]) < cfg.min_improvement and self.level < len(cfg.tiles) - 1:
+            self.base, self.level = x, self.level + 1  # bake the coarse perturbation in, refine
+            self.z, self.history = self._zeros(), []
 
     def made(self) -> Made:
         assert self.best is not None
