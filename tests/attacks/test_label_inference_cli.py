@@ -41,7 +41,7 @@ def pair_dir(tmp_path: Path) -> Path:
     original = {k: v.clone() for k, v in model.state_dict().items()}
     unlearned = {k: v.clone() for k, v in original.items()}
     bias = [k for k in unlearned if k.endswith("bias")][-1]
-    unlearned[bias][1] -= 1.0
+    unlearned[bias][1] -= 3.0
     pair = ModelPair(spec=spec, original=original, unlearned=unlearned,
                      metadata={"forget_labels": [1, 1], "class_names": ["a", "b", "c"]})
     return pair.save(tmp_path / "pair")
@@ -49,8 +49,7 @@ def pair_dir(tmp_path: Path) -> Path:
 
 def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--set", "tiles=[2,4]",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "deleted (ground truth)" in result.output
     record = json.loads((out / "guess.json").read_text())
@@ -70,6 +69,5 @@ def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_p
     assert result.exit_code == 2 and "tiles" in result.output
     result = CliRunner().invoke(app, ["infer-label", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "missing" in result.output
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--budget", "5", "--per-class", "1",
-                                      "--set", "tiles=[2]"])
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--budget", "5", "--per-class", "1"])
     assert result.exit_code == 2 and "budget" in result.output

@@ -11,6 +11,7 @@ from unlearnleak.attacks.label_inference import (
     ProbeSet,
     black_box_generators,
     generate_probes,
+    log_odds,
     make_generator,
     margin_loss,
 )
@@ -160,6 +161,12 @@ def test_margin_loss_is_the_logit_margin() -> None:
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]], dtype=torch.float64)
     proba = torch.softmax(logits, 1)
     torch.testing.assert_close(margin_loss(proba, 0), torch.tensor([-1.5, 3.0], dtype=torch.float64))
+
+
+def test_log_odds_is_that_of_the_target_class() -> None:
+    proba = torch.tensor([[0.9995, 0.0003, 0.0002], [0.2, 0.5, 0.3]], dtype=torch.float64)
+    expected = torch.tensor([0.0005 / 0.9995, 0.8 / 0.2], dtype=torch.float64).log()
+    torch.testing.assert_close(log_odds(proba, 0), expected)
 
 
 def test_black_box_generators_accept_function_oracles() -> None:

@@ -26,10 +26,14 @@ from unlearnleak.training import TrainConfig
 
 
 def feature_recovery_config(seed: int, device: str) -> ScenarioConfig:
-    """Real CIFAR-10 photos: 12 public images pretrain θ0, N = 8 private ones fine-tune θ, k = 1 unlearned."""
+    """Real CIFAR-10 photos: 12 public images pretrain θ0, N = 8 private ones fine-tune θ, k = 1 unlearned.
+
+    A LeNet-style CNN keeps the demo to about a minute on two CPU cores (the paper's ConvNet costs ~10× more
+    per inversion step; `unlearnleak scenario --model convnet` and `recover` run it).
+    """
     return ScenarioConfig(
-        dataset="embedded_cifar10", train_split="test", test_split=None, model="convnet",
-        model_kwargs={"width": 16}, holdout=8, n_train=8,
+        dataset="embedded_cifar10", train_split="test", test_split=None, model="lenet",
+        model_kwargs={}, holdout=8, n_train=8,
         pretrain=TrainConfig(epochs=20, lr=0.02, momentum=0.9, batch_size=4, augment=True),
         forget={"kind": "samples", "k": 1}, unlearning={"method": "gradient_ascent", "params": {"lr": 1e-3}},
         seed=seed, device=device)
@@ -53,12 +57,12 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
     scn = build_scenario(feature_recovery_config(seed, device))
     scn.save(out / "pair")
     console.print(scenario_table(scn))
-    rec = recover(scn.pair, preset="best", iterations=iterations, device=device, seed=seed)
+    rec = recover(scn.pair, preset="best", iterations=iterations, restarts=2, device=device, seed=seed)
     rec.save(out / "reconstruction.safetensors")
     lpips = load_lpips()
     result = evaluate_reconstruction(rec, scn.forget_x, scn.forget_y, lpips, std=scn.pair.spec.std)
     names = scn.train.classes
-    captions = [f"{names[s['true_label']]} → {names[s['label']]}, {s['psnr']:.1f} dB" for s in result["samples"]]
+    captions = [f"{names[s['true_label']]} / {names[s['label']]}, {s['psnr']:.1f} dB" for s in result["samples"]]
     grid = save_reconstruction_grid(out / "reconstruction.png", scn.forget_x,
                                     rec.x[torch_tensor(result["assignment"])], captions=captions)
     table = Table(title="Feature recovery (server, white-box): the unlearned photo from (θ, θ_u) alone")
@@ -100,13 +104,14 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console) -> 
     table.add_column("mean Δ confidence", justify="right")
     for c in guess.ranked[:5]:
         table.add_row(names[c], f"{guess.changes[c]:+.2e}")
-    verdict = names[guess.predicted[0]] if guess.predicted else "no detectable change"
+    verdict = (f"{names[guess.best]} (stands out from the other classes' spread)" if guess.detected else
+               f"{names[guess.best]} by the paper's argmin rule, but within the spread across probes")
     table.caption = (f"deleted: {names[deleted]} ({scn.forget_y.numel()} samples); inferred: {verdict}; "
                      f"queries: {probes.total_queries} to θ (probe generation), {guess.queries_unlearned} to θ_u; "
                      f"plot: {plot}")
     console.print(table)
     return {"scenario": scn.pair.metadata.get("metrics"), "deleted_class": deleted, "guess": guess.to_dict(),
-            "correct": guess.label == deleted,
+            "correct_argmin": guess.best == deleted, "detected": guess.detected,
             "probe_queries": probes.total_queries, "plot": str(plot)}
 
 
@@ -126,7 +131,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for all outputs.")] = Path("runs/demo"),
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
-        iterations: Annotated[int, typer.Option(help="Inversion iterations for feature recovery.")] = 1000,
+        iterations: Annotated[int, typer.Option(help="Inversion iterations for feature recovery.")] = 600,
     ) -> None:
         """Run both attacks end to end on real data shipped with the dependencies (offline)."""
         check_device(device)

@@ -74,6 +74,7 @@ class Made:
     steps: int = 0
     inits: int = 1
     proba: torch.Tensor | None = None
+    unfinished: bool = False  # cut short by the time limit (then never accepted)
 
 
 @dataclass
@@ -151,6 +152,7 @@ class ProbeGenerator(ABC):
             made = self._run_jobs(oracle, target, jobs, limits, public)
         except _Stopped as stop:
             made, notes = stop.made, stop.reason
+        made.sort(key=lambda jm: (jm[0].index, classes.index(jm[0].target)))  # round-robin job order
         if not made:
             raise ConfigError(f"{self.name} made no probe: {notes or 'no job finished'}")
         x = torch.cat([m.x for _, m in made]).float()
@@ -211,21 +213,19 @@ class ProbeGenerator(ABC):
             else:
                 for job in jobs:
                     if limits.expired():
-                        raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
+                        raise _Stopped(made, _time_note(made, len(jobs)))
                     one = self._make(oracle, target, job, limits, public)
                     if one is None:
-                        raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
+                        raise _Stopped(made, _time_note(made, len(jobs)))
                     made.append((job, one))
                     bar.advance()
         except QueryBudgetExceeded as exc:
             raise _Stopped(made, f"query budget exhausted after {len(made)} of {len(jobs)} probes ({exc})") from exc
         finally:
             bar.close()
-        if self.parallel and len(made) < len(jobs):
-            raise _Stopped(made, f"stopped by the time limit after {len(made)} of {len(jobs)} probes")
-        # keep the round-robin order of the jobs, whatever order they finished in
-        order = {id(job): i for i, job in enumerate(jobs)}
-        return sorted(made, key=lambda jm: order[id(jm[0])])
+        if len(made) < len(jobs) or any(m.unfinished for _, m in made):
+            raise _Stopped(made, _time_note(made, len(jobs)))
+        return made
 
     def _make(self, oracle: Oracle, target: Oracle | nn.Module, job: Job, limits: RunLimits,
               public: PublicData | None) -> Made | None:
@@ -236,6 +236,12 @@ class ProbeGenerator(ABC):
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         """Several probes side by side (``parallel`` generators), yielded as they finish."""
         raise NotImplementedError
+
+
+def _time_note(made: list[tuple[Job, Made]], wanted: int) -> str:
+    unfinished = sum(m.unfinished for _, m in made)
+    extra = f", {unfinished} of them cut short unfinished" if unfinished else ""
+    return f"stopped by the time limit after {len(made)} of {wanted} probes{extra}"
 
 
 class _Stopped(Exception):
@@ -335,7 +341,7 @@ class GradientConfig(GeneratorConfig):
     """White-box probes: Adam on the pixels of the log-odds of the class, from clipped-noise starts."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)  # accept once θ's p_c reaches this (as zoo)
-    lr: float = Field(0.01, gt=0)  # Adam step on the pixels
+    lr: float = Field(0.03, gt=0)  # Adam step on the pixels
     max_steps: int = Field(300, ge=1)
     batch: int = Field(100, ge=1)  # probes optimised together (finished ones leave the batch)
 

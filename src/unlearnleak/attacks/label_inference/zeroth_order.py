@@ -122,11 +122,13 @@ class ZooProbes(ProbeGenerator):
             for _ in range(cfg.max_rounds):
                 if float(proba[0, job.target]) >= cfg.threshold:
                     break
-                result = self._round(oracle, x, loss, proba, job, lr, limits)
-                if result is None:
-                    return None
-                x, loss, proba, its = result
+                x, loss, proba, its, stopped = self._round(oracle, x, loss, proba, job, lr, limits)
                 steps += its
+                if stopped:  # out of time: keep what this start reached, flagged unfinished
+                    if best is None or loss < best[0]:
+                        best = (loss, x, proba)
+                    return Made(x=best[1], accepted=False, queries=oracle.queries - start_queries, steps=steps,
+                                inits=init, proba=best[2], unfinished=True)
                 if float(proba[0, job.target]) > cfg.confident:
                     lr = cfg.lr_confident
             if float(proba[0, job.target]) >= cfg.threshold:
@@ -139,8 +141,9 @@ class ZooProbes(ProbeGenerator):
                     inits=cfg.max_inits, proba=best[2])
 
     def _round(self, oracle: Oracle, x_start: torch.Tensor, loss_start: float, proba_start: torch.Tensor,
-               job: Job, lr: float, limits: RunLimits) -> tuple[torch.Tensor, float, torch.Tensor, int] | None:
-        """One ART ``generate`` call from ``x_start``: (best x, its loss, its answer (1, K), iterations)."""
+               job: Job, lr: float, limits: RunLimits) -> tuple[torch.Tensor, float, torch.Tensor, int, bool]:
+        """One ART ``generate`` call from ``x_start``: (best x, its loss, its answer (1, K), iterations,
+        whether the time limit cut it short)."""
         cfg: ZooConfig = self.config  # type: ignore[assignment]
         flat_start = x_start.reshape(-1).double()  # (d,)
         d, n, c = flat_start.numel(), cfg.nb_parallel, job.target
@@ -155,7 +158,7 @@ class ZooProbes(ProbeGenerator):
         rows = torch.arange(2 * n)
         for it in range(cfg.max_iter):
             if limits.expired():
-                return None
+                return best_x, best_loss, best_proba, its, True
             if prob is None:
                 idx = torch.randperm(d, generator=job.generator)[:n]
             else:
@@ -185,7 +188,7 @@ class ZooProbes(ProbeGenerator):
                 if loss > 0.9999 * prev_loss:
                     break
                 prev_loss = loss
-        return best_x, best_loss, best_proba, its
+        return best_x, best_loss, best_proba, its, False
 
     def _sampling_prob(self, delta: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """|δ| max-pooled in blocks per channel, + 0.01, normalised (ART's importance sampling)."""
@@ -209,6 +212,7 @@ class NesConfig(GeneratorConfig):
     sigma: float = Field(0.05, gt=0)  # exploration radius (pixel units, per z coordinate)
     lr: float = Field(0.1, gt=0)  # initial step length: RMS change of z per step (pixel units)
     step_scales: tuple[float, ...] = (0.3, 1.0, 3.0)  # line search: lr·scale candidates, 1 query each
+    momentum: float = Field(0.7, ge=0, lt=1)  # average of successive unit estimates ("time prior")
     patience: int = Field(5, ge=1)  # steps without `min_improvement` before the next (finer) tile
     min_improvement: float = Field(0.1, ge=0)  # in log-odds units
     max_steps: int = Field(150, ge=1)  # per start
@@ -242,8 +246,9 @@ class NesProbes(ProbeGenerator):
         cfg: NesConfig = self.config  # type: ignore[assignment]
         if len(oracle.input_shape) != 3:
             raise ConfigError(f"nes probes need image inputs (C, H, W), got {oracle.input_shape}")
-        if cfg.tiles[-1] > min(oracle.input_shape[1:]):
-            raise ConfigError(f"nes: tile {cfg.tiles[-1]} is larger than the image {oracle.input_shape[1:]}")
+        side = min(oracle.input_shape[1:])
+        tiles = tuple(t for t in cfg.tiles if t <= side) or (side,)  # small images: drop the finer tiles
+        cfg = cfg.model_copy(update={"tiles": tiles})
         pending = list(jobs)
         active: list[_NesState] = []
         while pending or active:
@@ -281,6 +286,11 @@ class NesProbes(ProbeGenerator):
         for s, u, lp in zip(ready, dirs, losses, strict=True):
             grad = (((lp[0] - lp[1]) / (2 * cfg.sigma)).float()[:, None, None, None] * u).mean(0)
             unit = grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)  # RMS 1
+            if cfg.momentum and s.avg is not None:
+                s.avg = cfg.momentum * s.avg + (1 - cfg.momentum) * unit
+                unit = s.avg / s.avg.pow(2).mean().sqrt().clamp_min(1e-12)
+            else:
+                s.avg = unit
             candidates.append(s.z[None] - (s.lr * scales)[:, None, None, None] * unit)  # (E, C, t, t)
         proba = oracle.predict_proba(torch.cat([s.image(z) for s, z in zip(ready, candidates, strict=True)]))
         proba = proba.reshape(len(ready), len(scales), -1)
@@ -311,6 +321,7 @@ class _NesState:
         self.base = noise_init(self.shape, self.job.generator)  # (1, C, H, W)
         self.level = 0
         self.z = self._zeros()
+        self.avg: torch.Tensor | None = None  # running average of the unit gradient estimates
         self.lr = self.cfg.lr
         self.loss: float | None = None
         self.history: list[float] = []
@@ -346,7 +357,7 @@ class _NesState:
         h, k = self.history, cfg.patience
         if len(h) > k and min(h[:-k]) - min(h[-k:]) < cfg.min_improvement and self.level < len(cfg.tiles) - 1:
             self.base, self.level = x, self.level + 1  # bake the coarse perturbation in, refine
-            self.z, self.history = self._zeros(), []
+            self.z, self.history, self.avg = self._zeros(), [], None
 
     def made(self) -> Made:
         assert self.best is not None
