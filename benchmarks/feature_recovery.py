@@ -9,7 +9,8 @@ seconds on the same sample. The restarts are also timed batched and as a plain l
 
 Prints a per-sample table, saves grids (ground truth | recovered) to ``--out``, and ends with one JSON line.
 
-    python benchmarks/feature_recovery.py                 # the benchmark (CPU: about an hour)
+    python benchmarks/feature_recovery.py                 # the benchmark (2-core CPU: ~80 min)
+    python benchmarks/feature_recovery.py --jobs 2        # two samples at a time, one thread each (~40 min)
     python benchmarks/feature_recovery.py --ablation      # + each `best` ingredient removed in turn
     python benchmarks/feature_recovery.py --quick         # 2 samples × 200 iterations, a smoke run
 """
@@ -18,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +51,14 @@ MODES = ("approx", "exact")
 # Each `best` ingredient, removed (or replaced by the paper's choice) one at a time for --ablation.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "best": {},
-    "no BN prior": {"bn_prior": 0.0},
+    "no feature matching (gradient only)": {"feature_match": 0.0, "feature_phase": 0.0},
+    "no feature-only phase": {"feature_phase": 0.0},
+    "TV 1e-2 (paper's weight)": {"total_variation": 0.01},
     "signed AdamW + step decay (paper optimiser)": {"signed": True, "optimizer": "adamw", "weight_decay": 0.01,
                                                     "lr": 0.04, "schedule": "step"},
     "randn init (paper)": {"init": "randn"},
     "no keep-best": {"keep_best": False},
-    "1 restart": {"restarts": 1},
-    "per-layer cosine": {"cost": "layer_cosine"},
+    "2 restarts, worse dropped at 20 %": {"restarts": 2, "prune_at": (0.2,)},
 }
 
 
@@ -113,6 +119,50 @@ def attack(pair: ModelPair, name: str, args: argparse.Namespace, *, budget: floa
                    **kwargs)
 
 
+_LPIPS: dict[str, Any] = {}
+
+
+def run_sample(job: tuple[str, int, ModelPair, torch.Tensor, torch.Tensor, int, argparse.Namespace]
+               ) -> tuple[dict[str, tuple[dict[str, Any], torch.Tensor]], float]:
+    """`paper` then `best` on one unlearned sample; `best` gets the optimisation seconds `paper` used."""
+    mode, i, pair, truth_x, truth_y, position, args = job
+    torch.set_num_threads(args.threads)
+    if "model" not in _LPIPS:
+        _LPIPS["model"] = load_lpips(device=args.device)
+    out: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
+    budget = 0.0
+    for name in ("paper", "best"):
+        rec = attack(pair, name, args, budget=None if name == "paper" else budget)
+        if name == "paper":
+            budget = rec.timings["optimise_seconds"]
+        s = evaluate_reconstruction(rec, truth_x, truth_y, _LPIPS["model"])["samples"][0]
+        row = {"sample": i, "position": position, "psnr": s["psnr"], "ssim": s["ssim"],
+               "lpips": s["lpips"], "label": s["label"], "true_label": s["true_label"],
+               "label_correct": s["label_correct"], "seconds": rec.seconds, "iterations": rec.iterations,
+               "sec_per_iter": rec.timings.get("sec_per_iter"), "cost": rec.best_cost}
+        out[name] = (row, rec.x)
+        print(f"{mode:6s} {name:5s} sample {i} PSNR {s['psnr']:6.2f} SSIM {fmt(s['ssim'], '.3f')} "
+              f"LPIPS {fmt(s['lpips'], '.3f')} label {s['label']}/{s['true_label']} "
+              f"{rec.iterations} it {rec.seconds:6.1f} s cost {rec.best_cost:.4f}", flush=True)
+    return out, budget
+
+
+def ablate(job: tuple[dict[str, Any], ModelPair, torch.Tensor, torch.Tensor, float, argparse.Namespace]) -> float:
+    """PSNR of `best` with ``overrides`` on one approximate-unlearning sample, at that sample's budget."""
+    overrides, pair, truth_x, truth_y, budget, args = job
+    torch.set_num_threads(args.threads)
+    rec = attack(pair, "best", args, budget=budget, overrides=overrides)
+    return float(evaluate_reconstruction(rec, truth_x, truth_y)["samples"][0]["psnr"])
+
+
+def _map(fn: Callable[[Any], Any], jobs: list[Any], processes: int) -> list[Any]:
+    """``fn`` over ``jobs`` in order, in ``processes`` spawned workers (one sample each, --threads threads)."""
+    if processes <= 1:
+        return [fn(job) for job in jobs]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, jobs))
+
+
 def restart_speedup(pair: ModelPair, args: argparse.Namespace) -> dict[str, float]:
     """Seconds per iteration of the same restarts, batched (vmap) and as a plain Python loop."""
     target = target_gradient(pair, "approximate")
@@ -140,6 +190,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="samples attacked in parallel processes (each with --threads threads)")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--sample-seed", type=int, default=2024)
     parser.add_argument("--seed", type=int, default=0, help="seeds the restarts' starting points")
@@ -160,33 +212,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     setting = build_setting(args)
-    lpips = load_lpips(device=args.device)
     truth_x = [setting.x_ft[p:p + 1] for p in setting.positions]
     truth_y = [setting.y_ft[p:p + 1] for p in setting.positions]
 
-    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    recs: dict[tuple[str, str], list[torch.Tensor]] = {}
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {(m, n): [] for m in MODES for n in ("paper", "best")}
+    recs: dict[tuple[str, str], list[torch.Tensor]] = {(m, n): [] for m in MODES for n in ("paper", "best")}
     budgets: dict[tuple[str, int], float] = {}
+    jobs = [(mode, i, pair, truth_x[i], truth_y[i], setting.positions[i], args)
+            for mode in MODES for i, pair in enumerate(setting.pairs[mode])]
+    done = _map(run_sample, jobs, args.jobs)
+    for (mode, i, *_), (by_name, budget) in zip(jobs, done, strict=True):
+        budgets[(mode, i)] = budget
+        for name, (row, x) in by_name.items():
+            rows[(mode, name)].append(row)
+            recs[(mode, name)].append(x)
     for mode in MODES:
-        for name in ("paper", "best"):
-            rows[(mode, name)], recs[(mode, name)] = [], []
-        for i, pair in enumerate(setting.pairs[mode]):
-            for name in ("paper", "best"):
-                budget = None if name == "paper" else budgets[(mode, i)]
-                rec = attack(pair, name, args, budget=budget)
-                if name == "paper":  # `best` gets the same optimisation seconds on this sample
-                    budgets[(mode, i)] = rec.timings["optimise_seconds"]
-                ev = evaluate_reconstruction(rec, truth_x[i], truth_y[i], lpips)
-                s = ev["samples"][0]
-                row = {"sample": i, "position": setting.positions[i], "psnr": s["psnr"], "ssim": s["ssim"],
-                       "lpips": s["lpips"], "label": s["label"], "true_label": s["true_label"],
-                       "label_correct": s["label_correct"], "seconds": rec.seconds, "iterations": rec.iterations,
-                       "sec_per_iter": rec.timings.get("sec_per_iter"), "cost": rec.best_cost}
-                rows[(mode, name)].append(row)
-                recs[(mode, name)].append(rec.x)
-                print(f"{mode:6s} {name:5s} sample {i} PSNR {s['psnr']:6.2f} SSIM {fmt(s['ssim'], '.3f')} "
-                      f"LPIPS {fmt(s['lpips'], '.3f')} label {s['label']}/{s['true_label']} "
-                      f"{rec.iterations} it {rec.seconds:6.1f} s cost {rec.best_cost:.4f}", flush=True)
         for name in ("paper", "best"):
             save_reconstruction_grid(args.out / f"grid_{mode}_{name}.png", torch.cat(truth_x),
                                      torch.cat(recs[(mode, name)]),
@@ -210,19 +250,24 @@ def main() -> None:
     if args.ablation:
         print("\nablation (approximate unlearning, first "
               f"{args.ablation_samples} samples, same budget as paper; mean PSNR dB)")
-        for label, overrides in ABLATIONS.items():
-            values = []
-            for i, pair in enumerate(setting.pairs["approx"][:args.ablation_samples]):
-                rec = attack(pair, "best", args, budget=budgets[("approx", i)], overrides=overrides)
-                values.append(evaluate_reconstruction(rec, truth_x[i], truth_y[i])["samples"][0]["psnr"])
+        ab_jobs = [(overrides, pair, truth_x[i], truth_y[i], budgets[("approx", i)], args)
+                   for overrides in ABLATIONS.values()
+                   for i, pair in enumerate(setting.pairs["approx"][:args.ablation_samples])]
+        psnrs = iter(_map(ablate, ab_jobs, args.jobs))
+        for label in ABLATIONS:
+            values = [next(psnrs) for _ in range(min(args.ablation_samples, args.samples))]
             ablation[label] = statistics.fmean(values)
             print(f"  {label:45s} {ablation[label]:6.2f}   " + " ".join(f"{v:5.2f}" for v in values), flush=True)
         paper_ref = statistics.fmean(r["psnr"] for r in rows[("approx", "paper")][:args.ablation_samples])
         print(f"  {'paper preset (reference)':45s} {paper_ref:6.2f}")
 
-    speed = restart_speedup(setting.pairs["approx"][0], args)
-    print(f"\nrestarts ({args.speed_restarts}, paper preset): batched {speed['batched']:.4f} s/it, "
-          f"loop {speed['loop']:.4f} s/it, speed-up {speed['speedup']:.2f}×")
+    speeds = {}
+    for threads in sorted({args.threads, os.cpu_count() or 1}):  # the benchmark's threads, then all cores
+        torch.set_num_threads(threads)
+        speeds[threads] = speed = restart_speedup(setting.pairs["approx"][0], args)
+        print(f"\nrestarts ({args.speed_restarts}, paper preset, {threads} thread(s)): batched "
+              f"{speed['batched']:.4f} s/it, loop {speed['loop']:.4f} s/it, speed-up {speed['speedup']:.2f}×")
+    speed = speeds[args.threads]
     label_ok = [r["label_correct"] for mode in MODES for r in rows[(mode, "best")]]
     summary = {
         "approx_psnr_mean": means[("approx", "best")]["psnr"],
@@ -239,21 +284,21 @@ def main() -> None:
         "sec_per_iter": statistics.fmean(r["sec_per_iter"] for m in MODES for r in rows[(m, "best")]),
         "paper_sec_per_iter": statistics.fmean(r["sec_per_iter"] for m in MODES for r in rows[(m, "paper")]),
         "restart_speedup": speed["speedup"],
+        "restart_speedup_by_threads": {str(t): v["speedup"] for t, v in speeds.items()},
         "iterations": args.iterations,
         "best_iterations_mean": statistics.fmean(r["iterations"] for m in MODES for r in rows[(m, "best")]),
         "seconds_per_sample": statistics.fmean(budgets.values()),
         "paper_restarts": args.paper_restarts,
         "best_restarts": preset("best").restarts,
-        "width": args.width, "samples": args.samples, "threads": args.threads,
+        "width": args.width, "samples": args.samples, "threads": args.threads, "jobs": args.jobs,
         "base_test_accuracy": setting.accuracy["base_test_accuracy"],
         "total_seconds": time.perf_counter() - started,
     }
     if ablation:
         summary["ablation_approx_psnr"] = ablation
-    write_json_atomic(args.out / "results.json", {"summary": summary, "rows": {f"{m}/{n}": r for (m, n), r in
-                                                                              rows.items()},
-                                                   "restarts": speed, "args": vars(args),
-                                                   "environment": environment_record()})
+    write_json_atomic(args.out / "results.json", {
+        "summary": summary, "rows": {f"{m}/{n}": r for (m, n), r in rows.items()},
+        "restarts": {str(t): v for t, v in speeds.items()}, "args": vars(args), "environment": environment_record()})
     print(json.dumps(summary), flush=True)
 
 

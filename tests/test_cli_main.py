@@ -46,3 +46,16 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path) -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["version", "--verbose"])
     assert result.exit_code == 0 and "torch 2.13" in result.output
+
+
+def test_threads_option_sets_torch_threads_and_rejects_zero() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert runner.invoke(app, ["--threads", "1", "version"]).exit_code == 0
+        assert torch.get_num_threads() == 1
+        bad = runner.invoke(app, ["--threads", "0", "version"])
+        assert bad.exit_code == 2 and "--threads" in bad.output
+    finally:
+        torch.set_num_threads(before)

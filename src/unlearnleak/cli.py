@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from unlearnleak.commands.common import handle_errors
+from unlearnleak.data.cli import data_app
 
 app = typer.Typer(
     name="unlearnleak",
@@ -17,22 +18,25 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-# Sub-commands living in their own modules; each exposes register(app) (or a typer sub-app for `data`).
+# Sub-commands living in their own modules; each exposes register(app).
 for _module in ("unlearnleak.commands.scenario", "unlearnleak.commands.demo", "unlearnleak.commands.recover",
                 "unlearnleak.commands.infer_label"):
-    try:
-        importlib.import_module(_module).register(app)
-    except ModuleNotFoundError as exc:
-        if exc.name != _module:
-            raise
+    importlib.import_module(_module).register(app)
+app.add_typer(data_app, name="data", help="List, inspect and download datasets.")
 
-try:
-    from unlearnleak.data.cli import data_app
-except ModuleNotFoundError as exc:  # pragma: no cover - only while the data CLI is absent
-    if exc.name != "unlearnleak.data.cli":
-        raise
-else:
-    app.add_typer(data_app, name="data", help="List, inspect and download datasets.")
+
+@app.callback()
+def _options(
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, envvar="UNLEARNLEAK_THREADS",
+        help="CPU threads for torch (default: torch's choice). On a busy machine, 1 is often much faster "
+             "for the small networks of the attacks than oversubscribed cores.")] = None,
+) -> None:
+    """Options that apply to every command."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 @app.command("version")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from unlearnleak.pair import ModelPair
 from unlearnleak.unlearning import state_of
 
 pytestmark = pytest.mark.shared_data
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small ops on a shared 2-core machine run fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_cifar_image_recovered_well_above_random(shared_data: Path) -> None:

@@ -4,7 +4,6 @@ schedules follow the official recipe, budgets and restart bookkeeping hold."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,16 +15,6 @@ from torch.nn import functional as F
 from unlearnleak.attacks.feature_recovery import InversionConfig, TargetGradient, invert, preset
 from unlearnleak.attacks.feature_recovery.inversion import GradientMatcher, learning_rate, total_variation
 from unlearnleak.models import ModelSpec, build_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small ops on a shared 2-core machine run fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 def _model_and_target(name: str = "lenet", shape: tuple[int, ...] = (3, 16, 16), **kwargs: object):

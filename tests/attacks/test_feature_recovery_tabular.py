@@ -3,8 +3,6 @@ financial tables: breast cancer (scikit-learn) and credit scoring (modeldata's c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -16,16 +14,6 @@ from unlearnleak.pair import ModelPair
 from unlearnleak.scenario import finetune
 from unlearnleak.training import TrainConfig
 from unlearnleak.unlearning import UnlearningContext, state_of, unlearn
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small ops on a shared 2-core machine run fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 N = 32
 

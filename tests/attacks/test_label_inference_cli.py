@@ -49,7 +49,9 @@ def pair_dir(tmp_path: Path) -> Path:
 
 def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
+    # three classes are too few for the log-odds spread estimate; the paper's probability rule detects here
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out),
+                                      "--statistic", "probability"])
     assert result.exit_code == 0, result.output
     assert "deleted (ground truth)" in result.output
     record = json.loads((out / "guess.json").read_text())
@@ -59,7 +61,9 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
         assert (out / name).is_file(), name
     again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes")])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.output.strip().splitlines()[-1])["predicted"] == [1]
+    replayed = json.loads(again.output.strip().splitlines()[-1])
+    assert replayed["statistic"] == "log_odds" and replayed["ranked"][0] == 1
+    assert replayed["changes"][1] < -2.5  # the output bias of class 1 was lowered by 3: its log-odds fall ≈ 3
 
 
 def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
@@ -67,6 +71,8 @@ def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_p
     assert result.exit_code == 2 and "unknown probe generator" in result.output
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--set", "tiles=[0]"])
     assert result.exit_code == 2 and "tiles" in result.output
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--statistic", "median"])
+    assert result.exit_code == 2 and "--statistic" in result.output
     result = CliRunner().invoke(app, ["infer-label", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "missing" in result.output
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--budget", "5", "--per-class", "1"])

@@ -56,12 +56,15 @@ def stored(probes: ProbeSet) -> FunctionOracle:
     return answering(probes, {})
 
 
-def test_picks_the_class_that_lost_confidence() -> None:
+@pytest.mark.parametrize("statistic", ["log_odds", "probability"])
+def test_picks_the_class_that_lost_confidence(statistic: str) -> None:
     probes = probe_set()
-    guess = infer_label(stored(probes), answering(probes, {3: 0.2}, noise=0.002), probes)
-    assert isinstance(guess, LabelGuess)
+    guess = infer_label(stored(probes), answering(probes, {3: 0.2}, noise=0.002), probes,
+                        config=DecisionConfig(statistic=statistic))
+    assert isinstance(guess, LabelGuess) and guess.statistic == statistic
     assert guess.label == 3 and guess.best == 3 and guess.detected and guess.significant == (3,)
-    assert guess.ranked[0] == 3 and guess.changes[3] == pytest.approx(-0.2, abs=0.01)
+    expected = -0.2 if statistic == "probability" else math.log(0.79 / 0.21) - math.log(0.99 / 0.01)
+    assert guess.ranked[0] == 3 and guess.changes[3] == pytest.approx(expected, abs=0.05)
     assert guess.probe_counts == (4,) * K
     assert "deleted class(es): 3 (cat)" in guess.summary(["a", "b", "c", "cat", "e"])
 
@@ -178,3 +181,27 @@ def test_end_to_end_on_a_small_model(method: str, params: dict[str, float]) -> N
 class _Data:
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x, y
+
+
+def test_log_odds_sees_a_saturated_class_that_the_probability_rule_misses() -> None:
+    """Class 0's probes sit at p = 0.9999 and lose 1 unit of log-odds; class 1's at p = 0.99 lose 0.2.
+
+    In probability the saturated class barely moves (≈ −1.7e-4 against ≈ −2e-3), so the paper's rule names
+    class 1; the log-odds change names class 0, which moved five times further.
+    """
+    k, per = 4, 3
+    target = torch.arange(k).repeat(per)
+    margins = torch.tensor([9.21, 4.6, 4.6, 4.6], dtype=torch.float64)  # log-odds of 0.9999 and ≈ 0.99
+    shift = torch.tensor([-1.0, -0.2, 0.0, 0.0], dtype=torch.float64)
+
+    def proba(logodds: torch.Tensor) -> torch.Tensor:
+        p = torch.full((target.numel(), k), 0.0, dtype=torch.float64)
+        own = torch.sigmoid(logodds[target])
+        p[:] = ((1 - own) / (k - 1))[:, None]
+        p[torch.arange(target.numel()), target] = own
+        return p
+
+    before, after = proba(margins), proba(margins + shift)
+    by_odds = decide(before, after, target, DecisionConfig(statistic="log_odds"))[0]
+    by_prob = decide(before, after, target, DecisionConfig(statistic="probability"))[0]
+    assert by_odds[0] == 0 and by_prob[0] == 1

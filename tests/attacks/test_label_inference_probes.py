@@ -179,3 +179,29 @@ def test_black_box_generators_accept_function_oracles() -> None:
 class _Data:
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x, y
+
+
+def test_time_limit_keeps_the_unfinished_zoo_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake clock that advances one second per reading: the run is cut inside the first probe."""
+    import types
+
+    from unlearnleak.attacks.label_inference import probes as probes_module
+
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(probes_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    o = oracle(linear_model(scale=0.3))  # hard enough not to finish within a few iterations
+    made = generate_probes("zoo", o, K, 2, SHAPE, seed=0, nb_parallel=8, max_seconds=6)
+    assert len(made) == 1 and not made.accepted.any()
+    assert "cut short unfinished" in made.notes and "1 of 8" in made.notes
+    steps, inits = made.params["steps"], made.params["inits"]
+    assert made.queries.tolist() == [inits[0] + steps[0] * (2 * 8 + 1)] and steps[0] > 0
+    assert made.total_queries == o.queries == int(made.queries.sum()) + 1
+
+
+def test_without_budget_for_the_final_request_answers_seen_are_kept() -> None:
+    first = generate_probes("nes", oracle(), K, 1, SHAPE, seed=3, tiles=(2, 4), classes=[0])
+    tight = oracle(budget=first.total_queries - 1)  # everything but the final re-query fits
+    again = generate_probes("nes", tight, K, 1, SHAPE, seed=3, tiles=(2, 4), classes=[0])
+    assert "seen during generation" in again.notes
+    torch.testing.assert_close(again.original_proba, first.original_proba, rtol=0, atol=1e-9)
+    assert again.total_queries == first.total_queries - 1 and tight.remaining == 0

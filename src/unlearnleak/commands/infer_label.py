@@ -54,6 +54,8 @@ def register(app: typer.Typer) -> None:
                                                help="Probe generator: nes | zoo | public | gradient.")] = "nes",
         per_class: Annotated[int, typer.Option(help="Probes per class.")] = 10,
         top_k: Annotated[int, typer.Option(help="How many deleted classes to name.")] = 1,
+        statistic: Annotated[str, typer.Option(
+            help="Confidence change: log_odds (default) or probability (the paper's Eq. 11).")] = "log_odds",
         seed: Annotated[int, typer.Option(help="Seed of the probe generator.")] = 0,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Generator parameter, e.g. --set threshold=0.999 (see docs/label_inference.md).")] = None,
@@ -69,8 +71,18 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     ) -> None:
         """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most."""
-        from unlearnleak.attacks.label_inference import PROBE_GENERATORS, ProbeSet, generate_probes, infer_label
+        from unlearnleak.attacks.label_inference import (
+            PROBE_GENERATORS,
+            DecisionConfig,
+            ProbeSet,
+            generate_probes,
+            infer_label,
+        )
+        from unlearnleak.attacks.label_inference.decision import STATISTICS
         from unlearnleak.errors import ConfigError
+
+        if statistic not in STATISTICS:
+            raise ConfigError(f"--statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
         from unlearnleak.experiments.config import load_config
         from unlearnleak.oracle import ModelOracle
         from unlearnleak.pair import ModelPair
@@ -99,7 +111,7 @@ def register(app: typer.Typer) -> None:
             target = pair.model("original", device) if generator == "gradient" else original
             probes = generate_probes(generator, target, spec.num_classes, per_class, tuple(spec.input_shape),
                                      seed, public=public, max_seconds=max_seconds, device=device, **params)
-        guess = infer_label(original, unlearned, probes, top_k=top_k)
+        guess = infer_label(original, unlearned, probes, config=DecisionConfig(top_k=top_k, statistic=statistic))
         class_names = _class_names(meta)
         deleted = sorted(set(meta.get("forget_labels", []))) or None
         Console().print(guess_table(guess, class_names, deleted))

@@ -49,7 +49,8 @@ def plot_confidence_changes(guess: LabelGuess, path: str | Path, *, class_names:
     level = guess.center - guess.z * guess.scale
     ax.axhline(level, color="gray", linestyle="--", linewidth=0.8, label=f"detection level ({level:.2g})")
     ax.set_xticks(range(k), names, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
-    ax.set_ylabel("mean Δ confidence (after − before)")
+    unit = "log-odds" if guess.statistic == "log_odds" else "probability"
+    ax.set_ylabel(f"mean Δ confidence, {unit}\n(after − before)", fontsize=8)
     verdict = f"guess: {', '.join(names[c] for c in guess.predicted)}" if guess.detected else "no detectable change"
     truth = f"; deleted: {', '.join(names[c] for c in deleted)}" if deleted else ""
     ax.set_title(title or f"{guess.generator} probes — {verdict}{truth}", fontsize=9)
@@ -67,7 +68,7 @@ def plot_probe_grid(probes: ProbeSet, path: str | Path, *, class_names: Sequence
     names = _names(k, class_names)
     rows = [c for c in range(k) if bool((probes.target == c).any())]
     cols = max(1, min(max_per_class, max((int((probes.target == c).sum()) for c in rows), default=1)))
-    fig = Figure(figsize=(1.1 * cols + 0.8, 1.2 * len(rows) + 0.3))
+    fig = Figure(figsize=(1.1 * cols + 0.8, 1.2 * len(rows) + 0.3), layout="constrained")
     axes = fig.subplots(len(rows), cols, squeeze=False)
     conf = probes.confidence
     for r, c in enumerate(rows):

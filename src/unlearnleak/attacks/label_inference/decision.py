@@ -1,8 +1,16 @@
 """The decision rule: which class lost the most confidence on its probes after the deletion (PAPER.md §4.2).
 
-For each class c, the mean over the probes that θ predicts as c of (p_c after − p_c before); the most
-negative mean is the deleted class (Eq. 9–11 in the code's sign convention), the K most negative for K
-deleted classes. The "before" probabilities are the ones stored in the ProbeSet at generation time: after
+For each class c, the mean over the probes that θ predicts as c of the change of their confidence in c;
+the most negative mean is the deleted class (Eq. 9–11 in the code's sign convention), the K most negative for
+K deleted classes. The change is measured by ``statistic``:
+
+- ``"probability"`` — p_c after − p_c before, the paper's Eq. 11;
+- ``"log_odds"`` (default) — log(p/(1−p)) after − before. Probes sit at p_c ≥ 0.9995, where the softmax is
+  saturated: a probability moves by ≈ p(1−p)·Δlogit, so the paper's mean is dominated by whichever probes
+  are least saturated, not by how far the class moved. The log-odds change is that Δlogit margin itself.
+  On the label-inference benchmark it raised the accuracy of the synthetic (nes, zoo) probes from 0.3–0.8 to
+  0.9–1.0 (benchmarks/README.md); both are reported there.
+ The "before" probabilities are the ones stored in the ProbeSet at generation time: after
 the deletion a user can no longer query θ (pass ``requery_original=True`` when both models are at hand, e.g.
 in an audit, to use fresh answers instead).
 
@@ -23,6 +31,7 @@ changes, which never pass the strict ``> atol`` test.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,22 +51,36 @@ class DecisionConfig(BaseModel):
     z: float = Field(3.0, ge=0)  # how many spreads below the others a class must drop to count as detected
     atol: float = Field(1e-9, ge=0)  # changes this small are float rounding, not signal
     requery_original: bool = False  # re-query θ instead of reusing the stored answers
+    statistic: Literal["log_odds", "probability"] = "log_odds"  # "probability": the paper's Eq. 11
 
 
-def confidence_changes(before: torch.Tensor, after: torch.Tensor,
-                       predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+STATISTICS = ("log_odds", "probability")
+_CLAMP = 1e-12  # probabilities are clamped to [ε, 1 − ε] before log-odds (an answer of exactly 0 or 1)
+
+
+def _log_odds(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(_CLAMP, 1 - _CLAMP)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def confidence_changes(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
+                       statistic: str = "log_odds") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-probe and per-class confidence changes in the class θ predicted for each probe.
 
     Args:
         before, after: (m, K) probabilities from θ and θ_u.
         predicted: (m,) θ's predicted class of each probe.
+        statistic: ``"log_odds"`` (log(p/(1−p)) after − before) or ``"probability"`` (p after − p before).
 
     Returns:
-        per_probe (m,) p_c after − p_c before; means (K,) their mean per class (NaN without probes);
-        counts (K,) probes per class.
+        per_probe (m,) changes; means (K,) their mean per class (NaN without probes); counts (K,) probes per
+        class.
     """
+    if statistic not in STATISTICS:
+        raise ConfigError(f"unknown statistic {statistic!r}; use one of {STATISTICS}")
     idx = predicted.long()[:, None]
-    per_probe = (after.double().gather(1, idx) - before.double().gather(1, idx)).squeeze(1)  # (m,)
+    b, a = before.double().gather(1, idx).squeeze(1), after.double().gather(1, idx).squeeze(1)
+    per_probe = _log_odds(a) - _log_odds(b) if statistic == "log_odds" else a - b  # (m,)
     k = before.shape[1]
     counts = torch.bincount(predicted.long(), minlength=k)
     sums = torch.zeros(k, dtype=torch.float64).index_add_(0, predicted.long(), per_probe)
@@ -83,7 +106,7 @@ def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
     Returns:
         ranked, means (K,), counts (K,), significant candidate classes, center, the largest scale used.
     """
-    per_probe, means, counts = confidence_changes(before, after, predicted)
+    per_probe, means, counts = confidence_changes(before, after, predicted, config.statistic)
     ranked = rank_classes(means)
     with_probes = [c for c in ranked if counts[c] > 0]
     candidates = with_probes[:config.top_k]
@@ -140,4 +163,4 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
         top_k=config.top_k, predicted=tuple(ranked[:config.top_k]) if detected else (),
         significant=tuple(significant), detected=detected, center=center, scale=scale, z=config.z,
         queries_original=probes.total_queries + requeried, queries_unlearned=spent_unlearned,
-        generator=probes.generator)
+        generator=probes.generator, statistic=config.statistic)

@@ -7,8 +7,8 @@ Generators live in a registry (``PROBE_GENERATORS``); each is a :class:`ProbeGen
 pydantic config (``extra="forbid"``), a ``_check_params`` validation and a readable ``repr``:
 
 - ``zoo``      — the paper's zeroth-order coordinate-wise Adam (black-box; zeroth_order.py).
-- ``nes``      — our query-efficient black-box generator: antithetic NES in a low-dimensional tiled space,
-                 many probes optimised side by side in shared oracle batches (zeroth_order.py).
+- ``nes``      — our query-efficient black-box generator: antithetic NES with momentum and a line search in a
+                 coarse-to-fine tiled space, many probes side by side in shared oracle batches (zeroth_order.py).
 - ``gradient`` — white-box probes for a user who holds θ's weights (this file).
 - ``public``   — real held-out samples that θ classifies confidently (black-box; this file).
 
@@ -98,7 +98,11 @@ def noise_init(input_shape: tuple[int, ...], generator: torch.Generator) -> torc
 
 
 class ProbeGenerator(ABC):
-    """Makes probes for chosen classes. Subclasses set ``name``, ``black_box``, ``Config`` and ``_make``."""
+    """Makes probes for chosen classes.
+
+    Subclasses set ``black_box``, ``Config`` and either ``_make`` (one probe at a time) or, with
+    ``parallel = True``, ``_make_many`` (probes side by side); ``register_generator`` sets ``name``.
+    """
 
     name: ClassVar[str]
     black_box: ClassVar[bool] = True
@@ -132,8 +136,9 @@ class ProbeGenerator(ABC):
         Args:
             target: the original model's oracle (black-box generators; a module is wrapped in a
                 :class:`ModelOracle`) or the model itself (white-box ``gradient``).
-            max_seconds: stop starting new probes after this long (running ones are abandoned); the
-                probes finished by then are returned and ``notes`` says so.
+            max_seconds: stop after this long; the probes finished by then are returned and ``notes`` says
+                so. A one-at-a-time generator (``zoo``) also keeps the probe it was working on, flagged
+                unfinished and not accepted; side-by-side generators drop unfinished probes.
         """
         classes = list(range(num_classes)) if classes is None else [int(c) for c in classes]
         if per_class < 1:

@@ -14,8 +14,9 @@ class LabelGuess:
     Attributes:
         ranked: every class with at least one probe, most negative mean change first (PAPER.md §4.2, Eq. 11);
             classes without probes follow, in class order.
-        changes: per class c, the mean over probes predicted as c (by θ) of p_c after − p_c before;
-            NaN for a class no probe was predicted as.
+        changes: per class c, the mean over probes predicted as c (by θ) of the change of their confidence
+            in c, measured by ``statistic`` (log-odds or probability, see decision.py); NaN for a class no
+            probe was predicted as.
         probe_counts: per class, the number of probes predicted as that class by the original model.
         top_k: how many deleted classes were asked for.
         predicted: the top-K guess, ``ranked[:top_k]``, or () when no change is detectable.
@@ -25,6 +26,7 @@ class LabelGuess:
         queries_original: queries spent on the original model (probe generation plus any re-queries).
         queries_unlearned: queries spent on the unlearned model (one per probe).
         generator: the probe generator's name.
+        statistic: how a change is measured: "log_odds" (default) or "probability" (the paper's Eq. 11).
     """
 
     ranked: tuple[int, ...]
@@ -40,6 +42,7 @@ class LabelGuess:
     queries_original: int
     queries_unlearned: int
     generator: str
+    statistic: str = "log_odds"
 
     @property
     def label(self) -> int | None:
@@ -71,6 +74,7 @@ class LabelGuess:
             "queries_original": self.queries_original,
             "queries_unlearned": self.queries_unlearned,
             "generator": self.generator,
+            "statistic": self.statistic,
         }
 
     def summary(self, class_names: tuple[str, ...] | list[str] | None = None) -> str:

@@ -23,7 +23,8 @@ Where we differ from the official code (PAPER.md §10.4), on purpose:
 - Importance sampling (|δ| max-pooled in blocks of H/8 per channel, + 0.01, normalised; uniform in the
   first iteration of a round) is applied at every image size; ART enables it only above 32 pixels.
 - The official script redraws starts forever; here at most ``max_inits`` starts, after which the best
-  probe is kept and flagged not accepted.
+  probe is kept and flagged not accepted. A probe cut short by the run's time limit is kept the same way
+  (flagged ``unfinished`` in the run's notes), so that a time-boxed run still reports what it reached.
 
 ``nes`` (ours) — the same search, made query-efficient:
 1. a low-dimensional, coarse-to-fine search space: x = clip(base + upsample(z)) with z of shape
@@ -31,13 +32,17 @@ Where we differ from the official code (PAPER.md §10.4), on purpose:
    pixels move together. When the loss stops improving (``min_improvement`` within ``patience`` steps) the
    perturbation is baked into ``base`` and the search continues on the next finer tile;
 2. antithetic Gaussian directions (NES: Wierstra et al.; Ilyas et al., ICML 2018): one estimate of the whole
-   gradient of z from 2·directions queries, instead of one coordinate per 2 queries;
+   gradient of z from 2·directions queries, instead of one coordinate per 2 queries, averaged over successive
+   steps with ``momentum`` (the "time prior" of Ilyas et al. 2019: the gradient changes slowly);
 3. the log-odds log((1 − p_c)/p_c) as the loss — computed from probabilities, linear in the logits, and
    unlike −log p_c it keeps its slope as p_c → 1 where the threshold sits;
 4. a 3-point line search per step along the normalised estimate (step lr·{0.3, 1, 3}, one query each; the
    best is taken and lr follows it), in place of a hand-tuned learning-rate schedule.
 Many probes run side by side and share oracle requests (fewer, larger forward passes; the count of queries
-is the same). A step costs 2·directions + len(step_scales) queries (23 by default); a start costs 1.
+is the same). A step costs 2·directions + len(step_scales) queries (23 by default); a start costs 1; so
+queries per probe = starts + steps · (2·directions + len(step_scales)), exactly. Settings were chosen on
+CIFAR-10 ConvNets (see docs/label_inference.md): finer tiles, more directions, larger σ or a restart gave
+no fewer queries per accepted probe.
 """
 
 from __future__ import annotations
@@ -215,8 +220,8 @@ class NesConfig(GeneratorConfig):
     momentum: float = Field(0.7, ge=0, lt=1)  # average of successive unit estimates ("time prior")
     patience: int = Field(5, ge=1)  # steps without `min_improvement` before the next (finer) tile
     min_improvement: float = Field(0.1, ge=0)  # in log-odds units
-    max_steps: int = Field(150, ge=1)  # per start
-    max_inits: int = Field(2, ge=1)
+    max_steps: int = Field(250, ge=1)  # per start
+    max_inits: int = Field(1, ge=1)  # fresh starts; a hard probe gains more from a longer first start
     population: int = Field(100, ge=1)  # probes optimised side by side (shared oracle batches)
 
 
