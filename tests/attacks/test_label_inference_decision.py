@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -147,9 +148,9 @@ def _blobs(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-@pytest.mark.parametrize(("method", "params"), [("exact", {}), ("gradient_ascent", {"lr": 0.05})])
-def test_end_to_end_on_a_small_model(method: str, params: dict[str, float]) -> None:
-    """Fine-tune, delete all of class 2 (exact retrain or gradient ascent), infer it from black-box probes."""
+def _small_pair(forget: Callable[[torch.Tensor], torch.Tensor], method: str, params: dict[str, float]
+                ) -> tuple[ModelOracle, ModelOracle]:
+    """θ fine-tuned on blobs and θ_u with ``forget(y_ft)`` deleted (exact retrain or gradient ascent)."""
     from unlearnleak.models import ModelSpec, build_model, load_weights
     from unlearnleak.training import TrainConfig, train
     from unlearnleak.unlearning import UnlearningContext, state_of, unlearn
@@ -164,18 +165,48 @@ def test_end_to_end_on_a_small_model(method: str, params: dict[str, float]) -> N
     finetune = TrainConfig(epochs=1, lr=0.05, batch_size=64)
     train(model, x_ft, y_ft, finetune, seed=0)
     ctx = UnlearningContext(spec=spec, original=state_of(model), base=base, x_train=x_ft, y_train=y_ft,
-                            forget_mask=y_ft == 2, finetune=finetune, params=params, seed=0)
+                            forget_mask=forget(y_ft), finetune=finetune, params=params, seed=0)
 
     def serve(state: dict[str, torch.Tensor]) -> ModelOracle:
         m = build_model(spec)
         load_weights(m, state)
         return ModelOracle(m, num_classes=K, input_shape=SHAPE)
 
-    theta = serve(ctx.original)
+    return serve(ctx.original), serve(unlearn(method, ctx))
+
+
+def _first(mask: torch.Tensor, n: int) -> torch.Tensor:
+    out = torch.zeros_like(mask)
+    out[torch.nonzero(mask).flatten()[:n]] = True
+    return out
+
+
+METHODS = [("exact", {}), ("gradient_ascent", {"lr": 0.05})]
+
+
+@pytest.mark.parametrize(("method", "params"), METHODS)
+@pytest.mark.parametrize(("name", "forget", "deleted"), [
+    ("all of class 2", lambda y: y == 2, {2}),
+    ("half of class 2", lambda y: _first(y == 2, 5), {2}),
+    ("classes 1 and 3", lambda y: (y == 1) | (y == 3), {1, 3}),
+])
+def test_end_to_end_on_a_small_model(method: str, params: dict[str, float], name: str,
+                                     forget: Callable[[torch.Tensor], torch.Tensor], deleted: set[int]) -> None:
+    """Fine-tune, delete (a fraction of) one class or two classes, infer them from black-box probes."""
+    theta, theta_u = _small_pair(forget, method, params)
     probes = generate_probes("public", theta, K, 4, SHAPE, seed=0, public=_Data(*_blobs(30, seed=3)),
                              min_confidence=0.5)
-    guess = infer_label(theta, serve(unlearn(method, ctx)), probes)
-    assert guess.best == 2 and guess.detected
+    guess = infer_label(theta, theta_u, probes, top_k=len(deleted))
+    assert set(guess.ranked[:len(deleted)]) == deleted, name
+    assert guess.detected and set(guess.significant) <= deleted, name
+
+
+@pytest.mark.parametrize(("method", "params"), METHODS)
+def test_a_single_deleted_sample_ranks_its_class_first(method: str, params: dict[str, float]) -> None:
+    theta, theta_u = _small_pair(lambda y: _first(y == 2, 1), method, params)
+    probes = generate_probes("public", theta, K, 4, SHAPE, seed=0, public=_Data(*_blobs(30, seed=3)),
+                             min_confidence=0.5)
+    assert infer_label(theta, theta_u, probes).best == 2
 
 
 class _Data:
