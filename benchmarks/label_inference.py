@@ -220,8 +220,9 @@ def _unlearned_models(args: argparse.Namespace, spec: Any, pair: Any, x_ft: torc
         for name, v in flat.items():
             key, _, param = name.partition("|")
             states.setdefault(key, {})[param] = v
-        if all(_key(*cell) in states for cell in cells) and flat.get("_fingerprint|x") is not None \
-                and f"{float(flat['_fingerprint|x']):.12e}" == fingerprint:
+        stored = states.pop("_fingerprint", {}).get("x")
+        if all(_key(*cell) in states for cell in cells) and stored is not None \
+                and f"{float(stored):.12e}" == fingerprint:
             return states
     states = {}
     for m, p, c in track(cells, "unlearning", total=len(cells)):

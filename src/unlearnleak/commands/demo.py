@@ -102,7 +102,7 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console) -> 
     plot_probe_grid(probes, out / "probes.png", class_names=names)
     table = Table(title="Label inference (user, black-box): which class was deleted?")
     table.add_column("class")
-    table.add_column("mean Δ confidence", justify="right")
+    table.add_column(f"mean Δ confidence ({guess.statistic.replace('_', '-')})", justify="right")
     for c in guess.ranked[:5]:
         table.add_row(names[c], f"{guess.changes[c]:+.2e}")
     verdict = (f"{names[guess.best]} (stands out from the other classes' spread)" if guess.detected else
