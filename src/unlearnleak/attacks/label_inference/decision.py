@@ -8,9 +8,10 @@ K deleted classes. The change is measured by ``statistic``:
 - ``"log_odds"`` (default) — log(p/(1−p)) after − before. Probes sit at p_c ≥ 0.9995, where the softmax is
   saturated: a probability moves by ≈ p(1−p)·Δlogit, so the paper's mean is dominated by whichever probes
   are least saturated, not by how far the class moved. The log-odds change is that Δlogit margin itself.
-  On the label-inference benchmark it raised the accuracy of the synthetic (nes, zoo) probes from 0.3–0.8 to
-  0.9–1.0 (benchmarks/README.md); both are reported there.
- The "before" probabilities are the ones stored in the ProbeSet at generation time: after
+  On the label-inference benchmark it raised the accuracy of the synthetic probes from 0.5–0.8 (nes) and
+  0.33–0.67 (zoo) to 0.9–1.0 (benchmarks/README.md); both are reported there.
+
+The "before" probabilities are the ones stored in the ProbeSet at generation time: after
 the deletion a user can no longer query θ (pass ``requery_original=True`` when both models are at hand, e.g.
 in an audit, to use fresh answers instead).
 
@@ -31,15 +32,19 @@ changes, which never pass the strict ``> atol`` test.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from unlearnleak.attacks.label_inference.probes import log_odds
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.attacks.label_inference.result import LabelGuess
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import Oracle
+
+Statistic = Literal["log_odds", "probability"]
+STATISTICS: tuple[str, ...] = get_args(Statistic)
 
 
 class DecisionConfig(BaseModel):
@@ -51,16 +56,7 @@ class DecisionConfig(BaseModel):
     z: float = Field(3.0, ge=0)  # how many spreads below the others a class must drop to count as detected
     atol: float = Field(1e-9, ge=0)  # changes this small are float rounding, not signal
     requery_original: bool = False  # re-query θ instead of reusing the stored answers
-    statistic: Literal["log_odds", "probability"] = "log_odds"  # "probability": the paper's Eq. 11
-
-
-STATISTICS = ("log_odds", "probability")
-_CLAMP = 1e-12  # probabilities are clamped to [ε, 1 − ε] before log-odds (an answer of exactly 0 or 1)
-
-
-def _log_odds(p: torch.Tensor) -> torch.Tensor:
-    p = p.clamp(_CLAMP, 1 - _CLAMP)
-    return torch.log(p) - torch.log1p(-p)
+    statistic: Statistic = "log_odds"  # "probability": the paper's Eq. 11
 
 
 def confidence_changes(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
@@ -79,8 +75,10 @@ def confidence_changes(before: torch.Tensor, after: torch.Tensor, predicted: tor
     if statistic not in STATISTICS:
         raise ConfigError(f"unknown statistic {statistic!r}; use one of {STATISTICS}")
     idx = predicted.long()[:, None]
-    b, a = before.double().gather(1, idx).squeeze(1), after.double().gather(1, idx).squeeze(1)
-    per_probe = _log_odds(a) - _log_odds(b) if statistic == "log_odds" else a - b  # (m,)
+    if statistic == "log_odds":  # log_odds() is log((1 − p)/p), from the other classes' mass (exact near p = 1)
+        per_probe = log_odds(before, predicted) - log_odds(after, predicted)  # (m,)
+    else:
+        per_probe = (after.double().gather(1, idx) - before.double().gather(1, idx)).squeeze(1)
     k = before.shape[1]
     counts = torch.bincount(predicted.long(), minlength=k)
     sums = torch.zeros(k, dtype=torch.float64).index_add_(0, predicted.long(), per_probe)
