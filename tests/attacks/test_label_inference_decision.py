@@ -129,6 +129,7 @@ def test_decision_follows_the_classes_under_relabelling(deleted: int, drop: floa
     g = torch.Generator().manual_seed(deleted)
     predicted = torch.arange(K).repeat(4)
     before = torch.rand(predicted.numel(), K, generator=g, dtype=torch.float64)
+    before = before / before.sum(dim=1, keepdim=True)  # rows are probabilities, as an oracle answers
     after = before + 0.001 * torch.randn(before.shape, generator=g, dtype=torch.float64)
     after[predicted == deleted, deleted] -= drop
     ranked, _, _, significant, _, _ = decide(before, after, predicted, DecisionConfig())
