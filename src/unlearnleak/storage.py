@@ -6,16 +6,19 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
+
+from unlearnleak.errors import ConfigError
 
 _PACKAGES = ("unlearnleak", "torch", "numpy", "safetensors", "scikit-learn", "scikit-image", "pydantic")
 
@@ -29,11 +32,64 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes 0600; results follow the user's umask
         os.replace(tmp, path)
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
     return path
+
+
+def _umask_mode(base: int) -> int:
+    """``base`` with the process umask applied (read without changing it for longer than a call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+def check_output_folder(path: str | Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
+    """Refuse an output folder before any computation: a file, existing results, or an unwritable parent.
+
+    An existing *empty* folder is accepted. With ``overwrite`` an existing folder is accepted and will be
+    replaced whole by :func:`output_folder`.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is an existing file, not a folder; choose another {flag}")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ConfigError(f"{flag} {path} already holds results; choose a new {flag} or pass --overwrite "
+                          f"to replace it")
+    parent = path.parent if path.parent != Path("") else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot create it, {existing} is not a writable folder")
+    return path
+
+
+@contextmanager
+def output_folder(path: str | Path, *, overwrite: bool = False, flag: str = "--out") -> Iterator[Path]:
+    """Stage a whole results folder and publish it atomically: the complete folder or nothing.
+
+    Yields a temporary sibling folder to write into; on normal exit it replaces ``path`` (an existing
+    folder only with ``overwrite``, checked again here), on an exception (or Ctrl-C) it is removed and
+    ``path`` is left as it was.
+    """
+    path = check_output_folder(path, overwrite=overwrite, flag=flag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield staged
+        os.chmod(staged, _umask_mode(0o777))
+        if path.is_dir():
+            old = staged.with_suffix(".old")
+            os.replace(path, old)
+            os.replace(staged, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staged, path)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
