@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from unlearnleak.commands.common import OneLineErrors
 from unlearnleak.data import DATASET_INFO, DATASETS, Dataset, load_dataset, resolve_data_dir
 from unlearnleak.data.download import download, download_url
 from unlearnleak.data.files import LAYOUTS, files_present
@@ -23,7 +24,7 @@ from unlearnleak.data.transform import TabularTransform
 from unlearnleak.errors import ConfigError, UnlearnleakError
 
 data_app = typer.Typer(name="data", help="List, inspect and download datasets.", no_args_is_help=True,
-                       add_completion=False)
+                       add_completion=False, cls=OneLineErrors)
 
 DataDirOption = Annotated[
     Path | None,
