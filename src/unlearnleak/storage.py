@@ -62,7 +62,13 @@ def check_output_folder(path: str | Path, *, overwrite: bool = False, flag: str 
     parent = path.parent if path.parent != Path("") else Path(".")
     existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: cannot create it, {existing} is not a writable folder")
+        raise ConfigError(f"{flag} {path}: cannot create it, {existing} is not a writable folder; "
+                          f"choose another {flag}")
+    try:  # permissions can lie (root, read-only mounts, /proc): try it, leaving nothing behind
+        os.rmdir(tempfile.mkdtemp(prefix=".unlearnleak-probe-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create it, {existing} is not writable ({exc.strerror}); "
+                          f"choose another {flag}") from exc
     return path
 
 

@@ -73,7 +73,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None, flags: Mapping[str, str] | None = None,
-                values: Mapping[str, Any] | None = None) -> M:
+                values: Mapping[str, Any] | None = None, what: str | None = None) -> M:
     """Build ``model`` from ``base`` ← YAML file ``path`` ← ``overrides`` ← ``values`` (later wins).
 
     Args:
@@ -81,6 +81,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
         flags: config key → the command-line flag that sets it (e.g. ``{"forget.k": "--k"}``), so that an
             out-of-range value is reported under the flag the user typed.
         values: config key → value of a typed flag (taken as is; None means "not given").
+        what: how errors name the config (default: the model's name, and the file).
     """
     data: dict[str, Any] = dict(base or {})
     if path is not None:
@@ -96,7 +97,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: list[
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        what = f"{model.__name__} (from {path})" if path else model.__name__
+        what = what or (f"{model.__name__} (from {path})" if path else model.__name__)
         raise ConfigError(validation_message(exc, what, flags or {}, model=model)) from exc
 
 
