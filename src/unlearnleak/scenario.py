@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from unlearnleak.errors import ConfigError, UnlearnleakError
 from unlearnleak.experiments.config import one_line
 from unlearnleak.models import MODELS, ModelSpec, build_model, load_weights
 from unlearnleak.pair import ModelPair, StateDict, Which
-from unlearnleak.storage import environment_record, save_tensors_atomic, write_json_atomic
+from unlearnleak.storage import check_creatable, environment_record, save_tensors_atomic, write_json_atomic
 from unlearnleak.training import TrainConfig, evaluate, train
 from unlearnleak.unlearning import UNLEARNING, UnlearningContext, state_of, unlearn
 
@@ -304,14 +303,9 @@ def check_model_fits(spec: ModelSpec, dataset: str) -> None:
 def _check_cache_dir(config: ScenarioConfig) -> None:
     """The cache folder (θ0 is stored there) must be a folder we can create or write."""
     root = cache_dir(config.cache_dir)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cache_dir {root} cannot be created ({exc.strerror}); set cache_dir (or "
-                          "$UNLEARNLEAK_CACHE_DIR) to a folder you can write") from exc
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(f"cache_dir {root} is not writable; set cache_dir (or $UNLEARNLEAK_CACHE_DIR) to a "
-                          "folder you can write")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"cache_dir {root} is a file; set cache_dir (or $UNLEARNLEAK_CACHE_DIR) to a folder")
+    check_creatable(root, f"cache_dir {root}:", "set cache_dir (or $UNLEARNLEAK_CACHE_DIR) to a folder you can write")
 
 
 def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> Scenario:
