@@ -99,12 +99,6 @@ def positive_finite(ctx: typer.Context, param: typer.CallbackParam, value: float
     return value
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise a ConfigError with ``message`` unless ``condition`` holds (option checks against loaded data)."""
-    if not condition:
-        raise ConfigError(message)
-
-
 def check_device_flag(device: str) -> str:
     """``--device`` must name a device torch can use here (checked before any work)."""
     from unlearnleak.devices import check_device
