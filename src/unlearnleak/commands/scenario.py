@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import check_device_flag, handle_errors
 from unlearnleak.experiments.config import load_config
 from unlearnleak.scenario import Scenario, ScenarioConfig, build_scenario, plan_scenario
 from unlearnleak.storage import check_output_folder, output_folder
@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         Everything is checked before training (config, data, model fit, forget set, --out); the run folder
         is written whole or not at all.
         """
+        if device is not None:
+            check_device_flag(device)
         values = {"dataset": dataset, "data_dir": data_dir, "model": model, "unlearning.method": method,
                   "n_train": n_train, "forget.k": k, "seed": seed, "device": device}
         cfg = load_config(ScenarioConfig, config, list(set_ or []), flags=FLAGS, values=values)
