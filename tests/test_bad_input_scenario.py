@@ -186,6 +186,18 @@ def test_a_failed_save_leaves_no_half_written_pair(tmp_path: Path, monkeypatch: 
     one_error(again, "manifest.json")
 
 
+def test_ctrl_c_while_saving_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unlearnleak.scenario as scenario
+
+    def interrupted(path: Any, obj: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scenario, "write_json_atomic", interrupted)
+    result = runner.invoke(app, ["scenario", *DIGITS, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 130, (result.exit_code, result.output)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_typer_usage_errors_are_one_line(tmp_path: Path) -> None:
     one_error(runner.invoke(app, ["scenario", *DIGITS]), "--out", "unlearnleak scenario --help")
     one_error(runner.invoke(app, ["scenario", "--n-train", "many", "--out", str(tmp_path / "r")]), "--n-train")
