@@ -23,7 +23,7 @@ install-test: $(VENV)/.installed-test
 
 ## Set up and run the main job on the embedded offline default (real CIFAR-10 photos shipped with a dependency).
 demo: install
-	$(BIN)/unlearnleak demo --out runs/demo
+	$(BIN)/unlearnleak demo --out runs/demo --overwrite
 
 ## Set up with the test extras, then lint, type-check and run the test suite.
 test: install-test lint typecheck pytest

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import OneLineErrors, handle_errors
 from unlearnleak.data.cli import data_app
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
     help="Measure how much machine unlearning leaks about the data it deletes (Hu et al., IEEE S&P 2024).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=OneLineErrors,  # typer's usage errors print as one `error: …` line, exit code 2
 )
 
 # Sub-commands living in their own modules; each exposes register(app).

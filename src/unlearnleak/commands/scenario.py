@@ -9,9 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import check_device_flag, handle_errors
 from unlearnleak.experiments.config import load_config
-from unlearnleak.scenario import Scenario, ScenarioConfig, build_scenario
+from unlearnleak.scenario import Scenario, ScenarioConfig, build_scenario, plan_scenario
+from unlearnleak.storage import check_output_folder, output_folder
+
+# config key → the flag that sets it, so that a bad value is reported under the flag the user typed
+FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "model": "--model", "unlearning.method": "--method",
+         "n_train": "--n-train", "forget.k": "--k", "seed": "--seed", "device": "--device"}
 
 
 def scenario_table(scn: Scenario) -> Table:
@@ -49,16 +54,22 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int | None, typer.Option(help="k, how many samples of D_ft to unlearn.")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,
         device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder --out.")]
+        = False,
     ) -> None:
-        """Pretrain θ0 (cached), fine-tune θ on D_ft, unlearn D_u, and save the ModelPair with its manifest."""
-        overrides = list(set_ or [])
-        for key, value in [("dataset", dataset), ("data_dir", data_dir), ("model", model),
-                           ("unlearning.method", method), ("n_train", n_train), ("forget.k", k),
-                           ("seed", seed), ("device", device)]:
-            if value is not None:
-                overrides.append(f"{key}={value}")
-        cfg = load_config(ScenarioConfig, config, overrides)
-        scn = build_scenario(cfg)
-        scn.save(out)
+        """Pretrain θ0 (cached), fine-tune θ on D_ft, unlearn D_u, and save the ModelPair with its manifest.
+
+        Everything is checked before training (config, data, model fit, forget set, --out); the run folder
+        is written whole or not at all.
+        """
+        if device is not None:
+            check_device_flag(device)
+        values = {"dataset": dataset, "data_dir": data_dir, "model": model, "unlearning.method": method,
+                  "n_train": n_train, "forget.k": k, "seed": seed, "device": device}
+        cfg = load_config(ScenarioConfig, config, list(set_ or []), flags=FLAGS, values=values)
+        check_output_folder(out, overwrite=overwrite)
+        scn = build_scenario(cfg, plan_scenario(cfg))
+        with output_folder(out, overwrite=overwrite) as staged:
+            scn.save(staged)
         Console().print(scenario_table(scn))
         typer.echo(f"model pair written to {out}")
