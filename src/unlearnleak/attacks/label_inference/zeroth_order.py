@@ -58,6 +58,7 @@ from torch.nn import functional as F
 from unlearnleak.attacks.label_inference.probes import (
     GeneratorConfig,
     Job,
+    Jobs,
     Made,
     ProbeGenerator,
     PublicData,
@@ -246,7 +247,7 @@ class NesProbes(ProbeGenerator):
         cfg: NesConfig = self.config  # type: ignore[assignment]
         return 2 * cfg.directions + len(cfg.step_scales)
 
-    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         cfg: NesConfig = self.config  # type: ignore[assignment]
         if len(oracle.input_shape) != 3:
@@ -254,13 +255,20 @@ class NesProbes(ProbeGenerator):
         side = min(oracle.input_shape[1:])
         tiles = tuple(t for t in cfg.tiles if t <= side) or (side,)  # small images: drop the finer tiles
         cfg = cfg.model_copy(update={"tiles": tiles})
-        pending = list(jobs)
+        pending = iter(jobs)  # lazy: a probe's state is allocated only when it joins the population
         active: list[_NesState] = []
-        while pending or active:
-            if limits.expired():
+        exhausted = False
+        while not exhausted or active:
+            if limits.expired():  # checked before any new probe is allocated
                 return
-            while pending and len(active) < cfg.population:
-                active.append(_NesState(pending.pop(0), oracle.input_shape, cfg))
+            while not exhausted and len(active) < cfg.population:
+                job = next(pending, None)
+                if job is None:
+                    exhausted = True
+                else:
+                    active.append(_NesState(job, oracle.input_shape, cfg))
+            if not active:
+                return
             self._step(oracle, active, cfg)
             still: list[_NesState] = []
             for s in active:

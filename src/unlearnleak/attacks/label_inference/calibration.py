@@ -1,0 +1,216 @@
+"""Calibrated "detected" verdicts: a gap statistic and thresholds that hold a stated false-detection level.
+
+Without calibration a verdict means nothing: classes drift after any update of a model (one more SGD step,
+a few deleted samples), and a fixed "3 spreads" rule fired in 8–12 % of simulated trials in which no class
+was deleted (issue 8). Here the verdict is a test at level α (default 5 %):
+
+**The gap statistic.** Let m_c be class c's mean confidence change (decision.py) over the classes that have
+probes, the candidate c the most negative one (or the K most negative), and O the other classes. Then
+
+    T_c = (center(m_O) − m_c) / (spread(m_O) · √(1 + 1/|O|))
+
+with ``test="student"``: center = mean, spread = sample std — a Student-t prediction bound: when no class
+was deleted and the classes' mean changes are iid Gaussian (whole-class shifts included), T_c of a fixed
+class follows t with |O| − 1 degrees of freedom; ``test="robust"``: median and 1.4826·MAD, which a single
+deleted class inflates less. T compares the candidate's drop with the spread of the *other classes' drops*,
+so a drift that moves all classes does not raise it.
+
+**Thresholds** come from a registered calibrator (``CALIBRATORS``), each stating its level and how it got
+its threshold (:class:`Calibration`, carried into every LabelGuess):
+
+- ``student_t`` — analytic: the (1 − α/K) quantile of t_{|O|−1}, Bonferroni over the K classes with probes
+  (the candidate is the minimum of K). Exact under iid Gaussian class drifts and top_k = 1; needs no data.
+- ``null_pairs`` — measured: the conformal (1 − α) quantile of T over null pairs (θ_u with no class deleted)
+  — the ⌈(n + 1)(1 − α)⌉-th smallest of n null statistics. For a new null pair exchangeable with them,
+  P(false detection) ≤ α holds exactly, whatever the drift's distribution (Vovk et al.; a rank test).
+  The shipped table (``null_changes.json``) holds the class-mean changes of the null pairs of the tuning half
+  of ``benchmarks/label_calibration.py``; :func:`calibrate_on_nulls` builds one from your own null pairs.
+- ``fixed`` — the threshold ``z`` you give; no level is claimed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Literal, get_args
+
+import torch
+from scipy import stats
+
+from unlearnleak.errors import ConfigError
+from unlearnleak.registry import Registry
+
+Test = Literal["student", "robust"]
+TESTS: tuple[str, ...] = get_args(Test)
+NULL_TABLE = "null_changes.json"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The gap statistic of each candidate class against the other classes."""
+
+    candidates: tuple[int, ...]
+    values: tuple[float, ...]  # T_c per candidate (inf: the others do not move at all and c does)
+    center: float  # center of the other classes' mean changes
+    scale: float  # spread(m_O)·√(1 + 1/|O|), the unit of T
+    num_others: int
+    num_classes: int  # classes with probes
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold on T with the false-detection level it holds and how it was obtained.
+
+    Attributes:
+        method: the calibrator's registry name.
+        level: the false-detection rate the threshold holds on null pairs (None: no level claimed).
+        threshold: a candidate is detected when T > threshold.
+        source: one line saying how the threshold was obtained.
+        null_values: the null statistics (``null_pairs`` only), for p-values.
+    """
+
+    method: str
+    level: float | None
+    threshold: float
+    source: str
+    null_values: tuple[float, ...] = ()
+    bonferroni: int = 1  # analytic p-values: the number of classes the candidate was the minimum of
+    df: int = 0
+
+    def p_value(self, t: float) -> float | None:
+        """The test's p-value for statistic ``t`` (None for a ``fixed`` threshold)."""
+        if self.method == "null_pairs":
+            n = len(self.null_values)
+            return (1 + sum(v >= t for v in self.null_values)) / (n + 1)
+        if self.method == "student_t":
+            if self.df < 1:
+                return 1.0
+            return min(1.0, self.bonferroni * float(stats.t.sf(t, self.df)))
+        return None
+
+
+def gap_statistic(means: torch.Tensor, counts: torch.Tensor, candidates: Sequence[int], test: str = "student",
+                  atol: float = 1e-9) -> Gap:
+    """T_c for each candidate against the classes with probes that are not candidates (module docstring).
+
+    A gap within ``atol`` (float rounding) gives T = 0; a real gap against others that do not spread at all
+    gives T = inf.
+    """
+    if test not in TESTS:
+        raise ConfigError(f"unknown test {test!r}; use one of {TESTS}")
+    with_probes = [c for c in range(means.numel()) if int(counts[c]) > 0]
+    others = [c for c in with_probes if c not in set(candidates)]
+    m = means[others].double() if others else torch.zeros(0, dtype=torch.float64)
+    if m.numel() == 0:
+        center, spread = 0.0, 0.0
+    elif test == "student":
+        center, spread = float(m.mean()), float(m.std(unbiased=True)) if m.numel() >= 2 else 0.0
+    else:
+        center = float(m.median())
+        spread = 1.4826 * float((m - center).abs().median()) if m.numel() >= 2 else 0.0
+    scale = spread * math.sqrt(1 + 1 / max(1, len(others)))
+    values = []
+    for c in candidates:
+        gap = center - float(means[c])
+        if gap <= atol or len(others) < 2:
+            values.append(0.0)
+        else:
+            values.append(gap / scale if scale > 0 else math.inf)
+    return Gap(tuple(candidates), tuple(values), center, scale, len(others), len(with_probes))
+
+
+# -------------------------------------------------------------------------------------------- calibrators
+Calibrator = Callable[..., Calibration]
+CALIBRATORS: Registry[Calibrator] = Registry("calibration")
+
+
+@CALIBRATORS.register("student_t")
+def student_t(*, level: float, gap: Gap, test: str, **_: Any) -> Calibration:
+    """The analytic threshold: t_{|O|−1} quantile at 1 − α/K (Bonferroni over the K classes with probes)."""
+    if test != "student":
+        raise ConfigError(f"the student_t calibration needs test='student' (the t distribution is that of the "
+                          f"mean/std gap), got test={test!r}; use calibration='null_pairs' for {test!r}")
+    df, k = gap.num_others - 1, max(1, gap.num_classes)
+    if df < 1:
+        return Calibration("student_t", level, math.inf, f"Student-t bound at level {level:g}: too few classes "
+                           f"with probes ({gap.num_classes}) to estimate their spread; nothing can be detected",
+                           bonferroni=k, df=df)
+    threshold = float(stats.t.ppf(1 - level / k, df))
+    return Calibration("student_t", level, threshold,
+                       f"Student-t prediction bound, t_{df} quantile at 1 − {level:g}/{k} (Bonferroni over {k} "
+                       f"classes); exact when the classes' drifts are iid Gaussian", bonferroni=k, df=df)
+
+
+@CALIBRATORS.register("null_pairs")
+def null_pairs(*, level: float, gap: Gap, test: str, statistic: str, generator: str, top_k: int,
+               **_: Any) -> Calibration:
+    """The conformal threshold from the shipped null pairs of the calibration benchmark."""
+    table = _null_table()
+    rows = table["changes"].get(generator, {}).get(statistic)
+    if not rows:
+        raise ConfigError(f"no null pairs measured for {generator!r} probes with statistic {statistic!r} "
+                          f"(have: {sorted(table['changes'])}); use calibration='student_t', or "
+                          f"calibrate_on_nulls() on null pairs of your own")
+    null_means = [torch.tensor(r, dtype=torch.float64) for r in rows]
+    if null_means[0].numel() != gap.num_classes:
+        raise ConfigError(f"the shipped null pairs have {null_means[0].numel()} classes, this model "
+                          f"{gap.num_classes}; use calibration='student_t' or calibrate_on_nulls()")
+    return calibrate_on_nulls(null_means, level=level, test=test, top_k=top_k,
+                              source=f"{table['setting']} ({generator} probes, {statistic})")
+
+
+@CALIBRATORS.register("fixed")
+def fixed(*, z: float, **_: Any) -> Calibration:
+    """A threshold given by hand: no false-detection level is claimed."""
+    return Calibration("fixed", None, z, f"fixed threshold T > {z:g}, not calibrated (no level claimed)")
+
+
+def calibrate_on_nulls(null_means: Sequence[torch.Tensor], *, level: float = 0.05, test: str = "student",
+                       top_k: int = 1, source: str = "null pairs") -> Calibration:
+    """The conformal threshold from class-mean changes measured on null pairs (no class deleted).
+
+    Args:
+        null_means: per null pair, the (K,) mean change of each class (NaN for classes without probes),
+            measured with the same probes' generator and statistic as the verdict that will use it.
+        level: the false-detection rate to hold.
+
+    Returns:
+        A ``null_pairs`` Calibration: the ⌈(n + 1)(1 − level)⌉-th smallest null statistic (inf when there
+        are too few null pairs for the level: then nothing is ever detected, and ``source`` says so).
+    """
+    values = sorted(null_statistic(m, test=test, top_k=top_k) for m in null_means)
+    n = len(values)
+    rank = math.ceil((n + 1) * (1 - level))
+    threshold = values[rank - 1] if 1 <= rank <= n else math.inf
+    need = "" if rank <= n else f"; too few for level {level:g} (need ≥ {math.ceil(1 / level) - 1})"
+    return Calibration("null_pairs", level, threshold,
+                       f"conformal {1 - level:.0%} quantile of T over {n} null pairs: {source}{need}",
+                       null_values=tuple(values))
+
+
+def null_statistic(means: torch.Tensor, *, test: str = "student", top_k: int = 1) -> float:
+    """The largest T among the top_k most negative classes of one pair (what a verdict compares)."""
+    counts = (~torch.isnan(means)).long()
+    have = [c for c in range(means.numel()) if counts[c]]
+    have.sort(key=lambda c: (float(means[c]), c))
+    gap = gap_statistic(torch.nan_to_num(means, nan=0.0), counts, have[:top_k], test)
+    return max(gap.values, default=0.0)
+
+
+@cache
+def _null_table() -> dict[str, Any]:
+    path = resources.files("unlearnleak.attacks.label_inference") / NULL_TABLE
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"the null-pair table {NULL_TABLE} is missing from the package; reinstall, or use "
+                          f"calibration='student_t'") from None
+
+
+def calibrate(name: str, **kwargs: Any) -> Calibration:
+    """The registered calibrator ``name`` applied to one decision's context."""
+    return CALIBRATORS.get(name)(**kwargs)
