@@ -37,8 +37,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from common import bench_config
-from unlearnleak.attacks.label_inference import ProbeSet, generate_probes
+from common import BENCH_PRETRAIN, bench_config
+from unlearnleak.attacks.label_inference import (
+    ProbeSet,
+    calibrate_on_nulls,
+    gap_statistic,
+    generate_probes,
+    null_statistic,
+)
+from unlearnleak.attacks.label_inference.calibration import calibrate
+from unlearnleak.attacks.label_inference.decision import confidence_changes
 from unlearnleak.attacks.label_inference.probes import PROBE_GENERATORS
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.oracle import ModelOracle
@@ -63,6 +71,8 @@ def main() -> None:
     parser.add_argument("--null-seeds", type=int, default=24, help="null pairs per kind (half tuning, half held out)")
     parser.add_argument("--handful", type=int, default=5, help="samples (from distinct classes) in a handful")
     parser.add_argument("--n-train", type=int, default=500)
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="pretrain θ0 for fewer epochs than the benchmarks' 10 (no lr decay); default: 10")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -87,12 +97,15 @@ def collect(args: argparse.Namespace) -> None:
                        forget=ForgetConfig(kind="class", class_id=0, fraction=1.0),
                        unlearning=UnlearningConfig(method="gradient_ascent", params={"lr": 1e-3}),
                        finetune=TrainConfig(epochs=1, lr=1e-3, batch_size=128, freeze_bn=True))
+    if args.pretrain_epochs is not None:
+        cfg = cfg.model_copy(update={"pretrain": BENCH_PRETRAIN.model_copy(
+            update={"epochs": args.pretrain_epochs, "milestones": ()})})
     scn = build_scenario(cfg)
     spec, pair = scn.pair.spec, scn.pair
     x_ft, y_ft = scn.train.x[scn.ft_indices], scn.train.y[scn.ft_indices]
     k, shape = spec.num_classes, tuple(spec.input_shape)
-    print(f"setup {time.perf_counter() - started:.0f} s; D_ft per class {torch.bincount(y_ft, minlength=k).tolist()}",
-          flush=True)
+    print(f"setup {time.perf_counter() - started:.0f} s; accuracies {pair.metadata.get('metrics')}; "
+          f"D_ft per class {torch.bincount(y_ft, minlength=k).tolist()}", flush=True)
     theta = pair.model("original", args.device)
     probe_sets: dict[str, ProbeSet] = {}
     for name in args.generators:
@@ -139,7 +152,8 @@ def collect(args: argparse.Namespace) -> None:
             rows = torch.nonzero(y_ft == c).flatten()
             mask[rows[int(torch.randint(rows.numel(), (1,), generator=g))]] = True
         for kind, (method, params) in (("handful_ga", METHODS["approximate"]), ("handful_exact", METHODS["exact"])):
-            record({"kind": kind, "seed": seed, "classes": sorted(classes.tolist())}, unlearn(method, context(mask, params)))
+            record({"kind": kind, "seed": seed, "classes": sorted(classes.tolist())},
+                   unlearn(method, context(mask, params)))
     print(f"{len(pairs)} null pairs in {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
     for m, (method, params) in METHODS.items():
@@ -161,11 +175,124 @@ def collect(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- analyse
+# rule variants: (statistic, test, calibration); "null_pairs" thresholds come from the tuning half's null pairs
+VARIANTS = [(stat, test, cal) for stat in ("log_odds", "probability")
+            for test, cal in (("student", "fixed"), ("student", "student_t"), ("student", "gaussian"),
+                              ("robust", "gaussian"), ("student", "null_pairs"), ("robust", "null_pairs"))]
+LEVEL = 0.05
+
+
+def _tune(pair: dict[str, Any]) -> bool:
+    return pair["seed"] % 2 == 0 if pair["kind"] != "deletion" else pair["class"] in TUNE_CLASSES
+
+
 def analyse(out: Path) -> dict[str, Any]:
-    """Placeholder until the calibrated rule exists: report how many pairs were collected."""
+    """Choose the rule variant on the tuning half, report false and true detections on the held-out half."""
     meta = json.loads((out / "pairs.json").read_text())
     answers = load_file(str(out / "answers.safetensors"))
-    return {"pairs": len(meta["pairs"]), "answers": len(answers), "wilson": _wilson(0, 1)}
+    pairs, k = meta["pairs"], int(meta["num_classes"])
+    probes = {g: ProbeSet.load(out / f"probes_{g}") for g in meta["generators"]}
+    means: dict[tuple[str, str, int], torch.Tensor] = {}  # (generator, statistic, pair) → (K,) class means
+    for g, ps in probes.items():
+        for stat in ("log_odds", "probability"):
+            for i in range(len(pairs)):
+                _, m, _ = confidence_changes(ps.original_proba, answers[f"{i}|{g}"], ps.predicted, stat)
+                means[(g, stat, i)] = m
+    rows: dict[str, Any] = {}
+    for stat, test, cal in VARIANTS:
+        name = f"{stat}/{test}/{cal}"
+        rows[name] = {}
+        for g in probes:
+            ts = [null_statistic(means[(g, stat, i)], test=test) for i in range(len(pairs))]
+            best = [int(torch.nan_to_num(means[(g, stat, i)], nan=math.inf).argmin()) for i in range(len(pairs))]
+            if cal == "null_pairs":
+                tune_null = [means[(g, stat, i)] for i, p in enumerate(pairs) if p["kind"] != "deletion" and _tune(p)]
+                calibration = calibrate_on_nulls(tune_null, level=LEVEL, test=test, source="tuning half")
+            else:
+                gap = gap_statistic(torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.long), [0], test)
+                calibration = calibrate(cal, level=LEVEL, gap=gap, test=test, statistic=stat, generator=g,
+                                        top_k=1, z=3.0)
+            rows[name][g] = _rates(pairs, ts, best, calibration.threshold) | {"threshold": calibration.threshold}
+    chosen = _choose(rows, list(probes))
+    table = _null_table(meta, means, pairs)
+    write_json_atomic(out / "null_changes.json", table)
+    summary = {"level": LEVEL, "chosen": chosen, "variants": rows, "probes": meta["probes"],
+               "pairs": {"null": sum(p["kind"] != "deletion" for p in pairs),
+                         "deletion": sum(p["kind"] == "deletion" for p in pairs)},
+               "split": {"tuning": "even null seeds, deletions of classes 0-4",
+                         "held_out": "odd null seeds, deletions of classes 5-9"}}
+    write_json_atomic(out / "summary.json", summary)
+    _print(rows, chosen, list(probes))
+    return {"chosen": chosen, "held_out": {g: rows[chosen][g]["held_out"] for g in probes}}
+
+
+def _rates(pairs: list[dict[str, Any]], ts: list[float], best: list[int], threshold: float) -> dict[str, Any]:
+    """False-detection rates per null kind and true-detection rates per method × p_u, on both halves."""
+    out: dict[str, Any] = {}
+    for half, keep in (("tuning", True), ("held_out", False)):
+        sel = [i for i, p in enumerate(pairs) if _tune(p) == keep]
+        res: dict[str, Any] = {}
+        for kind in (*NULL_KINDS, "all_null"):
+            idx = [i for i in sel
+                   if pairs[i]["kind"] == kind or (kind == "all_null" and pairs[i]["kind"] != "deletion")]
+            hits = sum(ts[i] > threshold for i in idx)
+            res[f"false/{kind}"] = _rate(hits, len(idx))
+        for m in METHODS:
+            for frac in FRACTIONS:
+                idx = [i for i in sel if pairs[i]["kind"] == "deletion" and pairs[i]["method"] == m
+                       and pairs[i]["fraction"] == frac]
+                res[f"true/{m}/{frac}"] = _rate(sum(ts[i] > threshold and best[i] == pairs[i]["class"] for i in idx),
+                                                len(idx))
+                res[f"argmin/{m}/{frac}"] = _rate(sum(best[i] == pairs[i]["class"] for i in idx), len(idx))
+        out[half] = res
+    return out
+
+
+def _rate(hits: int, n: int) -> dict[str, Any]:
+    lo, hi = _wilson(hits, n)
+    return {"rate": hits / n if n else None, "hits": hits, "n": n, "ci95": [lo, hi]}
+
+
+def _choose(rows: dict[str, Any], generators: list[str]) -> str:
+    """The variant with the highest mean true-detection rate on the tuning half among those whose tuning
+    false-detection rate is ≤ LEVEL for every generator."""
+    def ok(name: str) -> bool:
+        return all((rows[name][g]["tuning"]["false/all_null"]["rate"] or 0.0) <= LEVEL for g in generators)
+
+    def power(name: str) -> float:
+        vals = [v["rate"] for g in generators for key, v in rows[name][g]["tuning"].items()
+                if key.startswith("true/") and v["rate"] is not None]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    candidates = [n for n in rows if ok(n) and not n.endswith("/fixed")] or list(rows)
+    return max(candidates, key=power)
+
+
+def _null_table(meta: dict[str, Any], means: dict[tuple[str, str, int], torch.Tensor],
+                pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tuning half's null class means per generator and statistic: the package's null_pairs table."""
+    changes: dict[str, dict[str, list[list[float]]]] = {}
+    for (g, stat, i), m in means.items():
+        if pairs[i]["kind"] != "deletion" and _tune(pairs[i]):
+            changes.setdefault(g, {}).setdefault(stat, []).append([float(v) for v in m])
+    return {"setting": "benchmarks/label_calibration.py tuning half: ConvNet-16 on CIFAR-10, θ fine-tuned on 500 "
+                       "samples; null θ_u = one more SGD step, or a handful of samples deleted by gradient ascent "
+                       "or exact retraining", "num_classes": meta["num_classes"], "changes": changes}
+
+
+def _print(rows: dict[str, Any], chosen: str, generators: list[str]) -> None:
+    print(f"chosen on the tuning half: {chosen}")
+    for name, by_g in rows.items():
+        for g in generators:
+            h = by_g[g]["held_out"]
+            false = " ".join(f"{kind}={_fmt(h[f'false/{kind}'])}" for kind in NULL_KINDS)
+            true = " ".join(f"{m[:3]}{f}={_fmt(h[f'true/{m}/{f}'])}" for m in METHODS for f in FRACTIONS)
+            print(f"{'*' if name == chosen else ' '} {name:32s} {g:9s} τ={by_g[g]['threshold']:7.3f} | false {false} "
+                  f"| true {true}")
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    return "n/a" if r["rate"] is None else f"{r['hits']}/{r['n']}"
 
 
 def _wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:

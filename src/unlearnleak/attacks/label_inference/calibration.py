@@ -25,11 +25,14 @@ its threshold (:class:`Calibration`, carried into every LabelGuess):
   P(false detection) ≤ α holds exactly, whatever the drift's distribution (Vovk et al.; a rank test).
   The shipped table (``null_changes.json``) holds the class-mean changes of the null pairs of the tuning half
   of ``benchmarks/label_calibration.py``; :func:`calibrate_on_nulls` builds one from your own null pairs.
+- ``gaussian`` — the exact (1 − α) quantile of T when the K classes' drifts are iid Gaussian, by Monte Carlo
+  (T is location- and scale-free, so it depends only on K, top_k and the test); any test, no data needed.
 - ``fixed`` — the threshold ``z`` you give; no level is claimed.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -70,7 +73,7 @@ class Calibration:
         level: the false-detection rate the threshold holds on null pairs (None: no level claimed).
         threshold: a candidate is detected when T > threshold.
         source: one line saying how the threshold was obtained.
-        null_values: the null statistics (``null_pairs`` only), for p-values.
+        null_values: the sorted null statistics (``null_pairs``, ``gaussian``), for p-values.
     """
 
     method: str
@@ -83,9 +86,9 @@ class Calibration:
 
     def p_value(self, t: float) -> float | None:
         """The test's p-value for statistic ``t`` (None for a ``fixed`` threshold)."""
-        if self.method == "null_pairs":
+        if self.null_values:  # sorted null statistics: the share at least as large (rank p-value)
             n = len(self.null_values)
-            return (1 + sum(v >= t for v in self.null_values)) / (n + 1)
+            return (1 + n - bisect.bisect_left(self.null_values, t)) / (n + 1)
         if self.method == "student_t":
             if self.df < 1:
                 return 1.0
@@ -105,13 +108,8 @@ def gap_statistic(means: torch.Tensor, counts: torch.Tensor, candidates: Sequenc
     with_probes = [c for c in range(means.numel()) if int(counts[c]) > 0]
     others = [c for c in with_probes if c not in set(candidates)]
     m = means[others].double() if others else torch.zeros(0, dtype=torch.float64)
-    if m.numel() == 0:
-        center, spread = 0.0, 0.0
-    elif test == "student":
-        center, spread = float(m.mean()), float(m.std(unbiased=True)) if m.numel() >= 2 else 0.0
-    else:
-        center = float(m.median())
-        spread = 1.4826 * float((m - center).abs().median()) if m.numel() >= 2 else 0.0
+    center_t, spread_t = center_spread(m[None], test)
+    center, spread = float(center_t[0]), float(spread_t[0])
     scale = spread * math.sqrt(1 + 1 / max(1, len(others)))
     values = []
     for c in candidates:
@@ -121,6 +119,21 @@ def gap_statistic(means: torch.Tensor, counts: torch.Tensor, candidates: Sequenc
         else:
             values.append(gap / scale if scale > 0 else math.inf)
     return Gap(tuple(candidates), tuple(values), center, scale, len(others), len(with_probes))
+
+
+def center_spread(others: torch.Tensor, test: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Center and spread of each row of ``others`` (M, n): mean/std (``student``) or median/1.4826·MAD."""
+    n = others.shape[1]
+    if n == 0:
+        zero = torch.zeros(others.shape[0], dtype=torch.float64)
+        return zero, zero
+    if test == "student":
+        center = others.mean(dim=1)
+        spread = others.std(dim=1, unbiased=True) if n >= 2 else torch.zeros_like(center)
+    else:
+        center = others.median(dim=1).values
+        spread = 1.4826 * (others - center[:, None]).abs().median(dim=1).values
+    return center, spread
 
 
 # -------------------------------------------------------------------------------------------- calibrators
@@ -143,6 +156,39 @@ def student_t(*, level: float, gap: Gap, test: str, **_: Any) -> Calibration:
     return Calibration("student_t", level, threshold,
                        f"Student-t prediction bound, t_{df} quantile at 1 − {level:g}/{k} (Bonferroni over {k} "
                        f"classes); exact when the classes' drifts are iid Gaussian", bonferroni=k, df=df)
+
+
+@CALIBRATORS.register("gaussian")
+def gaussian(*, level: float, gap: Gap, test: str, top_k: int, **_: Any) -> Calibration:
+    """The exact (1 − α) quantile of the statistic when the classes' drifts are iid Gaussian (Monte Carlo).
+
+    T is location- and scale-free, so under iid Gaussian class drifts its distribution depends only on the
+    number of classes, top_k and the test: it is simulated once (fixed seed) and cached.
+    """
+    values = _gaussian_null(gap.num_classes, min(top_k, gap.num_classes), test)
+    n = len(values)
+    rank = math.ceil((n + 1) * (1 - level))
+    threshold = values[min(rank, n) - 1]
+    return Calibration("gaussian", level, threshold,
+                       f"{1 - level:.0%} quantile of T when {gap.num_classes} classes drift iid Gaussian "
+                       f"({n:,} simulated null draws, test={test}, top_k={top_k})", null_values=values)
+
+
+GAUSSIAN_DRAWS = 40_000
+
+
+@cache
+def _gaussian_null(num_classes: int, top_k: int, test: str) -> tuple[float, ...]:
+    """Sorted null statistics of ``GAUSSIAN_DRAWS`` pairs whose class means are iid N(0, 1)."""
+    if num_classes - top_k < 2:
+        return (math.inf,)
+    g = torch.Generator().manual_seed(20240519)
+    draws = torch.randn(GAUSSIAN_DRAWS, num_classes, generator=g, dtype=torch.float64).sort(dim=1).values
+    others = draws[:, top_k:]
+    center, spread = center_spread(others, test)
+    scale = spread * math.sqrt(1 + 1 / others.shape[1])
+    t = ((center[:, None] - draws[:, :top_k]) / scale[:, None]).amax(dim=1)
+    return tuple(sorted(t.tolist()))
 
 
 @CALIBRATORS.register("null_pairs")

@@ -391,7 +391,7 @@ def log_odds_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class GradientProbes(ProbeGenerator):
     """Probes for a user who holds θ's weights: exact input gradients instead of query estimates.
 
-    Adam (per-probe state) on the pixels, x kept in [0, 1], minimising :func:`log_odds_logits`; a probe stops
+    ``torch.optim.Adam`` (per-probe state) on the pixels, x kept in [0, 1], minimising :func:`log_odds_logits`; a probe stops
     once θ's p_c reaches the threshold and leaves the batch. ``queries`` counts a probe's forward-backward
     evaluations (white-box work, not black-box queries; nothing is asked of an oracle meanwhile).
     """
@@ -422,9 +422,9 @@ class GradientProbes(ProbeGenerator):
 
     def _optimise(self, model: nn.Module, jobs: list[Job], shape: tuple[int, ...], cfg: GradientConfig,
                   limits: RunLimits) -> list[tuple[Job, Made]]:
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        x = torch.cat([noise_init(shape, j.generator) for j in jobs]).to(self._device)  # (b, *shape)
-        m, v = torch.zeros_like(x), torch.zeros_like(x)
+        # one leaf tensor per probe, so that Adam keeps per-probe state and skips finished probes (grad None)
+        xs = [noise_init(shape, j.generator).to(self._device).requires_grad_(True) for j in jobs]  # (1, *shape)
+        optimizer = torch.optim.Adam(xs, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
         target = torch.tensor([j.target for j in jobs], device=self._device)
         done = torch.zeros(len(jobs), dtype=torch.bool)
         steps = torch.zeros(len(jobs), dtype=torch.long)
@@ -432,7 +432,7 @@ class GradientProbes(ProbeGenerator):
             active = torch.nonzero(~done).flatten()
             if active.numel() == 0 or limits.expired():
                 break
-            xa = x[active].clone().requires_grad_(True)
+            xa = torch.cat([xs[i] for i in active.tolist()])  # (a, *shape)
             logits = model(xa)
             p = torch.softmax(logits.detach().double(), dim=1).gather(1, target[active, None]).squeeze(1)
             reached = (p >= cfg.threshold).cpu()
@@ -442,14 +442,16 @@ class GradientProbes(ProbeGenerator):
             if int(steps[active].max()) >= cfg.max_steps:  # the batch's probes step together
                 break
             (grad,) = torch.autograd.grad(log_odds_logits(logits, target[active]).sum(), xa)
-            keep = active[~reached]
-            g = grad[~reached.to(grad.device)]
-            steps[keep] += 1
-            t = steps[keep].to(x.device, torch.float32).reshape(-1, *([1] * len(shape)))
-            m[keep] = b1 * m[keep] + (1 - b1) * g
-            v[keep] = b2 * v[keep] + (1 - b2) * g * g
-            update = cfg.lr * (m[keep] / (1 - b1 ** t)) / ((v[keep] / (1 - b2 ** t)).sqrt() + eps)
-            x[keep] = (x[keep] - update).clamp(0.0, 1.0)
+            optimizer.zero_grad(set_to_none=True)
+            for row, i in enumerate(active.tolist()):
+                if not reached[row]:
+                    xs[i].grad = grad[row:row + 1]
+                    steps[i] += 1
+            optimizer.step()
+            with torch.no_grad():
+                for i in active[~reached].tolist():
+                    xs[i].clamp_(0.0, 1.0)
+        x = torch.cat([t.detach() for t in xs])
         if limits.expired() and not bool(done.all()):
             return []
         # evaluations: the start plus one per step (the final check of a finished probe included)

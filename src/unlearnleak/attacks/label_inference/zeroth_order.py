@@ -7,7 +7,8 @@ send to the oracle.
 ``zoo`` (PAPER.md §4.2, the official ``gen_probing_samples.py`` on ART's ZooAttack) — coordinate-wise Adam:
 each iteration picks ``nb_parallel`` coordinates (importance-sampled), estimates each partial derivative of
 the loss −log p_c with a symmetric difference (h = 1e-4; 2 queries per coordinate), takes one Adam step per
-coordinate with per-coordinate bias correction, and evaluates the new iterate (1 query). An iteration costs
+coordinate with per-coordinate bias correction (``torch.optim.Adam`` over the coordinates as 0-d parameters),
+and evaluates the new iterate (1 query). An iteration costs
 2·nb_parallel + 1 queries (2,049 at the paper's 1,024). A *round* (one ART ``generate`` call) runs up to 20
 iterations, aborts early every 2 iterations without a 0.01 % improvement, and returns its lowest-loss iterate;
 up to 10 rounds continue from that iterate with fresh Adam state, the learning rate dropping from 0.1 to 0.02
@@ -153,9 +154,11 @@ class ZooProbes(ProbeGenerator):
         cfg: ZooConfig = self.config  # type: ignore[assignment]
         flat_start = x_start.reshape(-1).double()  # (d,)
         d, n, c = flat_start.numel(), cfg.nb_parallel, job.target
-        delta, m, v = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), \
-            torch.zeros(d, dtype=torch.float64)
-        t = torch.zeros(d, dtype=torch.long)
+        delta = torch.zeros(d, dtype=torch.float64)
+        # ART's coordinate Adam: each coordinate is its own parameter (a 0-d view of delta), so torch.optim.Adam
+        # keeps per-coordinate moments and step counts and updates only the coordinates given a gradient
+        coords = list(delta.unbind(0))
+        optimizer = torch.optim.Adam(coords, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
         lo, hi = -flat_start, 1.0 - flat_start
         prob: torch.Tensor | None = None
         best_loss, best_x, best_proba = loss_start, x_start, proba_start
@@ -173,12 +176,10 @@ class ZooProbes(ProbeGenerator):
             batch[rows, idx.repeat_interleave(2)] += torch.tensor([cfg.h, -cfg.h], dtype=torch.float64).repeat(n)
             losses = ce_loss(oracle.predict_proba(batch.float().reshape(2 * n, *oracle.input_shape)), c)
             grad = (losses[0::2] - losses[1::2]) / (2 * cfg.h)  # (n,)
-            t[idx] += 1
-            m[idx] = cfg.beta1 * m[idx] + (1 - cfg.beta1) * grad
-            v[idx] = cfg.beta2 * v[idx] + (1 - cfg.beta2) * grad ** 2
-            tt = t[idx].double()
-            corr = torch.sqrt(1 - cfg.beta2 ** tt) / (1 - cfg.beta1 ** tt)
-            delta[idx] -= lr * corr * m[idx] / (torch.sqrt(v[idx]) + cfg.eps)
+            optimizer.zero_grad(set_to_none=True)
+            for i, g in zip(idx.tolist(), grad.unbind(0), strict=True):
+                coords[i].grad = g
+            optimizer.step()  # writes into delta through the views
             delta[idx] = torch.minimum(torch.maximum(delta[idx], lo[idx]), hi[idx])
             if cfg.importance and len(oracle.input_shape) == 3:
                 prob = self._sampling_prob(delta, oracle.input_shape)
