@@ -120,25 +120,28 @@ def rank_classes(means: torch.Tensor) -> list[int]:
 
 
 def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor, config: DecisionConfig,
-           generator: str = "") -> Decision:
+           generator: str = "", calibration: Calibration | None = None) -> Decision:
     """The ranking and the calibrated test, on raw probabilities (no oracles involved).
 
     Args:
         generator: the probes' generator (the ``null_pairs`` calibration is measured per generator).
+        calibration: a threshold obtained elsewhere, e.g. by :func:`calibrate_on_nulls` on your own null
+            pairs (made with the same test, statistic and top_k); default: ``config.calibration``'s.
     """
     _, means, counts = confidence_changes(before, after, predicted, config.statistic)
     ranked = rank_classes(means)
     candidates = [c for c in ranked if counts[c] > 0][:config.top_k]
     gap = gap_statistic(means, counts, candidates, config.test, config.atol)
-    calibration = calibrate(config.calibration, level=config.level, gap=gap, test=config.test,
-                            statistic=config.statistic, generator=generator, top_k=config.top_k, z=config.z)
+    if calibration is None:
+        calibration = calibrate(config.calibration, level=config.level, gap=gap, test=config.test,
+                                statistic=config.statistic, generator=generator, top_k=config.top_k, z=config.z)
     significant = [c for c, t in zip(candidates, gap.values, strict=True) if t > calibration.threshold]
     p_value = calibration.p_value(gap.values[0]) if gap.values else None
     return Decision(ranked, means, counts, significant, gap, calibration, p_value)
 
 
 def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: int = 1, *,
-                config: DecisionConfig | None = None) -> LabelGuess:
+                config: DecisionConfig | None = None, calibration: Calibration | None = None) -> LabelGuess:
     """Infer the deleted class(es) from black-box answers of θ (stored) and θ_u (queried now).
 
     Args:
@@ -147,6 +150,8 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
         unlearned: the oracle of θ_u; queried once per probe.
         probes: probes made against ``original`` before the deletion, with its answers.
         top_k: how many deleted classes to name (overridden by ``config.top_k`` when a config is given).
+        calibration: a threshold from your own null pairs (:func:`calibrate_on_nulls`) instead of
+            ``config.calibration``'s.
 
     Returns:
         The guess, with the per-class changes and the queries spent on each oracle.
@@ -168,7 +173,7 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
     start = unlearned.queries
     after = unlearned.predict_proba(probes.x)
     spent_unlearned = unlearned.queries - start
-    d = decide(before, after, before.argmax(dim=1), config, probes.generator)
+    d = decide(before, after, before.argmax(dim=1), config, probes.generator, calibration)
     detected = bool(d.significant)
     cal = d.calibration
     return LabelGuess(
