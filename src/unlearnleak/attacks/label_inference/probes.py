@@ -391,9 +391,10 @@ def log_odds_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class GradientProbes(ProbeGenerator):
     """Probes for a user who holds θ's weights: exact input gradients instead of query estimates.
 
-    ``torch.optim.Adam`` (per-probe state) on the pixels, x kept in [0, 1], minimising :func:`log_odds_logits`; a probe stops
-    once θ's p_c reaches the threshold and leaves the batch. ``queries`` counts a probe's forward-backward
-    evaluations (white-box work, not black-box queries; nothing is asked of an oracle meanwhile).
+    ``torch.optim.Adam`` (per-probe state) on the pixels, x kept in [0, 1], minimising
+    :func:`log_odds_logits`; a probe stops once θ's p_c reaches the threshold and leaves the batch.
+    ``queries`` counts a probe's forward-backward evaluations (white-box work, not black-box queries;
+    nothing is asked of an oracle meanwhile).
     """
 
     black_box = False
