@@ -15,7 +15,8 @@ once per generator against θ, then replayed to every θ_u below; only θ_u's an
   ``handful_ga`` / ``handful_exact`` — one random sample from each of ``--handful`` random distinct classes
   deleted, by gradient ascent (τ = 1e-3, one epoch) or by exact retraining (same data order).
 - **true deletions**: for every class c and p_u ∈ {0.1, 0.5, 1.0}, the first ⌊n_c·p_u⌋ samples of class c
-  deleted by exact and by approximate (gradient-ascent) unlearning.
+  deleted by exact and by approximate (gradient-ascent) unlearning; with ``--deletion-seeds S`` S − 1 more
+  random subsets of that size (and unlearning seeds).
 
 Split (chosen before looking at any result): the *tuning* half is null seeds that are even and true deletions
 of classes 0–4; the *held-out* half is odd null seeds and classes 5–9. The rule variant (statistic × test)
@@ -29,6 +30,7 @@ The last line printed is one JSON object (also written to ``--out``/summary.json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -71,6 +73,8 @@ def main() -> None:
                         help="probes per class per generator, NAME=COUNT")
     parser.add_argument("--zoo-seconds", type=float, default=900.0, help="time box of zoo's probe generation")
     parser.add_argument("--null-seeds", type=int, default=24, help="null pairs per kind (half tuning, half held out)")
+    parser.add_argument("--deletion-seeds", type=int, default=1,
+                        help="deletions per class × p_u × method (seed 0: the first rows of the class; then random)")
     parser.add_argument("--handful", type=int, default=5, help="samples (from distinct classes) in a handful")
     parser.add_argument("--n-train", type=int, default=500)
     parser.add_argument("--model", default="lenet", help="lenet (default: zoo fits on a CPU) or convnet (width 16)")
@@ -161,14 +165,22 @@ def collect(args: argparse.Namespace) -> None:
                    unlearn(method, context(mask, params)))
     print(f"{len(pairs)} null pairs in {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
-    for m, (method, params) in METHODS.items():
-        for p in FRACTIONS:
-            for c in range(k):
-                positions = choose_forget(ForgetConfig(kind="class", class_id=c, fraction=p), y_ft, args.seed)
-                mask = torch.zeros(y_ft.numel(), dtype=torch.bool)
-                mask[positions] = True
-                record({"kind": "deletion", "method": m, "fraction": p, "class": c, "n_u": int(positions.numel())},
-                       unlearn(method, context(mask, params)))
+    for dseed in range(args.deletion_seeds):
+        for m, (method, params) in METHODS.items():
+            for p in FRACTIONS:
+                for c in range(k):
+                    positions = choose_forget(ForgetConfig(kind="class", class_id=c, fraction=p), y_ft, args.seed)
+                    if dseed > 0:  # another ⌊n_c·p_u⌋ rows of class c, and another unlearning seed
+                        rows = torch.nonzero(y_ft == c).flatten()
+                        g = torch.Generator().manual_seed(20_000 + 1000 * dseed + c)
+                        positions = rows[torch.randperm(rows.numel(), generator=g)[:positions.numel()]]
+                    mask = torch.zeros(y_ft.numel(), dtype=torch.bool)
+                    mask[positions] = True
+                    ctx = context(mask, params)
+                    if method != "exact":  # exact retraining keeps θ's data order (its seed)
+                        ctx = dataclasses.replace(ctx, seed=args.seed + dseed)
+                    record({"kind": "deletion", "method": m, "fraction": p, "class": c, "seed": dseed,
+                            "n_u": int(positions.numel())}, unlearn(method, ctx))
     print(f"{len(pairs)} pairs in all, deletions in {time.perf_counter() - t0:.0f} s", flush=True)
     save_tensors_atomic(args.out / "answers.safetensors", answers)
     write_json_atomic(args.out / "pairs.json", {
@@ -183,7 +195,8 @@ def collect(args: argparse.Namespace) -> None:
 # rule variants: (statistic, test, calibration); "null_pairs" thresholds come from the tuning half's null pairs
 VARIANTS = [(stat, test, cal) for stat in ("log_odds", "probability")
             for test, cal in (("student", "fixed"), ("student", "student_t"), ("student", "gaussian"),
-                              ("robust", "gaussian"), ("student", "null_pairs"), ("robust", "null_pairs"))]
+                              ("robust", "gaussian"), ("lower", "gaussian"), ("student", "null_pairs"),
+                              ("robust", "null_pairs"), ("lower", "null_pairs"))]
 LEVEL = 0.05
 
 

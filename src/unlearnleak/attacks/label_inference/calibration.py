@@ -11,8 +11,10 @@ probes, the candidate c the most negative one (or the K most negative), and O th
 
 with ``test="student"``: center = mean, spread = sample std — a Student-t prediction bound: when no class
 was deleted and the classes' mean changes are iid Gaussian (whole-class shifts included), T_c of a fixed
-class follows t with |O| − 1 degrees of freedom; ``test="robust"``: median and 1.4826·MAD, which a single
-deleted class inflates less. T compares the candidate's drop with the spread of the *other classes' drops*,
+class follows t with |O| − 1 degrees of freedom; ``test="robust"``: median and 1.4826·MAD;
+``test="lower"``: the median and the semi-deviation below it, √(2·Σ min(0, m_o − median)² / (|O| − 1)) —
+after a deletion the classes that absorb the deleted class's mass *rise*, which inflates a two-sided spread
+and hides the drop (the "right class ranked first but no detectable change" of issue 8). T compares the candidate's drop with the spread of the *other classes' drops*,
 so a drift that moves all classes does not raise it.
 
 **Thresholds** come from a registered calibrator (``CALIBRATORS``), each stating its level and how it got
@@ -47,7 +49,7 @@ from scipy import stats
 from unlearnleak.errors import ConfigError
 from unlearnleak.registry import Registry
 
-Test = Literal["student", "robust"]
+Test = Literal["student", "robust", "lower"]
 TESTS: tuple[str, ...] = get_args(Test)
 NULL_TABLE = "null_changes.json"
 
@@ -130,9 +132,12 @@ def center_spread(others: torch.Tensor, test: str) -> tuple[torch.Tensor, torch.
     if test == "student":
         center = others.mean(dim=1)
         spread = others.std(dim=1, unbiased=True) if n >= 2 else torch.zeros_like(center)
-    else:
+    elif test == "robust":
         center = others.median(dim=1).values
         spread = 1.4826 * (others - center[:, None]).abs().median(dim=1).values
+    else:  # "lower": the spread below the median only — classes that gain the deleted class's mass rise
+        center = others.median(dim=1).values
+        spread = (2 * (others - center[:, None]).clamp(max=0).pow(2).sum(dim=1) / max(1, n - 1)).sqrt()
     return center, spread
 
 
