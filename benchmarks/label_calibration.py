@@ -244,11 +244,17 @@ def analyse(out: Path) -> dict[str, Any]:
     return {"chosen": chosen, "held_out": {g: rows[chosen][g]["held_out"] for g in probes}}
 
 
+def _repeat(pair: dict[str, Any]) -> bool:
+    """Exact unlearning of a whole class is the same θ_u for every deletion seed: counted once."""
+    return (pair["kind"] == "deletion" and pair["method"] == "exact" and pair["fraction"] == 1.0
+            and pair.get("seed", 0) > 0)
+
+
 def _rates(pairs: list[dict[str, Any]], ts: list[float], best: list[int], threshold: float) -> dict[str, Any]:
     """False-detection rates per null kind and true-detection rates per method × p_u, on both halves."""
     out: dict[str, Any] = {}
     for half, keep in (("tuning", True), ("held_out", False)):
-        sel = [i for i, p in enumerate(pairs) if _tune(p) == keep]
+        sel = [i for i, p in enumerate(pairs) if _tune(p) == keep and not _repeat(p)]
         res: dict[str, Any] = {}
         for kind in (*NULL_KINDS, "all_null"):
             idx = [i for i in sel

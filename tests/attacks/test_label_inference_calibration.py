@@ -15,6 +15,7 @@ from unlearnleak.attacks.label_inference import (
     ProbeSet,
     calibrate_on_nulls,
     confidence_changes,
+    gap_statistic,
     infer_label,
 )
 from unlearnleak.errors import ConfigError
@@ -138,7 +139,7 @@ def test_the_default_gaussian_threshold_holds_its_level_on_gaussian_drift(per_cl
 
 
 def test_calibrators_are_registered_and_validated() -> None:
-    assert {"gaussian", "student_t", "null_pairs", "fixed"} <= set(CALIBRATORS.names())
+    assert {"auto", "gaussian", "student_t", "null_pairs", "fixed"} <= set(CALIBRATORS.names())
     with pytest.raises(ValueError, match="unknown calibration"):
         DecisionConfig(calibration="nope")
     probes = _probes(2)
@@ -156,3 +157,29 @@ def test_too_few_null_pairs_never_detect_and_say_why() -> None:
     guess = infer_label(_stored(probes), _drifting(probes, "whole-class shifts", torch.Generator(), {1: 9.0}),
                         probes, calibration=cal)
     assert not guess.detected and guess.best == 1
+
+
+def test_auto_uses_the_measured_null_pairs_where_they_exist() -> None:
+    """nes probes with 10 classes: the shipped null pairs of the benchmark; constructed probes: Gaussian."""
+    probes = _probes(1)
+    nes = ProbeSet(**{**probes.__dict__, "generator": "nes"})
+    guess = infer_label(_stored(nes), _drifting(nes, "whole-class shifts", torch.Generator(), {4: 9.0}), nes)
+    assert guess.calibration == "null_pairs" and "label_calibration.py" in guess.calibration_source
+    assert guess.label == 4 and guess.p_value is not None and guess.p_value <= LEVEL
+    other = infer_label(_stored(probes), _stored(probes), probes)
+    assert other.calibration == "gaussian" and not other.detected and other.p_value == 1.0
+
+
+def test_a_class_that_absorbs_the_deleted_mass_hides_the_drop_from_a_two_sided_spread() -> None:
+    """Measured on a 6-class MLP whose class-1 output bias was lowered by 3 (nes probes, log-odds changes):
+    class 2 gains what class 1 lost. Its rise inflates the std of the other classes, and the right class,
+    ranked first, is not detected; the spread below the median ("lower") is not inflated by it."""
+    means = torch.tensor([0.009, -3.0, 2.1044, 0.0056, 0.1774, 0.1164], dtype=torch.float64)
+    counts = torch.full((6,), 2)
+    config = dict(level=LEVEL, statistic="log_odds", generator="nes", top_k=1, z=3.0)
+    verdicts = {}
+    for test in ("student", "lower"):
+        gap = gap_statistic(means, counts, [1], test)
+        cal = CALIBRATORS.get("gaussian")(gap=gap, test=test, **config)
+        verdicts[test] = gap.values[0] > cal.threshold
+    assert verdicts == {"student": False, "lower": True}

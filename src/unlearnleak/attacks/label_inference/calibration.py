@@ -29,6 +29,8 @@ its threshold (:class:`Calibration`, carried into every LabelGuess):
   of ``benchmarks/label_calibration.py``; :func:`calibrate_on_nulls` builds one from your own null pairs.
 - ``gaussian`` — the exact (1 − α) quantile of T when the K classes' drifts are iid Gaussian, by Monte Carlo
   (T is location- and scale-free, so it depends only on K, top_k and the test); any test, no data needed.
+- ``auto`` (the default) — ``null_pairs`` where the table has the probes' generator and statistic with the
+  same number of classes, else ``gaussian``; the verdict names the one used.
 - ``fixed`` — the threshold ``z`` you give; no level is claimed.
 """
 
@@ -212,6 +214,16 @@ def null_pairs(*, level: float, gap: Gap, test: str, statistic: str, generator: 
                           f"{gap.num_classes}; use calibration='student_t' or calibrate_on_nulls()")
     return calibrate_on_nulls(null_means, level=level, test=test, top_k=top_k,
                               source=f"{table['setting']} ({generator} probes, {statistic})")
+
+
+@CALIBRATORS.register("auto")
+def auto(*, statistic: str, generator: str, gap: Gap, **kwargs: Any) -> Calibration:
+    """``null_pairs`` where the shipped table measured this generator and statistic with as many classes,
+    else ``gaussian``; the Calibration's method and source say which one was used."""
+    rows = _null_table()["changes"].get(generator, {}).get(statistic)
+    if rows and len(rows[0]) == gap.num_classes:
+        return null_pairs(statistic=statistic, generator=generator, gap=gap, **kwargs)
+    return gaussian(gap=gap, **kwargs)
 
 
 @CALIBRATORS.register("fixed")

@@ -57,8 +57,8 @@ class DecisionConfig(BaseModel):
 
     top_k: int = Field(1, ge=1)  # how many deleted classes to name
     level: float = Field(0.05, gt=0, lt=1)  # false-detection rate the verdict holds when no class was deleted
-    calibration: str = "gaussian"  # registered calibrator (calibration.CALIBRATORS) giving the threshold
-    test: Test = "robust"  # gap statistic: mean/std ("student") or median/MAD ("robust") of the other classes
+    calibration: str = "auto"  # registered calibrator (calibration.CALIBRATORS) giving the threshold
+    test: Test = "student"  # center/spread of the other classes: mean/std, median/MAD ("robust"), "lower"
     z: float = Field(3.0, ge=0)  # the threshold on T for calibration="fixed" only
     atol: float = Field(1e-9, ge=0)  # changes this small are float rounding, not signal
     requery_original: bool = False  # re-query θ instead of reusing the stored answers
