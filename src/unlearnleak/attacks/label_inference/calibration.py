@@ -14,8 +14,9 @@ was deleted and the classes' mean changes are iid Gaussian (whole-class shifts i
 class follows t with |O| − 1 degrees of freedom; ``test="robust"``: median and 1.4826·MAD;
 ``test="lower"``: the median and the semi-deviation below it, √(2·Σ min(0, m_o − median)² / (|O| − 1)) —
 after a deletion the classes that absorb the deleted class's mass *rise*, which inflates a two-sided spread
-and hides the drop (the "right class ranked first but no detectable change" of issue 8). T compares the candidate's drop with the spread of the *other classes' drops*,
-so a drift that moves all classes does not raise it.
+and hides the drop (the "right class ranked first but no detectable change" of issue 8). T compares the
+candidate's drop with the spread of the *other classes' drops*, so a drift that moves all classes does not
+raise it.
 
 **Thresholds** come from a registered calibrator (``CALIBRATORS``), each stating its level and how it got
 its threshold (:class:`Calibration`, carried into every LabelGuess):
