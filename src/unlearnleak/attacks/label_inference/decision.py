@@ -17,8 +17,9 @@ in an audit, to use fresh answers instead).
 
 **Detected at a stated level.** Whether the candidate's drop stands out is a test at false-detection level
 ``level`` (5 %): the gap statistic T (the candidate's drop against the spread of the *other classes'*
-drops) must exceed a threshold from a registered calibrator (calibration.py: ``student_t``, analytic;
-``null_pairs``, measured on null pairs; ``fixed``, no level). The LabelGuess states the level, the
+drops) must exceed a threshold from a registered calibrator (calibration.py: ``auto``, the default —
+``null_pairs``, measured on null pairs, where the shipped table covers the probes' generator and number of
+classes, else ``gaussian``; ``student_t``; ``fixed``, no level). The LabelGuess states the level, the
 threshold, the p-value and how the threshold was obtained. When no candidate passes, the guess is "no
 detectable change" at that level. Identical models give all-zero changes, which never pass.
 """
