@@ -205,3 +205,28 @@ def test_without_budget_for_the_final_request_answers_seen_are_kept() -> None:
     assert "seen during generation" in again.notes
     torch.testing.assert_close(again.original_proba, first.original_proba, rtol=0, atol=1e-9)
     assert again.total_queries == first.total_queries - 1 and tight.remaining == 0
+
+
+def test_zoo_coordinate_adam_is_arts_per_coordinate_adam() -> None:
+    """torch.optim.Adam over 0-d views: per-coordinate step counts, untouched coordinates stay put."""
+    from unlearnleak.attacks.label_inference.zeroth_order import CoordinateAdam
+
+    d, b1, b2, eps, lr = 8, 0.9, 0.999, 1e-8, 0.1
+    g = torch.Generator().manual_seed(0)
+    steps = [(torch.randperm(d, generator=g)[:3], torch.randn(3, generator=g, dtype=torch.float64))
+             for _ in range(6)]
+    flat = torch.zeros(d, dtype=torch.float64)
+    adam = CoordinateAdam(flat, lr=lr, betas=(b1, b2), eps=eps)
+    ref, m, v, t = (torch.zeros(d, dtype=torch.float64) for _ in range(4))
+    for idx, grad in steps:  # ART's ZooAttack update, written out
+        adam.step(idx, grad)
+        t[idx] += 1
+        m[idx] = b1 * m[idx] + (1 - b1) * grad
+        v[idx] = b2 * v[idx] + (1 - b2) * grad ** 2
+        corr = torch.sqrt(1 - b2 ** t[idx]) / (1 - b1 ** t[idx])
+        ref[idx] -= lr * corr * m[idx] / (torch.sqrt(v[idx]) + eps)
+    touched = torch.zeros(d, dtype=torch.bool)
+    for idx, _ in steps:
+        touched[idx] = True
+    assert torch.allclose(flat, ref, atol=1e-6) and bool((flat[~touched] == 0).all())
+    assert bool((flat[touched] != 0).all())

@@ -78,6 +78,24 @@ def ce_loss(proba: torch.Tensor, target: int) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------------- zoo
+class CoordinateAdam:
+    """ART's coordinate-wise Adam on a flat tensor with ``torch.optim.Adam``: each coordinate is its own
+    parameter (a 0-d view of the tensor), so moments and step counts are per coordinate, and a step moves
+    only the coordinates that were given a gradient (PAPER.md §4.2; ART's ZooAttack). Equal to ART's update
+    up to where ε enters (torch adds it to √v̂, ART to √v; ≈ 1e-7 relative)."""
+
+    def __init__(self, flat: torch.Tensor, *, lr: float, betas: tuple[float, float], eps: float) -> None:
+        self.coords = list(flat.unbind(0))  # views: the optimiser writes into ``flat``
+        self.optimizer = torch.optim.Adam(self.coords, lr=lr, betas=betas, eps=eps, foreach=True)
+
+    def step(self, idx: torch.Tensor, grad: torch.Tensor) -> None:
+        """One Adam step on coordinates ``idx`` (n,) with their partial derivatives ``grad`` (n,)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, g in zip(idx.tolist(), grad.unbind(0), strict=True):
+            self.coords[i].grad = g
+        self.optimizer.step()
+
+
 class ZooConfig(GeneratorConfig):
     """The paper's ZOO settings (PAPER.md §4.2)."""
 
@@ -155,10 +173,7 @@ class ZooProbes(ProbeGenerator):
         flat_start = x_start.reshape(-1).double()  # (d,)
         d, n, c = flat_start.numel(), cfg.nb_parallel, job.target
         delta = torch.zeros(d, dtype=torch.float64)
-        # ART's coordinate Adam: each coordinate is its own parameter (a 0-d view of delta), so torch.optim.Adam
-        # keeps per-coordinate moments and step counts and updates only the coordinates given a gradient
-        coords = list(delta.unbind(0))
-        optimizer = torch.optim.Adam(coords, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+        adam = CoordinateAdam(delta, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         lo, hi = -flat_start, 1.0 - flat_start
         prob: torch.Tensor | None = None
         best_loss, best_x, best_proba = loss_start, x_start, proba_start
@@ -176,10 +191,7 @@ class ZooProbes(ProbeGenerator):
             batch[rows, idx.repeat_interleave(2)] += torch.tensor([cfg.h, -cfg.h], dtype=torch.float64).repeat(n)
             losses = ce_loss(oracle.predict_proba(batch.float().reshape(2 * n, *oracle.input_shape)), c)
             grad = (losses[0::2] - losses[1::2]) / (2 * cfg.h)  # (n,)
-            optimizer.zero_grad(set_to_none=True)
-            for i, g in zip(idx.tolist(), grad.unbind(0), strict=True):
-                coords[i].grad = g
-            optimizer.step()  # writes into delta through the views
+            adam.step(idx, grad)
             delta[idx] = torch.minimum(torch.maximum(delta[idx], lo[idx]), hi[idx])
             if cfg.importance and len(oracle.input_shape) == 3:
                 prob = self._sampling_prob(delta, oracle.input_shape)
