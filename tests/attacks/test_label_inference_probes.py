@@ -230,3 +230,24 @@ def test_zoo_coordinate_adam_is_arts_per_coordinate_adam() -> None:
         touched[idx] = True
     assert torch.allclose(flat, ref, atol=1e-6) and bool((flat[~touched] == 0).all())
     assert bool((flat[touched] != 0).all())
+
+
+def test_zoo_population_batches_the_queries_of_several_probes_without_changing_them() -> None:
+    """population=4 sends every step's requests of 4 probes in one call: same probes, same counts."""
+    weight = torch.randn(K, 3 * 8 * 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.5
+    calls: list[int] = []
+
+    def answer(x: torch.Tensor) -> torch.Tensor:  # row by row in float64: independent of the batch
+        calls.append(x.shape[0])
+        return torch.softmax(x.double().flatten(1) @ weight.T, dim=1)
+
+    made = {}
+    for population in (1, 4):
+        calls.clear()
+        o = FunctionOracle(answer, num_classes=K, input_shape=SHAPE)
+        made[population] = (generate_probes("zoo", o, K, 1, SHAPE, seed=0, nb_parallel=16, threshold=0.999,
+                                            population=population), len(calls))
+    (one, calls_one), (four, calls_four) = made[1], made[4]
+    assert torch.equal(one.x, four.x) and one.queries.tolist() == four.queries.tolist()
+    assert one.total_queries == four.total_queries and one.accepted.tolist() == four.accepted.tolist()
+    assert calls_four < calls_one / 2  # the same rows in fewer, larger requests
