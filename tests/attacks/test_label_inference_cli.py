@@ -32,7 +32,7 @@ def app() -> typer.Typer:
 @pytest.fixture
 def pair_dir(tmp_path: Path) -> Path:
     """An MLP pair whose 'unlearned' model lost confidence in class 1 (its bias lowered)."""
-    spec = ModelSpec("mlp", SHAPE, 3, (0.5,) * 3, (0.25,) * 3, {"hidden": [16]})
+    spec = ModelSpec("mlp", SHAPE, 10, (0.5,) * 3, (0.25,) * 3, {"hidden": [16]})
     torch.manual_seed(0)
     model = build_model(spec)
     with torch.no_grad():
@@ -43,20 +43,20 @@ def pair_dir(tmp_path: Path) -> Path:
     bias = [k for k in unlearned if k.endswith("bias")][-1]
     unlearned[bias][1] -= 3.0
     pair = ModelPair(spec=spec, original=original, unlearned=unlearned,
-                     metadata={"forget_labels": [1, 1], "class_names": ["a", "b", "c"]})
+                     metadata={"forget_labels": [1, 1], "class_names": list("abcdefghij")})
     return pair.save(tmp_path / "pair")
 
 
 def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    # three classes are too few for the log-odds spread estimate; the paper's probability rule detects here
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out),
-                                      "--statistic", "probability"])
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "deleted (ground truth)" in result.output
     record = json.loads((out / "guess.json").read_text())
     assert record["guess"]["predicted"] == [1] and record["deleted_labels"] == [1]
-    assert record["guess"]["queries_unlearned"] == 6
+    assert record["guess"]["level"] == 0.05 and record["guess"]["p_value"] <= 0.05
+    assert record["guess"]["calibration"] == "null_pairs"  # nes probes, 10 classes: the measured null pairs
+    assert record["guess"]["queries_unlearned"] == 20
     for name in ("confidence_change.png", "probes.png", "probes/probes.safetensors"):
         assert (out / name).is_file(), name
     again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes")])
