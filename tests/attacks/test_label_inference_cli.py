@@ -64,6 +64,12 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
     replayed = json.loads(again.output.strip().splitlines()[-1])
     assert replayed["statistic"] == "log_odds" and replayed["ranked"][0] == 1
     assert replayed["changes"][1] < -2.5  # the output bias of class 1 was lowered by 3: its log-odds fall ≈ 3
+    chosen = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes"),
+                                      "--calibration", "gaussian", "--level", "0.01", "--test", "robust"])
+    assert chosen.exit_code == 0, chosen.output
+    verdict = json.loads(chosen.output.strip().splitlines()[-1])
+    assert verdict["calibration"] == "gaussian" and verdict["level"] == 0.01 and verdict["test"] == "robust"
+    assert verdict["predicted"] == [1]
 
 
 def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:

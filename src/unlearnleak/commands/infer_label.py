@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -37,9 +37,11 @@ def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | 
             marks.append("deleted (ground truth)")
         table.add_row(str(rank), f"{c} {names[c]}" if class_names else str(c),
                       "—" if math.isnan(change) else f"{change:+.3e}", str(guess.probe_counts[c]), ", ".join(marks))
-    table.caption = (f"detection level {guess.center - guess.z * guess.scale:+.3e} (center {guess.center:+.2e} − "
-                     f"{guess.z:g}·{guess.scale:.2e}); queries: original {guess.queries_original}, "
-                     f"unlearned {guess.queries_unlearned}")
+    level = "uncalibrated threshold" if guess.level is None else f"false-detection level {guess.level:g}"
+    p_value = "" if guess.p_value is None else f", p = {guess.p_value:.2g}"
+    table.caption = (f"{level}{p_value}: threshold {guess.center - guess.z * guess.scale:+.3e} (center "
+                     f"{guess.center:+.2e} − {guess.z:.3g}·{guess.scale:.2e}; {guess.calibration_source}); "
+                     f"queries: original {guess.queries_original}, unlearned {guess.queries_unlearned}")
     return table
 
 
@@ -57,6 +59,14 @@ def register(app: typer.Typer) -> None:
                                            min=1)] = 1,
         statistic: Annotated[str, typer.Option(
             help="Confidence change: log_odds (default) or probability (the paper's Eq. 11).")] = "log_odds",
+        level: Annotated[float, typer.Option(
+            help="False-detection rate the 'detected' verdict holds when nothing was deleted, in (0, 1).")] = 0.05,
+        calibration: Annotated[str, typer.Option(
+            help="How the detection threshold is obtained: auto | null_pairs | gaussian | student_t | fixed "
+                 "(docs/label_inference.md).")] = "auto",
+        test: Annotated[str, typer.Option(
+            help="Centre/spread of the other classes' changes: student (mean/std), robust (median/MAD), "
+                 "lower.")] = "student",
         seed: Annotated[int, typer.Option(help="Seed of the probe generator.", min=0)] = 0,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Generator parameter, e.g. --set threshold=0.999 (see docs/label_inference.md).")] = None,
@@ -82,6 +92,7 @@ def register(app: typer.Typer) -> None:
             generate_probes,
             infer_label,
         )
+        from unlearnleak.attacks.label_inference.calibration import CALIBRATORS, Test
         from unlearnleak.attacks.label_inference.decision import STATISTICS
         from unlearnleak.errors import ConfigError
         from unlearnleak.experiments.config import load_config
@@ -93,6 +104,12 @@ def register(app: typer.Typer) -> None:
         # ---- every check before any probe is made --------------------------------------------------------
         if statistic not in STATISTICS:
             raise ConfigError(f"--statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        if not 0 < level < 1:
+            raise ConfigError(f"--level must lie in (0, 1), got {level}; e.g. --level 0.05")
+        if calibration not in CALIBRATORS:
+            raise ConfigError(f"--calibration must be one of {', '.join(CALIBRATORS.names())}, got {calibration!r}")
+        if test not in get_args(Test):
+            raise ConfigError(f"--test must be one of {', '.join(get_args(Test))}, got {test!r}")
         if probes_dir is None and generator not in PROBE_GENERATORS:
             raise ConfigError(f"--generator must be one of {', '.join(PROBE_GENERATORS.names())}, "
                               f"got {generator!r} (unknown probe generator)")
@@ -106,7 +123,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--top-k {top_k}: this model has {spec.num_classes} classes, so at most "
                               f"{spec.num_classes - 1} can be named as deleted (the rest are the reference); "
                               "lower --top-k")
-        decision = DecisionConfig(top_k=top_k, statistic=statistic)
+        decision = DecisionConfig(top_k=top_k, statistic=statistic, level=level, calibration=calibration,
+                                  test=test)
         probes = params = public = None
         if probes_dir is not None:
             probes = _load_probes(probes_dir, spec.num_classes, tuple(spec.input_shape))
