@@ -86,11 +86,13 @@ def register(app: typer.Typer) -> None:
         from unlearnleak.experiments.config import load_config
         from unlearnleak.oracle import ModelOracle
         from unlearnleak.pair import ModelPair
+        from unlearnleak.record import RunRecord
         from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
         from unlearnleak.storage import write_json_atomic
 
         pair = ModelPair.load(pair_dir)
-        meta: dict[str, Any] = dict(pair.metadata)
+        run_record = RunRecord.load(pair_dir)  # dataset name and class names for probes and reports; never D_u
+        meta: dict[str, Any] = run_record.to_dict() if run_record else {}
         spec = pair.spec
         original = ModelOracle.from_pair(pair, "original", budget=budget, device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
@@ -134,5 +136,5 @@ def register(app: typer.Typer) -> None:
 
 
 def _class_names(meta: dict[str, Any]) -> list[str] | None:
-    names = meta.get("class_names") or meta.get("dataset", {}).get("classes")
+    names = meta.get("dataset", {}).get("classes")
     return [str(n) for n in names] if names else None

@@ -84,16 +84,17 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     )
     from unlearnleak.experiments.config import load_config
     from unlearnleak.metrics import load_lpips
-    from unlearnleak.pair import ModelPair
+    from unlearnleak.pair import load_pair_folder
+    from unlearnleak.record import RunRecord
     from unlearnleak.report.grids import save_reconstruction_grid
     from unlearnleak.storage import environment_record, write_json_atomic
 
     started = time.perf_counter()
-    pair = ModelPair.load(pair_dir)
+    pair, knowledge = load_pair_folder(pair_dir)
     name = "tabular" if len(pair.spec.input_shape) != 3 and preset == "best" else preset
     config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump())
-    rec = recover(pair, preset=config, labels=labels, iterations=iterations, restarts=restarts, device=device,
-                  seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
+    rec = recover(pair, knowledge, preset=config, labels=labels, iterations=iterations, restarts=restarts,
+                  device=device, seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
     rec = replace(rec, preset=name if rec.method == "inversion" else rec.preset)
     out.mkdir(parents=True, exist_ok=True)
     rec.save(out / RECONSTRUCTION_FILE)
@@ -108,7 +109,8 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     shown = rec.x
     if truth is not None:
         gt_x, gt_y = truth
-        transform = _tabular_transform(dict(pair.metadata)) if rec.kind == "tabular" else None
+        record = RunRecord.load(pair_dir)
+        transform = _tabular_transform(dict(record.config) if record else {}) if rec.kind == "tabular" else None
         lpips = load_lpips(lpips_path) if rec.kind == "image" else None
         std = pair.spec.std if rec.kind == "image" else None
         evaluation = evaluate_reconstruction(rec, gt_x, gt_y, lpips, std=std, transform=transform)
