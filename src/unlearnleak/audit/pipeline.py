@@ -98,6 +98,7 @@ class AuditOutcome:
     reconstruction: Reconstruction | None = None
     labels: LabelInferenceResult | None = None
     verdict: list[str] = field(default_factory=list)
+    interrupted: bool = False  # a Ctrl-C stopped the run; the report holds the finished stages
 
 
 def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnowledge | None = None,
@@ -123,7 +124,6 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
         "environment": environment_record(),
     }
     outcome = AuditOutcome(report)
-    interrupted = False
     try:
         if pair is not None and feature_recovery is not None:
             t0 = time.perf_counter()
@@ -150,7 +150,7 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     except QueryBudgetExceeded as exc:
         report["partial"], report["partial_reason"] = True, f"query budget exhausted: {exc}"
     except KeyboardInterrupt:
-        interrupted = True
+        outcome.interrupted = True
         report["partial"], report["partial_reason"] = True, "interrupted (Ctrl-C); the finished stages are kept"
     report["labels"] = _labels_section(outcome)
     if ground_truth is not None and outcome.reconstruction is not None:
@@ -161,8 +161,6 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     report["verdict"] = outcome.verdict
     _figures(out, outcome, ground_truth)
     write_json_atomic(out / REPORT_FILE, report)
-    if interrupted:
-        raise KeyboardInterrupt
     return outcome
 
 
