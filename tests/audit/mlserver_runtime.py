@@ -16,6 +16,7 @@ class PairRuntime(MLModel):
     """Answers V2 infer requests with softmax probabilities of θ or θ_u; logs ``name:rows`` per request."""
 
     async def load(self) -> bool:
+        torch.set_num_threads(1)
         params = self.settings.parameters
         assert params is not None and params.uri is not None and params.extra is not None
         self._model = ModelPair.load(params.uri).model(params.extra["which"])

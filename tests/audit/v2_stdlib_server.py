@@ -17,6 +17,7 @@ from unlearnleak.pair import ModelPair
 
 
 def main() -> None:
+    torch.set_num_threads(1)
     pair = ModelPair.load(sys.argv[1])
     port, log = int(sys.argv[2]), Path(sys.argv[3])
     models = {"original": pair.model("original"), "unlearned": pair.model("unlearned")}

@@ -108,6 +108,8 @@ def register(app: typer.Typer) -> None:
         generator: Annotated[str, typer.Option(help="Label-inference probe generator: nes | zoo.")] = "nes",
         per_class: Annotated[int, typer.Option(help="Label-inference probes per class (0: skip).")] = 5,
         max_seconds: Annotated[float | None, typer.Option(help="Stop making probes after this long.")] = None,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="Probe-generator parameter, e.g. --set max_steps=50 (docs/label_inference.md).")] = None,
         seed: Annotated[int, typer.Option(help="Seed of both attacks.")] = 0,
         ground_truth: Annotated[Path | None, typer.Option(
             help="safetensors with the deleted 'images' (or 'rows') and 'labels', to score the recovery.")] = None,
@@ -115,6 +117,8 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option(help="Replace an existing results folder.")] = False,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
+        import torch
+
         from unlearnleak.attacks.interface import (
             FeatureRecovery,
             FeatureRecoveryConfig,
@@ -154,8 +158,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--unlearning must be exact or approximate, got {unlearning!r}")
         label_attack = None
         if per_class:
+            from unlearnleak.attacks.label_inference import PROBE_GENERATORS
+            from unlearnleak.experiments.config import load_config
+
+            params = load_config(PROBE_GENERATORS.get(generator).Config, None, list(set_ or [])).model_dump()
             label_attack = LabelInference(LabelInferenceConfig(generator=generator, per_class=per_class, seed=seed,
-                                                               max_seconds=max_seconds))
+                                                               max_seconds=max_seconds, params=params))
         truth = read_ground_truth(ground_truth) if ground_truth is not None else None
         inputs: dict[str, Any] = {"model_def": model_def, "model_kwargs": parse_kwargs(model_kwargs),
                                   "original": str(original) if original else original_endpoint,
@@ -190,7 +198,8 @@ def register(app: typer.Typer) -> None:
                        for url, flag in ((original_endpoint, "--original-endpoint"),
                                          (unlearned_endpoint, "--unlearned-endpoint"))]
             for oracle in oracles:
-                oracle.check()
+                oracle.check()  # reachable, V2 metadata (not a query)
+                oracle.predict_proba(torch.zeros(1, *dims))  # answers the right shape: one counted query
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, original_oracle=oracles[0], unlearned_oracle=oracles[1],
                                label_inference=label_attack, inputs=inputs)
