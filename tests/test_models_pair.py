@@ -244,6 +244,9 @@ def test_the_named_definition_is_accepted(tmp_path: Path) -> None:
     ModelPair(spec, state, {k: v + 1 for k, v in state.items()}).save(tmp_path / "p")
     pair = ModelPair.load(tmp_path / "p", model_def=f"{tmp_path}/./net.py:Net")
     assert marker.exists() and pair.model()(torch.rand(2, 6)).shape == (2, 3)
+    result = CliRunner().invoke(app, ["recover", str(tmp_path / "p"), "--model-def", f"{code}:Net", "--out",
+                                      str(tmp_path / "r"), "--iterations", "1"])
+    assert result.exit_code == 0, result.output
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

@@ -108,3 +108,22 @@ def test_bad_input_shape_text_is_one_line(user_pair: Any, white_box_args: Callab
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and result.output.count("error:") == 1 and "--input-shape" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_keeps_the_finished_stages(user_pair: Any, white_box_args: Callable[..., list[str]],
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnleak.attacks.interface import LabelInference
+
+    def interrupted(self: Any, original: Any, unlearned: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LabelInference, "attack", interrupted)
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "2", "--restarts", "1",
+                                               "--per-class", "1"))
+    assert result.exit_code == 130, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["partial"] is True and "interrupted" in report["partial_reason"]
+    assert [a["name"] for a in report["attacks"]] == ["feature_recovery"]
+    assert load_file(str(out / "reconstructions.safetensors"))["images"].shape == (1, 3, 32, 32)
+    assert not list(tmp_path.glob(".audit.*"))  # no staging folder left behind

@@ -69,6 +69,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for guess.json, figures, probes.")]
         = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        model_def: Annotated[str | None, typer.Option(
+            help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
+        = None,
     ) -> None:
         """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most."""
         from unlearnleak.attacks.label_inference import (
@@ -90,7 +93,7 @@ def register(app: typer.Typer) -> None:
         from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
         from unlearnleak.storage import write_json_atomic
 
-        pair = ModelPair.load(pair_dir)
+        pair = ModelPair.load(pair_dir, model_def=model_def)
         run_record = RunRecord.load(pair_dir)  # dataset name and class names for probes and reports; never D_u
         meta: dict[str, Any] = run_record.to_dict() if run_record else {}
         spec = pair.spec

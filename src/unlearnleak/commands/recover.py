@@ -73,7 +73,7 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 iterations: int | None = None, restarts: int | None = None, mode: str = "auto",
                 k: int | None = None, device: str = "cpu", seed: int = 0, time_budget: float | None = None,
                 overrides: list[str] | None = None, evaluate: bool = True,
-                lpips_path: str | None = None) -> dict[str, Any]:
+                lpips_path: str | None = None, model_def: str | None = None) -> dict[str, Any]:
     """Attack the pair in ``pair_dir``, evaluate if ground truth is present, write outputs into ``out``."""
     from unlearnleak.attacks.feature_recovery import (
         PRESETS,
@@ -90,7 +90,7 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     from unlearnleak.storage import environment_record, write_json_atomic
 
     started = time.perf_counter()
-    pair, knowledge = load_pair_folder(pair_dir)
+    pair, knowledge = load_pair_folder(pair_dir, model_def=model_def)
     name = "tabular" if len(pair.spec.input_shape) != 3 and preset == "best" else preset
     config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump())
     rec = recover(pair, knowledge, preset=config, labels=labels, iterations=iterations, restarts=restarts,
@@ -186,6 +186,9 @@ def register(app: typer.Typer) -> None:
         no_eval: Annotated[bool, typer.Option("--no-eval", help="Do not read the ground truth.")] = False,
         lpips: Annotated[str | None, typer.Option(help="LPIPS weights file (default: found automatically).")]
         = None,
+        model_def: Annotated[str | None, typer.Option(
+            help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
+        = None,
     ) -> None:
         """Recover the unlearned samples from θ and θ_u (white-box server attack, PAPER.md §2)."""
         from unlearnleak.devices import check_device
@@ -195,7 +198,7 @@ def register(app: typer.Typer) -> None:
         results = run_recover(pair_dir, folder, preset=preset, labels=_parse_labels(labels),
                               iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
                               seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
-                              lpips_path=lpips)
+                              lpips_path=lpips, model_def=model_def)
         Console().print(_summary_table(results))
         typer.echo(f"results written to {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
         typer.echo(json.dumps({"out": str(folder), **({"psnr_mean": results["evaluation"]["mean"].get("psnr")}
