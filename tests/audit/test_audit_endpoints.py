@@ -15,7 +15,7 @@ from unlearnleak.errors import ConfigError, QueryBudgetExceeded
 from unlearnleak.oracle_http import EndpointError, HttpOracle
 
 runner = CliRunner()
-NES = ["--per-class", "1", "--generator", "nes", "--set", "max_steps=30"]
+NES = ["--per-class", "1", "--generator", "nes", "--set", "max_steps=12"]
 
 
 def _args(served: Any, out: Path, *extra: str) -> list[str]:
