@@ -87,3 +87,17 @@ def test_http_oracle_batches_budgets_and_rate_limits(served: Any) -> None:
         HttpOracle(served.original, num_classes=10, input_shape=(3, 8, 8), rate_limit=0)
     with pytest.raises(EndpointError, match="not an http"):
         HttpOracle("ftp://x", num_classes=10, input_shape=(8,))
+
+
+def test_transient_failures_are_retried_with_backoff(served: Any) -> None:
+    if "stdlib" not in str(served.log):
+        pytest.skip("the flaky model comes from the stdlib test server")
+    flaky = served.original.rsplit("/", 1)[0] + "/flaky"
+    oracle = HttpOracle(flaky, num_classes=10, input_shape=(3, 8, 8), batch_size=4, retries=2, backoff=0.01)
+    x = torch.rand(8, 3, 8, 8)
+    steady = HttpOracle(served.original, num_classes=10, input_shape=(3, 8, 8))
+    assert torch.allclose(oracle.predict_proba(x), steady.predict_proba(x))
+    assert oracle.requests == 4 and oracle.queries == 8  # each batch: one 503, then the answer
+    no_retry = HttpOracle(flaky, num_classes=10, input_shape=(3, 8, 8), retries=0)
+    with pytest.raises(EndpointError, match="unreachable after 1 attempts \\(HTTP 503\\)"):
+        no_retry.predict_proba(x)

@@ -1,7 +1,8 @@
 """A minimal Open Inference Protocol (V2 REST) server on http.server, serving a pair folder's two models.
 
 Run as ``python v2_stdlib_server.py PAIR_DIR PORT LOG``; every infer request appends ``name:rows`` to LOG.
-Special model names for error tests: ``broken-json`` (malformed JSON), ``wrong-shape`` (one class too few).
+Special model names for error tests: ``broken-json`` (malformed JSON), ``wrong-shape`` (one class too few),
+``flaky`` (θ, but every other infer request answers HTTP 503 first).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def main() -> None:
     pair = ModelPair.load(sys.argv[1])
     port, log = int(sys.argv[2]), Path(sys.argv[3])
     models = {"original": pair.model("original"), "unlearned": pair.model("unlearned")}
+    flaky_calls = [0]
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -50,10 +52,15 @@ def main() -> None:
             x = torch.tensor(inp["data"], dtype=torch.float32).reshape(inp["shape"])
             with log.open("a") as f:
                 f.write(f"{name}:{x.shape[0]}\n")
+            if name == "flaky":
+                flaky_calls[0] += 1
+                if flaky_calls[0] % 2 == 1:
+                    self._send(503, b'{"error": "busy"}')
+                    return
             if name == "broken-json":
                 self._send(200, b'{"outputs": [')
                 return
-            model = models["original" if name == "wrong-shape" else name]
+            model = models["original" if name in ("wrong-shape", "flaky") else name]
             with torch.no_grad():
                 p = torch.softmax(model(x).double(), dim=1)
             if name == "wrong-shape":
