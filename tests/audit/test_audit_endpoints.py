@@ -51,6 +51,11 @@ def test_budget_exhausted_mid_attack_keeps_partial_results(served: Any, tmp_path
     assert report["partial"] is True and "budget" in report["partial_reason"]
     assert report["queries"]["original"]["rows"] <= 1000 and report["queries"]["unlearned"]["rows"] <= 1000
     assert "PARTIAL" in result.output
+    tiny = runner.invoke(app, _args(served, tmp_path / "tiny", "--budget", "30"))  # not even one probe
+    assert tiny.exit_code == 0, tiny.output
+    report = json.loads((tmp_path / "tiny" / "report.json").read_text())
+    assert report["partial"] is True and report["attacks"][0]["probes"] is None
+    assert report["queries"]["original"]["rows"] <= 30
 
 
 @pytest.mark.parametrize(("model", "message"), [

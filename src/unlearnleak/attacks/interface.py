@@ -23,7 +23,7 @@ from unlearnleak.attacks.label_inference import (
     generate_probes,
     infer_label,
 )
-from unlearnleak.errors import QueryBudgetExceeded
+from unlearnleak.errors import ConfigError, QueryBudgetExceeded
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.oracle import Oracle
 from unlearnleak.pair import ModelPair
@@ -83,10 +83,10 @@ class LabelInferenceConfig(BaseModel):
 
 @dataclass(frozen=True)
 class LabelInferenceResult:
-    """The guess (None when the budget ran out before θ_u answered), the probes, and why it is partial."""
+    """The guess (None when the budget ran out first), the probes made (None: none), and why it is partial."""
 
     guess: LabelGuess | None
-    probes: ProbeSet
+    probes: ProbeSet | None
     partial: str | None = None
 
     @property
@@ -105,8 +105,16 @@ class LabelInference:
     def attack(self, original: Oracle, unlearned: Oracle) -> LabelInferenceResult:
         """Probes made against ``original`` only, then one query per probe to ``unlearned``."""
         c = self.config
-        probes = generate_probes(c.generator, original, original.num_classes, c.per_class, original.input_shape,
-                                 c.seed, max_seconds=c.max_seconds, **c.params)
+        try:
+            probes = generate_probes(c.generator, original, original.num_classes, c.per_class,
+                                     original.input_shape, c.seed, max_seconds=c.max_seconds, **c.params)
+        except QueryBudgetExceeded as exc:
+            return LabelInferenceResult(None, None, f"the original model's query budget ran out: {exc}")
+        except ConfigError as exc:
+            if original.remaining is None or "budget" not in str(exc):
+                raise
+            return LabelInferenceResult(None, None, f"the original model's query budget ran out before any probe "
+                                                    f"was finished: {exc}")
         partial = probes.notes if "budget" in probes.notes else None
         try:
             guess = infer_label(original, unlearned, probes,

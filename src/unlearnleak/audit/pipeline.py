@@ -139,12 +139,13 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
             result = label_inference.attack(original_oracle, unlearned_oracle)
             outcome.labels = result
             report["timing"]["label_inference_seconds"] = time.perf_counter() - t0
+            probes = result.probes
             report["attacks"].append({"name": "label_inference", "attack": repr(label_inference),
                                       "knowledge_used": list(result.knowledge_used),
                                       "guess": None if result.guess is None else result.guess.to_dict(),
-                                      "probes": {"count": len(result.probes), "accepted": result.probes.num_accepted,
-                                                 "total_queries": result.probes.total_queries,
-                                                 "notes": result.probes.notes}})
+                                      "probes": None if probes is None else {
+                                          "count": len(probes), "accepted": probes.num_accepted,
+                                          "total_queries": probes.total_queries, "notes": probes.notes}})
             if result.partial:
                 report["partial"], report["partial_reason"] = True, result.partial
     except QueryBudgetExceeded as exc:
