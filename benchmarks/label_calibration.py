@@ -113,7 +113,7 @@ def collect(args: argparse.Namespace) -> None:
     spec, pair = scn.pair.spec, scn.pair
     x_ft, y_ft = scn.train.x[scn.ft_indices], scn.train.y[scn.ft_indices]
     k, shape = spec.num_classes, tuple(spec.input_shape)
-    print(f"setup {time.perf_counter() - started:.0f} s; accuracies {pair.metadata.get('metrics')}; "
+    print(f"setup {time.perf_counter() - started:.0f} s; accuracies {dict(scn.record.metrics)}; "
           f"D_ft per class {torch.bincount(y_ft, minlength=k).tolist()}", flush=True)
     theta = pair.model("original", args.device)
     probe_sets: dict[str, ProbeSet] = {}
@@ -143,7 +143,8 @@ def collect(args: argparse.Namespace) -> None:
         pairs.append(key)
 
     def context(mask: torch.Tensor, params: dict[str, Any]) -> UnlearningContext:
-        return UnlearningContext(spec=spec, original=pair.original, base=pair.base, x_train=x_ft, y_train=y_ft,
+        return UnlearningContext(spec=spec, original=pair.original, base=scn.knowledge.base, x_train=x_ft,
+                                 y_train=y_ft,
                                  forget_mask=mask, finetune=cfg.finetune, params=params, seed=args.seed,
                                  device=args.device)
 
@@ -185,7 +186,7 @@ def collect(args: argparse.Namespace) -> None:
     save_tensors_atomic(args.out / "answers.safetensors", answers)
     write_json_atomic(args.out / "pairs.json", {
         "pairs": pairs, "generators": list(probe_sets), "num_classes": k,
-        "metrics": dict(pair.metadata.get("metrics", {})), "collect_seconds": time.perf_counter() - started,
+        "metrics": dict(scn.record.metrics), "collect_seconds": time.perf_counter() - started,
         "probes": {g: {"count": len(ps), "accepted": ps.num_accepted, "per_class": ps.per_class(),
                        "total_queries": ps.total_queries, "seconds": ps.seconds, "notes": ps.notes}
                    for g, ps in probe_sets.items()}})

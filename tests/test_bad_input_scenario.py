@@ -168,6 +168,7 @@ def test_overwrite_replaces_the_whole_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["scenario", *DIGITS, "--out", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"weights.safetensors", "manifest.json", "config.json",
+                                                "knowledge.json", "base.safetensors", "record.json",
                                                 "ground_truth.safetensors"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary siblings left
 

@@ -25,13 +25,17 @@ from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.devices import check_device
 from unlearnleak.errors import ConfigError, UnlearnleakError
 from unlearnleak.experiments.config import one_line
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import MODELS, ModelSpec, build_model, load_weights
 from unlearnleak.pair import ModelPair, StateDict, Which
+from unlearnleak.record import GROUND_TRUTH_FILE as GROUND_TRUTH_FILE
+from unlearnleak.record import RunRecord
 from unlearnleak.storage import check_creatable, environment_record, save_tensors_atomic, write_json_atomic
 from unlearnleak.training import TrainConfig, evaluate, train
 from unlearnleak.unlearning import UNLEARNING, UnlearningContext, state_of, unlearn
 
-GROUND_TRUTH_FILE = "ground_truth.safetensors"
+# The kind of unlearning each registered method performs (declared to the server attacker by the scenario).
+UNLEARNING_KIND: dict[str, Literal["exact", "approximate"]] = {"exact": "exact", "gradient_ascent": "approximate"}
 
 
 class ForgetConfig(BaseModel):
@@ -123,7 +127,9 @@ class Scenario:
     """A built scenario: the pair (what attackers see) and the ground truth (what evaluation sees)."""
 
     config: ScenarioConfig
-    pair: ModelPair
+    pair: ModelPair  # what every attacker sees
+    knowledge: ServerKnowledge  # what the scenario declares the server attacker knows (θ0, N, k, kind)
+    record: RunRecord  # provenance and ground truth, for evaluation and reports only
     forget_x: torch.Tensor  # (k, ...) D_u inputs
     forget_y: torch.Tensor  # (k,)
     ft_indices: torch.Tensor  # train-split rows of D_ft, in D_ft order
@@ -148,12 +154,11 @@ class Scenario:
         return self.train.subset(self.public_indices())
 
     def save(self, folder: str | Path) -> Path:
-        """Write the pair, the ground truth and the effective config into ``folder``."""
+        """Write the pair, the declared knowledge, the record (with the ground truth) and the effective config."""
         folder = Path(folder)
         self.pair.save(folder)
-        save_tensors_atomic(folder / GROUND_TRUTH_FILE, {
-            "forget_x": self.forget_x, "forget_y": self.forget_y, "ft_indices": self.ft_indices,
-            "forget_positions": self.forget_positions})
+        self.knowledge.save(folder)
+        self.record.save(folder)
         write_json_atomic(folder / "config.json", self.config.model_dump(mode="json"))
         return folder
 
@@ -274,6 +279,12 @@ def plan_scenario(config: ScenarioConfig) -> ScenarioPlan:
     return ScenarioPlan(train=train_set, test=test_set, spec=spec, ft_indices=ft_indices, positions=positions)
 
 
+def _unfit(what: str, dataset: str, spec: ModelSpec, exc: BaseException) -> ConfigError:
+    return ConfigError(f"{what} does not fit {dataset!r} inputs of shape {tuple(spec.input_shape)} "
+                       f"({type(exc).__name__}: {one_line(str(exc))}); choose another model (e.g. lenet or mlp "
+                       "for small images) or other model_kwargs")
+
+
 def check_model_fits(spec: ModelSpec, dataset: str) -> None:
     """Build ``spec`` and run one zero input through it, so that a model unfit for the data fails before training."""
     if spec.name in MODELS:
@@ -289,12 +300,13 @@ def check_model_fits(spec: ModelSpec, dataset: str) -> None:
         model = build_model(spec).eval()
         with torch.no_grad():
             out = model(torch.zeros(1, *spec.input_shape))
-    except UnlearnleakError:
-        raise
+    except UnlearnleakError as exc:
+        cause = exc.__cause__  # build_model wraps what the architecture raised while being built
+        if cause is None:
+            raise
+        raise _unfit(what, dataset, spec, cause) from exc
     except Exception as exc:  # any failure of the user's architecture choice is reported, not raised
-        raise ConfigError(f"{what} does not fit {dataset!r} inputs of shape {tuple(spec.input_shape)} "
-                          f"({type(exc).__name__}: {one_line(str(exc))}); choose another model (e.g. lenet or mlp "
-                          "for small images) or other model_kwargs") from exc
+        raise _unfit(what, dataset, spec, exc) from exc
     if tuple(out.shape) != (1, spec.num_classes):
         raise ConfigError(f"{what} returns outputs of shape {tuple(out.shape)} for one input, not (1, "
                           f"{spec.num_classes}) for the {spec.num_classes} classes of {dataset!r}; fix the model")
@@ -324,31 +336,33 @@ def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> 
                             forget_mask=mask, finetune=config.finetune, params=config.unlearning.params,
                             seed=config.seed, device=config.device)
     unlearned = unlearn(config.unlearning.method, ctx)
-    pair = ModelPair(spec=spec, original=original, unlearned=unlearned, base=base, n_train=config.n_train,
-                     n_forget=int(positions.numel()), metadata={})
-    metadata = {
-        "config": config.model_dump(mode="json"),
-        "dataset": {"name": config.dataset, "provenance": {
+    pair = ModelPair(spec=spec, original=original, unlearned=unlearned)
+    knowledge = ServerKnowledge(base=base, n_train=config.n_train, n_forget=int(positions.numel()),
+                                unlearning=UNLEARNING_KIND.get(config.unlearning.method),
+                                batch_size=config.finetune.batch_size)
+    record = RunRecord(
+        config=config.model_dump(mode="json"),
+        dataset={"name": config.dataset, "classes": list(train_set.classes), "provenance": {
             "source": train_set.provenance.source,
             "files": [f.__dict__ for f in train_set.provenance.files]}},
-        "ft_indices": ft_indices.tolist(),
-        "forget_indices": ft_indices[positions].tolist(),
-        "forget_labels": y_ft[positions].tolist(),
-        "metrics": _measure(pair, x_ft, y_ft, mask, test_set, config.device),
-        "environment": environment_record(),
-    }
-    pair = ModelPair(spec=spec, original=original, unlearned=unlearned, base=base, n_train=config.n_train,
-                     n_forget=int(positions.numel()), metadata=metadata)
-    return Scenario(config=config, pair=pair, forget_x=x_ft[positions], forget_y=y_ft[positions],
-                    ft_indices=ft_indices, forget_positions=positions, train=train_set, test=test_set)
+        ft_indices=tuple(ft_indices.tolist()),
+        forget_indices=tuple(ft_indices[positions].tolist()),
+        forget_labels=tuple(y_ft[positions].tolist()),
+        metrics=_measure(pair, knowledge, x_ft, y_ft, mask, test_set, config.device),
+        environment=environment_record(),
+        forget_x=x_ft[positions], forget_y=y_ft[positions], forget_positions=positions,
+    )
+    return Scenario(config=config, pair=pair, knowledge=knowledge, record=record, forget_x=x_ft[positions],
+                    forget_y=y_ft[positions], ft_indices=ft_indices, forget_positions=positions, train=train_set,
+                    test=test_set)
 
 
-def _measure(pair: ModelPair, x_ft: torch.Tensor, y_ft: torch.Tensor, mask: torch.Tensor,
+def _measure(pair: ModelPair, knowledge: ServerKnowledge, x_ft: torch.Tensor, y_ft: torch.Tensor, mask: torch.Tensor,
              test: Dataset | None, device: str) -> dict[str, float]:
     out: dict[str, float] = {}
     whiches: tuple[Which, ...] = ("base", "original", "unlearned")
     for which in whiches:
-        model = pair.model(which, device)
+        model = pair.model(which, device, knowledge)
         if test is not None:
             out[f"{which}_test_accuracy"] = evaluate(model, test.x, test.y, device=device)
         out[f"{which}_forget_accuracy"] = evaluate(model, x_ft[mask], y_ft[mask], device=device)

@@ -18,8 +18,10 @@ from torch.nn import functional as F
 from typer.testing import CliRunner, Result
 
 from unlearnleak.cli import app
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
+from unlearnleak.record import RunRecord
 from unlearnleak.unlearning import state_of
 
 runner = CliRunner()
@@ -50,8 +52,9 @@ def make_pair(folder: Path, spec: ModelSpec, k: int = 2) -> Path:
     unlearned = dict(original)
     for (name, p), grad in zip(model.named_parameters(), grads, strict=True):
         unlearned[name] = (p + 1e-2 * grad).detach()
-    ModelPair(spec, original, unlearned, n_train=16, n_forget=k,
-              metadata={"forget_labels": y.tolist()}).save(folder)
+    ModelPair(spec, original, unlearned).save(folder)
+    ServerKnowledge(n_train=16, n_forget=k).save(folder)
+    RunRecord(forget_labels=tuple(y.tolist())).save(folder)
     save_file({"forget_x": x, "forget_y": y}, str(folder / "ground_truth.safetensors"))
     return folder
 
@@ -76,6 +79,9 @@ def no_attack(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("unlearnleak.attacks.label_inference.generate_probes", _refuse)
     monkeypatch.setattr("unlearnleak.attacks.label_inference.infer_label", _refuse)
     monkeypatch.setattr("unlearnleak.commands.demo.build_scenario", _refuse)
+
+
+PAIR_FILES = {"manifest.json", "weights.safetensors", "knowledge.json", "record.json", "ground_truth.safetensors"}
 
 
 def _entries(folder: Path) -> set[str]:
@@ -107,7 +113,7 @@ def test_recover_bad_options(args: list[str], needles: list[str], pair_dir: Path
                              no_attack: None) -> None:
     one_error(runner.invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "out"), *args]), *needles)
     assert _entries(tmp_path) == {"pair"}
-    assert _entries(pair_dir) == {"manifest.json", "weights.safetensors", "ground_truth.safetensors"}
+    assert _entries(pair_dir) == PAIR_FILES
 
 
 def test_recover_bad_ground_truth_is_refused_before_the_attack(pair_dir: Path, tmp_path: Path,
@@ -241,7 +247,6 @@ def test_demo_failing_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest.
 # ---- hostile or corrupt pair folders (the loading itself is hardened in pair.py / models, issue 6/9) -------
 
 
-@pytest.mark.xfail(strict=False, reason="pair loading hardened by i9audit")
 def test_a_manifest_model_name_is_never_run_as_code(pair_dir: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     manifest = json.loads((pair_dir / "manifest.json").read_text())
@@ -260,7 +265,6 @@ MANIFEST_FIELDS = ["format", "model", "has_base", "n_train", "n_forget", "metada
                    "model.input_shape", "model.num_classes", "model.mean", "model.std", "model.kwargs"]
 
 
-@pytest.mark.xfail(strict=False, reason="pair loading hardened by i9audit")
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.sampled_from(MANIFEST_FIELDS), JSON), min_size=1, max_size=3),
        top=st.booleans())
@@ -286,7 +290,6 @@ def test_fuzzed_manifests_exit_2(edits: list[tuple[str, Any]], top: bool, monkey
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-@pytest.mark.xfail(strict=False, reason="finite weights checked in pair loading by i9audit")
 def test_non_finite_weights_are_refused(value: float, pair_dir: Path, tmp_path: Path, no_attack: None) -> None:
     from safetensors.torch import load_file
 

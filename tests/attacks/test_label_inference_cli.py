@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from unlearnleak.commands.infer_label import register
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
+from unlearnleak.record import RunRecord
 
 SHAPE = (3, 8, 8)
 
@@ -42,8 +43,8 @@ def pair_dir(tmp_path: Path) -> Path:
     unlearned = {k: v.clone() for k, v in original.items()}
     bias = [k for k in unlearned if k.endswith("bias")][-1]
     unlearned[bias][1] -= 3.0
-    pair = ModelPair(spec=spec, original=original, unlearned=unlearned,
-                     metadata={"forget_labels": [1, 1], "class_names": list("abcdefghij")})
+    pair = ModelPair(spec=spec, original=original, unlearned=unlearned)
+    RunRecord(forget_labels=(1, 1), dataset={"classes": list("abcdefghij")}).save(tmp_path / "pair")
     return pair.save(tmp_path / "pair")
 
 

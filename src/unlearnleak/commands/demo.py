@@ -62,7 +62,7 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
     scn = build_scenario(feature_recovery_config(seed, device))
     scn.save(out / "pair")
     console.print(scenario_table(scn))
-    rec = recover(scn.pair, preset="best", iterations=iterations, restarts=2, device=device, seed=seed)
+    rec = recover(scn.pair, scn.knowledge, preset="best", iterations=iterations, restarts=2, device=device, seed=seed)
     rec.save(out / "reconstruction.safetensors")
     lpips = load_lpips()
     result = evaluate_reconstruction(rec, scn.forget_x, scn.forget_y, lpips, std=scn.pair.spec.std)
@@ -82,7 +82,7 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
     console.print(table)
     if lpips is None:
         console.print("LPIPS unavailable: no weights found (see docs/metrics.md); reported as n/a, not 0.")
-    return {"scenario": scn.pair.metadata.get("metrics"), "attack": rec.summary(), "evaluation": result,
+    return {"scenario": dict(scn.record.metrics), "attack": rec.summary(), "evaluation": result,
             "grid": str(grid)}
 
 
@@ -119,7 +119,7 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console,
                      f"queries: {probes.total_queries} to θ (probe generation), {guess.queries_unlearned} to θ_u; "
                      f"plot: {plot}")
     console.print(table)
-    return {"scenario": scn.pair.metadata.get("metrics"), "deleted_class": deleted, "guess": guess.to_dict(),
+    return {"scenario": dict(scn.record.metrics), "deleted_class": deleted, "guess": guess.to_dict(),
             "correct_argmin": guess.best == deleted, "detected": guess.detected,
             "probe_queries": probes.total_queries, "plot": str(plot)}
 

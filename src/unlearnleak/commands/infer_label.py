@@ -84,6 +84,9 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder --out.")]
         = False,
+        model_def: Annotated[str | None, typer.Option(
+            help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
+        = None,
     ) -> None:
         """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most."""
         from unlearnleak.attacks.label_inference import (
@@ -98,6 +101,7 @@ def register(app: typer.Typer) -> None:
         from unlearnleak.experiments.config import load_config
         from unlearnleak.oracle import ModelOracle
         from unlearnleak.pair import ModelPair
+        from unlearnleak.record import RunRecord
         from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
         from unlearnleak.storage import check_output_folder, output_folder, write_json_atomic
 
@@ -116,8 +120,9 @@ def register(app: typer.Typer) -> None:
         check_device_flag(device)
         if out is not None:
             check_output_folder(out, overwrite=overwrite)
-        pair = ModelPair.load(pair_dir)
-        meta: dict[str, Any] = dict(pair.metadata)
+        pair = ModelPair.load(pair_dir, model_def=model_def)
+        run_record = RunRecord.load(pair_dir)  # dataset name and class names for probes and reports; never D_u
+        meta: dict[str, Any] = run_record.to_dict() if run_record else {}
         spec = pair.spec
         if top_k >= spec.num_classes:
             raise ConfigError(f"--top-k {top_k}: this model has {spec.num_classes} classes, so at most "
@@ -201,5 +206,5 @@ def _public_data(meta: dict[str, Any], split: str, data_dir: str | None) -> Any:
 
 
 def _class_names(meta: dict[str, Any]) -> list[str] | None:
-    names = meta.get("class_names") or meta.get("dataset", {}).get("classes")
+    names = meta.get("dataset", {}).get("classes")
     return [str(n) for n in names] if names else None

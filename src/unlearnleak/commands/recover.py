@@ -74,7 +74,8 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 iterations: int | None = None, restarts: int | None = None, mode: str = "auto",
                 k: int | None = None, device: str = "cpu", seed: int = 0, time_budget: float | None = None,
                 overrides: list[str] | None = None, evaluate: bool = True,
-                lpips_path: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+                lpips_path: str | None = None, overwrite: bool = False,
+                model_def: str | None = None) -> dict[str, Any]:
     """Attack the pair in ``pair_dir``, evaluate if ground truth is present, write outputs into ``out``.
 
     Every input (the output folder, the pair, the options, the ground truth, the LPIPS weights) is checked
@@ -91,7 +92,8 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     from unlearnleak.errors import CheckpointError, ConfigError
     from unlearnleak.experiments.config import load_config
     from unlearnleak.metrics import load_lpips
-    from unlearnleak.pair import ModelPair
+    from unlearnleak.pair import load_pair_folder
+    from unlearnleak.record import RunRecord
     from unlearnleak.report.grids import save_reconstruction_grid
     from unlearnleak.storage import check_output_folder, environment_record, output_folder, write_json_atomic
 
@@ -101,14 +103,14 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS.names())}, got {preset!r}")
     check_output_folder(out, overwrite=overwrite)
-    pair = ModelPair.load(pair_dir)
+    pair, knowledge = load_pair_folder(pair_dir, model_def=model_def)
     image = len(pair.spec.input_shape) == 3
-    resolve_mode(pair, mode)  # type: ignore[arg-type]  # `exact` without θ0, N and k
+    resolve_mode(knowledge, mode)  # type: ignore[arg-type]  # `exact` without θ0, N and k
     name = "tabular" if not image and preset == "best" else preset
     config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump(),
                          what="--set (inversion settings)")
     config.with_overrides(iterations=iterations, restarts=restarts)
-    _check_k_and_labels(pair, k, labels)
+    _check_k_and_labels(pair, knowledge, k, labels)
     truth = _load_ground_truth(pair_dir) if evaluate else None
     lpips = None
     if lpips_path is not None or (image and truth is not None):
@@ -120,8 +122,8 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
             raise ConfigError(f"--lpips {lpips_path}: {exc}; give the LPIPS weights file "
                               "(see docs/metrics.md) or omit --lpips") from exc
 
-    rec = recover(pair, preset=config, labels=labels, iterations=iterations, restarts=restarts, device=device,
-                  seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
+    rec = recover(pair, knowledge, preset=config, labels=labels, iterations=iterations, restarts=restarts,
+                  device=device, seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
     rec = replace(rec, preset=name if rec.method == "inversion" else rec.preset)
     results: dict[str, Any] = {
         "format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
@@ -133,7 +135,8 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     shown = rec.x
     if truth is not None:
         gt_x, gt_y = truth
-        transform = _tabular_transform(dict(pair.metadata)) if rec.kind == "tabular" else None
+        record = RunRecord.load(pair_dir)
+        transform = _tabular_transform(dict(record.config) if record else {}) if rec.kind == "tabular" else None
         std = pair.spec.std if rec.kind == "image" else None
         evaluation = evaluate_reconstruction(rec, gt_x, gt_y, lpips if rec.kind == "image" else None, std=std,
                                              transform=transform)
@@ -152,17 +155,18 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     return results
 
 
-def _check_k_and_labels(pair: Any, k: int | None, labels: list[int] | None) -> None:
+def _check_k_and_labels(pair: Any, knowledge: Any, k: int | None, labels: list[int] | None) -> None:
     """--k against the pair's N, --labels against k and the number of classes (before any computation)."""
     from unlearnleak.errors import ConfigError
 
-    n = pair.n_train
+    n = knowledge.n_train
     if k is not None and n is not None and k >= n:
         raise ConfigError(f"--k {k}: the pair's fine-tuning set has N = {n} rows, so at most {n - 1} can have "
-                          f"been unlearned; give --k below {n} (or omit it to use the pair's k = {pair.n_forget})")
+                          f"been unlearned; give --k below {n} (or omit it to use the declared k = "
+                          f"{knowledge.n_forget})")
     if labels is None:
         return
-    expected = k or pair.n_forget or len(labels)
+    expected = k or knowledge.n_forget or len(labels)
     if len(labels) != expected:
         raise ConfigError(f"--labels: {len(labels)} labels given for k = {expected} unlearned samples; give one "
                           "label per sample (comma-separated) or omit --labels to infer them")
@@ -235,6 +239,9 @@ def register(app: typer.Typer) -> None:
         = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
         = False,
+        model_def: Annotated[str | None, typer.Option(
+            help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
+        = None,
     ) -> None:
         """Recover the unlearned samples from θ and θ_u (white-box server attack, PAPER.md §2)."""
         check_device_flag(device)
@@ -242,7 +249,7 @@ def register(app: typer.Typer) -> None:
         results = run_recover(pair_dir, folder, preset=preset, labels=_parse_labels(labels),
                               iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
                               seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
-                              lpips_path=lpips, overwrite=overwrite)
+                              lpips_path=lpips, overwrite=overwrite, model_def=model_def)
         Console().print(_summary_table(results))
         typer.echo(f"results written to {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
         typer.echo(json.dumps({"out": str(folder), **({"psnr_mean": results["evaluation"]["mean"].get("psnr")}

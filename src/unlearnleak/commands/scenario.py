@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,8 +21,7 @@ FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "model": "--model", "
 
 def scenario_table(scn: Scenario) -> Table:
     """A summary table of a built scenario: sizes, forget set and the accuracies of θ0, θ, θ_u."""
-    meta: dict[str, Any] = dict(scn.pair.metadata)
-    m = meta.get("metrics", {})
+    m = dict(scn.record.metrics)
     table = Table(title=f"Scenario: {scn.config.dataset}, {scn.config.model}, "
                         f"unlearning = {scn.config.unlearning.method}")
     table.add_column("")
@@ -32,8 +31,8 @@ def scenario_table(scn: Scenario) -> Table:
     for label, key in [("test accuracy", "test_accuracy"), ("accuracy on D_u", "forget_accuracy"),
                        ("accuracy on D_ft \\ D_u", "retain_accuracy")]:
         table.add_row(label, *(f"{m.get(f'{w}_{key}', float('nan')):.3f}" for w in ("base", "original", "unlearned")))
-    table.caption = (f"N = |D_ft| = {scn.pair.n_train}, k = |D_u| = {scn.pair.n_forget}, "
-                     f"D_u labels = {meta.get('forget_labels')}, D_u rows = {meta.get('forget_indices')}")
+    table.caption = (f"N = |D_ft| = {scn.knowledge.n_train}, k = |D_u| = {scn.knowledge.n_forget}, "
+                     f"D_u labels = {list(scn.record.forget_labels)}, D_u rows = {list(scn.record.forget_indices)}")
     return table
 
 
