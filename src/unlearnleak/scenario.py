@@ -27,7 +27,8 @@ from unlearnleak.models import ModelSpec, build_model, load_weights
 from unlearnleak.pair import ModelPair, StateDict, Which
 from unlearnleak.storage import environment_record, save_tensors_atomic, write_json_atomic
 from unlearnleak.training import TrainConfig, evaluate, train
-from unlearnleak.unlearning import UNLEARNING, UnlearningContext, state_of, unlearn
+from unlearnleak.unlearning import UNLEARNING, UnlearningContext, check_params, state_of, unlearn
+from unlearnleak.unlearning.base import SCENARIO_UNSUPPORTED
 
 GROUND_TRUTH_FILE = "ground_truth.safetensors"
 
@@ -51,12 +52,25 @@ class ForgetConfig(BaseModel):
 
 
 class UnlearningConfig(BaseModel):
-    """The unlearning method (a registry name) and its parameters."""
+    """The unlearning method (a registry name) and its parameters, validated by the method's own model.
+
+    A typo in ``params`` fails here, when the config is loaded, not after pretraining.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str = "gradient_ascent"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_params(self) -> UnlearningConfig:
+        try:
+            check_params(self.method, self.params)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if self.method in SCENARIO_UNSUPPORTED:
+            raise ValueError(f"unlearning.method={self.method!r}: {SCENARIO_UNSUPPORTED[self.method]}")
+        return self
 
 
 def _default_pretrain() -> TrainConfig:
