@@ -7,19 +7,14 @@ from dataclasses import replace
 import pytest
 import torch
 from torch.nn import functional as F
+from unlearning_toy import Toy
 
-from unlearning_toy import Toy, make_toy
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.training import TrainConfig
 from unlearnleak.unlearning import UnlearningContext, state_of, unlearn
 from unlearnleak.unlearning.first_order import relabel
 from unlearnleak.unlearning.gradients import hvp_operator, loss_gradient, norm, solve
 from unlearnleak.unlearning.second_order import SecondOrderParams, inverse_hvp
-
-
-@pytest.fixture(scope="module")
-def toy() -> Toy:
-    return make_toy()
 
 
 def _direct_gradient(toy: Toy, y: torch.Tensor) -> dict[str, torch.Tensor]:

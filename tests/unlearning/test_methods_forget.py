@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from unlearning_toy import SPEC, Toy
 
-from unlearning_toy import SPEC, Toy, make_toy
 from unlearnleak.unlearning import UNLEARNING, unlearn_measured
 from unlearnleak.unlearning.sisa import SisaParams, member_state, shard_pair, train_sisa
 
@@ -23,10 +23,6 @@ PARAMS: dict[str, dict] = {
 # Usable: the unlearned model's test accuracy is at least θ's minus this bound (θ: 0.79, θ0: 0.94).
 TEST_ACCURACY_BOUND = 0.10
 
-
-@pytest.fixture(scope="module")
-def toy() -> Toy:
-    return make_toy()
 
 
 def test_every_registered_method_is_covered() -> None:

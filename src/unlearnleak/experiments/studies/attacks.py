@@ -56,9 +56,11 @@ def recover_and_score(spec: ModelSpec, original: StateDict, unlearned: StateDict
 
 def make_probes(model: nn.Module, spec: ModelSpec, public: Dataset, attack: AttackSettings) -> ProbeSet:
     """Probes made against θ before the deletion (black-box), reused for every θ_u of that θ."""
-    oracle = ModelOracle(model, num_classes=spec.num_classes, input_shape=tuple(spec.input_shape),
-                         device=attack.device)
-    return generate_probes(attack.generator, oracle, spec.num_classes, attack.per_class, tuple(spec.input_shape),
+    target: ModelOracle | nn.Module = model  # the white-box `gradient` generator reads θ itself
+    if attack.generator != "gradient":
+        target = ModelOracle(model, num_classes=spec.num_classes, input_shape=tuple(spec.input_shape),
+                             device=attack.device)
+    return generate_probes(attack.generator, target, spec.num_classes, attack.per_class, tuple(spec.input_shape),
                            attack.seed, public=public, device=attack.device)
 
 
