@@ -14,7 +14,7 @@ PARAMS: dict[str, dict] = {
     "exact": {},
     "retrain": {"epochs": 60},
     "finetune": {"epochs": 60, "lr": 0.05},
-    "neggrad_plus": {"alpha": 0.5, "epochs": 30, "lr": 0.05},
+    "neggrad_plus": {"alpha": 0.5, "epochs": 20, "lr": 0.02},
     "first_order": {"tau": 0.2},
     "second_order": {"damping": 0.1, "tau": 0.1},
     "random_label": {"epochs": 10},

@@ -167,7 +167,8 @@ def forgetting(spec: ModelSpec, original: StateDict, unlearned: StateDict, ctx: 
     if test is not None:
         sets["test"] = test
     for which, state in (("original", original), ("unlearned", unlearned)):
-        model = build_model(spec)
+        with torch.random.fork_rng(devices=[]):  # initialising the (overwritten) weights must not move the RNG
+            model = build_model(spec)
         load_weights(model, state, what=f"{which} weights")
         model.to(ctx.device).eval()
         for name, (x, y) in sets.items():
