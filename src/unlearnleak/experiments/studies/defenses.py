@@ -90,7 +90,8 @@ def run_defenses_study(config: DefensesStudyConfig, lpips: LPIPS | None,
     for name, values in config.sweeps.items():
         for value in values:
             params = config.point_params(name, value)
-            log(f"defense {name} {DEFENSES.get(name).strength}={value}")
+            strength = DEFENSES.get(name).strength
+            log(f"defense {name} {strength}={params[strength]}")
             point = {"defense": name, "strength": value, "params": params}
             for p in positions:
                 mask = prep.recovery_mask(p)

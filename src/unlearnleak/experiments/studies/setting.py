@@ -103,7 +103,8 @@ def prepare(setting: StudySetting) -> Prepared:
     """Load the data, pretrain (or load) θ0 and fine-tune θ on both private sets."""
     config = setting.scenario()
     train_set, test_set = _load_splits(config)
-    assert test_set is not None
+    if test_set is None:
+        raise ConfigError("the studies measure utility on a test split; this setting has none")
     spec, base = pretrained_base(config, train_set)
     pool = torch.randperm(setting.holdout, generator=torch.Generator().manual_seed(setting.seed))
     privates = []
