@@ -32,10 +32,16 @@ from unlearnleak.record import GROUND_TRUTH_FILE as GROUND_TRUTH_FILE
 from unlearnleak.record import RunRecord
 from unlearnleak.storage import check_creatable, environment_record, save_tensors_atomic, write_json_atomic
 from unlearnleak.training import TrainConfig, evaluate, train
-from unlearnleak.unlearning import UNLEARNING, UnlearningContext, state_of, unlearn
+from unlearnleak.unlearning import UNLEARNING, UnlearningContext, check_params, state_of, unlearn
+from unlearnleak.unlearning.base import SCENARIO_UNSUPPORTED
+
 
 # The kind of unlearning each registered method performs (declared to the server attacker by the scenario).
-UNLEARNING_KIND: dict[str, Literal["exact", "approximate"]] = {"exact": "exact", "gradient_ascent": "approximate"}
+def unlearning_kind(method: str) -> Literal["exact", "approximate"]:
+    """The kind of unlearning a scenario declares to the server: only ``exact`` (the retrained fine-tune from θ0)
+    has the θ0/N/k closed form of the exact target; every other method (retraining from scratch, gradient
+    ascent, the closed-form updates, fine-tuning, …) is attacked through the plain difference θ_u − θ."""
+    return "exact" if method == "exact" else "approximate"
 
 
 class ForgetConfig(BaseModel):
@@ -57,12 +63,25 @@ class ForgetConfig(BaseModel):
 
 
 class UnlearningConfig(BaseModel):
-    """The unlearning method (a registry name) and its parameters."""
+    """The unlearning method (a registry name) and its parameters, validated by the method's own model.
+
+    A typo in ``params`` fails here, when the config is loaded, not after pretraining.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str = "gradient_ascent"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_params(self) -> UnlearningConfig:
+        try:
+            check_params(self.method, self.params)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if self.method in SCENARIO_UNSUPPORTED:
+            raise ValueError(f"unlearning.method={self.method!r}: {SCENARIO_UNSUPPORTED[self.method]}")
+        return self
 
 
 def _default_pretrain() -> TrainConfig:
@@ -338,7 +357,7 @@ def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> 
     unlearned = unlearn(config.unlearning.method, ctx)
     pair = ModelPair(spec=spec, original=original, unlearned=unlearned)
     knowledge = ServerKnowledge(base=base, n_train=config.n_train, n_forget=int(positions.numel()),
-                                unlearning=UNLEARNING_KIND.get(config.unlearning.method),
+                                unlearning=unlearning_kind(config.unlearning.method),
                                 batch_size=config.finetune.batch_size)
     record = RunRecord(
         config=config.model_dump(mode="json"),

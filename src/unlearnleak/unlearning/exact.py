@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from unlearnleak.errors import ConfigError
 from unlearnleak.training import train
-from unlearnleak.unlearning.base import StateDict, UnlearningContext, register_unlearning, state_of
+from unlearnleak.unlearning.base import (
+    NoParams,
+    StateDict,
+    UnlearningContext,
+    parse_params,
+    register_unlearning,
+    state_of,
+)
 
 
 @register_unlearning("exact")
@@ -12,9 +19,9 @@ def exact_retrain(ctx: UnlearningContext) -> StateDict:
     """θ_u = fine-tune(θ0, D_ft \\ D_u) with the original seed, so the retain order is unchanged (PAPER.md §3)."""
     if ctx.base is None:
         raise ConfigError("exact unlearning retrains from the base model θ0, which this context lacks")
-    if ctx.params:
-        raise ConfigError(f"exact unlearning takes no parameters, got {dict(ctx.params)}")
+    parse_params(NoParams, ctx.params, "exact")
     model = ctx.fresh_model(ctx.base)
+    ctx.meter.add_training(int((~ctx.forget_mask).sum()), ctx.finetune)
     train(model, ctx.x_train, ctx.y_train, ctx.finetune, seed=ctx.seed, device=ctx.device,
           keep=~ctx.forget_mask, desc="exact unlearning")
     return state_of(model)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
 from unlearnleak.errors import ConfigError
 from unlearnleak.progress import track
-from unlearnleak.unlearning.base import StateDict, UnlearningContext, register_unlearning, state_of
+from unlearnleak.unlearning.base import StateDict, UnlearningContext, parse_params, register_unlearning, state_of
 
 
 class GradientAscentParams(BaseModel):
@@ -21,16 +21,13 @@ class GradientAscentParams(BaseModel):
     batch_size: int | None = Field(None, ge=1)
 
 
-@register_unlearning("gradient_ascent")
+@register_unlearning("gradient_ascent", GradientAscentParams)
 def gradient_ascent(ctx: UnlearningContext) -> StateDict:
     """θ_u = θ + τ·∇ mean CE(B; θ) for each mini-batch B of D_u, model in eval mode (BN frozen).
 
     With |D_u| ≤ batch size this is one full-batch step: θ_u − θ = τ·∇ℓ(D_u; θ).
     """
-    try:
-        params = GradientAscentParams(**dict(ctx.params))
-    except ValidationError as exc:
-        raise ConfigError(f"invalid gradient_ascent parameters: {exc}") from exc
+    params = parse_params(GradientAscentParams, ctx.params, "gradient_ascent")
     x, y = ctx.forget_x, ctx.forget_y
     if x.shape[0] == 0:
         raise ConfigError("gradient ascent needs a non-empty forget set")
@@ -46,5 +43,6 @@ def gradient_ascent(ctx: UnlearningContext) -> StateDict:
             opt.zero_grad(set_to_none=True)
             loss = -F.cross_entropy(model(x[idx].to(ctx.device)), y[idx].to(ctx.device))
             loss.backward()
+            ctx.meter.add(idx.numel())
             opt.step()
     return state_of(model)
