@@ -54,13 +54,21 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     k = int(labels.numel())
     fit = holdout_mask(target.flat().numel(), config.race_holdout, seed)
     race_iterations = max(1, round(config.race_share * config.iterations))
-    race_config = config.with_overrides(race=(), restarts=m, iterations=race_iterations, prune_at=(),
-                                        keep_best=True)
-    start = initial_inputs(config.with_overrides(restarts=1), (k, *input_shape), torch.Generator().manual_seed(seed))
+    warm_iterations = max(1, round(config.race_warm * race_iterations))
+    # Warm start: the strongest candidate (coarse content fast, the feature phase first), on the fitted half.
+    warm_config = config.with_overrides(race=(), restarts=1, iterations=warm_iterations, prune_at=(),
+                                        keep_best=False, total_variation=float(candidates.max()))
+    warm = run_inversion(model, target, labels, input_shape, warm_config, seed=seed,
+                         time_budget=None if time_budget is None else config.race_share * config.race_warm
+                         * time_budget, log_every=0, mask=fit)
+    race_config = config.with_overrides(race=(), restarts=m, iterations=max(1, race_iterations - warm.iterations),
+                                        prune_at=(), keep_best=True)
+    spent = time.perf_counter() - started
     race = run_inversion(model, target, labels, input_shape, race_config, seed=seed,
-                         time_budget=None if time_budget is None else config.race_share * time_budget,
-                         log_every=0, init=start.expand(m, *start.shape[1:]),
-                         prior_weights={"total_variation": candidates}, mask=fit)
+                         time_budget=None if time_budget is None else max(config.race_share * time_budget - spent,
+                                                                          1e-3),
+                         log_every=0, init=warm.x[None].expand(m, *warm.x.shape).to(device),
+                         prior_weights={"total_variation": candidates}, mask=fit, feature_phase=False)
     assert race.candidates is not None
     held_out = GradientMatcher(model, target, labels.to(device), race_config, mask=1 - fit, input_shape=input_shape)
     with held_out.hooks():
@@ -70,18 +78,18 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     chosen = float(candidates[winner])
     race_seconds = time.perf_counter() - started
     main_config = config.with_overrides(race=(), total_variation=chosen,
-                                        iterations=max(1, config.iterations - race.iterations))
+                                        iterations=max(1, config.iterations - warm.iterations - race.iterations))
     remaining = None if time_budget is None else max(time_budget - race_seconds, 1e-3)
     main = run_inversion(model, target, labels, input_shape, main_config, seed=seed, time_budget=remaining,
                          log_every=log_every, init=race.candidates[order], feature_phase=False)
     record = {
         "candidates": candidates.tolist(), "heldout_costs": heldout_costs.tolist(),
         "fit_costs": race.restart_costs.double().tolist(), "chosen_total_variation": chosen,
-        "holdout_share": config.race_holdout, "iterations": race.iterations, "seconds": race_seconds,
+        "holdout_share": config.race_holdout, "iterations": warm.iterations + race.iterations, "seconds": race_seconds,
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(race.iterations)}
-    history = [(it + race.iterations, cost) for it, cost in main.history]
+    history = [(it + warm.iterations + race.iterations, cost) for it, cost in main.history]
     return InversionResult(
         x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
-        iterations=race.iterations + main.iterations, seconds=time.perf_counter() - started, timings=timings,
+        iterations=warm.iterations + race.iterations + main.iterations, seconds=time.perf_counter() - started, timings=timings,
         history=history, race=record, candidates=main.candidates, alive=main.alive)
