@@ -83,8 +83,8 @@ def measure(name: str, model: nn.Module, steps: int) -> dict[str, float | str]:
     x = torch.rand(1, 3, 32, 32, generator=g)
     y = torch.tensor([3])
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-    target = TargetGradient(tuple(n for n, _ in model.named_parameters()), tuple(t.detach().double() for t in grads),
-                            "approximate", "original")
+    names = tuple(n for n, _ in model.named_parameters())
+    target = TargetGradient(names, tuple(t.detach().double() for t in grads), "approximate", "original")
     plain_target = [t.detach() for t in grads]
     one = preset("paper", iterations=steps, restarts=1)
     five = preset("paper", iterations=steps, restarts=5)
@@ -112,7 +112,8 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row))
     write_json_atomic(args.out, {"rows": rows, "steps": args.steps, "threads": args.threads,
-                                 "target": "engine_1_restart_ms <= 1.2 * plain_ms", "environment": environment_record()})
+                                 "target": "engine_1_restart_ms <= 1.2 * plain_ms",
+                                 "environment": environment_record()})
 
 
 if __name__ == "__main__":

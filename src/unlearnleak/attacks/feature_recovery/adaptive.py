@@ -7,7 +7,7 @@ the choice is made from ∇* alone:
 
 1. **Race** (``race_share`` of the iterations or of the time budget): one restart per candidate TV weight,
    all from the same starting point, optimised as one batch on a random ``1 − race_holdout`` share of ∇*'s
-   coordinates (the feature phase first, as in the main run).
+   coordinates.
 2. **Score** each candidate by the cosine cost on the *held-out* coordinates. A prior too weak for the target
    over-fits the noise (or the ambiguity) of the fitted coordinates, which the held-out ones do not share;
    a prior too strong cannot fit either half. Unlike the training cost, the held-out cost does not simply
@@ -51,24 +51,15 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     target = target.to(device)
     candidates = torch.tensor(config.race, dtype=torch.float64)
     m = candidates.numel()
-    k = int(labels.numel())
     fit = holdout_mask(target.flat().numel(), config.race_holdout, seed)
-    race_iterations = max(1, round(config.race_share * config.iterations))
-    warm_iterations = max(1, round(config.race_warm * race_iterations))
-    # Warm start: the strongest candidate (coarse content fast, the feature phase first), on the fitted half.
-    warm_config = config.with_overrides(race=(), restarts=1, iterations=warm_iterations, prune_at=(),
-                                        keep_best=False, total_variation=float(candidates.max()))
-    warm = run_inversion(model, target, labels, input_shape, warm_config, seed=seed,
-                         time_budget=None if time_budget is None else config.race_share * config.race_warm
-                         * time_budget, log_every=0, mask=fit)
-    race_config = config.with_overrides(race=(), restarts=m, iterations=max(1, race_iterations - warm.iterations),
-                                        prune_at=(), keep_best=True)
-    spent = time.perf_counter() - started
+    race_config = config.with_overrides(race=(), restarts=m, prune_at=(), keep_best=True,
+                                        iterations=max(1, round(config.race_share * config.iterations)))
+    start = initial_inputs(config.with_overrides(restarts=1), (int(labels.numel()), *input_shape),
+                           torch.Generator().manual_seed(seed))  # one starting point for every candidate
     race = run_inversion(model, target, labels, input_shape, race_config, seed=seed,
-                         time_budget=None if time_budget is None else max(config.race_share * time_budget - spent,
-                                                                          1e-3),
-                         log_every=0, init=warm.x[None].expand(m, *warm.x.shape).to(device),
-                         prior_weights={"total_variation": candidates}, mask=fit, feature_phase=False)
+                         time_budget=None if time_budget is None else config.race_share * time_budget,
+                         log_every=0, init=start.expand(m, *start.shape[1:]),
+                         prior_weights={"total_variation": candidates}, mask=fit)
     assert race.candidates is not None
     held_out = GradientMatcher(model, target, labels.to(device), race_config, mask=1 - fit, input_shape=input_shape)
     with held_out.hooks():
@@ -78,18 +69,18 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     chosen = float(candidates[winner])
     race_seconds = time.perf_counter() - started
     main_config = config.with_overrides(race=(), total_variation=chosen,
-                                        iterations=max(1, config.iterations - warm.iterations - race.iterations))
+                                        iterations=max(1, config.iterations - race.iterations))
     remaining = None if time_budget is None else max(time_budget - race_seconds, 1e-3)
     main = run_inversion(model, target, labels, input_shape, main_config, seed=seed, time_budget=remaining,
                          log_every=log_every, init=race.candidates[order], feature_phase=False)
     record = {
         "candidates": candidates.tolist(), "heldout_costs": heldout_costs.tolist(),
         "fit_costs": race.restart_costs.double().tolist(), "chosen_total_variation": chosen,
-        "holdout_share": config.race_holdout, "iterations": warm.iterations + race.iterations, "seconds": race_seconds,
+        "holdout_share": config.race_holdout, "iterations": race.iterations, "seconds": race_seconds,
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(race.iterations)}
-    history = [(it + warm.iterations + race.iterations, cost) for it, cost in main.history]
+    history = [(it + race.iterations, cost) for it, cost in main.history]
     return InversionResult(
         x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
-        iterations=warm.iterations + race.iterations + main.iterations, seconds=time.perf_counter() - started, timings=timings,
+        iterations=race.iterations + main.iterations, seconds=time.perf_counter() - started, timings=timings,
         history=history, race=record, candidates=main.candidates, alive=main.alive)

@@ -76,8 +76,7 @@ class InversionConfig(BaseModel):
     # Adaptive prior strength (adaptive.py): race these TV weights for race_share of the run, fitting ∇* on a
     # random half of its coordinates and scoring the held-out half; then continue the winner. () = off.
     race: tuple[float, ...] = ()
-    race_share: float = Field(0.3, gt=0, lt=1)
-    race_warm: float = Field(0.5, ge=0, lt=1)  # share of the race spent warming one restart at the strongest TV
+    race_share: float = Field(0.8, gt=0, lt=1)
     race_holdout: float = Field(0.5, gt=0, lt=1)  # share of ∇*'s coordinates held out to score the race
 
     @model_validator(mode="after")
@@ -124,7 +123,6 @@ PRESETS.register("best")(InversionConfig(
     # and 0.1 with noise of ∇*'s size added (fixed 0.3 lost 3 and 5 dB there).
     iterations=2000, restarts=1, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True, schedule="step",
     init="randn", boxed=True, cost="cosine", keep_best=True, race=(0.003, 0.01, 0.03, 0.1, 0.3), race_share=0.8,
-    race_warm=0.0,
 ))
 PRESETS.register("smooth")(InversionConfig(
     # The former default (issue 3): a fixed strong TV prior (0.3), tuned on the pretrained ConvNet-16. Strong
