@@ -85,7 +85,7 @@ def recover(pair: ModelPair, *, preset: str | InversionConfig = "best",
         target_mode=target.mode, restart_costs=result.restart_costs, best_restart=result.best_restart,
         iterations=result.iterations, seconds=time.perf_counter() - started, preset=preset_name,
         config={**config.model_dump(mode="json"), "seed": seed, "target": target.describe(),
-                "time_budget": time_budget, "device": str(device)},
+                "time_budget": time_budget, "device": str(device), "race": result.race},
         label_scores=label_scores, timings=timings,
     )
 
