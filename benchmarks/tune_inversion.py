@@ -16,8 +16,8 @@ CIFAR-100, RetinaMNIST, a BN/GELU CNN.
 Per case × unlearning mode (approximate: gradient ascent; exact: retraining, the server knows θ0, N, k) × k × N
 and sample: θ = θ0 after one full-batch SGD step on D_ft (N rows of batch 1), θ_u per method, labels inferred
 from ∇*; ``paper`` runs ``--iterations`` with ``--paper-restarts`` (5, the preset's) restarts, the default
-(``best``) gets the same optimisation seconds. Each line of ``--out`` (JSON) holds PSNR/SSIM of both, the 4×4-thumbnail and
-mean-colour baselines of the truth, and the TV weight the default chose with its held-out costs.
+(``best``) gets the same optimisation seconds. Each line of ``--out`` (JSON) holds PSNR/SSIM of both, the
+4×4-thumbnail and mean-colour baselines of the truth, and the TV weight the default chose with its held-out costs.
 """
 
 from __future__ import annotations
