@@ -35,8 +35,10 @@ def recover(pair: ModelPair, *, preset: str | InversionConfig = "best",
 
     Args:
         pair: the server's view; its ground truth is never read.
-        preset: an inversion preset name (``"best"``, ``"paper"``, ``"tabular"``) or a config.
-            For tabular models ``"best"`` means ``"tabular"``.
+        preset: an inversion preset name or a config: ``"best"`` (the default: adapts its TV weight to the
+            target by gradient cross-validation, ``adaptive.py``), ``"paper"`` (the official recipe),
+            ``"smooth"`` (the former default, fixed TV 0.3), ``"tabular"``. For tabular models ``"best"``
+            means ``"tabular"``. The adaptive choice is recorded in ``Reconstruction.config["race"]``.
         labels: the k labels if known; None infers them from ∇* (the audit default: a server is not told).
         iterations, restarts: override the preset's.
         device: ``"cpu"`` or ``"cuda"``.

@@ -196,7 +196,11 @@ class GradientMatcher:
             raise ConfigError(f"the target gradient names parameters the model lacks: {missing[:5]}")
         self.names = target.names
         self.params = {n: named[n].detach() for n in self.names}  # for torch.func (no outer graph)
-        self.leaves = {n: p.clone().requires_grad_(True) for n, p in self.params.items()}  # for autograd
+        # For plain autograd (one restart): the model's own parameters when they require grad — no
+        # functional_call overhead, exactly what a hand-written loop does — else leaf copies.
+        self._direct = all(named[n].requires_grad for n in self.names)
+        self.leaves = {n: named[n] if self._direct else named[n].detach().clone().requires_grad_(True)
+                       for n in self.names}
         self.buffers = {n: b.detach() for n, b in model.named_buffers()}
         first = next(iter(self.params.values()))
         device, dtype = first.device, first.dtype
@@ -243,7 +247,13 @@ class GradientMatcher:
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """(objective cost, unweighted penalties) of one restart's inputs x (k, …)."""
         if autograd:
-            loss = F.cross_entropy(self._forward(self.leaves, x), self.labels)
+            if self._direct:
+                for prior in self.priors:
+                    prior.clear()
+                logits = self.model(x)
+            else:
+                logits = self._forward(self.leaves, x)
+            loss = F.cross_entropy(logits, self.labels)
             penalties = self._penalties(x)
             grads = torch.autograd.grad(loss, list(self.leaves.values()), create_graph=True)
             g = torch.cat([t.reshape(-1) for t in grads])
