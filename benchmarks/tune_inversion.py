@@ -117,6 +117,7 @@ def attack_both(pair: ModelPair, truth_x: torch.Tensor, truth_y: torch.Tensor, a
         row[f"{name}_iterations"] = rec.iterations
         row[f"{name}_label_accuracy"] = result["label_accuracy"]
     race = default.config.get("race") or {}
+    row["race_share"] = default.config.get("race_share")
     row["chosen_total_variation"] = race.get("chosen_total_variation")
     row["heldout_costs"] = race.get("heldout_costs")
     return row
@@ -166,9 +167,9 @@ def summarise(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     groups: dict[tuple[str, str, int, int, str], list[dict[str, Any]]] = {}
     for r in rows:
-        key = (r["case"], r["mode"], r["k"], r["n"], r.get("default_overrides", "{}"))
+        key = (r["case"], r["mode"], r["k"], r["n"], str(r.get("race_share")))
         groups.setdefault(key, []).append(r)
-    print("| case | mode | k | N | default overrides | samples | paper dB | default dB | Δ dB | thumbnail dB "
+    print("| case | mode | k | N | race_share | samples | paper dB | default dB | Δ dB | thumbnail dB "
           "| chosen TV |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (case, mode, k, n, over), rs in sorted(groups.items()):

@@ -287,10 +287,6 @@ class GradientMatcher:
         objective = self.full_objective if full else self.objective
         return vmap(lambda xr: self._gradient_cost(xr, objective=objective)[0])(x).detach()
 
-    def score_on(self, x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Any objective (e.g. the held-out coordinates' cosine) of every restart in x (R, k, …); (R,)."""
-        return vmap(lambda xr: self._gradient_cost(xr, objective=objective)[0])(x).detach()
-
     @contextmanager
     def hooks(self) -> Iterator[None]:
         """Install the hooks that capture what the priors need (batch-norm inputs, penultimate features)."""
