@@ -10,12 +10,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -23,7 +23,7 @@ install-test: $(VENV)/.installed-test
 
 ## Set up and run the main job on the embedded offline default (real CIFAR-10 photos shipped with a dependency).
 demo: install
-	$(BIN)/unlearnleak demo --out runs/demo
+	$(BIN)/unlearnleak demo --out runs/demo --overwrite
 
 ## Set up with the test extras, then lint, type-check and run the test suite.
 test: install-test lint typecheck pytest

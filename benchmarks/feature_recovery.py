@@ -38,6 +38,7 @@ from unlearnleak.attacks.feature_recovery.inversion import invert
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
 from unlearnleak.data import load_dataset
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import load_lpips
 from unlearnleak.models import ModelSpec
 from unlearnleak.pair import ModelPair, StateDict
@@ -46,6 +47,8 @@ from unlearnleak.scenario import finetune, pretrained_base
 from unlearnleak.storage import environment_record, write_json_atomic
 from unlearnleak.training import evaluate
 from unlearnleak.unlearning import UnlearningContext, unlearn
+
+Attacked = tuple[ModelPair, ServerKnowledge]  # what the server attack receives
 
 MODES = ("approx", "exact")
 # Each `best` ingredient, removed (or replaced by the paper's choice) one at a time for --ablation.
@@ -70,7 +73,7 @@ class Setting:
     x_ft: torch.Tensor
     y_ft: torch.Tensor
     positions: list[int]
-    pairs: dict[str, list[ModelPair]]
+    pairs: dict[str, list[Attacked]]
     accuracy: dict[str, float]
 
 
@@ -88,7 +91,7 @@ def build_setting(args: argparse.Namespace) -> Setting:
     original = finetune(spec, base, x_ft, y_ft, cfg.finetune, seed=cfg.seed, device=args.device)
     positions = torch.randperm(cfg.n_train, generator=torch.Generator().manual_seed(args.sample_seed))
     positions_list = positions[:args.samples].tolist()
-    pairs: dict[str, list[ModelPair]] = {m: [] for m in MODES}
+    pairs: dict[str, list[Attacked]] = {m: [] for m in MODES}
     for pos in positions_list:
         mask = torch.zeros(cfg.n_train, dtype=torch.bool)
         mask[pos] = True
@@ -96,17 +99,18 @@ def build_setting(args: argparse.Namespace) -> Setting:
             ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x_ft, y_train=y_ft,
                                     forget_mask=mask, finetune=cfg.finetune, seed=cfg.seed, device=args.device)
             unlearned = unlearn(method, ctx)
-            pairs[mode].append(ModelPair(spec, original, unlearned, base, cfg.n_train, 1,
-                                         metadata={"config": {"unlearning": {"method": method}}}))
-    probe = ModelPair(spec, original, original, base)
-    accuracy = {"base_test_accuracy": evaluate(probe.model("base"), test_set.x, test_set.y),
-                "original_test_accuracy": evaluate(probe.model("original"), test_set.x, test_set.y)}
+            kind = "approximate" if method == "gradient_ascent" else "exact"
+            pairs[mode].append((ModelPair(spec, original, unlearned),
+                                ServerKnowledge(base=base, n_train=cfg.n_train, n_forget=1, unlearning=kind)))
+    probe = ModelPair(spec, base, original)  # θ0 in the "original" slot, θ in the "unlearned" one
+    accuracy = {"base_test_accuracy": evaluate(probe.model("original"), test_set.x, test_set.y),
+                "original_test_accuracy": evaluate(probe.model("unlearned"), test_set.x, test_set.y)}
     print(f"θ0 test accuracy {accuracy['base_test_accuracy']:.3f}, θ {accuracy['original_test_accuracy']:.3f}; "
           f"D_ft rows {ft_idx.tolist()[:4]}…, unlearned positions {positions_list}", flush=True)
     return Setting(spec, base, original, x_ft, y_ft, positions_list, pairs, accuracy)
 
 
-def attack(pair: ModelPair, name: str, args: argparse.Namespace, *, budget: float | None,
+def attack(attacked: Attacked, name: str, args: argparse.Namespace, *, budget: float | None,
            overrides: dict[str, Any] | None = None) -> Any:
     """Run one preset on one pair (labels inferred from ∇*)."""
     kwargs: dict[str, Any] = dict(overrides or {})
@@ -114,15 +118,17 @@ def attack(pair: ModelPair, name: str, args: argparse.Namespace, *, budget: floa
         kwargs.update(iterations=args.iterations, restarts=args.paper_restarts)
     else:
         kwargs.setdefault("iterations", args.best_max_iterations)
-    mode = "approximate" if pair.metadata["config"]["unlearning"]["method"] == "gradient_ascent" else "exact"
-    return recover(pair, preset=name, device=args.device, seed=args.seed, mode=mode, time_budget=budget,
+    pair, knowledge = attacked
+    assert knowledge.unlearning is not None
+    return recover(pair, knowledge, preset=name, device=args.device, seed=args.seed, mode=knowledge.unlearning,
+                   time_budget=budget,
                    **kwargs)
 
 
 _LPIPS: dict[str, Any] = {}
 
 
-def run_sample(job: tuple[str, int, ModelPair, torch.Tensor, torch.Tensor, int, argparse.Namespace]
+def run_sample(job: tuple[str, int, Attacked, torch.Tensor, torch.Tensor, int, argparse.Namespace]
                ) -> tuple[dict[str, tuple[dict[str, Any], torch.Tensor]], float]:
     """`paper` then `best` on one unlearned sample; `best` gets the optimisation seconds `paper` used."""
     mode, i, pair, truth_x, truth_y, position, args = job
@@ -147,7 +153,7 @@ def run_sample(job: tuple[str, int, ModelPair, torch.Tensor, torch.Tensor, int, 
     return out, budget
 
 
-def ablate(job: tuple[dict[str, Any], ModelPair, torch.Tensor, torch.Tensor, float, argparse.Namespace]) -> float:
+def ablate(job: tuple[dict[str, Any], Attacked, torch.Tensor, torch.Tensor, float, argparse.Namespace]) -> float:
     """PSNR of `best` with ``overrides`` on one approximate-unlearning sample, at that sample's budget."""
     overrides, pair, truth_x, truth_y, budget, args = job
     torch.set_num_threads(args.threads)
@@ -163,10 +169,11 @@ def _map(fn: Callable[[Any], Any], jobs: list[Any], processes: int) -> list[Any]
         return list(pool.map(fn, jobs))
 
 
-def restart_speedup(pair: ModelPair, args: argparse.Namespace) -> dict[str, float]:
+def restart_speedup(attacked: Attacked, args: argparse.Namespace) -> dict[str, float]:
     """Seconds per iteration of the same restarts, batched (vmap) and as a plain Python loop."""
-    target = target_gradient(pair, "approximate")
-    model = pair.model(target.invert_on, args.device)
+    pair, knowledge = attacked
+    target = target_gradient(pair, knowledge, "approximate")
+    model = pair.model(target.invert_on, args.device, knowledge)
     labels = infer_labels(model, target, 1, pair.spec.num_classes).labels
     out: dict[str, float] = {}
     for batched in (True, False):

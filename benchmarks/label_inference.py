@@ -95,14 +95,14 @@ def main() -> None:
     k = spec.num_classes
     classes = args.classes if args.classes is not None else list(range(k))
     names = list(scn.train.classes)
-    metrics = dict(pair.metadata.get("metrics", {}))
+    metrics = dict(scn.record.metrics)
     console.print(f"setup {setup_s:.0f} s: θ0 test acc {metrics.get('base_test_accuracy', float('nan')):.3f}, "
                   f"θ test acc {metrics.get('original_test_accuracy', float('nan')):.3f}; D_ft per class "
                   f"{torch.bincount(y_ft, minlength=k).tolist()}; public pool {len(scn.public)}")
 
     # --- the unlearned models (independent of the probes) ------------------------------------------------------
     t0 = time.perf_counter()
-    unlearned = _unlearned_models(args, spec, pair, x_ft, y_ft, cfg.finetune, classes)
+    unlearned = _unlearned_models(args, spec, pair, scn.knowledge.base, x_ft, y_ft, cfg.finetune, classes)
     unlearn_s = time.perf_counter() - t0
     console.print(f"{len(unlearned)} unlearned models in {unlearn_s:.0f} s")
 
@@ -208,8 +208,9 @@ def _key(method: str, fraction: float, c: int) -> str:
     return f"{method}/{fraction}/{c}"
 
 
-def _unlearned_models(args: argparse.Namespace, spec: Any, pair: Any, x_ft: torch.Tensor, y_ft: torch.Tensor,
-                      finetune: TrainConfig, classes: list[int]) -> dict[str, dict[str, torch.Tensor]]:
+def _unlearned_models(args: argparse.Namespace, spec: Any, pair: Any, base: Any, x_ft: torch.Tensor,
+                      y_ft: torch.Tensor, finetune: TrainConfig,
+                      classes: list[int]) -> dict[str, dict[str, torch.Tensor]]:
     """θ_u for every (method, p_u, class): exact re-fine-tune from θ0 and gradient ascent from θ."""
     path = args.out / "unlearned.safetensors"
     fingerprint = f"{float(sum(v.double().sum() for v in pair.original.values())):.12e}"
@@ -230,7 +231,7 @@ def _unlearned_models(args: argparse.Namespace, spec: Any, pair: Any, x_ft: torc
         mask = torch.zeros(y_ft.numel(), dtype=torch.bool)
         mask[positions] = True
         method, params = METHODS[m]
-        ctx = UnlearningContext(spec=spec, original=pair.original, base=pair.base, x_train=x_ft, y_train=y_ft,
+        ctx = UnlearningContext(spec=spec, original=pair.original, base=base, x_train=x_ft, y_train=y_ft,
                                 forget_mask=mask, finetune=finetune, params=params, seed=args.seed,
                                 device=args.device)
         states[_key(m, p, c)] = unlearn(method, ctx)

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from common import DEFAULT_DATA
 from unlearnleak.attacks.feature_recovery import evaluate_reconstruction, recover
 from unlearnleak.data import load_dataset
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import psnr, ssim
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair, StateDict
@@ -90,9 +91,10 @@ def run(args: argparse.Namespace) -> None:
                             method = "gradient_ascent" if mode == "approx" else "exact"
                             ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x_ft,
                                                     y_train=y_ft, forget_mask=mask, finetune=ft, seed=0)
-                            pair = ModelPair(spec, original, unlearn(method, ctx), base, n, k)
-                            row = attack_both(pair, x_ft[mask], y_ft[mask], args,
-                                              "approximate" if mode == "approx" else "exact")
+                            pair = ModelPair(spec, original, unlearn(method, ctx))
+                            kind = "approximate" if mode == "approx" else "exact"
+                            knowledge = ServerKnowledge(base=base, n_train=n, n_forget=k, unlearning=kind)
+                            row = attack_both(pair, knowledge, x_ft[mask], y_ft[mask], args, kind)
                             row.update({"case": case, "mode": mode, "k": k, "n": n, "sample": sample,
                                         "default": args.default, "default_overrides": args.default_overrides})
                             print(json.dumps(row), flush=True)
@@ -100,15 +102,15 @@ def run(args: argparse.Namespace) -> None:
                             sink.flush()
 
 
-def attack_both(pair: ModelPair, truth_x: torch.Tensor, truth_y: torch.Tensor, args: argparse.Namespace,
-                mode: str) -> dict[str, Any]:
+def attack_both(pair: ModelPair, knowledge: ServerKnowledge, truth_x: torch.Tensor, truth_y: torch.Tensor,
+                args: argparse.Namespace, mode: str) -> dict[str, Any]:
     """``paper`` for --iterations, then the default for the same optimisation seconds; metrics and baselines."""
     row: dict[str, Any] = baselines(truth_x)
-    paper = recover(pair, preset="paper", iterations=args.iterations, restarts=args.paper_restarts, mode=mode,
-                    seed=args.seed)
+    paper = recover(pair, knowledge, preset="paper", iterations=args.iterations, restarts=args.paper_restarts,
+                    mode=mode, seed=args.seed)
     budget = paper.timings["optimise_seconds"]
-    default = recover(pair, preset=args.default, iterations=100_000, mode=mode, seed=args.seed, time_budget=budget,
-                      **json.loads(args.default_overrides))
+    default = recover(pair, knowledge, preset=args.default, iterations=100_000, mode=mode, seed=args.seed,
+                      time_budget=budget, **json.loads(args.default_overrides))
     for name, rec in (("paper", paper), ("default", default)):
         result = evaluate_reconstruction(rec, truth_x, truth_y)
         row[f"{name}_psnr"] = result["mean"]["psnr"]

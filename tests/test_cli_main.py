@@ -19,11 +19,13 @@ def test_scenario_writes_a_run_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["scenario", *DIGITS, "--method", "exact", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "θ_u (unlearned)" in result.output
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["n_train"] == 32 and manifest["n_forget"] == 2
-    assert manifest["metadata"]["config"]["unlearning"]["method"] == "exact"
+    knowledge = json.loads((tmp_path / "run" / "knowledge.json").read_text())
+    assert knowledge["n_train"] == 32 and knowledge["n_forget"] == 2 and knowledge["unlearning"] == "exact"
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["config"]["unlearning"]["method"] == "exact"
     assert {p.name for p in (tmp_path / "run").iterdir()} == {
-        "weights.safetensors", "manifest.json", "config.json", "ground_truth.safetensors"}
+        "weights.safetensors", "manifest.json", "knowledge.json", "base.safetensors", "record.json",
+        "config.json", "ground_truth.safetensors"}
 
 
 def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.config import load_config
-from unlearnleak.pair import ModelPair
+from unlearnleak.pair import load_pair_folder
 from unlearnleak.scenario import ScenarioConfig, build_scenario, finetune, pretrained_base
 from unlearnleak.training import TrainConfig
 
@@ -44,7 +44,7 @@ def test_exact_scenario_matches_finetune_on_retain_set() -> None:
     expected = finetune(spec, base, x, y, cfg.finetune, seed=cfg.seed, keep=keep)
     assert all(torch.equal(expected[k], scn.pair.unlearned[k]) for k in expected)
     assert torch.equal(scn.forget_x, scn.train.x[scn.forget_indices])
-    assert scn.forget_positions.numel() == 3 and scn.pair.n_forget == 3 and scn.pair.n_train == 64
+    assert scn.forget_positions.numel() == 3 and scn.knowledge.n_forget == 3 and scn.knowledge.n_train == 64
     # D_ft comes from the private pool only; the public rows (≥ holdout) trained θ0
     assert int(scn.ft_indices.max()) < cfg.holdout
     assert not set(scn.public_indices().tolist()) & set(scn.ft_indices.tolist())
@@ -63,15 +63,17 @@ def test_saved_run_has_manifest_and_ground_truth(tmp_path: Path) -> None:
     scn = build_scenario(_config())
     scn.save(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    meta = manifest["metadata"]
+    assert set(manifest) == {"format", "model"}  # the pair carries no ground truth, no provenance
+    meta = json.loads((tmp_path / "record.json").read_text())
     assert meta["ft_indices"] == scn.ft_indices.tolist()
     assert meta["forget_indices"] == scn.forget_indices.tolist()
     assert {"original_test_accuracy", "unlearned_test_accuracy", "original_forget_accuracy"} <= set(meta["metrics"])
     assert meta["metrics"]["base_test_accuracy"] > 0.5  # six epochs on real digits already learn something
     assert meta["environment"]["versions"]["torch"].startswith("2.13")
     assert meta["config"]["seed"] == 0
-    pair = ModelPair.load(tmp_path)
-    assert pair.base is not None and pair.n_train == 64
+    pair, knowledge = load_pair_folder(tmp_path)
+    assert knowledge.base is not None and knowledge.n_train == 64 and knowledge.unlearning == "exact"
+    assert torch.equal(pair.unlearned[next(iter(pair.unlearned))], next(iter(scn.pair.unlearned.values())))
     assert (tmp_path / "ground_truth.safetensors").is_file()
     assert not list(tmp_path.glob("*.tmp"))
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import OneLineErrors, handle_errors
 from unlearnleak.data.cli import data_app
 
 app = typer.Typer(
@@ -16,11 +16,12 @@ app = typer.Typer(
     help="Measure how much machine unlearning leaks about the data it deletes (Hu et al., IEEE S&P 2024).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=OneLineErrors,  # typer's usage errors print as one `error: …` line, exit code 2
 )
 
 # Sub-commands living in their own modules; each exposes register(app).
 for _module in ("unlearnleak.commands.scenario", "unlearnleak.commands.demo", "unlearnleak.commands.recover",
-                "unlearnleak.commands.infer_label"):
+                "unlearnleak.commands.infer_label", "unlearnleak.commands.audit"):
     importlib.import_module(_module).register(app)
 app.add_typer(data_app, name="data", help="List, inspect and download datasets.")
 

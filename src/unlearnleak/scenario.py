@@ -8,6 +8,7 @@ or a fraction of one class's rows in D_ft. The ground truth (D_u) is kept beside
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -22,20 +23,25 @@ from safetensors.torch import load_file
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.devices import check_device
-from unlearnleak.errors import ConfigError
-from unlearnleak.models import ModelSpec, build_model, load_weights
+from unlearnleak.errors import ConfigError, UnlearnleakError
+from unlearnleak.experiments.config import one_line
+from unlearnleak.knowledge import ServerKnowledge
+from unlearnleak.models import MODELS, ModelSpec, build_model, load_weights
 from unlearnleak.pair import ModelPair, StateDict, Which
-from unlearnleak.storage import environment_record, save_tensors_atomic, write_json_atomic
+from unlearnleak.record import GROUND_TRUTH_FILE as GROUND_TRUTH_FILE
+from unlearnleak.record import RunRecord
+from unlearnleak.storage import check_creatable, environment_record, save_tensors_atomic, write_json_atomic
 from unlearnleak.training import TrainConfig, evaluate, train
 from unlearnleak.unlearning import UNLEARNING, UnlearningContext, state_of, unlearn
 
-GROUND_TRUTH_FILE = "ground_truth.safetensors"
+# The kind of unlearning each registered method performs (declared to the server attacker by the scenario).
+UNLEARNING_KIND: dict[str, Literal["exact", "approximate"]] = {"exact": "exact", "gradient_ascent": "approximate"}
 
 
 class ForgetConfig(BaseModel):
     """Which rows of D_ft are deleted: ``k`` random samples, given positions, or a fraction of one class."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["samples", "class"] = "samples"
     k: int = Field(1, ge=1)  # kind="samples": how many
@@ -65,10 +71,14 @@ def _default_pretrain() -> TrainConfig:
                        milestones=(15, 25))
 
 
+# model_kwargs used when a config names a model but not its kwargs (each model has its own arguments).
+DEFAULT_MODEL_KWARGS: dict[str, dict[str, Any]] = {"convnet": {"width": 16}}
+
+
 class ScenarioConfig(BaseModel):
     """Everything that determines a ModelPair; its hash names cached artefacts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: str = "cifar10"
     data_dir: str | None = None
@@ -76,16 +86,26 @@ class ScenarioConfig(BaseModel):
     train_split: str = "train"  # the split that holds the private pool and the public pretraining rows
     test_split: str | None = "test"  # None: no held-out accuracy (e.g. the 20-image embedded set)
     model: str = "convnet"
-    model_kwargs: dict[str, Any] = Field(default_factory=lambda: {"width": 16})
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)  # default: DEFAULT_MODEL_KWARGS[model] or {}
     holdout: int = Field(4000, ge=1)  # first rows of the train split: the private pool D_ft is drawn from
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
     finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(freeze_bn=True))
     n_train: int = Field(32, ge=1)  # N = |D_ft|
     forget: ForgetConfig = Field(default_factory=ForgetConfig)
     unlearning: UnlearningConfig = Field(default_factory=UnlearningConfig)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63 - 1)  # torch generators take 64-bit seeds
     device: str = "cpu"
     cache_dir: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_kwargs_default(cls, data: Any) -> Any:
+        """Without ``model_kwargs``, use the named model's defaults (convnet: width 16; others: none)."""
+        if isinstance(data, dict) and "model_kwargs" not in data:
+            model = data.get("model", "convnet")
+            if isinstance(model, str):
+                data = {**data, "model_kwargs": dict(DEFAULT_MODEL_KWARGS.get(model, {}))}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ScenarioConfig:
@@ -94,7 +114,11 @@ class ScenarioConfig(BaseModel):
                              f"choose one of {UNLEARNING.names()}")
         check_device(self.device)
         if self.n_train > self.holdout:
-            raise ValueError(f"n_train={self.n_train} exceeds the private pool holdout={self.holdout}")
+            raise ValueError(f"n_train={self.n_train} exceeds the private pool holdout={self.holdout}; "
+                             "lower n_train or raise holdout")
+        if self.forget.kind == "samples" and self.forget.positions is None and self.forget.k >= self.n_train:
+            raise ValueError(f"forget.k={self.forget.k} must be smaller than n_train={self.n_train} "
+                             "(unlearning all of D_ft leaves nothing to retrain on); lower k or raise n_train")
         return self
 
 
@@ -103,7 +127,9 @@ class Scenario:
     """A built scenario: the pair (what attackers see) and the ground truth (what evaluation sees)."""
 
     config: ScenarioConfig
-    pair: ModelPair
+    pair: ModelPair  # what every attacker sees
+    knowledge: ServerKnowledge  # what the scenario declares the server attacker knows (θ0, N, k, kind)
+    record: RunRecord  # provenance and ground truth, for evaluation and reports only
     forget_x: torch.Tensor  # (k, ...) D_u inputs
     forget_y: torch.Tensor  # (k,)
     ft_indices: torch.Tensor  # train-split rows of D_ft, in D_ft order
@@ -128,12 +154,11 @@ class Scenario:
         return self.train.subset(self.public_indices())
 
     def save(self, folder: str | Path) -> Path:
-        """Write the pair, the ground truth and the effective config into ``folder``."""
+        """Write the pair, the declared knowledge, the record (with the ground truth) and the effective config."""
         folder = Path(folder)
         self.pair.save(folder)
-        save_tensors_atomic(folder / GROUND_TRUTH_FILE, {
-            "forget_x": self.forget_x, "forget_y": self.forget_y, "ft_indices": self.ft_indices,
-            "forget_positions": self.forget_positions})
+        self.knowledge.save(folder)
+        self.record.save(folder)
         write_json_atomic(folder / "config.json", self.config.model_dump(mode="json"))
         return folder
 
@@ -209,57 +234,135 @@ def choose_forget(config: ForgetConfig, y_ft: torch.Tensor, seed: int) -> torch.
         count = max(1, int(rows.numel() * config.fraction))
         return rows[:count]
     if config.positions is not None:
-        pos = torch.tensor(sorted(set(config.positions)), dtype=torch.long)
-        if pos.numel() and (pos.min() < 0 or pos.max() >= n):
-            raise ConfigError(f"forget positions must lie in [0, {n}), got {list(config.positions)}")
-        return pos
-    if config.k > n:
-        raise ConfigError(f"cannot forget k={config.k} samples from D_ft of N={n}")
+        if not config.positions or min(config.positions) < 0 or max(config.positions) >= n:
+            raise ConfigError(f"forget.positions must be a non-empty list of positions in D_ft, each in [0, {n}), "
+                              f"got {list(config.positions)[:10]}")
+        return torch.tensor(sorted(set(config.positions)), dtype=torch.long)
+    if config.k >= n:
+        raise ConfigError(f"cannot forget k={config.k} samples from D_ft of N={n}: k must be smaller than N")
     generator = torch.Generator().manual_seed(seed + 1)
     return torch.randperm(n, generator=generator)[:config.k].sort().values
 
 
-def build_scenario(config: ScenarioConfig) -> Scenario:
-    """Pretrain (or load) θ0, fine-tune θ on D_ft, unlearn D_u, and measure both models."""
+@dataclass(frozen=True)
+class ScenarioPlan:
+    """A config checked against its data before any training: the splits, the architecture, D_ft and D_u."""
+
+    train: Dataset
+    test: Dataset | None
+    spec: ModelSpec
+    ft_indices: torch.Tensor  # train-split rows of D_ft, in D_ft order
+    positions: torch.Tensor  # positions of D_u within D_ft (sorted)
+
+
+def plan_scenario(config: ScenarioConfig) -> ScenarioPlan:
+    """Load the data and check every choice that could fail later (model fit, forget set, cache), training nothing.
+
+    Raises:
+        ConfigError / DataError: naming the key to change and how.
+    """
     train_set, test_set = _load_splits(config)
-    spec, base = pretrained_base(config, train_set)
+    spec = model_spec(config, train_set)
+    check_model_fits(spec, config.dataset)
     generator = torch.Generator().manual_seed(config.seed)
-    pool = torch.randperm(config.holdout, generator=generator)
-    ft_indices = pool[:config.n_train]
+    ft_indices = torch.randperm(config.holdout, generator=generator)[:config.n_train]
+    if config.forget.kind == "class" and config.forget.class_id is not None \
+            and config.forget.class_id >= train_set.num_classes:
+        raise ConfigError(f"forget.class_id={config.forget.class_id} is not a class of {config.dataset!r}, "
+                          f"which has classes 0..{train_set.num_classes - 1}; choose one of them")
+    positions = choose_forget(config.forget, train_set.y[ft_indices], config.seed)
+    if positions.numel() >= config.n_train:
+        raise ConfigError(f"the forget set would hold all {config.n_train} rows of D_ft, leaving nothing to "
+                          "retrain on; forget fewer rows (forget.k, forget.positions, forget.fraction) or raise "
+                          "n_train")
+    _check_cache_dir(config)
+    return ScenarioPlan(train=train_set, test=test_set, spec=spec, ft_indices=ft_indices, positions=positions)
+
+
+def _unfit(what: str, dataset: str, spec: ModelSpec, exc: BaseException) -> ConfigError:
+    return ConfigError(f"{what} does not fit {dataset!r} inputs of shape {tuple(spec.input_shape)} "
+                       f"({type(exc).__name__}: {one_line(str(exc))}); choose another model (e.g. lenet or mlp "
+                       "for small images) or other model_kwargs")
+
+
+def check_model_fits(spec: ModelSpec, dataset: str) -> None:
+    """Build ``spec`` and run one zero input through it, so that a model unfit for the data fails before training."""
+    if spec.name in MODELS:
+        accepted = [n for n in inspect.signature(MODELS.get(spec.name)).parameters
+                    if n not in ("input_shape", "num_classes")]
+        unknown = sorted(set(spec.kwargs) - set(accepted))
+        if unknown:
+            raise ConfigError(f"model {spec.name!r} does not take model_kwargs {unknown}; its arguments are "
+                              f"{', '.join(accepted) or '(none)'}: set e.g. --set model_kwargs={{}} "
+                              f"(given: {dict(spec.kwargs)})")
+    what = f"model {spec.name!r} with model_kwargs {dict(spec.kwargs)}"
+    try:
+        model = build_model(spec).eval()
+        with torch.no_grad():
+            out = model(torch.zeros(1, *spec.input_shape))
+    except UnlearnleakError as exc:
+        cause = exc.__cause__  # build_model wraps what the architecture raised while being built
+        if cause is None:
+            raise
+        raise _unfit(what, dataset, spec, cause) from exc
+    except Exception as exc:  # any failure of the user's architecture choice is reported, not raised
+        raise _unfit(what, dataset, spec, exc) from exc
+    if tuple(out.shape) != (1, spec.num_classes):
+        raise ConfigError(f"{what} returns outputs of shape {tuple(out.shape)} for one input, not (1, "
+                          f"{spec.num_classes}) for the {spec.num_classes} classes of {dataset!r}; fix the model")
+
+
+def _check_cache_dir(config: ScenarioConfig) -> None:
+    """The cache folder (θ0 is stored there) must be a folder we can create or write."""
+    root = cache_dir(config.cache_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"cache_dir {root} is a file; set cache_dir (or $UNLEARNLEAK_CACHE_DIR) to a folder")
+    check_creatable(root, f"cache_dir {root}:", "set cache_dir (or $UNLEARNLEAK_CACHE_DIR) to a folder you can write")
+
+
+def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> Scenario:
+    """Pretrain (or load) θ0, fine-tune θ on D_ft, unlearn D_u, and measure both models.
+
+    ``plan`` (from :func:`plan_scenario`, which runs first if not given) holds the checked data and choices.
+    """
+    plan = plan if plan is not None else plan_scenario(config)
+    train_set, test_set, ft_indices, positions = plan.train, plan.test, plan.ft_indices, plan.positions
+    spec, base = pretrained_base(config, train_set)
     x_ft, y_ft = train_set.x[ft_indices], train_set.y[ft_indices]
     original = finetune(spec, base, x_ft, y_ft, config.finetune, seed=config.seed, device=config.device)
-    positions = choose_forget(config.forget, y_ft, config.seed)
     mask = torch.zeros(config.n_train, dtype=torch.bool)
     mask[positions] = True
     ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x_ft, y_train=y_ft,
                             forget_mask=mask, finetune=config.finetune, params=config.unlearning.params,
                             seed=config.seed, device=config.device)
     unlearned = unlearn(config.unlearning.method, ctx)
-    pair = ModelPair(spec=spec, original=original, unlearned=unlearned, base=base, n_train=config.n_train,
-                     n_forget=int(positions.numel()), metadata={})
-    metadata = {
-        "config": config.model_dump(mode="json"),
-        "dataset": {"name": config.dataset, "provenance": {
+    pair = ModelPair(spec=spec, original=original, unlearned=unlearned)
+    knowledge = ServerKnowledge(base=base, n_train=config.n_train, n_forget=int(positions.numel()),
+                                unlearning=UNLEARNING_KIND.get(config.unlearning.method),
+                                batch_size=config.finetune.batch_size)
+    record = RunRecord(
+        config=config.model_dump(mode="json"),
+        dataset={"name": config.dataset, "classes": list(train_set.classes), "provenance": {
             "source": train_set.provenance.source,
             "files": [f.__dict__ for f in train_set.provenance.files]}},
-        "ft_indices": ft_indices.tolist(),
-        "forget_indices": ft_indices[positions].tolist(),
-        "forget_labels": y_ft[positions].tolist(),
-        "metrics": _measure(pair, x_ft, y_ft, mask, test_set, config.device),
-        "environment": environment_record(),
-    }
-    pair = ModelPair(spec=spec, original=original, unlearned=unlearned, base=base, n_train=config.n_train,
-                     n_forget=int(positions.numel()), metadata=metadata)
-    return Scenario(config=config, pair=pair, forget_x=x_ft[positions], forget_y=y_ft[positions],
-                    ft_indices=ft_indices, forget_positions=positions, train=train_set, test=test_set)
+        ft_indices=tuple(ft_indices.tolist()),
+        forget_indices=tuple(ft_indices[positions].tolist()),
+        forget_labels=tuple(y_ft[positions].tolist()),
+        metrics=_measure(pair, knowledge, x_ft, y_ft, mask, test_set, config.device),
+        environment=environment_record(),
+        forget_x=x_ft[positions], forget_y=y_ft[positions], forget_positions=positions,
+    )
+    return Scenario(config=config, pair=pair, knowledge=knowledge, record=record, forget_x=x_ft[positions],
+                    forget_y=y_ft[positions], ft_indices=ft_indices, forget_positions=positions, train=train_set,
+                    test=test_set)
 
 
-def _measure(pair: ModelPair, x_ft: torch.Tensor, y_ft: torch.Tensor, mask: torch.Tensor,
+def _measure(pair: ModelPair, knowledge: ServerKnowledge, x_ft: torch.Tensor, y_ft: torch.Tensor, mask: torch.Tensor,
              test: Dataset | None, device: str) -> dict[str, float]:
     out: dict[str, float] = {}
     whiches: tuple[Which, ...] = ("base", "original", "unlearned")
     for which in whiches:
-        model = pair.model(which, device)
+        model = pair.model(which, device, knowledge)
         if test is not None:
             out[f"{which}_test_accuracy"] = evaluate(model, test.x, test.y, device=device)
         out[f"{which}_forget_accuracy"] = evaluate(model, x_ft[mask], y_ft[mask], device=device)

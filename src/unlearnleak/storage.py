@@ -60,10 +60,24 @@ def check_output_folder(path: str | Path, *, overwrite: bool = False, flag: str 
         raise ConfigError(f"{flag} {path} already holds results; choose a new {flag} or pass --overwrite "
                           f"to replace it")
     parent = path.parent if path.parent != Path("") else Path(".")
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: cannot create it, {existing} is not a writable folder")
+    check_creatable(parent, f"{flag} {path}: cannot create it,", f"choose another {flag}")
     return path
+
+
+def check_creatable(folder: str | Path, what: str, fix: str) -> Path:
+    """Check, creating nothing, that ``folder`` exists or can be created and can be written into.
+
+    Errors read ``"{what} <reason>; {fix}"``.
+    """
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {existing} is not a writable folder; {fix}")
+    try:  # permissions can lie (root, read-only mounts, /proc): try it, leaving nothing behind
+        os.rmdir(tempfile.mkdtemp(prefix=".unlearnleak-probe-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(f"{what} {existing} is not writable ({exc.strerror}); {fix}") from exc
+    return folder
 
 
 @contextmanager

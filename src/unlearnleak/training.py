@@ -13,7 +13,7 @@ from unlearnleak.progress import track
 class TrainConfig(BaseModel):
     """SGD hyperparameters. Defaults are the paper's fine-tuning stage: 1 epoch, lr 1e-3, no momentum."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(1, ge=0)
     lr: float = Field(1e-3, gt=0)

@@ -29,7 +29,7 @@ def test_cifar_image_recovered_well_above_random(shared_data: Path) -> None:
     unlearned = dict(original)
     for (name, p), g in zip(model.named_parameters(), grads, strict=True):
         unlearned[name] = (p + 1e-3 * g).detach()  # one step of gradient ascent, the paper's τ
-    pair = ModelPair(spec, original, unlearned, n_forget=1)
+    pair = ModelPair(spec, original, unlearned)
 
     rec = recover(pair, iterations=250, restarts=1, seed=0)  # preset "best", labels inferred from ∇*
     result = evaluate_reconstruction(rec, x, y)

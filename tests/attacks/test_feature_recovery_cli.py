@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from unlearnleak.attacks.feature_recovery import RECONSTRUCTION_FILE, Reconstruction
 from unlearnleak.cli import app
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
 from unlearnleak.unlearning import state_of
@@ -34,7 +35,8 @@ def pair_dir(tmp_path: Path) -> Path:
     for (name, p), g in zip(model.named_parameters(), grads, strict=True):
         unlearned[name] = (p + 1e-2 * g).detach()
     folder = tmp_path / "pair"
-    ModelPair(SPEC, original, unlearned, n_forget=2).save(folder)
+    ModelPair(SPEC, original, unlearned).save(folder)
+    ServerKnowledge(n_forget=2).save(folder)
     save_file({"forget_x": x, "forget_y": y}, str(folder / "ground_truth.safetensors"))
     return folder
 

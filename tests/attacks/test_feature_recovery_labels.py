@@ -24,11 +24,11 @@ def _pair(x: torch.Tensor, y: torch.Tensor, seed: int = 0, tau: float = 1e-3) ->
     unlearned = dict(original)
     for (name, p), g in zip(model.named_parameters(), grads, strict=True):
         unlearned[name] = (p + tau * g).detach()
-    return ModelPair(SPEC, original, unlearned, n_forget=int(y.numel()))
+    return ModelPair(SPEC, original, unlearned)
 
 
 def _infer(pair: ModelPair, k: int) -> list[int]:
-    target = target_gradient(pair, "approximate")
+    target = target_gradient(pair, mode="approximate")
     return infer_labels(pair.model(), target, k, SPEC.num_classes).labels.tolist()
 
 

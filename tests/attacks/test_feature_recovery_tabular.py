@@ -9,6 +9,7 @@ import torch
 from unlearnleak.attacks.feature_recovery import analytic_applicable, evaluate_reconstruction, recover
 from unlearnleak.data import load_dataset
 from unlearnleak.errors import UnlearnleakError
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
 from unlearnleak.scenario import finetune
@@ -43,8 +44,8 @@ def test_row_recovered_from_gradient_ascent(name: str) -> None:
     data, spec, base, original, x, y, mask, ft = _setting(name, lr=1e-2)
     ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x, y_train=y, forget_mask=mask,
                             finetune=ft, params={"lr": 1e-2})
-    pair = ModelPair(spec, original, unlearn("gradient_ascent", ctx), base, N, 1)
-    rec = recover(pair, mode="approximate")
+    pair = ModelPair(spec, original, unlearn("gradient_ascent", ctx))
+    rec = recover(pair, ServerKnowledge(base=base, n_train=N, n_forget=1), mode="approximate")
     assert rec.method == "analytic" and rec.kind == "tabular" and rec.label_source == "inferred"
     assert (rec.x - x[mask]).abs().max() < 1e-4  # model-input units (standardised features)
     result = evaluate_reconstruction(rec, x[mask], y[mask], transform=data.transform)
@@ -72,8 +73,9 @@ def test_row_exact_under_exact_unlearning_in_float64() -> None:
         return state
 
     everything = torch.ones(N, dtype=torch.bool)
-    pair = ModelPair(spec, step(everything), step(~mask), {k: v.double() for k, v in base.items()}, N, 1)
-    rec = recover(pair, mode="exact")
+    pair = ModelPair(spec, step(everything), step(~mask))
+    knowledge = ServerKnowledge(base={k: v.double() for k, v in base.items()}, n_train=N, n_forget=1)
+    rec = recover(pair, knowledge, mode="exact")
     assert rec.target_mode == "exact" and rec.method == "analytic"
     assert (rec.x.double() - x[mask].double()).abs().max() < 1e-4
     assert rec.labels.tolist() == y[mask].tolist()

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from unlearnleak.attacks.feature_recovery import target_gradient
 from unlearnleak.attacks.feature_recovery.target_gradient import resolve_mode
 from unlearnleak.errors import CheckpointError, ConfigError
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
 from unlearnleak.scenario import finetune
@@ -52,8 +53,8 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_gradient_ascent_target_is_plus_the_forget_gradient(setting: dict) -> None:
     unlearned = _unlearned(setting, "gradient_ascent", {"lr": 1e-3})
-    pair = ModelPair(SPEC, setting["original"], unlearned, setting["base"], 16, 3)
-    target = target_gradient(pair, "approximate")
+    pair = ModelPair(SPEC, setting["original"], unlearned)
+    target = target_gradient(pair, ServerKnowledge(base=setting["base"], n_train=16, n_forget=3), "approximate")
     truth = _true_gradient(setting["original"], setting["x"][setting["mask"]], setting["y"][setting["mask"]])
     assert target.invert_on == "original"
     assert _cos(target.flat(), truth) > 0.9999
@@ -64,30 +65,35 @@ def test_gradient_ascent_target_is_plus_the_forget_gradient(setting: dict) -> No
 
 def test_exact_target_is_the_forget_gradient_at_the_base(setting: dict) -> None:
     unlearned = _unlearned(setting, "exact")
-    pair = ModelPair(SPEC, setting["original"], unlearned, setting["base"], 16, 3)
-    target = target_gradient(pair, "exact")
+    pair = ModelPair(SPEC, setting["original"], unlearned)
+    knowledge = ServerKnowledge(base=setting["base"], n_train=16, n_forget=3)
+    target = target_gradient(pair, knowledge, "exact")
     truth = _true_gradient(setting["base"], setting["x"][setting["mask"]], setting["y"][setting["mask"]])
     assert target.invert_on == "base"
     assert _cos(target.flat(), truth) > 0.9999
     # Without θ0 the plain difference still points the same way, but only roughly.
-    plain = target_gradient(pair.without_base(), "auto")
+    plain = target_gradient(pair, knowledge.without("base"), "auto")
     assert plain.mode == "approximate"
     assert 0.5 < _cos(plain.flat(), truth) < 0.9999
 
 
 def test_modes_need_their_knowledge(setting: dict) -> None:
-    pair = ModelPair(SPEC, setting["original"], _unlearned(setting, "exact"), setting["base"], 16, 3)
-    assert resolve_mode(pair, "auto") == "exact"
-    assert resolve_mode(pair.without_base(), "auto") == "approximate"
+    pair = ModelPair(SPEC, setting["original"], _unlearned(setting, "exact"))
+    knowledge = ServerKnowledge(base=setting["base"], n_train=16, n_forget=3)
+    assert resolve_mode(knowledge, "auto") == "exact"
+    assert resolve_mode(knowledge.without("base"), "auto") == "approximate"
+    assert resolve_mode(None, "auto") == "approximate"
     with pytest.raises(ConfigError, match="θ0, N and k"):
-        target_gradient(pair.without_base(), "exact")
-    recorded = ModelPair(SPEC, pair.original, pair.unlearned, pair.base, 16, 3,
-                         metadata={"config": {"unlearning": {"method": "gradient_ascent"}}})
-    assert resolve_mode(recorded, "auto") == "approximate"
-    assert target_gradient(pair, "exact").describe()["knowledge"].startswith("θ, θ_u, the base model θ0")
+        target_gradient(pair, knowledge.without("n_train"), "exact")
+    declared = ServerKnowledge(base=setting["base"], n_train=16, n_forget=3, unlearning="approximate")
+    assert resolve_mode(declared, "auto") == "approximate"
+    described = target_gradient(pair, knowledge, "exact").describe()
+    assert described["knowledge"].startswith("θ, θ_u, the base model θ0")
+    assert described["knowledge_used"] == ["base", "n_train", "n_forget"]
+    assert target_gradient(pair, declared).used == ("unlearning",)
 
 
 def test_identical_models_have_nothing_to_invert(setting: dict) -> None:
     pair = ModelPair(SPEC, setting["original"], dict(setting["original"]))
-    with pytest.raises(CheckpointError, match="nothing to invert"):
+    with pytest.raises(CheckpointError, match="no difference — nothing to attack"):
         target_gradient(pair)

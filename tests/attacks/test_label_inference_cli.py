@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from unlearnleak.commands.infer_label import register
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
+from unlearnleak.record import RunRecord
 
 SHAPE = (3, 8, 8)
 
@@ -32,7 +33,7 @@ def app() -> typer.Typer:
 @pytest.fixture
 def pair_dir(tmp_path: Path) -> Path:
     """An MLP pair whose 'unlearned' model lost confidence in class 1 (its bias lowered)."""
-    spec = ModelSpec("mlp", SHAPE, 3, (0.5,) * 3, (0.25,) * 3, {"hidden": [16]})
+    spec = ModelSpec("mlp", SHAPE, 10, (0.5,) * 3, (0.25,) * 3, {"hidden": [16]})
     torch.manual_seed(0)
     model = build_model(spec)
     with torch.no_grad():
@@ -42,21 +43,21 @@ def pair_dir(tmp_path: Path) -> Path:
     unlearned = {k: v.clone() for k, v in original.items()}
     bias = [k for k in unlearned if k.endswith("bias")][-1]
     unlearned[bias][1] -= 3.0
-    pair = ModelPair(spec=spec, original=original, unlearned=unlearned,
-                     metadata={"forget_labels": [1, 1], "class_names": ["a", "b", "c"]})
+    pair = ModelPair(spec=spec, original=original, unlearned=unlearned)
+    RunRecord(forget_labels=(1, 1), dataset={"classes": list("abcdefghij")}).save(tmp_path / "pair")
     return pair.save(tmp_path / "pair")
 
 
 def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    # three classes are too few for the log-odds spread estimate; the paper's probability rule detects here
-    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out),
-                                      "--statistic", "probability"])
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "deleted (ground truth)" in result.output
     record = json.loads((out / "guess.json").read_text())
     assert record["guess"]["predicted"] == [1] and record["deleted_labels"] == [1]
-    assert record["guess"]["queries_unlearned"] == 6
+    assert record["guess"]["level"] == 0.05 and record["guess"]["p_value"] <= 0.05
+    assert record["guess"]["calibration"] == "null_pairs"  # nes probes, 10 classes: the measured null pairs
+    assert record["guess"]["queries_unlearned"] == 20
     for name in ("confidence_change.png", "probes.png", "probes/probes.safetensors"):
         assert (out / name).is_file(), name
     again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes")])
@@ -64,6 +65,12 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
     replayed = json.loads(again.output.strip().splitlines()[-1])
     assert replayed["statistic"] == "log_odds" and replayed["ranked"][0] == 1
     assert replayed["changes"][1] < -2.5  # the output bias of class 1 was lowered by 3: its log-odds fall ≈ 3
+    chosen = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes"),
+                                      "--calibration", "gaussian", "--level", "0.01", "--test", "robust"])
+    assert chosen.exit_code == 0, chosen.output
+    verdict = json.loads(chosen.output.strip().splitlines()[-1])
+    assert verdict["calibration"] == "gaussian" and verdict["level"] == 0.01 and verdict["test"] == "robust"
+    assert verdict["predicted"] == [1]
 
 
 def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:

@@ -205,3 +205,49 @@ def test_without_budget_for_the_final_request_answers_seen_are_kept() -> None:
     assert "seen during generation" in again.notes
     torch.testing.assert_close(again.original_proba, first.original_proba, rtol=0, atol=1e-9)
     assert again.total_queries == first.total_queries - 1 and tight.remaining == 0
+
+
+def test_zoo_coordinate_adam_is_arts_per_coordinate_adam() -> None:
+    """torch.optim.Adam over 0-d views: per-coordinate step counts, untouched coordinates stay put."""
+    from unlearnleak.attacks.label_inference.zeroth_order import CoordinateAdam
+
+    d, b1, b2, eps, lr = 8, 0.9, 0.999, 1e-8, 0.1
+    g = torch.Generator().manual_seed(0)
+    steps = [(torch.randperm(d, generator=g)[:3], torch.randn(3, generator=g, dtype=torch.float64))
+             for _ in range(6)]
+    flat = torch.zeros(d, dtype=torch.float64)
+    adam = CoordinateAdam(flat, lr=lr, betas=(b1, b2), eps=eps)
+    ref, m, v, t = (torch.zeros(d, dtype=torch.float64) for _ in range(4))
+    for idx, grad in steps:  # ART's ZooAttack update, written out
+        adam.step(idx, grad)
+        t[idx] += 1
+        m[idx] = b1 * m[idx] + (1 - b1) * grad
+        v[idx] = b2 * v[idx] + (1 - b2) * grad ** 2
+        corr = torch.sqrt(1 - b2 ** t[idx]) / (1 - b1 ** t[idx])
+        ref[idx] -= lr * corr * m[idx] / (torch.sqrt(v[idx]) + eps)
+    touched = torch.zeros(d, dtype=torch.bool)
+    for idx, _ in steps:
+        touched[idx] = True
+    assert torch.allclose(flat, ref, atol=1e-6) and bool((flat[~touched] == 0).all())
+    assert bool((flat[touched] != 0).all())
+
+
+def test_zoo_population_batches_the_queries_of_several_probes_without_changing_them() -> None:
+    """population=4 sends every step's requests of 4 probes in one call: same probes, same counts."""
+    weight = torch.randn(K, 3 * 8 * 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.5
+    calls: list[int] = []
+
+    def answer(x: torch.Tensor) -> torch.Tensor:  # row by row in float64: independent of the batch
+        calls.append(x.shape[0])
+        return torch.softmax(x.double().flatten(1) @ weight.T, dim=1)
+
+    made = {}
+    for population in (1, 4):
+        calls.clear()
+        o = FunctionOracle(answer, num_classes=K, input_shape=SHAPE)
+        made[population] = (generate_probes("zoo", o, K, 1, SHAPE, seed=0, nb_parallel=16, threshold=0.999,
+                                            population=population), len(calls))
+    (one, calls_one), (four, calls_four) = made[1], made[4]
+    assert torch.equal(one.x, four.x) and one.queries.tolist() == four.queries.tolist()
+    assert one.total_queries == four.total_queries and one.accepted.tolist() == four.accepted.tolist()
+    assert calls_four < calls_one / 2  # the same rows in fewer, larger requests

@@ -1,30 +1,42 @@
-"""Shared CLI plumbing: user errors become one clear line on stderr and exit code 2."""
+"""Shared CLI plumbing: every user error becomes ONE line on stderr (``error: …``) and exit code 2.
+
+Three sources of user errors are covered: our own :class:`~unlearnleak.errors.UnlearnleakError`, pydantic
+validation errors, and typer's (click's) usage errors — a bad option value, a missing argument, an unknown
+option — which typer would otherwise print as a multi-line panel.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperGroup
 
-from unlearnleak.errors import UnlearnleakError
+from unlearnleak.errors import ConfigError, UnlearnleakError
+from unlearnleak.experiments.config import one_line, validation_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
 
+# click's exception base class, found through typer's public BadParameter so that it works whether typer
+# vendors click (typer ≥ 0.2x) or depends on it.
+_ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
 
 def fail(message: str) -> typer.Exit:
-    """Print ``message`` to stderr and return the Exit(2) to raise."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print ``error: message`` (one line) to stderr and return the Exit(2) to raise."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
     return typer.Exit(EXIT_USAGE)
 
 
 def handle_errors(func: F) -> F:
-    """Decorator for commands: UnlearnleakError / pydantic ValidationError → 'error: …' and exit code 2."""
+    """Decorator for commands: user errors (ours, pydantic's, the OS's) → one 'error: …' line and exit code 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,6 +45,65 @@ def handle_errors(func: F) -> F:
         except UnlearnleakError as exc:
             raise fail(str(exc)) from None
         except ValidationError as exc:
-            raise fail(f"invalid configuration:\n{exc}") from None
+            raise fail(validation_message(exc, exc.title)) from None
+        except OSError as exc:  # disk full, permissions changed mid-run: environmental, not a bug
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}; check the path, its permissions and free space") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineErrors(TyperGroup):
+    """A typer group whose usage errors (bad option value, missing argument, …) print as one line, exit 2."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        """Run the command; in standalone mode, print click's errors as one line and exit with their code."""
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False,
+                              windows_expand_args=windows_expand_args, **extra)
+        except _ClickException as exc:
+            if not standalone_mode:
+                raise
+            code = int(getattr(exc, "exit_code", 1))
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has already printed the help
+                print(f"error: {_usage_message(exc)}", file=sys.stderr)
+            sys.exit(code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)  # rv is the exit code of a typer.Exit, else None
+
+
+def _usage_message(exc: Exception) -> str:
+    """click's message for ``exc`` as one line, with the ``--help`` hint of the command it came from."""
+    format_message = getattr(exc, "format_message", None)
+    text = one_line(format_message() if callable(format_message) else str(exc)).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None)
+    return f"{text}; see `{command} --help`" if command else text
+
+
+# ----- option checks (typer callbacks): bad values are usage errors that name the flag ------------------------
+
+
+def positive_finite(ctx: typer.Context, param: typer.CallbackParam, value: float | None) -> float | None:
+    """Callback: a float option must be a finite number > 0 (nan and inf are rejected)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number of seconds > 0, got {value}; give e.g. 60")
+    return value
+
+
+def check_device_flag(device: str) -> str:
+    """``--device`` must name a device torch can use here (checked before any work)."""
+    from unlearnleak.devices import check_device
+
+    try:
+        return check_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"--device {device}: {exc}") from exc

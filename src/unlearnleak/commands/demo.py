@@ -17,11 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import check_device_flag, handle_errors
 from unlearnleak.commands.scenario import scenario_table
-from unlearnleak.devices import check_device
 from unlearnleak.scenario import ScenarioConfig, build_scenario
-from unlearnleak.storage import environment_record, write_json_atomic
+from unlearnleak.storage import check_output_folder, environment_record, output_folder, write_json_atomic
 from unlearnleak.training import TrainConfig
 
 
@@ -49,8 +48,13 @@ def label_inference_config(seed: int, device: str) -> ScenarioConfig:
         unlearning={"method": "gradient_ascent", "params": {"lr": 1e-3}}, seed=seed, device=device)
 
 
-def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, console: Console) -> dict[str, Any]:
-    """Build the CIFAR-10 pair, recover the unlearned photo, save tensors, grid and metrics."""
+def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, console: Console,
+                         shown: Path | None = None) -> dict[str, Any]:
+    """Build the CIFAR-10 pair, recover the unlearned photo, save tensors, grid and metrics.
+
+    ``out`` is where files are written; ``shown`` is where they will be once published (for the messages).
+    """
+    shown = shown or out
     from unlearnleak.attacks.feature_recovery import evaluate_reconstruction, recover
     from unlearnleak.metrics import load_lpips
     from unlearnleak.report.grids import save_reconstruction_grid
@@ -58,14 +62,15 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
     scn = build_scenario(feature_recovery_config(seed, device))
     scn.save(out / "pair")
     console.print(scenario_table(scn))
-    rec = recover(scn.pair, preset="best", iterations=iterations, restarts=2, device=device, seed=seed)
+    rec = recover(scn.pair, scn.knowledge, preset="best", iterations=iterations, restarts=2, device=device, seed=seed)
     rec.save(out / "reconstruction.safetensors")
     lpips = load_lpips()
     result = evaluate_reconstruction(rec, scn.forget_x, scn.forget_y, lpips, std=scn.pair.spec.std)
     names = scn.train.classes
     captions = [f"{names[s['true_label']]} / {names[s['label']]}, {s['psnr']:.1f} dB" for s in result["samples"]]
-    grid = save_reconstruction_grid(out / "reconstruction.png", scn.forget_x,
-                                    rec.x[torch_tensor(result["assignment"])], captions=captions)
+    save_reconstruction_grid(out / "reconstruction.png", scn.forget_x,
+                             rec.x[torch_tensor(result["assignment"])], captions=captions)
+    grid = shown / "reconstruction.png"
     table = Table(title="Feature recovery (server, white-box): the unlearned photo from (θ, θ_u) alone")
     for col in ("sample", "true label", "inferred label", "PSNR dB", "SSIM", "LPIPS", "seconds"):
         table.add_column(col, justify="right")
@@ -77,12 +82,14 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
     console.print(table)
     if lpips is None:
         console.print("LPIPS unavailable: no weights found (see docs/metrics.md); reported as n/a, not 0.")
-    return {"scenario": scn.pair.metadata.get("metrics"), "attack": rec.summary(), "evaluation": result,
+    return {"scenario": dict(scn.record.metrics), "attack": rec.summary(), "evaluation": result,
             "grid": str(grid)}
 
 
-def run_label_inference(out: Path, seed: int, device: str, console: Console) -> dict[str, Any]:
+def run_label_inference(out: Path, seed: int, device: str, console: Console,
+                        shown: Path | None = None) -> dict[str, Any]:
     """Build the digits pair, make black-box probes against θ, infer the deleted class from θ_u's answers."""
+    shown = shown or out
     from unlearnleak.attacks.label_inference import generate_probes, infer_label
     from unlearnleak.oracle import ModelOracle
     from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
@@ -98,7 +105,8 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console) -> 
     guess = infer_label(original, unlearned, probes, top_k=1)
     names = scn.train.classes
     deleted = int(scn.forget_y[0])
-    plot = plot_confidence_changes(guess, out / "confidence_change.png", class_names=names, deleted=[deleted])
+    plot_confidence_changes(guess, out / "confidence_change.png", class_names=names, deleted=[deleted])
+    plot = shown / "confidence_change.png"
     plot_probe_grid(probes, out / "probes.png", class_names=names)
     table = Table(title="Label inference (user, black-box): which class was deleted?")
     table.add_column("class")
@@ -111,7 +119,7 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console) -> 
                      f"queries: {probes.total_queries} to θ (probe generation), {guess.queries_unlearned} to θ_u; "
                      f"plot: {plot}")
     console.print(table)
-    return {"scenario": scn.pair.metadata.get("metrics"), "deleted_class": deleted, "guess": guess.to_dict(),
+    return {"scenario": dict(scn.record.metrics), "deleted_class": deleted, "guess": guess.to_dict(),
             "correct_argmin": guess.best == deleted, "detected": guess.detected,
             "probe_queries": probes.total_queries, "plot": str(plot)}
 
@@ -132,20 +140,25 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for all outputs.")] = Path("runs/demo"),
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
-        iterations: Annotated[int, typer.Option(help="Inversion iterations for feature recovery.")] = 600,
+        iterations: Annotated[int, typer.Option(help="Inversion iterations for feature recovery.", min=1)] = 600,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder --out.")]
+        = False,
     ) -> None:
         """Run both attacks end to end on real data shipped with the dependencies (offline)."""
-        check_device(device)
+        check_device_flag(device)
+        check_output_folder(out, overwrite=overwrite)
         console = Console()
         started = time.perf_counter()
-        console.rule("1. Feature recovery on real CIFAR-10 photos")
-        fr = run_feature_recovery(out / "feature_recovery", seed, device, iterations, console)
-        console.rule("2. Label inference on real handwritten digits")
-        li = run_label_inference(out / "label_inference", seed, device, console)
-        summary = {"feature_recovery": fr, "label_inference": li, "seconds": time.perf_counter() - started,
-                   "configs": {"feature_recovery": feature_recovery_config(seed, device).model_dump(mode="json"),
-                               "label_inference": label_inference_config(seed, device).model_dump(mode="json")},
-                   "environment": environment_record()}
-        write_json_atomic(out / "summary.json", summary)
+        with output_folder(out, overwrite=overwrite) as staged:
+            console.rule("1. Feature recovery on real CIFAR-10 photos")
+            fr = run_feature_recovery(staged / "feature_recovery", seed, device, iterations, console,
+                                      shown=out / "feature_recovery")
+            console.rule("2. Label inference on real handwritten digits")
+            li = run_label_inference(staged / "label_inference", seed, device, console, shown=out / "label_inference")
+            summary = {"feature_recovery": fr, "label_inference": li, "seconds": time.perf_counter() - started,
+                       "configs": {"feature_recovery": feature_recovery_config(seed, device).model_dump(mode="json"),
+                                   "label_inference": label_inference_config(seed, device).model_dump(mode="json")},
+                       "environment": environment_record()}
+            write_json_atomic(staged / "summary.json", summary)
         console.print(f"demo finished in {summary['seconds']:.0f} s; results in {out}/ (summary.json, "
                       f"feature_recovery/reconstruction.png, label_inference/confidence_change.png)")

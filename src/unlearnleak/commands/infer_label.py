@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
 
 
 def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | None) -> Table:
@@ -37,9 +37,11 @@ def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | 
             marks.append("deleted (ground truth)")
         table.add_row(str(rank), f"{c} {names[c]}" if class_names else str(c),
                       "—" if math.isnan(change) else f"{change:+.3e}", str(guess.probe_counts[c]), ", ".join(marks))
-    table.caption = (f"detection level {guess.center - guess.z * guess.scale:+.3e} (center {guess.center:+.2e} − "
-                     f"{guess.z:g}·{guess.scale:.2e}); queries: original {guess.queries_original}, "
-                     f"unlearned {guess.queries_unlearned}")
+    level = "uncalibrated threshold" if guess.level is None else f"false-detection level {guess.level:g}"
+    p_value = "" if guess.p_value is None else f", p = {guess.p_value:.2g}"
+    table.caption = (f"{level}{p_value}: threshold {guess.center - guess.z * guess.scale:+.3e} (center "
+                     f"{guess.center:+.2e} − {guess.z:.3g}·{guess.scale:.2e}; {guess.calibration_source}); "
+                     f"queries: original {guess.queries_original}, unlearned {guess.queries_unlearned}")
     return table
 
 
@@ -52,87 +54,157 @@ def register(app: typer.Typer) -> None:
         pair_dir: Annotated[Path, typer.Argument(help="Model-pair folder (from `unlearnleak scenario`).")],
         generator: Annotated[str, typer.Option("--generator", "-g",
                                                help="Probe generator: nes | zoo | public | gradient.")] = "nes",
-        per_class: Annotated[int, typer.Option(help="Probes per class.")] = 10,
-        top_k: Annotated[int, typer.Option(help="How many deleted classes to name.")] = 1,
+        per_class: Annotated[int, typer.Option(help="Probes per class.", min=1)] = 10,
+        top_k: Annotated[int, typer.Option(help="How many deleted classes to name (fewer than the classes).",
+                                           min=1)] = 1,
         statistic: Annotated[str, typer.Option(
             help="Confidence change: log_odds (default) or probability (the paper's Eq. 11).")] = "log_odds",
-        seed: Annotated[int, typer.Option(help="Seed of the probe generator.")] = 0,
+        level: Annotated[float, typer.Option(
+            help="False-detection rate the 'detected' verdict holds when nothing was deleted, in (0, 1).")] = 0.05,
+        calibration: Annotated[str, typer.Option(
+            help="How the detection threshold is obtained: auto | null_pairs | gaussian | student_t | fixed "
+                 "(docs/label_inference.md).")] = "auto",
+        test: Annotated[str, typer.Option(
+            help="Centre/spread of the other classes' changes: student (mean/std), robust (median/MAD), "
+                 "lower.")] = "student",
+        seed: Annotated[int, typer.Option(help="Seed of the probe generator.", min=0)] = 0,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Generator parameter, e.g. --set threshold=0.999 (see docs/label_inference.md).")] = None,
         probes_dir: Annotated[Path | None, typer.Option(
             "--probes", help="Reuse probes saved earlier (made against this pair's original model).")] = None,
-        budget: Annotated[int | None, typer.Option(help="Query budget of the original model's oracle.")] = None,
-        max_seconds: Annotated[float | None, typer.Option(help="Stop making probes after this long.")] = None,
+        budget: Annotated[int | None, typer.Option(help="Query budget of the original model's oracle.", min=1)]
+        = None,
+        max_seconds: Annotated[float | None, typer.Option(
+            help="Stop making probes after this long (finite, > 0).", callback=positive_finite)] = None,
         public_split: Annotated[str, typer.Option(help="Split the `public` generator draws real samples from.")]
         = "test",
         data_dir: Annotated[str | None, typer.Option(help="Dataset folder (for --generator public).")] = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for guess.json, figures, probes.")]
         = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder --out.")]
+        = False,
+        model_def: Annotated[str | None, typer.Option(
+            help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
+        = None,
     ) -> None:
         """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most."""
         from unlearnleak.attacks.label_inference import (
             PROBE_GENERATORS,
             DecisionConfig,
-            ProbeSet,
             generate_probes,
             infer_label,
         )
+        from unlearnleak.attacks.label_inference.calibration import CALIBRATORS, Test
         from unlearnleak.attacks.label_inference.decision import STATISTICS
         from unlearnleak.errors import ConfigError
-
-        if statistic not in STATISTICS:
-            raise ConfigError(f"--statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
         from unlearnleak.experiments.config import load_config
         from unlearnleak.oracle import ModelOracle
         from unlearnleak.pair import ModelPair
+        from unlearnleak.record import RunRecord
         from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
-        from unlearnleak.storage import write_json_atomic
+        from unlearnleak.storage import check_output_folder, output_folder, write_json_atomic
 
-        pair = ModelPair.load(pair_dir)
-        meta: dict[str, Any] = dict(pair.metadata)
+        # ---- every check before any probe is made --------------------------------------------------------
+        if statistic not in STATISTICS:
+            raise ConfigError(f"--statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        if not 0 < level < 1:
+            raise ConfigError(f"--level must lie in (0, 1), got {level}; e.g. --level 0.05")
+        if calibration not in CALIBRATORS:
+            raise ConfigError(f"--calibration must be one of {', '.join(CALIBRATORS.names())}, got {calibration!r}")
+        if test not in get_args(Test):
+            raise ConfigError(f"--test must be one of {', '.join(get_args(Test))}, got {test!r}")
+        if probes_dir is None and generator not in PROBE_GENERATORS:
+            raise ConfigError(f"--generator must be one of {', '.join(PROBE_GENERATORS.names())}, "
+                              f"got {generator!r} (unknown probe generator)")
+        check_device_flag(device)
+        if out is not None:
+            check_output_folder(out, overwrite=overwrite)
+        pair = ModelPair.load(pair_dir, model_def=model_def)
+        run_record = RunRecord.load(pair_dir)  # dataset name and class names for probes and reports; never D_u
+        meta: dict[str, Any] = run_record.to_dict() if run_record else {}
         spec = pair.spec
+        if top_k >= spec.num_classes:
+            raise ConfigError(f"--top-k {top_k}: this model has {spec.num_classes} classes, so at most "
+                              f"{spec.num_classes - 1} can be named as deleted (the rest are the reference); "
+                              "lower --top-k")
+        decision = DecisionConfig(top_k=top_k, statistic=statistic, level=level, calibration=calibration,
+                                  test=test)
+        probes = params = public = None
+        if probes_dir is not None:
+            probes = _load_probes(probes_dir, spec.num_classes, tuple(spec.input_shape))
+        else:
+            params = load_config(PROBE_GENERATORS.get(generator).Config, None, list(set_ or []),
+                                 what=f"--set ({generator} generator settings)").model_dump()
+            if generator == "public":
+                public = _public_data(meta, public_split, data_dir)
         original = ModelOracle.from_pair(pair, "original", budget=budget, device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
-        if probes_dir is not None:
-            probes = ProbeSet.load(probes_dir)
-        else:
-            params = load_config(PROBE_GENERATORS.get(generator).Config, None, list(set_ or [])).model_dump()
-            public = None
-            if generator == "public":
-                from unlearnleak.data import load_dataset
 
-                dataset = str(meta.get("config", {}).get("dataset", ""))
-                if not dataset:
-                    raise ConfigError("this pair's manifest does not name its dataset; the public generator "
-                                      "needs one")
-                root = data_dir or meta.get("config", {}).get("data_dir")
-                public = load_dataset(dataset, public_split, root)
+        # ---- the attack ------------------------------------------------------------------------------------
+        if probes is None:
             target = pair.model("original", device) if generator == "gradient" else original
             probes = generate_probes(generator, target, spec.num_classes, per_class, tuple(spec.input_shape),
-                                     seed, public=public, max_seconds=max_seconds, device=device, **params)
-        guess = infer_label(original, unlearned, probes, config=DecisionConfig(top_k=top_k, statistic=statistic))
+                                     seed, public=public, max_seconds=max_seconds, device=device, **(params or {}))
+        guess = infer_label(original, unlearned, probes, config=decision)
         class_names = _class_names(meta)
         deleted = sorted(set(meta.get("forget_labels", []))) or None
         Console().print(guess_table(guess, class_names, deleted))
         if probes.notes:
             typer.echo(f"note: {probes.notes}")
-        if out is not None:
-            record = {"guess": guess.to_dict(), "deleted_labels": deleted, "probes": {
-                "generator": probes.generator, "count": len(probes), "accepted": probes.num_accepted,
-                "total_queries": probes.total_queries, "queries_per_accepted": probes.queries_per_accepted,
-                "seconds": probes.seconds, "notes": probes.notes, "params": dict(probes.params)}}
-            write_json_atomic(out / "guess.json", record)
-            if probes_dir is None:
-                probes.save(out / "probes")
-            plot_confidence_changes(guess, out / "confidence_change.png", class_names=class_names, deleted=deleted)
-            if len(probes.input_shape) == 3:
-                plot_probe_grid(probes, out / "probes.png", class_names=class_names)
-            typer.echo(f"results written to {out}")
-        else:
+        if out is None:
             typer.echo(json.dumps(guess.to_dict()))
+            return
+        record = {"guess": guess.to_dict(), "deleted_labels": deleted, "probes": {
+            "generator": probes.generator, "count": len(probes), "accepted": probes.num_accepted,
+            "total_queries": probes.total_queries, "queries_per_accepted": probes.queries_per_accepted,
+            "seconds": probes.seconds, "notes": probes.notes, "params": dict(probes.params)}}
+        with output_folder(out, overwrite=overwrite) as staged:
+            write_json_atomic(staged / "guess.json", record)
+            if probes_dir is None:
+                probes.save(staged / "probes")
+            plot_confidence_changes(guess, staged / "confidence_change.png", class_names=class_names,
+                                    deleted=deleted)
+            if len(probes.input_shape) == 3:
+                plot_probe_grid(probes, staged / "probes.png", class_names=class_names)
+        typer.echo(f"results written to {out}")
+
+
+def _load_probes(folder: Path, num_classes: int, input_shape: tuple[int, ...]) -> Any:
+    """Probes saved by an earlier `infer-label --out DIR` (in DIR/probes), checked against this pair."""
+    from unlearnleak.attacks.label_inference import ProbeSet
+    from unlearnleak.attacks.label_inference.probeset import MANIFEST_FILE, TENSORS_FILE
+    from unlearnleak.errors import ConfigError
+
+    missing = [name for name in (TENSORS_FILE, MANIFEST_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(f"--probes {folder}: {', '.join(missing)} missing; a probe folder is the `probes` "
+                          "folder that `unlearnleak infer-label PAIR --out DIR` writes (DIR/probes)")
+    probes = ProbeSet.load(folder)
+    if probes.num_classes != num_classes or tuple(probes.input_shape) != input_shape:
+        raise ConfigError(f"--probes {folder}: these probes are {tuple(probes.input_shape)} inputs with "
+                          f"{probes.num_classes} classes, but this pair's model takes {input_shape} with "
+                          f"{num_classes} classes; use probes made against this pair")
+    return probes
+
+
+def _public_data(meta: dict[str, Any], split: str, data_dir: str | None) -> Any:
+    """The real samples of the `public` generator: the pair's dataset, split ``split``."""
+    from unlearnleak.data import DATASET_INFO, load_dataset
+    from unlearnleak.errors import ConfigError
+
+    config = meta.get("config")
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    if not isinstance(dataset, str) or not dataset:
+        raise ConfigError("--generator public: this pair's manifest does not name its dataset; use another "
+                          "--generator (nes, zoo, gradient)")
+    if dataset in DATASET_INFO and split not in DATASET_INFO[dataset].splits:
+        raise ConfigError(f"--public-split {split!r}: dataset {dataset!r} has the splits "
+                          f"{', '.join(DATASET_INFO[dataset].splits)}; choose one of them")
+    root = data_dir or (config.get("data_dir") if isinstance(config, dict) else None)
+    return load_dataset(dataset, split, root if isinstance(root, str) else None)
 
 
 def _class_names(meta: dict[str, Any]) -> list[str] | None:
-    names = meta.get("class_names") or meta.get("dataset", {}).get("classes")
+    names = meta.get("dataset", {}).get("classes")
     return [str(n) for n in names] if names else None

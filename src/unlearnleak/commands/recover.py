@@ -17,11 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
 
 GROUND_TRUTH_FILE = "ground_truth.safetensors"
 RESULTS_FILE = "results.json"
 GRID_FILE = "grid.png"
+MODES = ("auto", "approximate", "exact")
 
 
 def _parse_labels(text: str | None) -> list[int] | None:
@@ -73,8 +74,13 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 iterations: int | None = None, restarts: int | None = None, mode: str = "auto",
                 k: int | None = None, device: str = "cpu", seed: int = 0, time_budget: float | None = None,
                 overrides: list[str] | None = None, evaluate: bool = True,
-                lpips_path: str | None = None) -> dict[str, Any]:
-    """Attack the pair in ``pair_dir``, evaluate if ground truth is present, write outputs into ``out``."""
+                lpips_path: str | None = None, overwrite: bool = False,
+                model_def: str | None = None) -> dict[str, Any]:
+    """Attack the pair in ``pair_dir``, evaluate if ground truth is present, write outputs into ``out``.
+
+    Every input (the output folder, the pair, the options, the ground truth, the LPIPS weights) is checked
+    before the attack starts; ``out`` is then written whole, or not at all.
+    """
     from unlearnleak.attacks.feature_recovery import (
         PRESETS,
         RECONSTRUCTION_FILE,
@@ -82,47 +88,92 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
         evaluate_reconstruction,
         recover,
     )
+    from unlearnleak.attacks.feature_recovery.target_gradient import resolve_mode
+    from unlearnleak.errors import CheckpointError, ConfigError
     from unlearnleak.experiments.config import load_config
     from unlearnleak.metrics import load_lpips
-    from unlearnleak.pair import ModelPair
+    from unlearnleak.pair import load_pair_folder
+    from unlearnleak.record import RunRecord
     from unlearnleak.report.grids import save_reconstruction_grid
-    from unlearnleak.storage import environment_record, write_json_atomic
+    from unlearnleak.storage import check_output_folder, environment_record, output_folder, write_json_atomic
 
     started = time.perf_counter()
-    pair = ModelPair.load(pair_dir)
-    name = "tabular" if len(pair.spec.input_shape) != 3 and preset == "best" else preset
-    config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump())
-    rec = recover(pair, preset=config, labels=labels, iterations=iterations, restarts=restarts, device=device,
-                  seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS.names())}, got {preset!r}")
+    check_output_folder(out, overwrite=overwrite)
+    pair, knowledge = load_pair_folder(pair_dir, model_def=model_def)
+    image = len(pair.spec.input_shape) == 3
+    resolve_mode(knowledge, mode)  # type: ignore[arg-type]  # `exact` without θ0, N and k
+    name = "tabular" if not image and preset == "best" else preset
+    config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump(),
+                         what="--set (inversion settings)")
+    config.with_overrides(iterations=iterations, restarts=restarts)
+    _check_k_and_labels(pair, knowledge, k, labels)
+    truth = _load_ground_truth(pair_dir) if evaluate else None
+    lpips = None
+    if lpips_path is not None or (image and truth is not None):
+        try:
+            lpips = load_lpips(lpips_path)
+        except CheckpointError as exc:
+            if lpips_path is None:
+                raise
+            raise ConfigError(f"--lpips {lpips_path}: {exc}; give the LPIPS weights file "
+                              "(see docs/metrics.md) or omit --lpips") from exc
+
+    rec = recover(pair, knowledge, preset=config, labels=labels, iterations=iterations, restarts=restarts,
+                  device=device, seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
     rec = replace(rec, preset=name if rec.method == "inversion" else rec.preset)
-    out.mkdir(parents=True, exist_ok=True)
-    rec.save(out / RECONSTRUCTION_FILE)
     results: dict[str, Any] = {
         "format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
         "labels_given": labels, "reconstruction": rec.summary(), "evaluation": None,
         "environment": environment_record(),
     }
-    truth = _load_ground_truth(pair_dir) if evaluate else None
     captions = None
     ground = None
     shown = rec.x
     if truth is not None:
         gt_x, gt_y = truth
-        transform = _tabular_transform(dict(pair.metadata)) if rec.kind == "tabular" else None
-        lpips = load_lpips(lpips_path) if rec.kind == "image" else None
+        record = RunRecord.load(pair_dir)
+        transform = _tabular_transform(dict(record.config) if record else {}) if rec.kind == "tabular" else None
         std = pair.spec.std if rec.kind == "image" else None
-        evaluation = evaluate_reconstruction(rec, gt_x, gt_y, lpips, std=std, transform=transform)
+        evaluation = evaluate_reconstruction(rec, gt_x, gt_y, lpips if rec.kind == "image" else None, std=std,
+                                             transform=transform)
         results["evaluation"] = evaluation
         if rec.kind == "image":
             ground = gt_x
             shown = rec.x[evaluation["assignment"]]
             captions = [f"{s['psnr']:.1f}dB" for s in evaluation["samples"]]
-    if rec.kind == "image":
-        save_reconstruction_grid(out / GRID_FILE, ground, shown, captions=captions)
-        results["grid"] = GRID_FILE
-    results["total_seconds"] = time.perf_counter() - started
-    write_json_atomic(out / RESULTS_FILE, results)
+    with output_folder(out, overwrite=overwrite) as staged:
+        rec.save(staged / RECONSTRUCTION_FILE)
+        if rec.kind == "image":
+            save_reconstruction_grid(staged / GRID_FILE, ground, shown, captions=captions)
+            results["grid"] = GRID_FILE
+        results["total_seconds"] = time.perf_counter() - started
+        write_json_atomic(staged / RESULTS_FILE, results)
     return results
+
+
+def _check_k_and_labels(pair: Any, knowledge: Any, k: int | None, labels: list[int] | None) -> None:
+    """--k against the pair's N, --labels against k and the number of classes (before any computation)."""
+    from unlearnleak.errors import ConfigError
+
+    n = knowledge.n_train
+    if k is not None and n is not None and k >= n:
+        raise ConfigError(f"--k {k}: the pair's fine-tuning set has N = {n} rows, so at most {n - 1} can have "
+                          f"been unlearned; give --k below {n} (or omit it to use the declared k = "
+                          f"{knowledge.n_forget})")
+    if labels is None:
+        return
+    expected = k or knowledge.n_forget or len(labels)
+    if len(labels) != expected:
+        raise ConfigError(f"--labels: {len(labels)} labels given for k = {expected} unlearned samples; give one "
+                          "label per sample (comma-separated) or omit --labels to infer them")
+    classes = pair.spec.num_classes
+    if any(not 0 <= c < classes for c in labels):
+        raise ConfigError(f"--labels: every label must lie in [0, {classes}) for this {classes}-class model, "
+                          f"got {labels}")
 
 
 def _summary_table(results: dict[str, Any]) -> Table:
@@ -169,31 +220,36 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[str, typer.Option(help="Inversion preset: best | paper | tabular.")] = "best",
         labels: Annotated[str | None, typer.Option(
             help="Known labels, comma-separated (e.g. 3,5); default: inferred from the gradient.")] = None,
-        iterations: Annotated[int | None, typer.Option(help="Optimisation steps (preset default).")] = None,
-        restarts: Annotated[int | None, typer.Option(help="Restarts, run as one batch (preset default).")]
+        iterations: Annotated[int | None, typer.Option(help="Optimisation steps (preset default).", min=1)]
+        = None,
+        restarts: Annotated[int | None, typer.Option(help="Restarts, run as one batch (preset default).", min=1)]
         = None,
         mode: Annotated[str, typer.Option(
             help="Target gradient: auto | approximate (θ_u − θ) | exact (needs θ0, N, k).")] = "auto",
-        k: Annotated[int | None, typer.Option(help="Number of unlearned samples (default: the pair's).")]
+        k: Annotated[int | None, typer.Option(help="Number of unlearned samples (default: the pair's).", min=1)]
         = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         seed: Annotated[int, typer.Option(help="Seed for the restarts' starting points.")] = 0,
-        time_budget: Annotated[float | None, typer.Option(help="Seconds for the optimisation.")] = None,
+        time_budget: Annotated[float | None, typer.Option(
+            help="Seconds for the optimisation (finite, > 0).", callback=positive_finite)] = None,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Inversion override, e.g. --set bn_prior=0 --set lr=0.05.")] = None,
         no_eval: Annotated[bool, typer.Option("--no-eval", help="Do not read the ground truth.")] = False,
         lpips: Annotated[str | None, typer.Option(help="LPIPS weights file (default: found automatically).")]
         = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
+        = False,
+        model_def: Annotated[str | None, typer.Option(
+            help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
+        = None,
     ) -> None:
         """Recover the unlearned samples from θ and θ_u (white-box server attack, PAPER.md §2)."""
-        from unlearnleak.devices import check_device
-
-        check_device(device)
+        check_device_flag(device)
         folder = out if out is not None else pair_dir / "recovery"
         results = run_recover(pair_dir, folder, preset=preset, labels=_parse_labels(labels),
                               iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
                               seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
-                              lpips_path=lpips)
+                              lpips_path=lpips, overwrite=overwrite, model_def=model_def)
         Console().print(_summary_table(results))
         typer.echo(f"results written to {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
         typer.echo(json.dumps({"out": str(folder), **({"psnr_mean": results["evaluation"]["mean"].get("psnr")}

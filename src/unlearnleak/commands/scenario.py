@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import check_device_flag, handle_errors
 from unlearnleak.experiments.config import load_config
-from unlearnleak.scenario import Scenario, ScenarioConfig, build_scenario
+from unlearnleak.scenario import Scenario, ScenarioConfig, build_scenario, plan_scenario
+from unlearnleak.storage import check_output_folder, output_folder
+
+# config key → the flag that sets it, so that a bad value is reported under the flag the user typed
+FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "model": "--model", "unlearning.method": "--method",
+         "n_train": "--n-train", "forget.k": "--k", "seed": "--seed", "device": "--device"}
 
 
 def scenario_table(scn: Scenario) -> Table:
     """A summary table of a built scenario: sizes, forget set and the accuracies of θ0, θ, θ_u."""
-    meta: dict[str, Any] = dict(scn.pair.metadata)
-    m = meta.get("metrics", {})
+    m = dict(scn.record.metrics)
     table = Table(title=f"Scenario: {scn.config.dataset}, {scn.config.model}, "
                         f"unlearning = {scn.config.unlearning.method}")
     table.add_column("")
@@ -27,8 +31,8 @@ def scenario_table(scn: Scenario) -> Table:
     for label, key in [("test accuracy", "test_accuracy"), ("accuracy on D_u", "forget_accuracy"),
                        ("accuracy on D_ft \\ D_u", "retain_accuracy")]:
         table.add_row(label, *(f"{m.get(f'{w}_{key}', float('nan')):.3f}" for w in ("base", "original", "unlearned")))
-    table.caption = (f"N = |D_ft| = {scn.pair.n_train}, k = |D_u| = {scn.pair.n_forget}, "
-                     f"D_u labels = {meta.get('forget_labels')}, D_u rows = {meta.get('forget_indices')}")
+    table.caption = (f"N = |D_ft| = {scn.knowledge.n_train}, k = |D_u| = {scn.knowledge.n_forget}, "
+                     f"D_u labels = {list(scn.record.forget_labels)}, D_u rows = {list(scn.record.forget_indices)}")
     return table
 
 
@@ -49,16 +53,22 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int | None, typer.Option(help="k, how many samples of D_ft to unlearn.")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,
         device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder --out.")]
+        = False,
     ) -> None:
-        """Pretrain θ0 (cached), fine-tune θ on D_ft, unlearn D_u, and save the ModelPair with its manifest."""
-        overrides = list(set_ or [])
-        for key, value in [("dataset", dataset), ("data_dir", data_dir), ("model", model),
-                           ("unlearning.method", method), ("n_train", n_train), ("forget.k", k),
-                           ("seed", seed), ("device", device)]:
-            if value is not None:
-                overrides.append(f"{key}={value}")
-        cfg = load_config(ScenarioConfig, config, overrides)
-        scn = build_scenario(cfg)
-        scn.save(out)
+        """Pretrain θ0 (cached), fine-tune θ on D_ft, unlearn D_u, and save the ModelPair with its manifest.
+
+        Everything is checked before training (config, data, model fit, forget set, --out); the run folder
+        is written whole or not at all.
+        """
+        if device is not None:
+            check_device_flag(device)
+        values = {"dataset": dataset, "data_dir": data_dir, "model": model, "unlearning.method": method,
+                  "n_train": n_train, "forget.k": k, "seed": seed, "device": device}
+        cfg = load_config(ScenarioConfig, config, list(set_ or []), flags=FLAGS, values=values)
+        check_output_folder(out, overwrite=overwrite)
+        scn = build_scenario(cfg, plan_scenario(cfg))
+        with output_folder(out, overwrite=overwrite) as staged:
+            scn.save(staged)
         Console().print(scenario_table(scn))
         typer.echo(f"model pair written to {out}")

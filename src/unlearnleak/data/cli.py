@@ -16,14 +16,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from unlearnleak.commands.common import OneLineErrors, fail
 from unlearnleak.data import DATASET_INFO, DATASETS, Dataset, load_dataset, resolve_data_dir
-from unlearnleak.data.download import download, download_url
+from unlearnleak.data.download import check_data_dir, download, download_url
 from unlearnleak.data.files import LAYOUTS, files_present
 from unlearnleak.data.transform import TabularTransform
 from unlearnleak.errors import ConfigError, UnlearnleakError
 
 data_app = typer.Typer(name="data", help="List, inspect and download datasets.", no_args_is_help=True,
-                       add_completion=False)
+                       add_completion=False, cls=OneLineErrors)
 
 DataDirOption = Annotated[
     Path | None,
@@ -38,8 +39,11 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except UnlearnleakError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
+    except OSError as exc:  # a folder that turned unwritable mid-way: environmental, one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise fail(f"{where}{exc.strerror or exc}; check the --data-dir path, its permissions and free space") \
+            from None
 
 
 def _presence(name: str, root: Path) -> str:
@@ -143,7 +147,9 @@ def download_dataset(
             raise ConfigError(f"dataset {name!r} installs with the package and needs no download")
         if files_present(name, root) and not force:
             return None
-        typer.echo(f"downloading {download_url(name, mirror)}", err=True)
+        url = download_url(name, mirror)
+        check_data_dir(root)
+        typer.echo(f"downloading {url}", err=True)
         return download(name, root, base_url=mirror, force=force)
 
     installed = _run(fetch)

@@ -17,6 +17,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,7 +52,32 @@ def download_url(name: str, base_url: str | None = None) -> str:
     """The URL ``name`` is fetched from: the official one, or ``<mirror>/<official file name>``."""
     layout = _layout(name)
     mirror = base_url or os.environ.get(MIRROR_ENV)
-    return f"{mirror.rstrip('/')}/{layout.archive_name}" if mirror else layout.url
+    if not mirror:
+        return layout.url
+    _check_mirror(mirror, "--mirror" if base_url else f"${MIRROR_ENV}")
+    return f"{mirror.rstrip('/')}/{layout.archive_name}"
+
+
+def _check_mirror(mirror: str, source: str) -> None:
+    """A mirror must be an http(s)/ftp URL with a host, or a file:// URL (checked before any download)."""
+    parts = urllib.parse.urlsplit(mirror)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", "ftp", "file") or (scheme != "file" and not parts.netloc) \
+            or any(c.isspace() for c in mirror):
+        raise ConfigError(f"{source} {mirror!r} is not a URL; give the base URL of a folder serving the "
+                          "official file names, e.g. https://example.org/datasets or file:///srv/datasets")
+
+
+def check_data_dir(root: Path) -> None:
+    """The data folder must exist or be creatable, and be writable (checked before any download)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".unlearnleak-probe-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"data folder {root} cannot be written ({exc.strerror}); choose a writable "
+                          "--data-dir (or $UNLEARNLEAK_DATA_DIR)") from exc
 
 
 def download(name: str, data_dir: str | Path | None = None, *, base_url: str | None = None,
@@ -79,8 +105,8 @@ def download(name: str, data_dir: str | Path | None = None, *, base_url: str | N
     target = root / (layout.top_folder if layout.archive == "tar.gz" else layout.files[0])
     if files_present(name, root) and not force:
         return target
-    root.mkdir(parents=True, exist_ok=True)
     url = download_url(name, base_url)
+    check_data_dir(root)
     with _verified_download(name, url, root, layout.md5, timeout, progress) as tmp:
         if layout.archive == "tar.gz":
             safe_extract(tmp, root, layout.top_folder)
@@ -128,8 +154,8 @@ def _offline(name: str, url: str, root: Path, why: str) -> DownloadError:
 
 def _stream(name: str, url: str, out: BinaryIO, root: Path, timeout: float, progress: bool) -> str:
     """Copy ``url`` into ``out`` in chunks with a progress bar; return the hex MD5 of the bytes."""
-    request = urllib.request.Request(url, headers={"User-Agent": "unlearnleak-data-download"})
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": "unlearnleak-data-download"})
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise _offline(name, url, root, f"the server answered HTTP {exc.code} {exc.reason}") from exc

@@ -6,8 +6,9 @@ from unlearnleak.models.base import (
     ModelSpec,
     Normalized,
     build_model,
+    check_state,
     load_weights,
     register_model,
 )
 
-__all__ = ["MODELS", "ModelSpec", "Normalized", "build_model", "load_weights", "register_model"]
+__all__ = ["MODELS", "ModelSpec", "Normalized", "build_model", "check_state", "load_weights", "register_model"]

@@ -34,12 +34,20 @@ def import_model_class(path: str) -> ModelFactory:
             raise ConfigError(f"cannot import {file}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file may raise anything on import
+            sys.modules.pop(mod_name, None)
+            raise ConfigError(f"model definition {file} raised {type(exc).__name__} on import: "
+                              f"{_first_line(exc)}; fix that file") from exc
     else:
         try:
             module = importlib.import_module(module_part)
         except ImportError as exc:
             raise ConfigError(f"cannot import module {module_part!r} for model {path!r}: {exc}") from exc
+        except Exception as exc:
+            raise ConfigError(f"module {module_part!r} raised {type(exc).__name__} on import: "
+                              f"{_first_line(exc)}; fix that module") from exc
     try:
         target = getattr(module, attr)
     except AttributeError:
@@ -64,3 +72,8 @@ def import_model_class(path: str) -> ModelFactory:
         return model
 
     return factory
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"

@@ -33,7 +33,8 @@ def plot_confidence_changes(guess: LabelGuess, path: str | Path, *, class_names:
     """Fig. 4: bars of the mean change of p_c on class c's probes (after − before), one per class.
 
     The guessed class(es) are drawn in red, the truly deleted ones (if given) hatched; the dashed line is
-    the detection level ``center − z·scale`` below which a change counts as detected.
+    the detection level ``center − z·scale`` below which a change counts as detected (z: the calibrated
+    threshold at the guess's false-detection level).
     """
     k = len(guess.changes)
     names = _names(k, class_names)
@@ -47,7 +48,8 @@ def plot_confidence_changes(guess: LabelGuess, path: str | Path, *, class_names:
         bars[c].set_edgecolor("black")
     ax.axhline(0.0, color="black", linewidth=0.8)
     level = guess.center - guess.z * guess.scale
-    ax.axhline(level, color="gray", linestyle="--", linewidth=0.8, label=f"detection level ({level:.2g})")
+    alpha = "" if guess.level is None else f" at {guess.level:.0%} false detections"
+    ax.axhline(level, color="gray", linestyle="--", linewidth=0.8, label=f"detection level{alpha} ({level:.2g})")
     ax.set_xticks(range(k), names, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
     unit = "log-odds" if guess.statistic == "log_odds" else "probability"
     ax.set_ylabel(f"mean Δ confidence, {unit}\n(after − before)", fontsize=8)

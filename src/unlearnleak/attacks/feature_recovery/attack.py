@@ -1,8 +1,9 @@
-"""The server's feature-recovery attack end to end: ModelPair → ∇* → labels → inputs (PAPER.md §2).
+"""The server's feature-recovery attack end to end: (ModelPair, ServerKnowledge) → ∇* → labels → inputs (§2).
 
-:func:`recover` sees only what the honest-but-curious server holds (the pair: weights, architecture,
-normalisation, optionally θ0, N and k). :func:`evaluate_reconstruction` is the separate evaluation step that
-receives the ground truth; the attack never does.
+:func:`recover` sees only what the honest-but-curious server holds: the pair (weights, architecture,
+normalisation) and its declared :class:`~unlearnleak.knowledge.ServerKnowledge` (optionally θ0, N, k, …).
+:func:`evaluate_reconstruction` is the separate evaluation step that receives the ground truth; the attack
+never does.
 """
 
 from __future__ import annotations
@@ -20,31 +21,34 @@ from unlearnleak.attacks.feature_recovery.result import Reconstruction
 from unlearnleak.attacks.feature_recovery.tabular import analytic_applicable, recover_row
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient, TargetMode, target_gradient
 from unlearnleak.errors import ConfigError
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS, feature_errors, image_metrics, match_by_mse
 from unlearnleak.pair import ModelPair
 
 Method = Literal["auto", "analytic", "inversion"]
 
 
-def recover(pair: ModelPair, *, preset: str | InversionConfig = "best",
+def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset: str | InversionConfig = "best",
             labels: torch.Tensor | Sequence[int] | None = None, iterations: int | None = None,
             restarts: int | None = None, device: str | torch.device = "cpu", seed: int = 0,
             mode: TargetMode = "auto", k: int | None = None, method: Method = "auto",
             time_budget: float | None = None, **overrides: Any) -> Reconstruction:
-    """Recover the unlearned samples from θ and θ_u (and θ0, N, k when the pair carries them).
+    """Recover the unlearned samples from θ and θ_u (and θ0, N, k when the knowledge declares them).
 
     Args:
-        pair: the server's view; its ground truth is never read.
+        pair: θ, θ_u and the architecture.
+        knowledge: what the server also knows (θ0, N, k, kind of unlearning, labels); None: nothing.
+            The result's ``config["knowledge_used"]`` names the parts that were used.
         preset: an inversion preset name or a config: ``"best"`` (the default: adapts its TV weight to the
             target by gradient cross-validation, ``adaptive.py``), ``"paper"`` (the official recipe),
             ``"smooth"`` (the former default, fixed TV 0.3), ``"tabular"``. For tabular models ``"best"``
             means ``"tabular"``. The adaptive choice is recorded in ``Reconstruction.config["race"]``.
-        labels: the k labels if known; None infers them from ∇* (the audit default: a server is not told).
+        labels: the k labels if known (default ``knowledge.labels``); None infers them from ∇*.
         iterations, restarts: override the preset's.
         device: ``"cpu"`` or ``"cuda"``.
         seed: seeds the restarts' starting points.
         mode: the ∇* estimator (``target_gradient``): ``auto``, ``approximate`` or ``exact``.
-        k: number of unlearned samples; default ``pair.n_forget``, else ``len(labels)``, else 1.
+        k: number of unlearned samples; default ``knowledge.n_forget``, else ``len(labels)``, else 1.
         method: ``analytic`` (tabular, k = 1, first layer Linear with bias), ``inversion``, or ``auto``.
         time_budget: seconds for the optimisation (the iteration count is fitted to it).
         **overrides: further ``InversionConfig`` fields, e.g. ``bn_prior=0``.
@@ -53,11 +57,17 @@ def recover(pair: ModelPair, *, preset: str | InversionConfig = "best",
         ConfigError: inconsistent k and labels, an unknown preset, or a method that does not apply.
     """
     started = time.perf_counter()
-    target = target_gradient(pair, mode)
-    model = pair.model(target.invert_on, device)
+    knowledge = knowledge or ServerKnowledge()
+    target = target_gradient(pair, knowledge, mode)
+    model = pair.model(target.invert_on, device, knowledge)
     spec = pair.spec
+    used = list(target.used)
+    if labels is None and knowledge.labels is not None:
+        labels, used = knowledge.labels, [*used, "labels"]
     given = None if labels is None else torch.as_tensor(labels, dtype=torch.long).flatten().cpu()
-    k = k or pair.n_forget or (given.numel() if given is not None else None) or 1
+    if not k and knowledge.n_forget is not None and "n_forget" not in used:
+        used.append("n_forget")
+    k = k or knowledge.n_forget or (given.numel() if given is not None else None) or 1
     if given is not None and given.numel() != k:
         raise ConfigError(f"{given.numel()} labels given for k = {k} unlearned samples")
     if given is not None and (given.min() < 0 or given.max() >= spec.num_classes):
@@ -65,42 +75,43 @@ def recover(pair: ModelPair, *, preset: str | InversionConfig = "best",
     label_scores = None
     if given is None:
         estimate = infer_labels(model, target, k, spec.num_classes)
-        used, source, label_scores = estimate.labels, "inferred", estimate.scores
+        labels_used, source, label_scores = estimate.labels, "inferred", estimate.scores
     else:
-        used, source = given, "given"
+        labels_used, source = given, "given"
     label_seconds = time.perf_counter() - started
     kind: Literal["image", "tabular"] = "image" if len(spec.input_shape) == 3 else "tabular"
     if method == "analytic" and not analytic_applicable(model, target, k):
         raise ConfigError("analytic recovery needs k = 1 and a model whose first layer is Linear with a bias")
     if method in ("auto", "analytic") and kind == "tabular" and analytic_applicable(model, target, k):
-        return _analytic(model, target, used, source, label_scores, started, label_seconds)
+        return _analytic(model, target, labels_used, source, label_scores, started, label_seconds, used)
     if isinstance(preset, InversionConfig):
         config, preset_name = preset, "custom"
     else:
         preset_name = "tabular" if kind == "tabular" and preset == "best" else preset
         config = PRESETS.get(preset_name)
     config = config.with_overrides(iterations=iterations, restarts=restarts, **overrides)
-    result = invert(model, target, used, tuple(spec.input_shape), config, seed=seed, time_budget=time_budget)
+    result = invert(model, target, labels_used, tuple(spec.input_shape), config, seed=seed, time_budget=time_budget)
     timings = {"label_seconds": label_seconds, **result.timings}
     return Reconstruction(
-        x=result.x, labels=used, label_source=source, kind=kind, method="inversion",  # type: ignore[arg-type]
+        x=result.x, labels=labels_used, label_source=source, kind=kind, method="inversion",  # type: ignore[arg-type]
         target_mode=target.mode, restart_costs=result.restart_costs, best_restart=result.best_restart,
         iterations=result.iterations, seconds=time.perf_counter() - started, preset=preset_name,
         config={**config.model_dump(mode="json"), "seed": seed, "target": target.describe(),
-                "time_budget": time_budget, "device": str(device), "race": result.race},
+                "time_budget": time_budget, "device": str(device), "knowledge_used": used, "race": result.race},
         label_scores=label_scores, timings=timings,
     )
 
 
 def _analytic(model: torch.nn.Module, target: TargetGradient, labels: torch.Tensor, source: str,
-              label_scores: torch.Tensor | None, started: float, label_seconds: float) -> Reconstruction:
+              label_scores: torch.Tensor | None, started: float, label_seconds: float,
+              used: list[str]) -> Reconstruction:
     row = recover_row(model, target)
     cost = gradient_cost(model, target, row.float(), labels)
     return Reconstruction(
         x=row.float().cpu(), labels=labels, label_source=source, kind="tabular",  # type: ignore[arg-type]
         method="analytic", target_mode=target.mode, restart_costs=torch.tensor([cost]), best_restart=0,
         iterations=0, seconds=time.perf_counter() - started, preset="analytic",
-        config={"method": "analytic", "target": target.describe()}, label_scores=label_scores,
+        config={"method": "analytic", "target": target.describe(), "knowledge_used": used}, label_scores=label_scores,
         timings={"label_seconds": label_seconds},
     )
 

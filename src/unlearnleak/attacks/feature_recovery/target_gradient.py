@@ -24,13 +24,13 @@ Differences are taken in float64 so that no extra rounding is added to the store
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from unlearnleak.errors import CheckpointError, ConfigError
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import build_model
 from unlearnleak.pair import ModelPair
 
@@ -41,10 +41,6 @@ KNOWLEDGE = {
     "exact": "θ, θ_u, the base model θ0 and the set sizes N and k (inverted on θ0)",
 }
 
-# Unlearning-method names (as recorded by unlearnleak.scenario) → the estimator that matches them.
-_METHOD_MODE = {"gradient_ascent": "approximate", "exact": "exact"}
-
-
 @dataclass(frozen=True)
 class TargetGradient:
     """∇* per trainable parameter, in ``model.named_parameters()`` order, and the model to invert it on."""
@@ -53,6 +49,7 @@ class TargetGradient:
     tensors: tuple[torch.Tensor, ...]  # float64, each shaped like its parameter
     mode: Literal["approximate", "exact"]
     invert_on: Literal["original", "base"]
+    used: tuple[str, ...] = ()  # the ServerKnowledge parts this estimate used
 
     @property
     def knowledge(self) -> str:
@@ -68,12 +65,13 @@ class TargetGradient:
 
     def to(self, device: str | torch.device) -> TargetGradient:
         """The same target on ``device``."""
-        return TargetGradient(self.names, tuple(t.to(device) for t in self.tensors), self.mode, self.invert_on)
+        return TargetGradient(self.names, tuple(t.to(device) for t in self.tensors), self.mode, self.invert_on,
+                              self.used)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary (for result files)."""
         return {"mode": self.mode, "invert_on": self.invert_on, "knowledge": self.knowledge,
-                "norm": float(self.flat().double().norm())}
+                "knowledge_used": list(self.used), "norm": float(self.flat().double().norm())}
 
 
 def parameter_names(pair: ModelPair) -> tuple[str, ...]:
@@ -81,49 +79,47 @@ def parameter_names(pair: ModelPair) -> tuple[str, ...]:
     return tuple(name for name, p in build_model(pair.spec).named_parameters() if p.requires_grad)
 
 
-def resolve_mode(pair: ModelPair, mode: TargetMode = "auto") -> Literal["approximate", "exact"]:
-    """Pick the estimator: the requested one, or for ``auto`` the one matching the recorded unlearning
-    method when the pair's manifest names it, else ``exact`` when θ0, N and k are all known, else
-    ``approximate``.
+def resolve_mode(knowledge: ServerKnowledge | None, mode: TargetMode = "auto") -> Literal["approximate", "exact"]:
+    """Pick the estimator from the DECLARED knowledge: the requested one, or for ``auto`` the one matching the
+    declared kind of unlearning (exact only when θ0, N and k are also known), else ``exact`` when θ0, N and k
+    are all known, else ``approximate``. Nothing recorded about the run is consulted.
 
     Raises:
         ConfigError: ``exact`` was requested but θ0, N or k is unknown.
     """
-    knows_base = pair.base is not None and pair.n_train is not None and pair.n_forget is not None
+    knowledge = knowledge or ServerKnowledge()
+    knows_base = knowledge.knows_exact_setting()
     if mode == "exact":
         if not knows_base:
-            raise ConfigError("the exact-unlearning target needs θ0, N and k, which this model pair lacks; "
-                              "use mode='approximate' (the plain difference θ_u − θ)")
+            raise ConfigError("the exact-unlearning target needs θ0, N and k, which the attacker's knowledge "
+                              "lacks; declare them (audit --base/--train-size/--forget-size) or use "
+                              "mode='approximate' (the plain difference θ_u − θ)")
         return "exact"
     if mode == "approximate":
         return "approximate"
     if mode != "auto":
         raise ConfigError(f"unknown target mode {mode!r}; choose auto, approximate or exact")
-    method = _recorded_method(pair.metadata)
-    if method in _METHOD_MODE:
-        chosen = _METHOD_MODE[method]
-        return "exact" if chosen == "exact" and knows_base else "approximate"
+    if knowledge.unlearning == "approximate":
+        return "approximate"
     return "exact" if knows_base else "approximate"
 
 
-def _recorded_method(metadata: Mapping[str, Any]) -> str | None:
-    config = metadata.get("config")
-    if isinstance(config, Mapping):
-        unlearning = config.get("unlearning")
-        if isinstance(unlearning, Mapping) and isinstance(unlearning.get("method"), str):
-            return str(unlearning["method"])
-    method = metadata.get("unlearning_method")
-    return method if isinstance(method, str) else None
+def _used(knowledge: ServerKnowledge | None, mode: TargetMode, chosen: str) -> tuple[str, ...]:
+    used = ["base", "n_train", "n_forget"] if chosen == "exact" else []
+    if mode == "auto" and knowledge is not None and knowledge.unlearning is not None:
+        used.append("unlearning")
+    return tuple(used)
 
 
-def target_gradient(pair: ModelPair, mode: TargetMode = "auto") -> TargetGradient:
-    """∇* from the pair (see the module docstring for the formulas and what each assumes).
+def target_gradient(pair: ModelPair, knowledge: ServerKnowledge | None = None,
+                    mode: TargetMode = "auto") -> TargetGradient:
+    """∇* from the pair and the declared knowledge (see the module docstring for the formulas).
 
     Raises:
         ConfigError: ``exact`` without θ0, N, k, or k ≥ N.
         CheckpointError: a parameter is missing from a state dict, or θ_u equals θ (nothing to invert).
     """
-    chosen = resolve_mode(pair, mode)
+    chosen = resolve_mode(knowledge, mode)
     names = parameter_names(pair)
     tensors = []
     for name in names:
@@ -131,20 +127,21 @@ def target_gradient(pair: ModelPair, mode: TargetMode = "auto") -> TargetGradien
             theta = pair.original[name].double()
             theta_u = pair.unlearned[name].double()
             if chosen == "exact":
-                theta0 = pair.state("base")[name].double()
+                theta0 = pair.state("base", knowledge)[name].double()
         except KeyError:
             raise CheckpointError(f"parameter {name!r} is missing from the model pair's weights") from None
         if chosen == "approximate":
             diff = theta_u - theta
         else:
-            n, k = int(pair.n_train or 0), int(pair.n_forget or 0)
+            assert knowledge is not None  # resolve_mode checked θ0, N and k
+            n, k = int(knowledge.n_train or 0), int(knowledge.n_forget or 0)
             if not 0 < k < n:
                 raise ConfigError(f"the exact target needs 0 < k < N, got N={n}, k={k}")
             diff = (n - k) * (theta_u - theta0) - n * (theta - theta0)
         tensors.append(diff)
     flat_norm = float(torch.cat([t.reshape(-1) for t in tensors]).double().norm()) if tensors else 0.0
     if flat_norm == 0.0 or flat_norm != flat_norm:
-        raise CheckpointError("the target gradient is zero or not finite: θ_u equals θ in every trainable "
-                              "parameter (or the weights are corrupt), so there is nothing to invert")
+        raise CheckpointError("no difference — nothing to attack: θ_u equals θ in every trainable parameter "
+                              "(or the weights are corrupt), so the target gradient is zero")
     return TargetGradient(names=names, tensors=tuple(tensors), mode=chosen,
-                          invert_on="base" if chosen == "exact" else "original")
+                          invert_on="base" if chosen == "exact" else "original", used=_used(knowledge, mode, chosen))

@@ -9,7 +9,15 @@ Typical use::
 """
 
 from unlearnleak.attacks.label_inference import zeroth_order  # noqa: F401  (registers zoo and nes)
+from unlearnleak.attacks.label_inference.calibration import (
+    CALIBRATORS,
+    Calibration,
+    calibrate_on_nulls,
+    gap_statistic,
+    null_statistic,
+)
 from unlearnleak.attacks.label_inference.decision import (
+    Decision,
     DecisionConfig,
     confidence_changes,
     decide,
@@ -34,7 +42,10 @@ from unlearnleak.attacks.label_inference.result import LabelGuess
 from unlearnleak.attacks.label_inference.zeroth_order import NesConfig, ZooConfig
 
 __all__ = [
+    "CALIBRATORS",
     "PROBE_GENERATORS",
+    "Calibration",
+    "Decision",
     "DecisionConfig",
     "GeneratorConfig",
     "GradientConfig",
@@ -45,13 +56,16 @@ __all__ = [
     "PublicConfig",
     "ZooConfig",
     "black_box_generators",
+    "calibrate_on_nulls",
     "confidence_changes",
     "decide",
+    "gap_statistic",
     "generate_probes",
     "infer_label",
     "log_odds",
     "make_generator",
     "margin_loss",
+    "null_statistic",
     "rank_classes",
     "register_generator",
 ]

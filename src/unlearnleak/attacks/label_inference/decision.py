@@ -15,28 +15,32 @@ The "before" probabilities are the ones stored in the ProbeSet at generation tim
 the deletion a user can no longer query θ (pass ``requery_original=True`` when both models are at hand, e.g.
 in an audit, to use fresh answers instead).
 
-No detectable change: a candidate class counts as *significant* when its mean change lies more than ``z``
-spreads below the centre of the other (non-candidate) classes:
-
-    center − m_c > z · scale_c + atol,
-    center  = median of the other classes' mean changes,
-    scale_c = max(std of the other classes' mean changes,  std of the other classes' per-probe changes / √n_c),
-
-i.e. the spread a class mean of n_c probes shows when its class was *not* deleted, estimated from the
-classes that were not picked; both terms are needed because whole classes can move together (then the
-between-class spread dominates) and because with few classes the between-class estimate is poor.
-When no candidate is significant, the guess is "no detectable change". Identical models give all-zero
-changes, which never pass the strict ``> atol`` test.
+**Detected at a stated level.** Whether the candidate's drop stands out is a test at false-detection level
+``level`` (5 %): the gap statistic T (the candidate's drop against the spread of the *other classes'*
+drops) must exceed a threshold from a registered calibrator (calibration.py: ``auto``, the default —
+``null_pairs``, measured on null pairs, where the shipped table covers the probes' generator and number of
+classes, else ``gaussian``; ``student_t``; ``fixed``, no level). The LabelGuess states the level, the
+threshold, the p-value and how the threshold was obtained. When no candidate passes, the guess is "no
+detectable change" at that level. Identical models give all-zero changes, which never pass.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from unlearnleak.attacks.label_inference.calibration import (
+    CALIBRATORS,
+    Calibration,
+    Gap,
+    Test,
+    calibrate,
+    gap_statistic,
+)
 from unlearnleak.attacks.label_inference.probes import log_odds
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.attacks.label_inference.result import LabelGuess
@@ -53,10 +57,33 @@ class DecisionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     top_k: int = Field(1, ge=1)  # how many deleted classes to name
-    z: float = Field(3.0, ge=0)  # how many spreads below the others a class must drop to count as detected
+    level: float = Field(0.05, gt=0, lt=1)  # false-detection rate the verdict holds when no class was deleted
+    calibration: str = "auto"  # registered calibrator (calibration.CALIBRATORS) giving the threshold
+    test: Test = "student"  # center/spread of the other classes: mean/std, median/MAD ("robust"), "lower"
+    z: float = Field(3.0, ge=0)  # the threshold on T for calibration="fixed" only
     atol: float = Field(1e-9, ge=0)  # changes this small are float rounding, not signal
     requery_original: bool = False  # re-query θ instead of reusing the stored answers
     statistic: Statistic = "log_odds"  # "probability": the paper's Eq. 11
+
+    @field_validator("calibration")
+    @classmethod
+    def _known_calibration(cls, value: str) -> str:
+        if value not in CALIBRATORS:
+            raise ValueError(f"unknown calibration {value!r}; choose one of {', '.join(CALIBRATORS.names())}")
+        return value
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The ranking, the gap statistic of the candidates, and the calibrated verdict on them."""
+
+    ranked: list[int]
+    means: torch.Tensor  # (K,) mean change per class (NaN without probes)
+    counts: torch.Tensor  # (K,) probes per class
+    significant: list[int]  # candidates with T > threshold
+    gap: Gap
+    calibration: Calibration
+    p_value: float | None  # of the first candidate
 
 
 def confidence_changes(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
@@ -93,38 +120,29 @@ def rank_classes(means: torch.Tensor) -> list[int]:
     return have + [c for c in range(means.numel()) if c not in set(have)]
 
 
-def _std(values: torch.Tensor) -> float:
-    return float(values.std(unbiased=True)) if values.numel() >= 2 else 0.0
+def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor, config: DecisionConfig,
+           generator: str = "", calibration: Calibration | None = None) -> Decision:
+    """The ranking and the calibrated test, on raw probabilities (no oracles involved).
 
-
-def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
-           config: DecisionConfig) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int], float, float]:
-    """The ranking and the significance test, on raw probabilities (no oracles involved).
-
-    Returns:
-        ranked, means (K,), counts (K,), significant candidate classes, center, the largest scale used.
+    Args:
+        generator: the probes' generator (the ``null_pairs`` calibration is measured per generator).
+        calibration: a threshold obtained elsewhere, e.g. by :func:`calibrate_on_nulls` on your own null
+            pairs (made with the same test, statistic and top_k); default: ``config.calibration``'s.
     """
-    per_probe, means, counts = confidence_changes(before, after, predicted, config.statistic)
+    _, means, counts = confidence_changes(before, after, predicted, config.statistic)
     ranked = rank_classes(means)
-    with_probes = [c for c in ranked if counts[c] > 0]
-    candidates = with_probes[:config.top_k]
-    others = [c for c in with_probes if c not in candidates]
-    other_means = means[others] if others else torch.zeros(0, dtype=torch.float64)
-    other_mask = torch.isin(predicted.long(), torch.tensor(others, dtype=torch.long))
-    center = float(other_means.median()) if others else 0.0
-    between = _std(other_means)
-    within = _std(per_probe[other_mask])
-    significant, scale_max = [], 0.0
-    for c in candidates:
-        scale = max(between, within / math.sqrt(int(counts[c])))
-        scale_max = max(scale_max, scale)
-        if center - float(means[c]) > config.z * scale + config.atol:
-            significant.append(c)
-    return ranked, means, counts, significant, center, scale_max
+    candidates = [c for c in ranked if counts[c] > 0][:config.top_k]
+    gap = gap_statistic(means, counts, candidates, config.test, config.atol)
+    if calibration is None:
+        calibration = calibrate(config.calibration, level=config.level, gap=gap, test=config.test,
+                                statistic=config.statistic, generator=generator, top_k=config.top_k, z=config.z)
+    significant = [c for c, t in zip(candidates, gap.values, strict=True) if t > calibration.threshold]
+    p_value = calibration.p_value(gap.values[0]) if gap.values else None
+    return Decision(ranked, means, counts, significant, gap, calibration, p_value)
 
 
 def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: int = 1, *,
-                config: DecisionConfig | None = None) -> LabelGuess:
+                config: DecisionConfig | None = None, calibration: Calibration | None = None) -> LabelGuess:
     """Infer the deleted class(es) from black-box answers of θ (stored) and θ_u (queried now).
 
     Args:
@@ -133,6 +151,8 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
         unlearned: the oracle of θ_u; queried once per probe.
         probes: probes made against ``original`` before the deletion, with its answers.
         top_k: how many deleted classes to name (overridden by ``config.top_k`` when a config is given).
+        calibration: a threshold from your own null pairs (:func:`calibrate_on_nulls`) instead of
+            ``config.calibration``'s.
 
     Returns:
         The guess, with the per-class changes and the queries spent on each oracle.
@@ -154,11 +174,15 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
     start = unlearned.queries
     after = unlearned.predict_proba(probes.x)
     spent_unlearned = unlearned.queries - start
-    ranked, means, counts, significant, center, scale = decide(before, after, before.argmax(dim=1), config)
-    detected = bool(significant)
+    d = decide(before, after, before.argmax(dim=1), config, probes.generator, calibration)
+    detected = bool(d.significant)
+    cal = d.calibration
     return LabelGuess(
-        ranked=tuple(ranked), changes=tuple(float(v) for v in means), probe_counts=tuple(int(v) for v in counts),
-        top_k=config.top_k, predicted=tuple(ranked[:config.top_k]) if detected else (),
-        significant=tuple(significant), detected=detected, center=center, scale=scale, z=config.z,
+        ranked=tuple(d.ranked), changes=tuple(float(v) for v in d.means),
+        probe_counts=tuple(int(v) for v in d.counts), top_k=config.top_k,
+        predicted=tuple(d.ranked[:config.top_k]) if detected else (), significant=tuple(d.significant),
+        detected=detected, center=d.gap.center, scale=d.gap.scale, z=cal.threshold,
         queries_original=probes.total_queries + requeried, queries_unlearned=spent_unlearned,
-        generator=probes.generator, statistic=config.statistic)
+        generator=probes.generator, statistic=config.statistic, level=cal.level, p_value=d.p_value,
+        gap=d.gap.values[0] if d.gap.values else 0.0, calibration=cal.method, calibration_source=cal.source,
+        test=config.test)

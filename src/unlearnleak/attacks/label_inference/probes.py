@@ -20,6 +20,7 @@ or by the oracle's query budget still covers the classes evenly.
 
 from __future__ import annotations
 
+import itertools
 import time
 from abc import ABC
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,34 @@ class Job:
     target: int
     index: int
     generator: torch.Generator
+
+
+class Jobs:
+    """The probes asked for, created one at a time in round-robin order (probe 0 of every class, then 1, …).
+
+    Nothing here grows with ``per_class``: a run asked for 10⁹ probes per class and stopped by its time
+    limit holds memory only for the probes it made (issue 12).
+    """
+
+    def __init__(self, classes: Sequence[int], per_class: int, seed: int) -> None:
+        self.classes, self.per_class, self.seed = list(classes), int(per_class), int(seed)
+
+    def __len__(self) -> int:
+        return len(self.classes) * self.per_class
+
+    def job(self, target: int, index: int) -> Job:
+        """Probe ``index`` of class ``target``, with its own random stream."""
+        return Job(target, index, torch.Generator().manual_seed(probe_seed(self.seed, target, index)))
+
+    def __iter__(self) -> Iterator[Job]:
+        for j in range(self.per_class):
+            for c in self.classes:
+                yield self.job(c, j)
+
+    def of_class(self, target: int) -> Iterator[Job]:
+        """The jobs of one class, in index order."""
+        for j in range(self.per_class):
+            yield self.job(target, j)
 
 
 @dataclass(frozen=True)
@@ -149,8 +178,7 @@ class ProbeGenerator(ABC):
         oracle = self._oracle(target, num_classes, input_shape, device)
         started = time.perf_counter()
         limits = RunLimits(None if max_seconds is None else started + max_seconds)
-        jobs = [Job(c, j, torch.Generator().manual_seed(probe_seed(seed, c, j)))
-                for j in range(per_class) for c in classes]
+        jobs = Jobs(classes, per_class, seed)  # lazy: made as the generator asks for them
         spent_before = oracle.queries
         made: list[tuple[Job, Made]] = []
         notes = ""
@@ -207,7 +235,7 @@ class ProbeGenerator(ABC):
         return torch.cat([p for p in seen if p is not None]).double(), (
             "θ's answers are those seen during generation (no budget left for one batched re-query)")
 
-    def _run_jobs(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+    def _run_jobs(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                   public: PublicData | None) -> list[tuple[Job, Made]]:
         made: list[tuple[Job, Made]] = []
         bar = _Bar(len(jobs), f"{self.name} probes")
@@ -238,7 +266,7 @@ class ProbeGenerator(ABC):
         """One probe, or None when the time limit stopped it."""
         raise NotImplementedError
 
-    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         """Several probes side by side (``parallel`` generators), yielded as they finish."""
         raise NotImplementedError
@@ -351,9 +379,10 @@ def log_odds_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class GradientProbes(ProbeGenerator):
     """Probes for a user who holds θ's weights: exact input gradients instead of query estimates.
 
-    Adam (per-probe state) on the pixels, x kept in [0, 1], minimising :func:`log_odds_logits`; a probe stops
-    once θ's p_c reaches the threshold and leaves the batch. ``queries`` counts a probe's forward-backward
-    evaluations (white-box work, not black-box queries; nothing is asked of an oracle meanwhile).
+    ``torch.optim.Adam`` (per-probe state) on the pixels, x kept in [0, 1], minimising
+    :func:`log_odds_logits`; a probe stops once θ's p_c reaches the threshold and leaves the batch.
+    ``queries`` counts a probe's forward-backward evaluations (white-box work, not black-box queries;
+    nothing is asked of an oracle meanwhile).
     """
 
     black_box = False
@@ -368,21 +397,23 @@ class GradientProbes(ProbeGenerator):
         self._device = torch.device(device)
         return ModelOracle(target, num_classes=num_classes, input_shape=tuple(input_shape), device=device)
 
-    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         assert isinstance(target, nn.Module)
         cfg: GradientConfig = self.config  # type: ignore[assignment]
         model = target.to(self._device).eval()
-        for start in range(0, len(jobs), cfg.batch):
-            if limits.expired():
+        queue = iter(jobs)
+        while not limits.expired():  # checked before each batch is allocated
+            batch = list(itertools.islice(queue, cfg.batch))
+            if not batch:
                 break
-            yield from self._optimise(model, jobs[start:start + cfg.batch], oracle.input_shape, cfg, limits)
+            yield from self._optimise(model, batch, oracle.input_shape, cfg, limits)
 
     def _optimise(self, model: nn.Module, jobs: list[Job], shape: tuple[int, ...], cfg: GradientConfig,
                   limits: RunLimits) -> list[tuple[Job, Made]]:
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        x = torch.cat([noise_init(shape, j.generator) for j in jobs]).to(self._device)  # (b, *shape)
-        m, v = torch.zeros_like(x), torch.zeros_like(x)
+        # one leaf tensor per probe, so that Adam keeps per-probe state and skips finished probes (grad None)
+        xs = [noise_init(shape, j.generator).to(self._device).requires_grad_(True) for j in jobs]  # (1, *shape)
+        optimizer = torch.optim.Adam(xs, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
         target = torch.tensor([j.target for j in jobs], device=self._device)
         done = torch.zeros(len(jobs), dtype=torch.bool)
         steps = torch.zeros(len(jobs), dtype=torch.long)
@@ -390,7 +421,7 @@ class GradientProbes(ProbeGenerator):
             active = torch.nonzero(~done).flatten()
             if active.numel() == 0 or limits.expired():
                 break
-            xa = x[active].clone().requires_grad_(True)
+            xa = torch.cat([xs[i] for i in active.tolist()])  # (a, *shape)
             logits = model(xa)
             p = torch.softmax(logits.detach().double(), dim=1).gather(1, target[active, None]).squeeze(1)
             reached = (p >= cfg.threshold).cpu()
@@ -400,14 +431,16 @@ class GradientProbes(ProbeGenerator):
             if int(steps[active].max()) >= cfg.max_steps:  # the batch's probes step together
                 break
             (grad,) = torch.autograd.grad(log_odds_logits(logits, target[active]).sum(), xa)
-            keep = active[~reached]
-            g = grad[~reached.to(grad.device)]
-            steps[keep] += 1
-            t = steps[keep].to(x.device, torch.float32).reshape(-1, *([1] * len(shape)))
-            m[keep] = b1 * m[keep] + (1 - b1) * g
-            v[keep] = b2 * v[keep] + (1 - b2) * g * g
-            update = cfg.lr * (m[keep] / (1 - b1 ** t)) / ((v[keep] / (1 - b2 ** t)).sqrt() + eps)
-            x[keep] = (x[keep] - update).clamp(0.0, 1.0)
+            optimizer.zero_grad(set_to_none=True)
+            for row, i in enumerate(active.tolist()):
+                if not reached[row]:
+                    xs[i].grad = grad[row:row + 1]
+                    steps[i] += 1
+            optimizer.step()
+            with torch.no_grad():
+                for i in active[~reached].tolist():
+                    xs[i].clamp_(0.0, 1.0)
+        x = torch.cat([t.detach() for t in xs])
         if limits.expired() and not bool(done.all()):
             return []
         # evaluations: the start plus one per step (the final check of a finished probe included)
@@ -437,27 +470,26 @@ class PublicProbes(ProbeGenerator):
     Config = PublicConfig
     parallel = True
 
-    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         if public is None:
             raise ConfigError("public probes need real held-out data with labels (public=Dataset or (x, y))")
         cfg: PublicConfig = self.config  # type: ignore[assignment]
-        by_class: dict[int, list[Job]] = {}
-        for job in jobs:
-            by_class.setdefault(job.target, []).append(job)
-        for c, class_jobs in by_class.items():
+        for c in jobs.classes:
             if limits.expired():
                 break
             rows = torch.nonzero(public.y == c).flatten()
             if rows.numel() == 0:
                 raise ConfigError(f"the public data has no sample of class {c}")
-            rows = rows[torch.randperm(rows.numel(), generator=class_jobs[0].generator)][:cfg.max_candidates]
-            yield from self._screen(oracle, public, rows, c, class_jobs, cfg)
+            class_jobs = jobs.of_class(c)
+            first = next(class_jobs)
+            rows = rows[torch.randperm(rows.numel(), generator=first.generator)][:cfg.max_candidates]
+            yield from self._screen(oracle, public, rows, c, itertools.chain([first], class_jobs),
+                                    min(jobs.per_class, rows.numel()), cfg)
 
     @staticmethod
-    def _screen(oracle: Oracle, public: PublicData, rows: torch.Tensor, c: int, jobs: list[Job],
+    def _screen(oracle: Oracle, public: PublicData, rows: torch.Tensor, c: int, jobs: Iterator[Job], want: int,
                 cfg: PublicConfig) -> list[tuple[Job, Made]]:
-        want = len(jobs)
         chosen: list[int] = []
         seen_rows: list[torch.Tensor] = []
         seen_p: list[torch.Tensor] = []

@@ -130,7 +130,7 @@ class ProbeSet:
         for p in (tensors_path, manifest_path):
             if not p.is_file():
                 raise CheckpointError(f"{p} is missing; a probe folder holds {TENSORS_FILE} and {MANIFEST_FILE} "
-                                      f"(make one with `unlearnleak infer-label --save-probes`)")
+                                      f"(`unlearnleak infer-label PAIR --out DIR` saves one in DIR/probes)")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             tensors = load_file(str(tensors_path))

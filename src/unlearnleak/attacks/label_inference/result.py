@@ -20,13 +20,20 @@ class LabelGuess:
         probe_counts: per class, the number of probes predicted as that class by the original model.
         top_k: how many deleted classes were asked for.
         predicted: the top-K guess, ``ranked[:top_k]``, or () when no change is detectable.
-        significant: the classes among ``ranked[:top_k]`` whose drop stands out from the others' spread.
-        detected: False means "no detectable change": every change is within the spread seen across probes.
-        center, scale, z: the detection rule's reference level, spread and multiplier (see decision.py).
+        significant: the classes among ``ranked[:top_k]`` whose gap statistic exceeds the calibrated threshold.
+        detected: False means "no detectable change" at ``level``: no candidate's drop stands out from the
+            other classes' drops by more than the threshold (calibration.py).
+        center, scale, z: the other classes' center, the unit of the gap statistic and the threshold on it:
+            a class is detected when its change lies below ``center − z·scale``.
         queries_original: queries spent on the original model (probe generation plus any re-queries).
         queries_unlearned: queries spent on the unlearned model (one per probe).
         generator: the probe generator's name.
         statistic: how a change is measured: "log_odds" (default) or "probability" (the paper's Eq. 11).
+        level: the false-detection rate the verdict holds when no class was deleted (None: not calibrated).
+        p_value: the test's p-value for the first candidate (None for an uncalibrated threshold).
+        gap: the first candidate's gap statistic T.
+        calibration, calibration_source: the calibrator's name and how the threshold ``z`` was obtained.
+        test: the gap statistic's center/spread ("student": mean/std, "robust": median/MAD).
     """
 
     ranked: tuple[int, ...]
@@ -43,6 +50,12 @@ class LabelGuess:
     queries_unlearned: int
     generator: str
     statistic: str = "log_odds"
+    level: float | None = None
+    p_value: float | None = None
+    gap: float = 0.0
+    calibration: str = "fixed"
+    calibration_source: str = ""
+    test: str = "student"
 
     @property
     def label(self) -> int | None:
@@ -75,6 +88,12 @@ class LabelGuess:
             "queries_unlearned": self.queries_unlearned,
             "generator": self.generator,
             "statistic": self.statistic,
+            "level": self.level,
+            "p_value": self.p_value,
+            "gap": None if math.isinf(self.gap) else self.gap,
+            "calibration": self.calibration,
+            "calibration_source": self.calibration_source,
+            "test": self.test,
         }
 
     def summary(self, class_names: tuple[str, ...] | list[str] | None = None) -> str:
@@ -82,8 +101,10 @@ class LabelGuess:
         def name(c: int) -> str:
             return f"{c} ({class_names[c]})" if class_names is not None and c < len(class_names) else str(c)
 
-        head = (f"deleted class(es): {', '.join(name(c) for c in self.predicted)}" if self.detected
-                else "no detectable change")
+        at = "" if self.level is None else f" at level {self.level:g}"
+        p = "" if self.p_value is None else f", p = {self.p_value:.2g}"
+        head = (f"deleted class(es): {', '.join(name(c) for c in self.predicted)} (detected{at}{p})"
+                if self.detected else f"no detectable change{at}{p}")
         top = ", ".join(f"{name(c)}: {self.changes[c]:+.3g}" for c in self.ranked[:max(3, self.top_k)])
         return (f"{head} — largest drops {top}; queries: original {self.queries_original}, "
                 f"unlearned {self.queries_unlearned}")

@@ -7,7 +7,8 @@ send to the oracle.
 ``zoo`` (PAPER.md §4.2, the official ``gen_probing_samples.py`` on ART's ZooAttack) — coordinate-wise Adam:
 each iteration picks ``nb_parallel`` coordinates (importance-sampled), estimates each partial derivative of
 the loss −log p_c with a symmetric difference (h = 1e-4; 2 queries per coordinate), takes one Adam step per
-coordinate with per-coordinate bias correction, and evaluates the new iterate (1 query). An iteration costs
+coordinate with per-coordinate bias correction (``torch.optim.Adam`` over the coordinates as 0-d parameters),
+and evaluates the new iterate (1 query). An iteration costs
 2·nb_parallel + 1 queries (2,049 at the paper's 1,024). A *round* (one ART ``generate`` call) runs up to 20
 iterations, aborts early every 2 iterations without a 0.01 % improvement, and returns its lowest-loss iterate;
 up to 10 rounds continue from that iterate with fresh Adam state, the learning rate dropping from 0.1 to 0.02
@@ -22,6 +23,9 @@ Where we differ from the official code (PAPER.md §10.4), on purpose:
   at the end of a 20-iteration call; this can only lower zoo's query count.
 - Importance sampling (|δ| max-pooled in blocks of H/8 per channel, + 0.01, normalised; uniform in the
   first iteration of a round) is applied at every image size; ART enables it only above 32 pixels.
+- ``population`` probes can run side by side: every probe is the sequential algorithm (a coroutine that
+  yields its query batches), and each step's batches of all of them go to the oracle in one request —
+  the same probes and counts, in fewer and larger requests (default 1: one probe at a time).
 - The official script redraws starts forever; here at most ``max_inits`` starts, after which the best
   probe is kept and flagged not accepted. A probe cut short by the run's time limit is kept the same way
   (flagged ``unfinished`` in the run's notes), so that a time-boxed run still reports what it reached.
@@ -48,7 +52,7 @@ no fewer queries per accepted probe.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import torch
 from pydantic import Field
@@ -58,6 +62,7 @@ from torch.nn import functional as F
 from unlearnleak.attacks.label_inference.probes import (
     GeneratorConfig,
     Job,
+    Jobs,
     Made,
     ProbeGenerator,
     PublicData,
@@ -76,6 +81,24 @@ def ce_loss(proba: torch.Tensor, target: int) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------------- zoo
+class CoordinateAdam:
+    """ART's coordinate-wise Adam on a flat tensor with ``torch.optim.Adam``: each coordinate is its own
+    parameter (a 0-d view of the tensor), so moments and step counts are per coordinate, and a step moves
+    only the coordinates that were given a gradient (PAPER.md §4.2; ART's ZooAttack). Equal to ART's update
+    up to where ε enters (torch adds it to √v̂, ART to √v; ≈ 1e-7 relative)."""
+
+    def __init__(self, flat: torch.Tensor, *, lr: float, betas: tuple[float, float], eps: float) -> None:
+        self.coords = list(flat.unbind(0))  # views: the optimiser writes into ``flat``
+        self.optimizer = torch.optim.Adam(self.coords, lr=lr, betas=betas, eps=eps, foreach=True)
+
+    def step(self, idx: torch.Tensor, grad: torch.Tensor) -> None:
+        """One Adam step on coordinates ``idx`` (n,) with their partial derivatives ``grad`` (n,)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, g in zip(idx.tolist(), grad.unbind(0), strict=True):
+            self.coords[i].grad = g
+        self.optimizer.step()
+
+
 class ZooConfig(GeneratorConfig):
     """The paper's ZOO settings (PAPER.md §4.2)."""
 
@@ -95,6 +118,7 @@ class ZooConfig(GeneratorConfig):
     abort_every: int = Field(2, ge=1)  # ART: max_iter // 10
     importance: bool = True
     block: int | None = Field(None, ge=1)  # importance block size; None: H // 8
+    population: int = Field(1, ge=1)  # probes side by side, their queries sent in one request per step
 
 
 @register_generator("zoo")
@@ -102,6 +126,7 @@ class ZooProbes(ProbeGenerator):
     """The paper's zeroth-order probes (see the module docstring for the algorithm and our fixes)."""
 
     Config = ZooConfig
+    parallel = True
 
     def _check_params(self) -> None:
         cfg: ZooConfig = self.config  # type: ignore[assignment]
@@ -110,79 +135,113 @@ class ZooProbes(ProbeGenerator):
         if cfg.confident >= cfg.threshold:
             raise ConfigError(f"zoo: confident ({cfg.confident}) must lie below threshold ({cfg.threshold})")
 
-    def _make(self, oracle: Oracle, target: Oracle | nn.Module, job: Job, limits: RunLimits,
-              public: PublicData | None) -> Made | None:
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
+                   public: PublicData | None) -> Iterator[tuple[Job, Made]]:
+        """Up to ``population`` probes side by side; each step's requests of all of them go in one oracle call.
+
+        Each probe is the sequential algorithm written as a coroutine that yields its query batch and
+        receives θ's answers, so a probe's search does not depend on which others share its requests.
+        """
         cfg: ZooConfig = self.config  # type: ignore[assignment]
         numel = math.prod(oracle.input_shape)
         if cfg.nb_parallel > numel:
             raise ConfigError(f"zoo: nb_parallel={cfg.nb_parallel} exceeds the {numel} input coordinates")
-        start_queries = oracle.queries
+        pending = iter(jobs)
+        active: list[tuple[Job, Generator[torch.Tensor, torch.Tensor, Made], torch.Tensor]] = []
+        exhausted = False
+        while True:
+            while not exhausted and len(active) < cfg.population:
+                if limits.expired():  # no new probe once the time is up (checked before allocating it)
+                    exhausted = True
+                    break
+                job = next(pending, None)
+                if job is None:
+                    exhausted = True
+                    break
+                probe = self._probe(job, oracle.input_shape, limits)
+                active.append((job, probe, next(probe)))  # a probe's first request: its noise start
+            if not active:
+                return
+            answers = oracle.predict_proba(torch.cat([request for _, _, request in active]))
+            still = []
+            start = 0
+            for job, probe, request in active:
+                rows = answers[start:start + request.shape[0]]
+                start += request.shape[0]
+                try:
+                    still.append((job, probe, probe.send(rows)))
+                except StopIteration as done:
+                    yield job, done.value
+            active = still
+
+    def _probe(self, job: Job, shape: tuple[int, ...], limits: RunLimits
+               ) -> Generator[torch.Tensor, torch.Tensor, Made]:
+        """One probe: yields each query batch, receives θ's answers (n, K), returns the finished probe."""
+        cfg: ZooConfig = self.config  # type: ignore[assignment]
+        sent = 0
         best: tuple[float, torch.Tensor, torch.Tensor] | None = None
         steps = 0
         for init in range(1, cfg.max_inits + 1):
-            x = noise_init(oracle.input_shape, job.generator)
-            proba = oracle.predict_proba(x)
+            x = noise_init(shape, job.generator)
+            proba = yield x
+            sent += 1
             loss = float(ce_loss(proba, job.target)[0])
             lr = cfg.lr
             for _ in range(cfg.max_rounds):
                 if float(proba[0, job.target]) >= cfg.threshold:
                     break
-                x, loss, proba, its, stopped = self._round(oracle, x, loss, proba, job, lr, limits)
+                x, loss, proba, its, stopped, queries = yield from self._round(shape, x, loss, proba, job, lr,
+                                                                               limits)
                 steps += its
+                sent += queries
                 if stopped:  # out of time: keep what this start reached, flagged unfinished
                     if best is None or loss < best[0]:
                         best = (loss, x, proba)
-                    return Made(x=best[1], accepted=False, queries=oracle.queries - start_queries, steps=steps,
-                                inits=init, proba=best[2], unfinished=True)
+                    return Made(x=best[1], accepted=False, queries=sent, steps=steps, inits=init, proba=best[2],
+                                unfinished=True)
                 if float(proba[0, job.target]) > cfg.confident:
                     lr = cfg.lr_confident
             if float(proba[0, job.target]) >= cfg.threshold:
-                return Made(x=x, accepted=True, queries=oracle.queries - start_queries, steps=steps, inits=init,
-                            proba=proba)
+                return Made(x=x, accepted=True, queries=sent, steps=steps, inits=init, proba=proba)
             if best is None or loss < best[0]:
                 best = (loss, x, proba)
         assert best is not None
-        return Made(x=best[1], accepted=False, queries=oracle.queries - start_queries, steps=steps,
-                    inits=cfg.max_inits, proba=best[2])
+        return Made(x=best[1], accepted=False, queries=sent, steps=steps, inits=cfg.max_inits, proba=best[2])
 
-    def _round(self, oracle: Oracle, x_start: torch.Tensor, loss_start: float, proba_start: torch.Tensor,
-               job: Job, lr: float, limits: RunLimits) -> tuple[torch.Tensor, float, torch.Tensor, int, bool]:
+    def _round(self, shape: tuple[int, ...], x_start: torch.Tensor, loss_start: float, proba_start: torch.Tensor,
+               job: Job, lr: float, limits: RunLimits
+               ) -> Generator[torch.Tensor, torch.Tensor, tuple[torch.Tensor, float, torch.Tensor, int, bool, int]]:
         """One ART ``generate`` call from ``x_start``: (best x, its loss, its answer (1, K), iterations,
-        whether the time limit cut it short)."""
+        whether the time limit cut it short, queries sent); yields its query batches, receives the answers."""
         cfg: ZooConfig = self.config  # type: ignore[assignment]
         flat_start = x_start.reshape(-1).double()  # (d,)
         d, n, c = flat_start.numel(), cfg.nb_parallel, job.target
-        delta, m, v = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), \
-            torch.zeros(d, dtype=torch.float64)
-        t = torch.zeros(d, dtype=torch.long)
+        delta = torch.zeros(d, dtype=torch.float64)
+        adam = CoordinateAdam(delta, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         lo, hi = -flat_start, 1.0 - flat_start
         prob: torch.Tensor | None = None
         best_loss, best_x, best_proba = loss_start, x_start, proba_start
         prev_loss = math.inf
-        its = 0
+        its = sent = 0
         rows = torch.arange(2 * n)
         for it in range(cfg.max_iter):
             if limits.expired():
-                return best_x, best_loss, best_proba, its, True
+                return best_x, best_loss, best_proba, its, True, sent
             if prob is None:
                 idx = torch.randperm(d, generator=job.generator)[:n]
             else:
                 idx = torch.multinomial(prob, n, replacement=False, generator=job.generator)
             batch = (flat_start + delta).repeat(2 * n, 1)  # (2n, d)
             batch[rows, idx.repeat_interleave(2)] += torch.tensor([cfg.h, -cfg.h], dtype=torch.float64).repeat(n)
-            losses = ce_loss(oracle.predict_proba(batch.float().reshape(2 * n, *oracle.input_shape)), c)
+            losses = ce_loss((yield batch.float().reshape(2 * n, *shape)), c)
             grad = (losses[0::2] - losses[1::2]) / (2 * cfg.h)  # (n,)
-            t[idx] += 1
-            m[idx] = cfg.beta1 * m[idx] + (1 - cfg.beta1) * grad
-            v[idx] = cfg.beta2 * v[idx] + (1 - cfg.beta2) * grad ** 2
-            tt = t[idx].double()
-            corr = torch.sqrt(1 - cfg.beta2 ** tt) / (1 - cfg.beta1 ** tt)
-            delta[idx] -= lr * corr * m[idx] / (torch.sqrt(v[idx]) + cfg.eps)
+            adam.step(idx, grad)
             delta[idx] = torch.minimum(torch.maximum(delta[idx], lo[idx]), hi[idx])
-            if cfg.importance and len(oracle.input_shape) == 3:
-                prob = self._sampling_prob(delta, oracle.input_shape)
-            x_new = (flat_start + delta).float().reshape(1, *oracle.input_shape)
-            proba = oracle.predict_proba(x_new)
+            if cfg.importance and len(shape) == 3:
+                prob = self._sampling_prob(delta, shape)
+            x_new = (flat_start + delta).float().reshape(1, *shape)
+            proba = yield x_new
+            sent += 2 * n + 1
             loss, p = float(ce_loss(proba, c)[0]), float(proba[0, c])
             its = it + 1
             if loss < best_loss:
@@ -193,7 +252,7 @@ class ZooProbes(ProbeGenerator):
                 if loss > 0.9999 * prev_loss:
                     break
                 prev_loss = loss
-        return best_x, best_loss, best_proba, its, False
+        return best_x, best_loss, best_proba, its, False, sent
 
     def _sampling_prob(self, delta: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """|δ| max-pooled in blocks per channel, + 0.01, normalised (ART's importance sampling)."""
@@ -246,7 +305,7 @@ class NesProbes(ProbeGenerator):
         cfg: NesConfig = self.config  # type: ignore[assignment]
         return 2 * cfg.directions + len(cfg.step_scales)
 
-    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: list[Job], limits: RunLimits,
+    def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
         cfg: NesConfig = self.config  # type: ignore[assignment]
         if len(oracle.input_shape) != 3:
@@ -254,13 +313,20 @@ class NesProbes(ProbeGenerator):
         side = min(oracle.input_shape[1:])
         tiles = tuple(t for t in cfg.tiles if t <= side) or (side,)  # small images: drop the finer tiles
         cfg = cfg.model_copy(update={"tiles": tiles})
-        pending = list(jobs)
+        pending = iter(jobs)  # lazy: a probe's state is allocated only when it joins the population
         active: list[_NesState] = []
-        while pending or active:
-            if limits.expired():
+        exhausted = False
+        while not exhausted or active:
+            if limits.expired():  # checked before any new probe is allocated
                 return
-            while pending and len(active) < cfg.population:
-                active.append(_NesState(pending.pop(0), oracle.input_shape, cfg))
+            while not exhausted and len(active) < cfg.population:
+                job = next(pending, None)
+                if job is None:
+                    exhausted = True
+                else:
+                    active.append(_NesState(job, oracle.input_shape, cfg))
+            if not active:
+                return
             self._step(oracle, active, cfg)
             still: list[_NesState] = []
             for s in active:

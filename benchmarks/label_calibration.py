@@ -1,0 +1,335 @@
+"""Label-inference calibration benchmark (issue 8, item 4): do "detected" verdicts mean what they say?
+
+Setting: the label-inference benchmark's (``label_inference.py``, ``common.bench_config``) with a cheaper
+model so that every generator, zoo included, gets probes for every class on a shared 2-core CPU: LeNet
+(DLG's, 12 channels; ``--model convnet`` for the ConvNet-16), θ0 pretrained on CIFAR-10 batches 2–5 of the
+shared subset (``--pretrain-epochs``, cached), θ = θ0 fine-tuned on D_ft = 500 samples of batch 1 (1 epoch,
+SGD lr 1e-3, batch 128). Probes are made
+once per generator against θ, then replayed to every θ_u below; only θ_u's answers are stored
+(``answers.safetensors``), so the analysis can be rerun without any model (``--reuse``).
+
+θ_u kinds:
+
+- **null pairs** (no class was deleted), ``--null-seeds`` each:
+  ``step`` — θ plus one more SGD step (lr 1e-3) on a random batch of 128 retained rows;
+  ``handful_ga`` / ``handful_exact`` — one random sample from each of ``--handful`` random distinct classes
+  deleted, by gradient ascent (τ = 1e-3, one epoch) or by exact retraining (same data order).
+- **true deletions**: for every class c and p_u ∈ {0.1, 0.5, 1.0}, the first ⌊n_c·p_u⌋ samples of class c
+  deleted by exact and by approximate (gradient-ascent) unlearning; with ``--deletion-seeds S`` S − 1 more
+  random subsets of that size (and unlearning seeds).
+
+Split (chosen before looking at any result): the *tuning* half is null seeds that are even and true deletions
+of classes 0–4; the *held-out* half is odd null seeds and classes 5–9. The rule variant (statistic × test)
+and the data-driven ``null_pairs`` threshold are chosen on the tuning half only; every reported rate comes
+from the held-out half. Rates carry Wilson 95 % intervals.
+
+Usage: python benchmarks/label_calibration.py [--generators public gradient nes] [--out DIR] [--reuse]
+The last line printed is one JSON object (also written to ``--out``/summary.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from common import BENCH_PRETRAIN, bench_config
+from unlearnleak.attacks.label_inference import (
+    ProbeSet,
+    calibrate_on_nulls,
+    gap_statistic,
+    generate_probes,
+    null_statistic,
+)
+from unlearnleak.attacks.label_inference.calibration import calibrate
+from unlearnleak.attacks.label_inference.decision import confidence_changes
+from unlearnleak.attacks.label_inference.probes import PROBE_GENERATORS
+from unlearnleak.models import build_model, load_weights
+from unlearnleak.oracle import ModelOracle
+from unlearnleak.scenario import ForgetConfig, UnlearningConfig, build_scenario, choose_forget
+from unlearnleak.storage import save_tensors_atomic, write_json_atomic
+from unlearnleak.training import TrainConfig, train
+from unlearnleak.unlearning import UnlearningContext, state_of, unlearn
+
+FRACTIONS = (0.1, 0.5, 1.0)
+METHODS = {"exact": ("exact", {}), "approximate": ("gradient_ascent", {"lr": 1e-3, "epochs": 1})}
+NULL_KINDS = ("step", "handful_ga", "handful_exact")
+TUNE_CLASSES = frozenset(range(5))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generators", nargs="+", default=["public", "gradient", "nes", "zoo"],
+                        choices=PROBE_GENERATORS.names())
+    parser.add_argument("--per-class", nargs="+", default=["public=10", "gradient=10", "nes=10", "zoo=1"],
+                        help="probes per class per generator, NAME=COUNT")
+    parser.add_argument("--zoo-seconds", type=float, default=900.0, help="time box of zoo's probe generation")
+    parser.add_argument("--null-seeds", type=int, default=24, help="null pairs per kind (half tuning, half held out)")
+    parser.add_argument("--deletion-seeds", type=int, default=1,
+                        help="deletions per class × p_u × method (seed 0: the first rows of the class; then random)")
+    parser.add_argument("--handful", type=int, default=5, help="samples (from distinct classes) in a handful")
+    parser.add_argument("--n-train", type=int, default=500)
+    parser.add_argument("--model", default="lenet", help="lenet (default: zoo fits on a CPU) or convnet (width 16)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="pretrain θ0 for fewer epochs than the benchmarks' 10 (no lr decay); default: 10")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--reuse", action="store_true", help="analyse the answers saved in --out, compute nothing")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "label_calibration")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.reuse:
+        collect(args)
+    summary = analyse(args.out)
+    sys.stdout.flush()
+    print(json.dumps(summary))
+
+
+# ------------------------------------------------------------------------------------------------- collect
+def collect(args: argparse.Namespace) -> None:
+    """Probes per generator against θ, every θ_u's answers to them, saved to ``args.out``."""
+    started = time.perf_counter()
+    per_class = {k: int(v) for k, _, v in (item.partition("=") for item in args.per_class)}
+    cfg = bench_config(width=16, n_train=args.n_train, device=args.device,
+                       forget=ForgetConfig(kind="class", class_id=0, fraction=1.0),
+                       unlearning=UnlearningConfig(method="gradient_ascent", params={"lr": 1e-3}),
+                       finetune=TrainConfig(epochs=1, lr=1e-3, batch_size=128, freeze_bn=True))
+    if args.pretrain_epochs is not None:
+        cfg = cfg.model_copy(update={"pretrain": BENCH_PRETRAIN.model_copy(
+            update={"epochs": args.pretrain_epochs, "milestones": ()})})
+    if args.model != "convnet":
+        cfg = cfg.model_copy(update={"model": args.model, "model_kwargs": {}})
+    scn = build_scenario(cfg)
+    spec, pair = scn.pair.spec, scn.pair
+    x_ft, y_ft = scn.train.x[scn.ft_indices], scn.train.y[scn.ft_indices]
+    k, shape = spec.num_classes, tuple(spec.input_shape)
+    print(f"setup {time.perf_counter() - started:.0f} s; accuracies {dict(scn.record.metrics)}; "
+          f"D_ft per class {torch.bincount(y_ft, minlength=k).tolist()}", flush=True)
+    theta = pair.model("original", args.device)
+    probe_sets: dict[str, ProbeSet] = {}
+    for name in args.generators:
+        folder = args.out / f"probes_{name}"
+        if (folder / "probes.json").is_file():
+            probe_sets[name] = ProbeSet.load(folder)
+            continue
+        oracle = ModelOracle(theta, num_classes=k, input_shape=shape, device=args.device)
+        target = theta if name == "gradient" else oracle
+        probes = generate_probes(name, target, k, per_class.get(name, 10), shape, args.seed, public=scn.public,
+                                 max_seconds=args.zoo_seconds if name == "zoo" else None, device=args.device)
+        probes.save(folder)
+        probe_sets[name] = probes
+        print(f"{name}: {len(probes)} probes ({probes.num_accepted} accepted), per class {probes.per_class()}, "
+              f"{probes.seconds:.0f} s" + (f" — {probes.notes}" if probes.notes else ""), flush=True)
+
+    pairs: list[dict[str, Any]] = []
+    answers: dict[str, torch.Tensor] = {}
+
+    def record(key: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+        model = build_model(spec)
+        load_weights(model, state)
+        oracle = ModelOracle(model, num_classes=k, input_shape=shape, device=args.device)
+        for g, ps in probe_sets.items():
+            answers[f"{len(pairs)}|{g}"] = oracle.predict_proba(ps.x)
+        pairs.append(key)
+
+    def context(mask: torch.Tensor, params: dict[str, Any]) -> UnlearningContext:
+        return UnlearningContext(spec=spec, original=pair.original, base=scn.knowledge.base, x_train=x_ft,
+                                 y_train=y_ft,
+                                 forget_mask=mask, finetune=cfg.finetune, params=params, seed=args.seed,
+                                 device=args.device)
+
+    t0 = time.perf_counter()
+    for seed in range(args.null_seeds):
+        g = torch.Generator().manual_seed(10_000 + seed)
+        batch = torch.randperm(y_ft.numel(), generator=g)[:128]
+        model = build_model(spec)
+        load_weights(model, pair.original)
+        train(model, x_ft[batch], y_ft[batch], cfg.finetune, seed=seed, device=args.device)
+        record({"kind": "step", "seed": seed}, state_of(model))
+        classes = torch.randperm(k, generator=g)[:args.handful]
+        mask = torch.zeros(y_ft.numel(), dtype=torch.bool)
+        for c in classes.tolist():
+            rows = torch.nonzero(y_ft == c).flatten()
+            mask[rows[int(torch.randint(rows.numel(), (1,), generator=g))]] = True
+        for kind, (method, params) in (("handful_ga", METHODS["approximate"]), ("handful_exact", METHODS["exact"])):
+            record({"kind": kind, "seed": seed, "classes": sorted(classes.tolist())},
+                   unlearn(method, context(mask, params)))
+    print(f"{len(pairs)} null pairs in {time.perf_counter() - t0:.0f} s", flush=True)
+    t0 = time.perf_counter()
+    for dseed in range(args.deletion_seeds):
+        for m, (method, params) in METHODS.items():
+            for p in FRACTIONS:
+                for c in range(k):
+                    positions = choose_forget(ForgetConfig(kind="class", class_id=c, fraction=p), y_ft, args.seed)
+                    if dseed > 0:  # another ⌊n_c·p_u⌋ rows of class c, and another unlearning seed
+                        rows = torch.nonzero(y_ft == c).flatten()
+                        g = torch.Generator().manual_seed(20_000 + 1000 * dseed + c)
+                        positions = rows[torch.randperm(rows.numel(), generator=g)[:positions.numel()]]
+                    mask = torch.zeros(y_ft.numel(), dtype=torch.bool)
+                    mask[positions] = True
+                    ctx = context(mask, params)
+                    if method != "exact":  # exact retraining keeps θ's data order (its seed)
+                        ctx = dataclasses.replace(ctx, seed=args.seed + dseed)
+                    record({"kind": "deletion", "method": m, "fraction": p, "class": c, "seed": dseed,
+                            "n_u": int(positions.numel())}, unlearn(method, ctx))
+    print(f"{len(pairs)} pairs in all, deletions in {time.perf_counter() - t0:.0f} s", flush=True)
+    save_tensors_atomic(args.out / "answers.safetensors", answers)
+    write_json_atomic(args.out / "pairs.json", {
+        "pairs": pairs, "generators": list(probe_sets), "num_classes": k,
+        "metrics": dict(scn.record.metrics), "collect_seconds": time.perf_counter() - started,
+        "probes": {g: {"count": len(ps), "accepted": ps.num_accepted, "per_class": ps.per_class(),
+                       "total_queries": ps.total_queries, "seconds": ps.seconds, "notes": ps.notes}
+                   for g, ps in probe_sets.items()}})
+
+
+# ------------------------------------------------------------------------------------------------- analyse
+# rule variants: (statistic, test, calibration); "null_pairs" thresholds come from the tuning half's null pairs
+VARIANTS = [(stat, test, cal) for stat in ("log_odds", "probability")
+            for test, cal in (("student", "fixed"), ("student", "student_t"), ("student", "gaussian"),
+                              ("robust", "gaussian"), ("lower", "gaussian"), ("student", "null_pairs"),
+                              ("robust", "null_pairs"), ("lower", "null_pairs"))]
+LEVEL = 0.05
+
+
+def _tune(pair: dict[str, Any]) -> bool:
+    return pair["seed"] % 2 == 0 if pair["kind"] != "deletion" else pair["class"] in TUNE_CLASSES
+
+
+def analyse(out: Path) -> dict[str, Any]:
+    """Choose the rule variant on the tuning half, report false and true detections on the held-out half."""
+    meta = json.loads((out / "pairs.json").read_text())
+    answers = load_file(str(out / "answers.safetensors"))
+    pairs, k = meta["pairs"], int(meta["num_classes"])
+    probes = {g: ProbeSet.load(out / f"probes_{g}") for g in meta["generators"]}
+    means: dict[tuple[str, str, int], torch.Tensor] = {}  # (generator, statistic, pair) → (K,) class means
+    for g, ps in probes.items():
+        for stat in ("log_odds", "probability"):
+            for i in range(len(pairs)):
+                _, m, _ = confidence_changes(ps.original_proba, answers[f"{i}|{g}"], ps.predicted, stat)
+                means[(g, stat, i)] = m
+    rows: dict[str, Any] = {}
+    for stat, test, cal in VARIANTS:
+        name = f"{stat}/{test}/{cal}"
+        rows[name] = {}
+        for g in probes:
+            ts = [null_statistic(means[(g, stat, i)], test=test) for i in range(len(pairs))]
+            best = [int(torch.nan_to_num(means[(g, stat, i)], nan=math.inf).argmin()) for i in range(len(pairs))]
+            if cal == "null_pairs":
+                tune_null = [means[(g, stat, i)] for i, p in enumerate(pairs) if p["kind"] != "deletion" and _tune(p)]
+                calibration = calibrate_on_nulls(tune_null, level=LEVEL, test=test, source="tuning half")
+            else:
+                gap = gap_statistic(torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.long), [0], test)
+                calibration = calibrate(cal, level=LEVEL, gap=gap, test=test, statistic=stat, generator=g,
+                                        top_k=1, z=3.0)
+            rows[name][g] = _rates(pairs, ts, best, calibration.threshold) | {"threshold": calibration.threshold}
+    chosen = _choose(rows, list(probes))
+    table = _null_table(meta, means, pairs)
+    write_json_atomic(out / "null_changes.json", table)
+    summary = {"level": LEVEL, "chosen": chosen, "variants": rows, "probes": meta["probes"],
+               "pairs": {"null": sum(p["kind"] != "deletion" for p in pairs),
+                         "deletion": sum(p["kind"] == "deletion" for p in pairs)},
+               "split": {"tuning": "even null seeds, deletions of classes 0-4",
+                         "held_out": "odd null seeds, deletions of classes 5-9"}}
+    write_json_atomic(out / "summary.json", summary)
+    _print(rows, chosen, list(probes))
+    return {"chosen": chosen, "held_out": {g: rows[chosen][g]["held_out"] for g in probes}}
+
+
+def _repeat(pair: dict[str, Any]) -> bool:
+    """Exact unlearning of a whole class is the same θ_u for every deletion seed: counted once."""
+    return (pair["kind"] == "deletion" and pair["method"] == "exact" and pair["fraction"] == 1.0
+            and pair.get("seed", 0) > 0)
+
+
+def _rates(pairs: list[dict[str, Any]], ts: list[float], best: list[int], threshold: float) -> dict[str, Any]:
+    """False-detection rates per null kind and true-detection rates per method × p_u, on both halves."""
+    out: dict[str, Any] = {}
+    for half, keep in (("tuning", True), ("held_out", False)):
+        sel = [i for i, p in enumerate(pairs) if _tune(p) == keep and not _repeat(p)]
+        res: dict[str, Any] = {}
+        for kind in (*NULL_KINDS, "all_null"):
+            idx = [i for i in sel
+                   if pairs[i]["kind"] == kind or (kind == "all_null" and pairs[i]["kind"] != "deletion")]
+            hits = sum(ts[i] > threshold for i in idx)
+            res[f"false/{kind}"] = _rate(hits, len(idx))
+        for m in METHODS:
+            for frac in FRACTIONS:
+                idx = [i for i in sel if pairs[i]["kind"] == "deletion" and pairs[i]["method"] == m
+                       and pairs[i]["fraction"] == frac]
+                res[f"true/{m}/{frac}"] = _rate(sum(ts[i] > threshold and best[i] == pairs[i]["class"] for i in idx),
+                                                len(idx))
+                res[f"argmin/{m}/{frac}"] = _rate(sum(best[i] == pairs[i]["class"] for i in idx), len(idx))
+        out[half] = res
+    return out
+
+
+def _rate(hits: int, n: int) -> dict[str, Any]:
+    lo, hi = _wilson(hits, n)
+    return {"rate": hits / n if n else None, "hits": hits, "n": n, "ci95": [lo, hi]}
+
+
+def _choose(rows: dict[str, Any], generators: list[str]) -> str:
+    """The variant with the highest mean true-detection rate on the tuning half among those whose tuning
+    false-detection rate is ≤ LEVEL for every generator."""
+    def ok(name: str) -> bool:
+        return all((rows[name][g]["tuning"]["false/all_null"]["rate"] or 0.0) <= LEVEL for g in generators)
+
+    def power(name: str) -> float:
+        vals = [v["rate"] for g in generators for key, v in rows[name][g]["tuning"].items()
+                if key.startswith("true/") and v["rate"] is not None]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    candidates = [n for n in rows if ok(n) and not n.endswith("/fixed")] or list(rows)
+    return max(candidates, key=power)
+
+
+def _null_table(meta: dict[str, Any], means: dict[tuple[str, str, int], torch.Tensor],
+                pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tuning half's null class means per generator and statistic: the package's null_pairs table."""
+    changes: dict[str, dict[str, list[list[float]]]] = {}
+    for (g, stat, i), m in means.items():
+        if pairs[i]["kind"] != "deletion" and _tune(pairs[i]):
+            changes.setdefault(g, {}).setdefault(stat, []).append([float(v) for v in m])
+    return {"setting": "benchmarks/label_calibration.py tuning half: ConvNet-16 on CIFAR-10, θ fine-tuned on 500 "
+                       "samples; null θ_u = one more SGD step, or a handful of samples deleted by gradient ascent "
+                       "or exact retraining", "num_classes": meta["num_classes"], "changes": changes}
+
+
+def _print(rows: dict[str, Any], chosen: str, generators: list[str]) -> None:
+    print(f"chosen on the tuning half: {chosen}")
+    for name, by_g in rows.items():
+        for g in generators:
+            h = by_g[g]["held_out"]
+            false = " ".join(f"{kind}={_fmt(h[f'false/{kind}'])}" for kind in NULL_KINDS)
+            true = " ".join(f"{m[:3]}{f}={_fmt(h[f'true/{m}/{f}'])}" for m in METHODS for f in FRACTIONS)
+            print(f"{'*' if name == chosen else ' '} {name:32s} {g:9s} τ={by_g[g]['threshold']:7.3f} | false {false} "
+                  f"| true {true}")
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    return "n/a" if r["rate"] is None else f"{r['hits']}/{r['n']}"
+
+
+def _wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95 % interval of a rate hits/n."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = hits / n
+    denom = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+if __name__ == "__main__":
+    main()

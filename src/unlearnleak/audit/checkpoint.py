@@ -1,0 +1,88 @@
+"""A user's own checkpoint files → state dicts of our ``Normalized`` layout, without running any code.
+
+Accepted: safetensors, or a PyTorch state dict read with ``torch.load(weights_only=True)`` (a pickle that
+would execute code is refused by torch's restricted unpickler, and we say so). A state dict saved from the
+bare network (no ``Normalized`` wrapper: no ``net.`` prefix, no ``mean``/``std``) is completed from the
+declared normalisation; a ``module.`` prefix (DataParallel) and ``{"state_dict": ...}`` wrappers are unwrapped.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from unlearnleak.errors import CheckpointError
+from unlearnleak.models import Normalized
+
+StateDict = dict[str, torch.Tensor]
+_WRAPPERS = ("state_dict", "model_state_dict", "model")
+
+
+def read_checkpoint(path: str | Path, flag: str) -> StateDict:
+    """The tensors in ``path`` (safetensors or a weights-only torch file); nothing is executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{flag} {path} does not exist")
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if _looks_like_safetensors(head):
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{flag} {path} is not a readable safetensors file: {exc}") from exc
+    if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
+        raise CheckpointError(f"{flag} {path} is not a checkpoint: expected a safetensors file or a PyTorch "
+                              f"state dict saved with torch.save(model.state_dict(), ...)")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        raise CheckpointError(f"{flag} {path} holds objects beyond tensors, refused without running them "
+                              f"({first[:160]}); save model.state_dict() or convert it to safetensors") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{flag} {path} is not a readable PyTorch checkpoint: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return _state_of(obj, path, flag)
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    if len(head) < 9:
+        return False
+    size = int.from_bytes(head[:8], "little")
+    return 0 < size < 100_000_000 and head[8:9] == b"{"
+
+
+def _state_of(obj: object, path: Path, flag: str) -> StateDict:
+    for _ in range(3):
+        if isinstance(obj, dict) and len(obj) >= 1:
+            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+            if inner is not None and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+                obj = inner
+                continue
+        break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{flag} {path} holds a {type(obj).__name__}, not a state dict of tensors; "
+                              f"save model.state_dict()")
+    bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise CheckpointError(f"{flag} {path}: entry {bad!r} is not a tensor; save model.state_dict()")
+    return dict(obj)
+
+
+def to_normalized_layout(state: StateDict, model: Normalized) -> StateDict:
+    """``state`` in the keys of ``model`` (our wrapper): adds ``net.`` and the declared mean/std if missing."""
+    expected = model.state_dict()
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    if set(state) == set(expected):
+        return state
+    if not any(k.startswith("net.") for k in state):
+        state = {f"net.{k}": v for k, v in state.items()}
+        state.setdefault("mean", expected["mean"].clone())
+        state.setdefault("std", expected["std"].clone())
+    return state

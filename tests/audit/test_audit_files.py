@@ -1,0 +1,129 @@
+"""White-box audit of a user's own files: label inferred, image recovered above the 4×4-thumbnail baseline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from unlearnleak.cli import app
+
+runner = CliRunner()
+
+
+def test_white_box_audit_of_a_users_own_files(user_pair: Any, white_box_args: Callable[..., list[str]],
+        tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "200", "--restarts", "1",
+                                               "--per-class", "0", "--ground-truth", str(user_pair.truth)))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "white-box" and report["partial"] is False
+    assert report["labels"]["from_weights"]["labels"] == [user_pair.forget_y]
+    fr = next(a for a in report["attacks"] if a["name"] == "feature_recovery")
+    assert fr["knowledge_used"] == []  # θ and θ_u only: nothing else was declared
+    assert fr["attack"].startswith("FeatureRecovery(preset='best', iterations=200")
+    m = report["evaluation"]["mean"]
+    assert m["psnr"] > m["thumbnail_4x4_psnr"] > m["mean_colour_psnr"]
+    images = load_file(str(out / "reconstructions.safetensors"))["images"]
+    assert images.shape == (1, 3, 32, 32) and float(images.min()) >= 0 and float(images.max()) <= 1
+    assert (out / "reconstructions.png").is_file()
+    assert "IMAGE LEAKED" in result.output and "report written to" in result.output
+    assert report["environment"]["versions"]["torch"]
+
+
+def test_declared_knowledge_is_used_and_reported(user_pair: Any, white_box_args: Callable[..., list[str]],
+        tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "2", "--restarts", "1",
+                                               "--per-class", "0", "--labels", "7", "--forget-size", "1"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    fr = report["attacks"][0]
+    assert fr["result"]["labels"] == [7] and fr["result"]["label_source"] == "given"
+    assert fr["knowledge_used"] == ["labels"]
+    assert report["knowledge"]["labels"] == [7] and report["knowledge"]["n_forget"] == 1
+    assert [a["name"] for a in report["attacks"]] == ["feature_recovery"]
+
+
+def test_existing_results_are_refused_unless_overwrite(user_pair: Any, white_box_args: Callable[..., list[str]],
+        tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    args = white_box_args(user_pair, out, "--iterations", "2", "--restarts", "1", "--per-class", "0")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "already holds results" in result.output and "--overwrite" in result.output
+    assert (out / "report.json").read_text() == "{}"
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["format"] == "unlearnleak.audit/1"
+
+
+def test_python_api_five_lines(user_pair: Any) -> None:
+    from unlearnleak.attacks.feature_recovery import evaluate_reconstruction
+    from unlearnleak.attacks.interface import FeatureRecovery
+    from unlearnleak.audit import pair_from_files, read_ground_truth
+
+    pair, _ = pair_from_files(user_pair.model_def, original=user_pair.original, unlearned=user_pair.unlearned,
+                              input_shape=(3, 32, 32), num_classes=10, model_kwargs={"width": 4})
+    rec = FeatureRecovery(iterations=5, restarts=1).attack(pair)
+    x, y = read_ground_truth(user_pair.truth)
+    assert y is not None
+    assert evaluate_reconstruction(rec, x, y)["label_accuracy"] == 1.0
+
+
+def test_attack_results_do_not_depend_on_the_record(tmp_path: Path) -> None:
+    """A scenario folder attacked with and without its record.json/ground truth: identical reconstructions."""
+    import shutil
+
+    from unlearnleak.attacks.interface import FeatureRecovery
+    from unlearnleak.commands.demo import feature_recovery_config
+    from unlearnleak.pair import load_pair_folder
+    from unlearnleak.scenario import build_scenario
+
+    scn = build_scenario(feature_recovery_config(0, "cpu"))
+    scn.save(tmp_path / "run")
+    shutil.copytree(tmp_path / "run", tmp_path / "bare")
+    for name in ("record.json", "ground_truth.safetensors", "config.json"):
+        (tmp_path / "bare" / name).unlink()
+    attack = FeatureRecovery(iterations=3, restarts=1)
+    a = attack.attack(*load_pair_folder(tmp_path / "run"))
+    b = attack.attack(*load_pair_folder(tmp_path / "bare"))
+    assert torch.equal(a.x, b.x) and torch.equal(a.labels, b.labels)
+    assert a.config["knowledge_used"] == b.config["knowledge_used"] == ["unlearning", "n_forget"]
+
+
+@pytest.mark.parametrize("shape", ["3,32", "3,x,32", "-3,32,32"])
+def test_bad_input_shape_text_is_one_line(user_pair: Any, white_box_args: Callable[..., list[str]],
+        tmp_path: Path, shape: str) -> None:
+    args = white_box_args(user_pair, tmp_path / "o")
+    args[args.index("3,32,32")] = shape
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and result.output.count("error:") == 1 and "--input-shape" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_keeps_the_finished_stages(user_pair: Any, white_box_args: Callable[..., list[str]],
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnleak.attacks.interface import LabelInference
+
+    def interrupted(self: Any, original: Any, unlearned: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LabelInference, "attack", interrupted)
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "2", "--restarts", "1",
+                                               "--per-class", "1"))
+    assert result.exit_code == 130, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["partial"] is True and "interrupted" in report["partial_reason"]
+    assert [a["name"] for a in report["attacks"]] == ["feature_recovery"]
+    assert load_file(str(out / "reconstructions.safetensors"))["images"].shape == (1, 3, 32, 32)
+    assert not list(tmp_path.glob(".audit.*"))  # no staging folder left behind
