@@ -39,8 +39,10 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
         pair: θ, θ_u and the architecture.
         knowledge: what the server also knows (θ0, N, k, kind of unlearning, labels); None: nothing.
             The result's ``config["knowledge_used"]`` names the parts that were used.
-        preset: an inversion preset name (``"best"``, ``"paper"``, ``"tabular"``) or a config.
-            For tabular models ``"best"`` means ``"tabular"``.
+        preset: an inversion preset name or a config: ``"best"`` (the default: adapts its TV weight to the
+            target by gradient cross-validation, ``adaptive.py``), ``"paper"`` (the official recipe),
+            ``"smooth"`` (the former default, fixed TV 0.3), ``"tabular"``. For tabular models ``"best"``
+            means ``"tabular"``. The adaptive choice is recorded in ``Reconstruction.config["race"]``.
         labels: the k labels if known (default ``knowledge.labels``); None infers them from ∇*.
         iterations, restarts: override the preset's.
         device: ``"cpu"`` or ``"cuda"``.
@@ -95,7 +97,7 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
         target_mode=target.mode, restart_costs=result.restart_costs, best_restart=result.best_restart,
         iterations=result.iterations, seconds=time.perf_counter() - started, preset=preset_name,
         config={**config.model_dump(mode="json"), "seed": seed, "target": target.describe(),
-                "time_budget": time_budget, "device": str(device), "knowledge_used": used},
+                "time_budget": time_budget, "device": str(device), "knowledge_used": used, "race": result.race},
         label_scores=label_scores, timings=timings,
     )
 

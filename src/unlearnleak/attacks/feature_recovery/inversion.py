@@ -2,15 +2,15 @@
 
 The engine optimises R restarts × k samples at once. Each restart's cost is
 
-    1 − cos(∇_θ ℓ(f_θ(x_r), y), ∇*)  +  λ_TV·TV(x_r)  +  λ_BN·R_BN(x_r)
+    objective(∇_θ ℓ(f_θ(x_r), y), ∇*)  +  Σ_priors w_{r,p}·penalty_p(x_r)
 
-(global cosine over all trainable parameters, or a per-parameter-tensor mean of cosines), where R_BN is
-the DeepInversion feature-statistics prior against the attacked model's own batch-norm running statistics
-(public to a white-box server). The gradient of every restart's cost with respect to its input is computed
-in one call, ``vmap(grad(cost))`` over restarts with ``torch.func`` (double back-propagation inside);
-``batched=False`` runs the same per-restart function in a Python loop (same numbers, for benchmarks).
-Constants — θ, the buffers, the flattened ∇* and its norm — are prepared once; one step does one
-concatenation of the parameter gradients and fused reductions, no per-tensor Python arithmetic.
+with the objective (``objectives.py``: global cosine, or the mean of per-parameter-tensor cosines) and the
+priors (``priors.py``: total variation, batch-norm statistics, penultimate-feature matching) small
+registered classes; the prior weights may differ per restart (the adaptive preset races them, ``adaptive.py``).
+With R > 1 the input gradient of every restart's cost comes from one ``vmap(grad(cost))`` call (``torch.func``,
+double back-propagation inside); a single restart (or ``batched=False``) uses plain autograd, which is
+cheaper for one — the numbers are the same. The optimiser is ``torch.optim`` (Adam or AdamW; the paper's
+"signed" gradient replaces ``.grad`` by its sign before the step), the schedule ``torch.optim.lr_scheduler``.
 
 Models take raw inputs (``Normalized`` wrappers, DEV_CONTRACT.md), so x is optimised in [0, 1] pixel
 space and the model sees exactly the normalised input the optimisation used — also when restarts are
@@ -32,10 +32,15 @@ from torch import nn
 from torch.func import functional_call, grad, vjp, vmap
 from torch.nn import functional as F
 
-from unlearnleak.attacks.feature_recovery.labels import output_layer
+from unlearnleak.attacks.closed_forms import penultimate_features as _penultimate_features
+from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
+from unlearnleak.attacks.feature_recovery.priors import PRIORS, Prior, build_priors, total_variation
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
 from unlearnleak.registry import Registry
+
+__all__ = ["PRESETS", "GradientMatcher", "InversionConfig", "InversionResult", "invert", "learning_rate",
+           "penultimate_features", "preset", "run_inversion", "total_variation"]
 
 
 class InversionConfig(BaseModel):
@@ -56,17 +61,23 @@ class InversionConfig(BaseModel):
     warmup: float = Field(0.0, ge=0, lt=1)  # fraction of the iterations with a linear lr warm-up
     init: Literal["randn", "rand", "gray"] = "randn"  # N(0,1) | U(0,1) | 0.5 + N(0, 0.1²)
     boxed: bool = True  # clamp x to [0, 1] before every step (images)
-    cost: Literal["cosine", "layer_cosine"] = "cosine"
+    cost: str = "cosine"  # an OBJECTIVES name: "cosine" | "layer_cosine"
     total_variation: float = Field(0.0, ge=0)
     bn_prior: float = Field(0.0, ge=0)  # weight of the batch-norm statistics prior
     bn_first_multiplier: float = Field(1.0, ge=0)  # extra weight of the first batch-norm layer's term
     bn_layers: int | None = Field(None, ge=1)  # use only the first this many batch-norm layers (None: all)
     feature_match: float = Field(0.0, ge=0)  # weight of matching the penultimate features read off ∇* (k = 1)
+    priors: dict[str, float] = Field(default_factory=dict)  # further registered priors (PRIORS) → weight
     feature_phase: float = Field(0.0, ge=0, lt=1)  # share of the run matching only features + priors (cheap)
     coarse_to_fine: tuple[int, ...] = ()  # image sides of coarse phases, e.g. (8, 16): x = upsample(z_coarse)
     coarse_share: float = Field(0.5, gt=0, lt=1)  # share of the gradient phase spent at the coarse sides
     keep_best: bool = False  # return each restart's best iterate (by gradient cost), not its last
     prune_at: tuple[float, ...] = ()  # fractions of the run at which the worse half of the restarts stops
+    # Adaptive prior strength (adaptive.py): race these TV weights for race_share of the run, fitting ∇* on a
+    # random half of its coordinates and scoring the held-out half; then continue the winner. () = off.
+    race: tuple[float, ...] = ()
+    race_share: float = Field(0.5, gt=0, lt=1)
+    race_holdout: float = Field(0.5, gt=0, lt=1)  # share of ∇*'s coordinates held out to score the race
 
     @model_validator(mode="after")
     def _check(self) -> InversionConfig:
@@ -76,6 +87,13 @@ class InversionConfig(BaseModel):
             raise ValueError(f"coarse_to_fine must be increasing image sides, got {self.coarse_to_fine}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
+        if self.cost not in OBJECTIVES:
+            raise ValueError(f"unknown cost {self.cost!r}; choose one of {OBJECTIVES.names()}")
+        unknown = [n for n in self.priors if n not in PRIORS]
+        if unknown or any(w < 0 for w in self.priors.values()):
+            raise ValueError(f"priors must map registered priors {PRIORS.names()} to weights >= 0, got {self.priors}")
+        if any(w < 0 for w in self.race) or len(set(self.race)) != len(self.race):
+            raise ValueError(f"race must list distinct TV weights >= 0, got {self.race}")
         return self
 
     def with_overrides(self, **overrides: Any) -> InversionConfig:
@@ -93,13 +111,22 @@ PRESETS.register("paper")(InversionConfig(
     iterations=10_000, restarts=5, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True,
     schedule="step", init="randn", boxed=True, cost="cosine", total_variation=1e-2,
 ))
-PRESETS.register("best")(InversionConfig(
-    # The project's default; every ingredient is measured in benchmarks/feature_recovery.py --ablation.
-    # For k = 1 the first 30 % of the run matches the penultimate features read off ∇* in closed form
-    # (forward + backward only, ~2× cheaper per step), then the gradient (cosine) with the features kept as a
-    # term. A strong TV prior (0.3) and one long restart beat more, shorter restarts at the same time.
+_SMOOTH = dict(
     iterations=2000, restarts=1, lr=0.1, optimizer="adam", signed=False, schedule="cosine", init="rand",
     boxed=True, cost="cosine", total_variation=0.3, feature_match=1.0, feature_phase=0.3, keep_best=True,
+)
+PRESETS.register("best")(InversionConfig(
+    # The project's default, adaptive (adaptive.py, docs/feature_recovery.md): the paper's optimiser (randn init,
+    # signed AdamW lr 0.04, ×0.5 steps, boxed) with the TV weight chosen per target: five weights race for half
+    # of the run (one restart each, one batch, on half of ∇*'s coordinates), the one with the lowest cosine
+    # cost on the held-out half continues on all of ∇*. Measured in benchmarks/tune_inversion.py (tuning cases).
+    iterations=2000, restarts=1, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True, schedule="step",
+    init="randn", boxed=True, cost="cosine", keep_best=True, race=(0.003, 0.01, 0.03, 0.1, 0.3), race_share=0.5,
+))
+PRESETS.register("smooth")(InversionConfig(
+    # The former default (issue 3): a fixed strong TV prior (0.3), tuned on the pretrained ConvNet-16. Strong
+    # where ∇* says little (trained BN nets), ~8 dB too smooth where ∇* is informative (random θ0, no BN).
+    **_SMOOTH,
 ))
 PRESETS.register("tabular")(InversionConfig(
     # Rows: no image priors, no box; used when the analytic recovery does not apply (k > 1, no bias).
@@ -124,6 +151,9 @@ class InversionResult:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     history: list[tuple[int, float]] = field(default_factory=list)  # (iteration, best cost so far)
+    race: dict[str, Any] | None = None  # the adaptive preset's choice (candidates, held-out scores, winner)
+    candidates: torch.Tensor | None = None  # (R_alive, k, …) every surviving restart's result, on the device
+    alive: torch.Tensor | None = None  # (R_alive,) their restart indices
 
 
 def learning_rate(config: InversionConfig, step: int, total: int) -> float:
@@ -141,49 +171,22 @@ def learning_rate(config: InversionConfig, step: int, total: int) -> float:
     return lr
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic, mean-based TV of an image batch (…, H, W), as the official code."""
-    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
-
-
-def _trained(module: nn.modules.batchnorm._BatchNorm) -> bool:
-    """False for a batch-norm layer still at its initial statistics (mean 0, var 1): no prior to use."""
-    assert module.running_mean is not None and module.running_var is not None
-    return not (bool((module.running_mean == 0).all()) and bool((module.running_var == 1).all()))
-
-
-@contextmanager
-def _bn_capture(model: nn.Module, sink: list[torch.Tensor], weight_first: float,
-               layers: int | None = None) -> Iterator[int]:
-    """Collect the DeepInversion term ‖μ(h) − μ_BN‖ + ‖σ²(h) − σ²_BN‖ of every batch-norm input h."""
-    handles = []
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and m.running_mean is not None and m.running_var is not None and _trained(m)][:layers]
-
-    def make_hook(module: nn.modules.batchnorm._BatchNorm, scale: float) -> Callable[..., None]:
-        def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            h = inputs[0]
-            dims = [0, *range(2, h.dim())]
-            mean = h.mean(dim=dims)
-            var = h.var(dim=dims, unbiased=False)
-            assert module.running_mean is not None and module.running_var is not None
-            sink.append(scale * ((mean - module.running_mean).norm() + (var - module.running_var).norm()))
-        return hook
-
-    for i, m in enumerate(norms):
-        handles.append(m.register_forward_pre_hook(make_hook(m, weight_first if i == 0 else 1.0)))
-    try:
-        yield len(norms)
-    finally:
-        for handle in handles:
-            handle.remove()
+def penultimate_features(model: nn.Module, target: TargetGradient,
+                         num_classes: int) -> tuple[nn.Module, torch.Tensor] | None:
+    """The output layer's input for k = 1 read off ∇* (``closed_forms.penultimate_features``)."""
+    return _penultimate_features(model, dict(zip(target.names, target.tensors, strict=True)), num_classes)
 
 
 class GradientMatcher:
-    """The per-restart cost and its input gradient, with every constant prepared once."""
+    """The per-restart cost and its input gradient, with every constant prepared once.
 
-    def __init__(self, model: nn.Module, target: TargetGradient, labels: torch.Tensor,
-                 config: InversionConfig) -> None:
+    ``mask`` (P,) restricts the objective to some coordinates of ∇* (gradient cross-validation);
+    ``extra_priors`` names priors to build even at weight 0, so that their weight can be raced per restart.
+    """
+
+    def __init__(self, model: nn.Module, target: TargetGradient, labels: torch.Tensor, config: InversionConfig,
+                 *, mask: torch.Tensor | None = None, extra_priors: tuple[str, ...] = (),
+                 input_shape: tuple[int, ...] | None = None) -> None:
         self.model = model.eval()
         self.config = config
         named = dict(model.named_parameters())
@@ -191,123 +194,106 @@ class GradientMatcher:
         if missing:
             raise ConfigError(f"the target gradient names parameters the model lacks: {missing[:5]}")
         self.names = target.names
-        self.params = {n: named[n].detach() for n in self.names}
+        self.params = {n: named[n].detach() for n in self.names}  # for torch.func (no outer graph)
+        # For plain autograd (one restart): the model's own parameters when they require grad — no
+        # functional_call overhead, exactly what a hand-written loop does — else leaf copies.
+        self._direct = all(named[n].requires_grad for n in self.names)
+        self.leaves = {n: named[n] if self._direct else named[n].detach().clone().requires_grad_(True)
+                       for n in self.names}
         self.buffers = {n: b.detach() for n, b in model.named_buffers()}
         first = next(iter(self.params.values()))
         device, dtype = first.device, first.dtype
         self.labels = labels.to(device)
         self.target = target.flat().to(device=device, dtype=dtype)  # (P,)
-        self.target_norm = self.target.norm()
         sizes = torch.tensor([t.numel() for t in target.tensors], device=device)
         self.segments = torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)  # (P,)
         self.n_segments = len(sizes)
-        target_sq = torch.zeros(self.n_segments, device=device, dtype=dtype)
-        self.target_seg_norm = target_sq.index_add_(0, self.segments, self.target ** 2).sqrt()
-        self._bn_terms: list[torch.Tensor] = []
-        self._features: list[torch.Tensor] = []
-        self.feature_layer: nn.Module | None = None
-        self.feature_target: torch.Tensor | None = None  # (d,) penultimate features read off ∇*
-        if config.feature_match and labels.numel() == 1:
-            found = penultimate_features(model, target, _num_logits(model))
-            if found is not None:
-                self.feature_layer, features = found
-                self.feature_target = features.to(device=device, dtype=dtype)
+        objective = OBJECTIVES.get(config.cost)
+        self.objective = objective(self.target, self.segments, self.n_segments,
+                                   None if mask is None else mask.to(device=device, dtype=dtype))
+        self.full_objective = objective(self.target, self.segments, self.n_segments) if mask is not None \
+            else self.objective
+        self.priors: list[Prior] = build_priors(config, model, target, self.labels, input_shape, extra_priors)
+        self.prior_names = [p.name for p in self.priors]
+        self.default_weights = torch.tensor([p.weight for p in self.priors], device=device, dtype=dtype)
+        self.feature_prior = next((p for p in self.priors if p.name == "feature_match"), None)
 
-    def _gradient_cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(1 − cosine, batch-norm prior, feature mismatch) for one restart's inputs x (k, …)."""
-        def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            self._bn_terms.clear()
-            self._features.clear()
-            logits = functional_call(self.model, (params, self.buffers), (x,))
-            zero = logits.new_zeros(())
-            bn = torch.stack(self._bn_terms).sum() if self._bn_terms else zero
-            feat = zero
-            if self._features and self.feature_target is not None:
-                h = self._features[0].reshape(-1)
-                feat = (h - self.feature_target).pow(2).sum() / self.feature_target.pow(2).sum()
-            return F.cross_entropy(logits, self.labels), (bn, feat)
+    def __repr__(self) -> str:
+        return f"GradientMatcher(objective={self.objective!r}, priors={self.priors!r})"
 
-        grads, (bn, feat) = grad(loss, has_aux=True)(self.params)
-        g = torch.cat([grads[n].reshape(-1) for n in self.names])  # (P,)
-        if self.config.cost == "cosine":
-            cos = (g @ self.target) / (g.norm() * self.target_norm).clamp_min(1e-30)
+    @property
+    def feature_target(self) -> torch.Tensor | None:
+        """The penultimate features read off ∇* (k = 1), or None when feature matching is off or impossible."""
+        prior = self.feature_prior
+        return None if prior is None else prior.features  # type: ignore[attr-defined]
+
+    def _weights(self, weights: torch.Tensor | None) -> torch.Tensor:
+        return self.default_weights if weights is None else weights
+
+    def _penalties(self, x: torch.Tensor) -> torch.Tensor:
+        """(n_priors,) unweighted penalties of the forward pass just run."""
+        if not self.priors:
+            return x.new_zeros(0)
+        return torch.stack([p.penalty(x) for p in self.priors])
+
+    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        for prior in self.priors:
+            prior.clear()
+        return functional_call(self.model, (params, self.buffers), (x,))
+
+    def _gradient_cost(self, x: torch.Tensor, autograd: bool = False,
+                       objective: Callable[[torch.Tensor], torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective cost, unweighted penalties) of one restart's inputs x (k, …)."""
+        if autograd:
+            if self._direct:
+                for prior in self.priors:
+                    prior.clear()
+                logits = self.model(x)
+            else:
+                logits = self._forward(self.leaves, x)
+            loss = F.cross_entropy(logits, self.labels)
+            penalties = self._penalties(x)
+            grads = torch.autograd.grad(loss, list(self.leaves.values()), create_graph=True)
+            g = torch.cat([t.reshape(-1) for t in grads])
         else:
-            dots = torch.zeros(self.n_segments, device=g.device, dtype=g.dtype).index_add(
-                0, self.segments, g * self.target)
-            sq = torch.zeros(self.n_segments, device=g.device, dtype=g.dtype).index_add(0, self.segments, g * g)
-            cos = (dots / (sq.sqrt() * self.target_seg_norm).clamp_min(1e-30)).mean()
-        return 1 - cos, bn, feat
+            def loss_fn(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                return F.cross_entropy(self._forward(params, x), self.labels), self._penalties(x)
 
-    def cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total cost, gradient cost) of one restart; the first is differentiated, the second reported."""
-        grad_cost, bn, feat = self._gradient_cost(x)
-        total = grad_cost
-        if self.config.total_variation and x.dim() == 4:
-            total = total + self.config.total_variation * total_variation(x)
-        if self.config.bn_prior:
-            total = total + self.config.bn_prior * bn
-        if self.feature_target is not None:
-            total = total + self.config.feature_match * feat
+            named, penalties = grad(loss_fn, has_aux=True)(self.params)
+            g = torch.cat([named[n].reshape(-1) for n in self.names])  # (P,)
+        return (objective or self.objective)(g), penalties
+
+    def cost(self, x: torch.Tensor, weights: torch.Tensor | None = None, *,
+             autograd: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total cost, objective cost) of one restart; the first is differentiated, the second reported."""
+        grad_cost, penalties = self._gradient_cost(x, autograd)
+        total = grad_cost + (self._weights(weights) * penalties).sum() if self.priors else grad_cost
         return total, grad_cost.detach()
 
-    def feature_cost(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def feature_cost(self, x: torch.Tensor, weights: torch.Tensor | None = None, *,
+                     autograd: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(features + priors, feature mismatch) of one restart: one forward pass, no parameter gradient."""
-        self._bn_terms.clear()
-        self._features.clear()
-        functional_call(self.model, (self.params, self.buffers), (x,))
-        assert self.feature_target is not None and self._features
-        h = self._features[0].reshape(-1)
-        feat = (h - self.feature_target).pow(2).sum() / self.feature_target.pow(2).sum()
-        total = self.config.feature_match * feat
-        if self.config.total_variation and x.dim() == 4:
-            total = total + self.config.total_variation * total_variation(x)
-        if self._bn_terms:
-            total = total + self.config.bn_prior * torch.stack(self._bn_terms).sum()
-        return total, feat.detach()
+        assert self.feature_prior is not None
+        self._forward(self.params, x)
+        penalties = self._penalties(x)
+        total = (self._weights(weights) * penalties).sum()
+        return total, penalties[self.priors.index(self.feature_prior)].detach()
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """The gradient cost of every restart in x (R, k, …), without priors; shape (R,)."""
-        return vmap(lambda xr: self._gradient_cost(xr)[0])(x).detach()
+    def score(self, x: torch.Tensor, *, full: bool = True) -> torch.Tensor:
+        """The objective cost of every restart in x (R, k, …), without priors; shape (R,).
+
+        ``full``: over all of ∇* (else only the matcher's masked coordinates)."""
+        objective = self.full_objective if full else self.objective
+        return vmap(lambda xr: self._gradient_cost(xr, objective=objective)[0])(x).detach()
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
         """Install the hooks that capture what the priors need (batch-norm inputs, penultimate features)."""
         with ExitStack() as stack:
-            if self.config.bn_prior:
-                stack.enter_context(_bn_capture(self.model, self._bn_terms, self.config.bn_first_multiplier,
-                                                self.config.bn_layers))
-            if self.feature_layer is not None:
-                handle = self.feature_layer.register_forward_pre_hook(
-                    lambda _, inputs: self._features.append(inputs[0]))
-                stack.callback(handle.remove)
+            for prior in self.priors:
+                stack.enter_context(prior.hooks(self.model))
             yield
-
-
-def _num_logits(model: nn.Module) -> int:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else 0
-
-
-def penultimate_features(model: nn.Module, target: TargetGradient,
-                         num_classes: int) -> tuple[nn.Module, torch.Tensor] | None:
-    """The input of the output layer for k = 1, read off ∇* in closed form, and that layer.
-
-    The output layer's gradient of one sample is ``∂W[c,:] = (p_c − y_c)·h`` and ``∂b[c] = p_c − y_c``, so
-    ``h = Σ_c ∂b_c ∂W_c / Σ_c ∂b_c²`` exactly (as for a table row's first layer, ``tabular.py``). Matching
-    these features is a strong, legitimate constraint for a white-box server. None without an output bias.
-    """
-    try:
-        name, layer = output_layer(model, num_classes)
-    except ConfigError:
-        return None
-    prefix = f"{name}." if name else ""
-    if layer.bias is None or f"{prefix}bias" not in target.names or f"{prefix}weight" not in target.names:
-        return None
-    w, b = target[f"{prefix}weight"].double(), target[f"{prefix}bias"].double()
-    denom = (b * b).sum()
-    if float(denom) == 0.0:
-        return None
-    return layer, (b @ w) / denom
 
 
 def initial_inputs(config: InversionConfig, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -320,12 +306,22 @@ def initial_inputs(config: InversionConfig, shape: tuple[int, ...], generator: t
     return 0.5 + 0.1 * torch.randn(full, generator=generator)
 
 
+OPTIMIZERS: Registry[Callable[[list[torch.Tensor], InversionConfig], torch.optim.Optimizer]] = Registry(
+    "inversion optimiser")
+OPTIMIZERS.register("adam")(lambda params, c: torch.optim.Adam(params, lr=c.lr, betas=c.betas, eps=c.eps))
+OPTIMIZERS.register("adamw")(lambda params, c: torch.optim.AdamW(
+    params, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay))
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 @dataclass
 class _Run:
     """The optimiser state of all restarts (mutated in place by the phases)."""
 
     x: torch.Tensor  # (R_alive, k, …)
     alive: torch.Tensor  # original indices of the running restarts
+    weights: torch.Tensor  # (R, n_priors) prior weights per restart
     best_x: torch.Tensor  # (R, k, …) best iterate per restart (keep_best)
     best_cost: torch.Tensor  # (R,)
     final_costs: torch.Tensor  # (R,)
@@ -334,22 +330,34 @@ class _Run:
     history: list[tuple[int, float]] = field(default_factory=list)
 
 
-def _adam_phase(run: _Run, step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                config: InversionConfig, iterations: int, deadline: float | None, *, gradient_phase: bool,
-                log_every: int, to_input: Callable[[torch.Tensor], torch.Tensor] = lambda z: z,
-                prune: bool = True) -> None:
-    """``iterations`` Adam(W) steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule."""
-    exp_avg, exp_avg_sq = torch.zeros_like(run.x), torch.zeros_like(run.x)
-    beta1, beta2 = config.betas
-    total = iterations
-    prune_steps = [int(f * total) for f in config.prune_at] if gradient_phase and prune else []
+def _prune(run: _Run, optimizer: torch.optim.Optimizer, keep: torch.Tensor) -> None:
+    """Stop all restarts but ``keep``: the parameter and the optimiser's per-element state shrink with them."""
+    old = run.x
+    state = optimizer.state.pop(old, {})
+    new = old[keep].contiguous()
+    optimizer.param_groups[0]["params"] = [new]
+    optimizer.state[new] = {k: v[keep].contiguous() if torch.is_tensor(v) and v.shape == old.shape else v
+                            for k, v in state.items()}
+    run.final_costs[run.alive] = run.costs
+    run.alive, run.x, run.costs = run.alive[keep], new, run.costs[keep]
+
+
+def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: int, deadline: float | None, *,
+              gradient_phase: bool, log_every: int,
+              to_input: Callable[[torch.Tensor], torch.Tensor] = lambda z: z, prune: bool = True) -> None:
+    """``iterations`` optimiser steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule."""
+    optimizer = OPTIMIZERS.get(config.optimizer)([run.x], config)
+    horizon = [iterations]  # the schedule's length; refitted to the deadline below
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: learning_rate(config, t, horizon[0]) / config.lr)
+    prune_steps = [int(f * iterations) for f in config.prune_at] if gradient_phase and prune else []
     calibrate_from, refits = 2, {5}  # refit after 5, 10, 20, 40, … timed steps
     calib_start = time.perf_counter()
     t = 0
-    while t < total:
+    while t < horizon[0]:
         if config.boxed:
             run.x.clamp_(0, 1)
-        g, costs = step_fn(run.x)
+        g, costs = step_fn(run.x, run.weights[run.alive])
         if gradient_phase:
             run.costs = costs
             if config.keep_best:
@@ -357,16 +365,9 @@ def _adam_phase(run: _Run, step_fn: Callable[[torch.Tensor], tuple[torch.Tensor,
                 run.best_cost[run.alive] = torch.where(improved, costs, run.best_cost[run.alive])
                 shape = (-1, *[1] * (run.x.dim() - 1))
                 run.best_x[run.alive] = torch.where(improved.view(shape), to_input(run.x), run.best_x[run.alive])
-        if config.signed:
-            g = g.sign()
-        lr = learning_rate(config, t, total)
-        exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        if config.optimizer == "adamw" and config.weight_decay:
-            run.x.mul_(1 - lr * config.weight_decay)
-        bias1, bias2 = 1 - beta1 ** (t + 1), 1 - beta2 ** (t + 1)
-        denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(config.eps)
-        run.x.addcdiv_(exp_avg, denom, value=-lr / bias1)
+        run.x.grad = g.sign() if config.signed else g
+        optimizer.step()
+        scheduler.step()
         t += 1
         run.iterations += 1
         if log_every and (run.iterations % log_every == 0 or run.iterations == 1):
@@ -377,18 +378,17 @@ def _adam_phase(run: _Run, step_fn: Callable[[torch.Tensor], tuple[torch.Tensor,
                 calib_start = now
             elif t > calibrate_from and (t - calibrate_from) in refits:  # fit the iterations to the deadline
                 per_step = (now - calib_start) / (t - calibrate_from)
-                total = max(t + 1, min(iterations, t + int((deadline - now) / per_step)))
+                horizon[0] = max(t + 1, min(iterations, t + int((deadline - now) / per_step)))
                 pending = config.prune_at[len(config.prune_at) - len(prune_steps):]
-                prune_steps = [max(int(f * total), t + 1) for f in pending]
+                prune_steps = [max(int(f * horizon[0]), t + 1) for f in pending]
                 refits.update({2 * (t - calibrate_from)})
             if now >= deadline:
                 break
         if prune_steps and t >= prune_steps[0]:
             prune_steps.pop(0)
             keep = run.costs.argsort()[:max(1, math.ceil(len(run.alive) / 2))].sort().values
-            run.final_costs[run.alive] = run.costs
-            run.alive, run.x, run.costs = run.alive[keep], run.x[keep].contiguous(), run.costs[keep]
-            exp_avg, exp_avg_sq = exp_avg[keep].contiguous(), exp_avg_sq[keep].contiguous()
+            _prune(run, optimizer, keep)
+    run.x.grad = None
 
 
 def _resize(z: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -410,30 +410,43 @@ def _upsampler(size: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
     return up
 
 
-StepFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
 def _composed(step: StepFn, to_input: Callable[[torch.Tensor], torch.Tensor] | None) -> StepFn:
     """The gradient with respect to a parameter z of a cost on ``to_input(z)`` (chain rule via vjp)."""
     if to_input is None:
         return step
 
-    def fn(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def fn(z: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = vjp(to_input, z)
-        gx, cost = step(out[0])
+        gx, cost = step(out[0], w)
         return out[1](gx)[0], cost
     return fn
+
+
+def _stepper(cost: Callable[..., tuple[torch.Tensor, torch.Tensor]], batched: bool) -> StepFn:
+    """(x (R, k, …), weights (R, n)) → (input gradients, objective costs (R,)).
+
+    vmap over the restarts when ``batched`` and R > 1; otherwise plain autograd per restart (cheaper for
+    one restart, the same numbers)."""
+    vmapped = vmap(grad(cost, has_aux=True))
+
+    def one(xr: torch.Tensor, wr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = xr.detach().requires_grad_(True)
+        total, objective = cost(leaf, wr, autograd=True)
+        (gx,) = torch.autograd.grad(total, leaf)
+        return gx, objective
+
+    def step(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if batched and x.shape[0] > 1:
+            return vmapped(x, w)
+        pairs = [one(x[r], w[r]) for r in range(x.shape[0])]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    return step
 
 
 def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
            config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
            log_every: int = 100) -> InversionResult:
-    """Run the inversion and return the best restart.
-
-    With ``feature_phase`` > 0 (and penultimate features readable from ∇*, k = 1) the first share of the
-    iterations (or of the time budget) matches only the features and the priors — one forward and one
-    backward pass, no double back-propagation, about half the cost of a full step — and the rest matches
-    the gradient, each phase with its own learning-rate schedule.
+    """Run the inversion and return the best restart; with ``config.race`` the adaptive one (``adaptive.py``).
 
     Args:
         model: the attacked model (θ or θ0, see ``target.invert_on``) in eval mode, on the target device.
@@ -441,37 +454,59 @@ def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input
         labels: (k,) labels the dummy samples are optimised with.
         input_shape: one input's shape, (C, H, W) or (D,).
         config: the inversion configuration (``preset(...)``).
-        seed: seeds the restarts' starting points.
+        seed: seeds the restarts' starting points (and the race's coordinate split).
         time_budget: seconds; if set, the iteration count is fitted to it after a short calibration (the
             schedule follows the fitted count) and the run stops at the budget at the latest.
         log_every: record the best cost every this many iterations in ``history``.
+    """
+    if config.race and len(input_shape) == 3:
+        from unlearnleak.attacks.feature_recovery.adaptive import invert_adaptive
+        return invert_adaptive(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
+                               log_every=log_every)
+    return run_inversion(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
+                         log_every=log_every)
+
+
+def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
+                  config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
+                  log_every: int = 100, init: torch.Tensor | None = None,
+                  prior_weights: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
+                  feature_phase: bool = True) -> InversionResult:
+    """One inversion with a fixed recipe (the engine under ``invert``).
+
+    With ``feature_phase`` > 0 (and penultimate features readable from ∇*, k = 1) the first share of the
+    iterations (or of the time budget) matches only the features and the priors — one forward and one
+    backward pass, no double back-propagation, about half the cost of a full step — and the rest matches
+    the gradient, each phase with its own learning-rate schedule.
+
+    Args (beyond ``invert``'s):
+        init: starting points (R, k, …) instead of the configured initialisation.
+        prior_weights: prior name → (R,) weights per restart (others keep the configured weight).
+        mask: (P,) 0/1 coordinates of ∇* the objective sees (gradient cross-validation).
+        feature_phase: False skips the feature-only phase (a run continued from a raced start).
     """
     started = time.perf_counter()
     device = next(model.parameters()).device
     labels = labels.to(device=device, dtype=torch.long)
     k = int(labels.shape[0])
-    matcher = GradientMatcher(model, target.to(device), labels, config)
-    generator = torch.Generator().manual_seed(seed)
-    x = initial_inputs(config, (k, *input_shape), generator).to(device)  # (R, k, …)
-    restarts = config.restarts
-    run = _Run(x=x, alive=torch.arange(restarts, device=device), best_x=x.clone(),
+    prior_weights = prior_weights or {}
+    matcher = GradientMatcher(model, target.to(device), labels, config, mask=mask,
+                              extra_priors=tuple(prior_weights), input_shape=input_shape)
+    if init is None:
+        x = initial_inputs(config, (k, *input_shape), torch.Generator().manual_seed(seed)).to(device)  # (R, k, …)
+    else:
+        x = init.detach().clone().to(device)
+    restarts = x.shape[0]
+    weights = matcher.default_weights.expand(restarts, -1).clone()  # (R, n_priors)
+    for name, values in prior_weights.items():
+        if name in matcher.prior_names:
+            weights[:, matcher.prior_names.index(name)] = values.to(weights)
+    run = _Run(x=x, alive=torch.arange(restarts, device=device), weights=weights, best_x=x.clone(),
                best_cost=torch.full((restarts,), float("inf"), device=device),
                final_costs=torch.full((restarts,), float("nan"), device=device),
                costs=torch.zeros(restarts, device=device))
-    step_grad = grad(matcher.cost, has_aux=True)
-    feature_grad = grad(matcher.feature_cost, has_aux=True)
-
-    def batched(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-                ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        if config.batched:
-            return vmap(fn)
-
-        def loop(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            pairs = [fn(xs[r]) for r in range(xs.shape[0])]
-            return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-        return loop
-
-    share = config.feature_phase if matcher.feature_target is not None else 0.0
+    step_grad = _stepper(matcher.cost, config.batched)
+    share = config.feature_phase if matcher.feature_prior is not None and feature_phase else 0.0
     timings: dict[str, float] = {}
     full = tuple(input_shape[1:]) if len(input_shape) == 3 else ()
     sides = [v for v in config.coarse_to_fine if full and v < min(full)]
@@ -485,8 +520,8 @@ def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input
         if share > 0:
             elapsed_share = share
             deadline = started + share * time_budget if time_budget is not None else None
-            _adam_phase(run, batched(feature_grad), config, max(1, round(share * config.iterations)), deadline,
-                        gradient_phase=False, log_every=log_every)
+            _optimise(run, _stepper(matcher.feature_cost, config.batched), config,
+                      max(1, round(share * config.iterations)), deadline, gradient_phase=False, log_every=log_every)
             timings["feature_phase_iterations"] = run.iterations
             timings["feature_phase_seconds"] = time.perf_counter() - started
         for i, (part, size) in enumerate(phases):
@@ -496,13 +531,13 @@ def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input
             coarse = _upsampler(full) if size and size != full else None
             deadline = started + elapsed_share * time_budget if time_budget is not None else None
             iterations = config.iterations - run.iterations if last else round(part * config.iterations)
-            _adam_phase(run, batched(_composed(step_grad, coarse)), config, max(1, iterations), deadline,
-                        gradient_phase=True, log_every=log_every, to_input=coarse or (lambda z: z), prune=last)
-    optimise_seconds = time.perf_counter() - started
-    x = run.x  # at full resolution: the last phase always is
-    if config.boxed:
-        x.clamp_(0, 1)
-    final = matcher.score(x)
+            _optimise(run, _composed(step_grad, coarse), config, max(1, iterations), deadline,
+                      gradient_phase=True, log_every=log_every, to_input=coarse or (lambda z: z), prune=last)
+        optimise_seconds = time.perf_counter() - started
+        x = run.x.detach()  # at full resolution: the last phase always is
+        if config.boxed:
+            x = x.clamp(0, 1)
+        final = matcher.score(x, full=False)
     alive = run.alive
     run.final_costs[alive] = final
     if config.keep_best:
@@ -515,4 +550,5 @@ def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input
     timings.update({"optimise_seconds": optimise_seconds, "sec_per_iter": optimise_seconds / max(run.iterations, 1)})
     return InversionResult(
         x=x[pick].detach().cpu(), restart_costs=run.final_costs.cpu(), best_restart=best_restart,
-        iterations=run.iterations, seconds=seconds, history=run.history, timings=timings)
+        iterations=run.iterations, seconds=seconds, history=run.history, timings=timings,
+        candidates=x.detach(), alive=alive.detach())

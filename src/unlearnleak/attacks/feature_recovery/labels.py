@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from unlearnleak.attacks.closed_forms import output_layer  # re-exported: defined once there
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
 
@@ -33,18 +34,6 @@ class LabelEstimate:
     labels: torch.Tensor  # (k,) int64
     scores: torch.Tensor  # (C,) output-layer gradient entries of ∇*, scaled to max |·| = 1
     source: Literal["output_bias", "output_weight_rows"]
-
-
-def output_layer(model: nn.Module, num_classes: int) -> tuple[str, nn.Linear]:
-    """The last ``nn.Linear`` with ``num_classes`` outputs (module registration order), and its name."""
-    found: tuple[str, nn.Linear] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and module.out_features == num_classes:
-            found = (name, module)
-    if found is None:
-        raise ConfigError(f"cannot infer labels from the gradient: the model has no Linear layer with "
-                          f"{num_classes} outputs; pass the labels explicitly")
-    return found
 
 
 def label_scores(model: nn.Module, target: TargetGradient, num_classes: int) -> tuple[torch.Tensor, str]:

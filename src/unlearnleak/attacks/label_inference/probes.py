@@ -32,6 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from unlearnleak.attacks.closed_forms import log_odds as log_odds  # re-exported; defined once there
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.errors import ConfigError, QueryBudgetExceeded
 from unlearnleak.oracle import ModelOracle, Oracle
@@ -354,19 +355,6 @@ def margin_loss(proba: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor
     own = logp.gather(1, tgt[:, None]).squeeze(1)
     others = logp.scatter(1, tgt[:, None], -torch.inf).amax(dim=1)
     return others - own
-
-
-def log_odds(proba: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor:
-    """log(Σ_{j≠c} p_j) − log p_c = log((1 − p_c)/p_c) per row, from probabilities (float64).
-
-    The black-box counterpart of the logit log-odds: linear in the logits far from saturation, and the
-    threshold p_c ≥ 0.9995 is simply log-odds ≤ log(0.0005/0.9995) ≈ −7.6.
-    """
-    proba = proba.double()
-    tgt = torch.as_tensor(target, dtype=torch.long).expand(proba.shape[0])[:, None]
-    own = proba.gather(1, tgt).squeeze(1)
-    rest = proba.scatter(1, tgt, 0.0).sum(dim=1)
-    return rest.clamp_min(1e-300).log() - own.clamp_min(1e-300).log()
 
 
 # ---------------------------------------------------------------------------------------------- gradient
