@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery import PRESETS, evaluate_reconstruction, recover
 from unlearnleak.data import Dataset, load_dataset
+from unlearnleak.errors import UnlearnleakError
 from unlearnleak.metrics import LPIPS, image_metrics, load_lpips
 from unlearnleak.models import ModelSpec
 from unlearnleak.pair import ModelPair, StateDict
@@ -147,16 +148,26 @@ def run_cell(job: tuple[Case, Setting, int, str, argparse.Namespace]) -> dict[st
                            "method": setting.method, "k": setting.k, "n": setting.n, "sample": sample,
                            "kind": case.kind}
     paper_overrides: dict[str, Any] = {} if image else {"boxed": False}  # rows are standardised, not in [0, 1]
-    paper = recover(pair, preset="paper", iterations=args.paper_iterations, restarts=args.paper_restarts,
-                    device=args.device, seed=sample, mode=mode, method="inversion", **paper_overrides)
-    budget = float(paper.timings.get("optimise_seconds", paper.seconds))
-    default = recover(pair, device=args.device, seed=sample, mode=mode, time_budget=budget,
-                      iterations=args.default_max_iterations if image else None)
-    for name, rec in (("paper", paper), ("default", default)):
+    attacks = {
+        "paper": lambda budget: recover(pair, preset="paper", iterations=args.paper_iterations,
+                                        restarts=args.paper_restarts, device=args.device, seed=sample, mode=mode,
+                                        method="inversion", **paper_overrides),
+        "default": lambda budget: recover(pair, device=args.device, seed=sample, mode=mode, time_budget=budget,
+                                          iterations=args.default_max_iterations if image else None),
+    }
+    budget: float | None = None
+    for name, attack in attacks.items():
+        try:
+            rec = attack(budget)
+        except (ValueError, UnlearnleakError) as exc:  # e.g. a row with no first-layer gradient: a real miss
+            row[name] = {**dict.fromkeys(keys), "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        if name == "paper":
+            budget = float(rec.timings.get("optimise_seconds", rec.seconds))
         scored = evaluate_reconstruction(rec, truth_x, truth_y, lpips)
         row[name] = {**_avg(scored["samples"], keys), "label_accuracy": scored["label_accuracy"],
                      "seconds": rec.seconds, "iterations": rec.iterations, "preset": rec.preset,
-                     "method": rec.method, "cost": rec.best_cost}
+                     "method": rec.method, "cost": rec.best_cost, "error": None}
     if image:
         for name, guess in baselines(truth_x).items():
             row[name] = _avg(image_metrics(guess, truth_x, lpips=lpips), keys)
@@ -203,11 +214,15 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                  "samples": len(rs)}
         for m in methods:
             entry[m] = {k: interval([float(r[m][k]) for r in rs if r[m].get(k) is not None]) for k in keys}
-        entry["default_minus_paper_psnr"] = interval([r["default"]["psnr"] - r["paper"]["psnr"] for r in rs]) \
+        both = [r for r in rs if r["paper"].get("error") is None and r["default"].get("error") is None]
+        entry["default_minus_paper_psnr"] = interval([r["default"]["psnr"] - r["paper"]["psnr"] for r in both]) \
             if kind == "image" else None
-        entry["default_preset"] = sorted({r["default"]["preset"] for r in rs})
-        entry["budget_seconds"] = statistics.fmean(r["budget_seconds"] for r in rs)
-        entry["label_accuracy"] = {m: statistics.fmean(r[m]["label_accuracy"] for r in rs) for m in ("paper", "default")}
+        entry["failures"] = {m: sum(r[m].get("error") is not None for r in rs) for m in ("paper", "default")}
+        entry["default_preset"] = sorted({r["default"].get("preset") or "failed" for r in rs})
+        entry["budget_seconds"] = statistics.fmean(r["budget_seconds"] or 0.0 for r in rs)
+        entry["label_accuracy"] = {m: statistics.fmean(r[m]["label_accuracy"] for r in rs if r[m].get("error") is None)
+                                   if any(r[m].get("error") is None for r in rs) else None
+                                   for m in ("paper", "default")}
         out.append(entry)
     return out
 
@@ -247,6 +262,10 @@ def targets(table: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _num(v: float | None) -> str:
+    return "failed" if v is None else f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e3 else f"{v:.2f}"
+
+
 def _fmt(cell: dict[str, Any] | None, spec: str = ".2f") -> str:
     if cell is None:
         return "–"
@@ -272,9 +291,10 @@ def print_table(table: list[dict[str, Any]]) -> None:
                       f"{_fmt(e['paper']['lpips'], '.2f')}/{_fmt(e['default']['lpips'], '.2f')}  "
                       f"{e['budget_seconds']:5.1f}")
             else:
-                print(f"{e['case']:22s} {e['setting']:16s} {e['samples']:2d}  MSE paper {_fmt(e['paper']['mse'], '.3g')}"
+                print(f"{e['case']:22s} {e['setting']:16s} {e['samples']:2d}  "
+                      f"MSE paper {_fmt(e['paper']['mse'], '.3g')}"
                       f"  default {_fmt(e['default']['mse'], '.3g')}  mean row {_fmt(e['mean_row']['mse'], '.3g')}"
-                      f"  ({e['budget_seconds']:.1f} s)")
+                      f"  ({e['budget_seconds']:.1f} s; failures {e['failures']})")
 
 
 # --- driver ---------------------------------------------------------------------------------------------
@@ -363,12 +383,14 @@ def main() -> int:
             append_row(out, row)
             existing[row["key"]] = row
             if row["kind"] == "image":
-                print(f"{row['case']:22s} {row['setting']:16s} #{row['sample']}  paper {row['paper']['psnr']:6.2f}  "
-                      f"default {row['default']['psnr']:6.2f}  thumb {row['thumbnail']['psnr']:6.2f} dB  "
-                      f"({row['budget_seconds']:.1f} s each)", flush=True)
+                print(f"{row['case']:22s} {row['setting']:16s} #{row['sample']}  paper {_num(row['paper']['psnr'])}  "
+                      f"default {_num(row['default']['psnr'])}  thumb {_num(row['thumbnail']['psnr'])} dB  "
+                      f"({row['budget_seconds'] or 0:.1f} s each)", flush=True)
             else:
-                print(f"{row['case']:22s} {row['setting']:16s} #{row['sample']}  MSE paper {row['paper']['mse']:.3g} "
-                      f"default {row['default']['mse']:.3g} mean row {row['mean_row']['mse']:.3g}", flush=True)
+                print(f"{row['case']:22s} {row['setting']:16s} #{row['sample']}  MSE paper {_num(row['paper']['mse'])} "
+                      f"default {_num(row['default']['mse'])} mean row {_num(row['mean_row']['mse'])}"
+                      + "".join(f"  [{m} failed: {row[m]['error']}]" for m in ("paper", "default")
+                                if row[m].get("error")), flush=True)
     wanted = {job[3] for job in jobs}
     rows = [r for k, r in existing.items() if k in wanted]
     table = summarise(rows)
@@ -383,7 +405,8 @@ def main() -> int:
     summary = {"cells": len(rows), "cells_missing": missing, "default": default_identity()["preset"],
                "paper_iterations": args.paper_iterations, "paper_restarts": args.paper_restarts,
                "samples": args.samples, "targets": verdict, "seconds": time.perf_counter() - started}
-    write_json_atomic(summary_path, {"summary": summary, "table": table, "args": {k: str(v) for k, v in vars(args).items()},
+    write_json_atomic(summary_path, {"summary": summary, "table": table,
+                                     "args": {k: str(v) for k, v in vars(args).items()},
                                      "environment": environment_record()})
     print(json.dumps(summary), flush=True)
     return 0

@@ -44,7 +44,7 @@ class Setting:
 
 CORE = (Setting("approx", 1, 32), Setting("exact", 1, 32))
 # The two ConvNet cases also carry k = 4 and N = 8 (sparse cover of method × k × N; see benchmarks/README.md).
-WIDE = CORE + (Setting("approx", 4, 32), Setting("exact", 1, 8), Setting("approx", 1, 8), Setting("exact", 4, 8))
+WIDE = (*CORE, Setting("approx", 4, 32), Setting("exact", 1, 8), Setting("approx", 1, 8), Setting("exact", 4, 8))
 
 
 @dataclass(frozen=True)
