@@ -90,8 +90,10 @@ _add(Case("lenet", "tune", "cifar10", "lenet", {}, 12000, _sgd(4),
           note="LeNet (DLG/iDLG), θ0 4 epochs on 8,000 public CIFAR-10 images"))
 _add(Case("cnn-nobn-random", "tune", "cifar10", "cnn_nobn", {"width": 16}, 16000, _sgd(0),
           note="3-layer LeakyReLU CNN without BN, random θ0 (no pretraining)"))
-_add(Case("tabular-mlp", "tune", "breast_cancer", "mlp", {"hidden": [64]}, 100, _sgd(60, lr=0.01, batch=32),
-          kind="tabular", note="MLP (one hidden layer of 64) on breast-cancer rows, θ0 60 epochs on 355 rows"))
+# θ0 only 3 epochs: a θ0 fitted for 60 epochs (99 % test accuracy) saturates its softmax on most rows, so their
+# gradient is exactly zero in float32 and there is nothing to recover (measured: 2 of 8 cells failed).
+_add(Case("tabular-mlp", "tune", "breast_cancer", "mlp", {"hidden": [64]}, 100, _sgd(3, lr=0.01, batch=32),
+          kind="tabular", note="MLP (one hidden layer of 64) on breast-cancer rows, θ0 3 epochs on 356 rows"))
 # --- held-out half -----------------------------------------------------------------------------------------
 _add(Case("convnet16-60", "heldout", "cifar10", "convnet", {"width": 16}, 8000, _sgd(3, milestones=(2,)), WIDE,
           note="ConvNet w16, θ0 3 epochs on 12,000 public CIFAR-10 images (aiming at ~60 %)"))

@@ -37,7 +37,6 @@ Differences are taken in float64 so that no extra rounding is added to the store
 
 from __future__ import annotations
 
-import logging
 import warnings as _warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,8 +57,6 @@ KNOWLEDGE = {
 }
 SCHEDULE_KNOWLEDGE = "θ, θ_u, θ0, N, k and the fine-tune's batch schedule (batch size, epochs; inverted on θ0)"
 
-log = logging.getLogger(__name__)
-
 
 class BatchScheduleWarning(UserWarning):
     """The exact-unlearning target is only an estimate: N exceeds the fine-tune batch size."""
@@ -76,7 +73,7 @@ class TargetGradient:
     tensors: tuple[torch.Tensor, ...]  # float64, each shaped like its parameter
     mode: Literal["approximate", "exact"]
     invert_on: Literal["original", "base"]
-    warnings: tuple[str, ...] = ()  # why this ∇* may be far from the true D_u gradient (also logged)
+    warnings: tuple[str, ...] = ()  # why this ∇* may be far from the true D_u gradient (also warned)
     schedule: Mapping[str, Any] | None = None  # the batch schedule the exact estimate used, if any
 
     @property
@@ -197,8 +194,8 @@ def target_gradient(pair: ModelPair, mode: TargetMode = "auto", *, batch_size: i
     Args:
         batch_size: the fine-tune's batch size, if the server knows it (e.g. from its own training code).
             For exact unlearning with N > batch_size the N,k formula is only an estimate: a warning is
-            recorded in ``TargetGradient.warnings`` and logged, and (``use_schedule``) the batch-schedule
-            estimator is used instead.
+            recorded in ``TargetGradient.warnings`` and issued as a ``BatchScheduleWarning``, and
+            (``use_schedule``) the batch-schedule estimator is used instead.
         epochs, drop_last: the rest of the fine-tune's schedule (``unlearnleak.training.TrainConfig``).
         use_schedule: False keeps the N,k formula even when the batch size is known (for comparisons).
 
@@ -242,7 +239,6 @@ def target_gradient(pair: ModelPair, mode: TargetMode = "auto", *, batch_size: i
         raise CheckpointError("the target gradient is zero or not finite: θ_u equals θ in every trainable "
                               "parameter (or the weights are corrupt), so there is nothing to invert")
     for note in notes:
-        log.warning(note)
         _warnings.warn(note, BatchScheduleWarning, stacklevel=2)
     return TargetGradient(names=names, tensors=tuple(tensors), mode=chosen,
                           invert_on="base" if chosen == "exact" else "original", warnings=tuple(notes),
