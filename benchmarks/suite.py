@@ -253,8 +253,8 @@ def targets(table: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "evaluated": True, "cells": len(cells), "cases": sorted({e["case"] for e in cells}),
         "never_0.5dB_below_paper": {"pass": not below, "misses": below,
-                                    "worst": min((e["case"], e["setting"], e["default_minus_paper_psnr"]["mean"])
-                                                 for e in cells)[2] if cells else None},
+                                    "worst": min(((e["default_minus_paper_psnr"]["mean"], e["case"], e["setting"])
+                                                  for e in cells), default=None)},
         "mean_gain_3dB_and_lower_lpips": {"pass": mean_gain >= 3.0 and lpips_lower, "mean_gain_db": mean_gain,
                                           "lpips_default": statistics.fmean(lp_d) if lp_d else None,
                                           "lpips_paper": statistics.fmean(lp_p) if lp_p else None},

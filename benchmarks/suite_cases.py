@@ -25,7 +25,7 @@ DATA_DIR = Path(os.environ.get("UNLEARNLEAK_DATA_DIR", REPO.parent / "shared" / 
 if not (DATA_DIR / "cifar-10-batches-py").is_dir() and Path("/work/shared/data").is_dir():
     DATA_DIR = Path("/work/shared/data")  # a git worktree sits one level deeper than the main checkout
 
-Split = Literal["tune", "heldout"]
+Split = Literal["tune", "heldout", "gpu"]  # "gpu" cases run only when named (--case), never in --split all
 Method = Literal["approx", "exact"]
 
 
@@ -108,6 +108,12 @@ _add(Case("retinamnist-convnet16", "heldout", "retinamnist", "convnet", {"width"
           note="ConvNet w16 on RetinaMNIST (28×28 fundus, 5 grades), θ0 6 epochs on 780 public images"))
 _add(Case("bn-gelu-tanh", "heldout", "cifar10", "cnn_bn_gelu", {"width": 16, "hidden": 64}, 16000, _sgd(2),
           note="CNN with BN, GELU and a tanh hidden head, θ0 2 epochs on 4,000 public CIFAR-10 images"))
+
+# --- GPU only (item 7): the paper's width, run with the paper's 10,000 × 5 budget; see benchmarks/README.md ----
+_add(Case("convnet64-gpu", "gpu", "cifar10", "convnet", {"width": 64}, 8000,
+          TrainConfig(epochs=30, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128, augment=True,
+                      drop_last=True, milestones=(15, 25)),
+          note="the paper's ConvNet (width 64), θ0 30 epochs on 12,000 public CIFAR-10 images; needs a GPU"))
 
 
 def cases(split: str = "all", names: list[str] | None = None) -> list[Case]:
