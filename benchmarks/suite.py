@@ -142,7 +142,7 @@ def run_cell(job: tuple[Case, Setting, int, str, argparse.Namespace]) -> dict[st
     pair, truth_x, truth_y, train_set = build_pair(case, setting, sample, args.device)
     mode = "approximate" if setting.method == "approx" else "exact"
     image = case.kind == "image"
-    lpips = _lpips(args.device) if image else None
+    lpips = _lpips("cpu") if image else None  # scoring runs on the CPU (evaluate_reconstruction moves to it)
     keys = IMAGE_METRICS if image else TABULAR_METRICS
     row: dict[str, Any] = {"key": key, "case": case.name, "split": case.split, "setting": setting.name,
                            "method": setting.method, "k": setting.k, "n": setting.n, "sample": sample,
