@@ -297,6 +297,25 @@ def print_table(table: list[dict[str, Any]]) -> None:
                       f"  ({e['budget_seconds']:.1f} s; failures {e['failures']})")
 
 
+def markdown_table(table: list[dict[str, Any]]) -> str:
+    """The image cells as a Markdown table (mean ± 95 % interval), for benchmarks/README.md."""
+    lines = ["| half | case | setting | n | `paper` PSNR | default PSNR | default − paper | mean colour | "
+             "4×4 thumbnail | SSIM paper / default | LPIPS paper / default | seconds each |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in sorted(table, key=lambda e: (e["split"] != "tune", e["case"], e["setting"])):
+        if e["kind"] != "image":
+            lines.append(f"| {e['split']} | {e['case']} | {e['setting']} | {e['samples']} | MSE "
+                         f"{_fmt(e['paper']['mse'], '.3g')} | MSE {_fmt(e['default']['mse'], '.3g')} | | mean row "
+                         f"{_fmt(e['mean_row']['mse'], '.3g')} | | | | {e['budget_seconds']:.1f} |")
+            continue
+        lines.append(f"| {e['split']} | {e['case']} | {e['setting']} | {e['samples']} | {_fmt(e['paper']['psnr'])} | "
+                     f"{_fmt(e['default']['psnr'])} | {_fmt(e['default_minus_paper_psnr'])} | "
+                     f"{_fmt(e['mean_colour']['psnr'])} | {_fmt(e['thumbnail']['psnr'])} | "
+                     f"{_fmt(e['paper']['ssim'])} / {_fmt(e['default']['ssim'])} | "
+                     f"{_fmt(e['paper']['lpips'])} / {_fmt(e['default']['lpips'])} | {e['budget_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
 # --- driver ---------------------------------------------------------------------------------------------
 def read_rows(path: Path) -> dict[str, dict[str, Any]]:
     """Existing JSON lines by key (a torn last line from an interrupted run is ignored)."""
@@ -354,7 +373,8 @@ def main() -> int:
     parser.add_argument("--case", action="append", help="run only this case (repeatable)")
     parser.add_argument("--setting", action="append", help="run only this setting, e.g. approx-k1-N32")
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--paper-iterations", type=int, default=300)
+    parser.add_argument("--paper-iterations", type=int, default=100,
+                        help="paper's steps per sample (100 keeps the whole suite within ~90 min on 2 CPU cores)")
     parser.add_argument("--paper-restarts", type=int, default=1)
     parser.add_argument("--default-max-iterations", type=int, default=100_000,
                         help="cap for the default, whose iteration count is fitted to paper's seconds")
@@ -364,9 +384,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="JSON lines (default results/suite.jsonl, quick: suite_quick.jsonl)")
     parser.add_argument("--summary", type=Path, help="summary JSON (default beside --out, .json)")
     parser.add_argument("--summary-only", action="store_true", help="only re-print the table from --out")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args()
     if args.quick:
-        args.paper_iterations = 40 if args.paper_iterations == 300 else args.paper_iterations
+        args.paper_iterations = 40 if args.paper_iterations == 100 else args.paper_iterations
     out = args.out or RESULTS / ("suite_quick.jsonl" if args.quick else "suite.jsonl")
     summary_path = args.summary or out.with_suffix(".json")
     torch.set_num_threads(args.threads)
@@ -395,6 +416,8 @@ def main() -> int:
     rows = [r for k, r in existing.items() if k in wanted]
     table = summarise(rows)
     print_table(table)
+    if args.markdown:
+        print("\n" + markdown_table(table))
     verdict = targets(table)
     print("\nTargets (held-out half):" if verdict["evaluated"] else f"\nTargets: {verdict['reason']}")
     if verdict["evaluated"]:
