@@ -72,7 +72,8 @@ def default_identity() -> dict[str, Any]:
 
 def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace) -> str:
     """A hash of everything that determines a cell's numbers (case recipe, setting, sample, budgets, default)."""
-    obj = {"v": VERSION, "case": case.name, "config": case.config(n_train=setting.n).model_dump(mode="json"),
+    config = case.config(n_train=setting.n).model_dump(mode="json", exclude={"data_dir"})  # same files, any path
+    obj = {"v": VERSION, "case": case.name, "config": config,
            "setting": setting.name, "sample": sample, "paper_iterations": args.paper_iterations,
            "paper_restarts": args.paper_restarts, "default": default_identity(), "device": args.device}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -146,7 +147,8 @@ def run_cell(job: tuple[Case, Setting, int, str, argparse.Namespace]) -> dict[st
     keys = IMAGE_METRICS if image else TABULAR_METRICS
     row: dict[str, Any] = {"key": key, "case": case.name, "split": case.split, "setting": setting.name,
                            "method": setting.method, "k": setting.k, "n": setting.n, "sample": sample,
-                           "kind": case.kind}
+                           "kind": case.kind, "paper_iterations": args.paper_iterations,
+                           "paper_restarts": args.paper_restarts, "default_preset": default_preset()}
     paper_overrides: dict[str, Any] = {} if image else {"boxed": False}  # rows are standardised, not in [0, 1]
     attacks = {
         "paper": lambda budget: recover(pair, preset="paper", iterations=args.paper_iterations,
@@ -339,6 +341,23 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def select_rows(rows: Any, jobs: list[Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows of the selected cells: matched by key, or by (case, setting, sample) with the same budget and
+    default preset (rows whose key named the data folder's path); the last line of a cell wins."""
+    cells = {(job[0].name, job[1].name, job[2]): job[3] for job in jobs}
+    chosen: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        cell = (row["case"], row["setting"], row["sample"])
+        if cell not in cells:
+            continue
+        same_budget = (row.get("paper_iterations", row["paper"].get("iterations")) == args.paper_iterations
+                       and row.get("paper_restarts", 1) == args.paper_restarts
+                       and row["default"].get("preset", default_preset()) in (default_preset(), None))
+        if row["key"] == cells[cell] or same_budget:
+            chosen[cell] = row
+    return list(chosen.values())
+
+
 def jobs_for(args: argparse.Namespace) -> list[tuple[Case, Setting, int, str, argparse.Namespace]]:
     """Every (case, setting, sample) cell selected by the arguments."""
     selected = cases(args.split, args.case or (QUICK_CASES if args.quick else None))
@@ -394,7 +413,8 @@ def main() -> int:
     started = time.perf_counter()
     jobs = jobs_for(args)
     existing = read_rows(out)
-    todo = [job for job in jobs if job[3] not in existing]
+    done = {(r["case"], r["setting"], r["sample"]) for r in select_rows(existing.values(), jobs, args)}
+    todo = [job for job in jobs if (job[0].name, job[1].name, job[2]) not in done]
     print(f"{len(jobs)} cells selected, {len(jobs) - len(todo)} already in {out}, {len(todo)} to run; "
           f"default preset {default_preset()!r}", flush=True)
     if not args.summary_only and todo:
@@ -412,8 +432,8 @@ def main() -> int:
                       f"default {_num(row['default']['mse'])} mean row {_num(row['mean_row']['mse'])}"
                       + "".join(f"  [{m} failed: {row[m]['error']}]" for m in ("paper", "default")
                                 if row[m].get("error")), flush=True)
+    rows = select_rows(existing.values(), jobs, args)
     wanted = {job[3] for job in jobs}
-    rows = [r for k, r in existing.items() if k in wanted]
     table = summarise(rows)
     print_table(table)
     if args.markdown:
@@ -424,7 +444,7 @@ def main() -> int:
         for name in ("never_0.5dB_below_paper", "mean_gain_3dB_and_lower_lpips", "beats_thumbnail_where_paper_does"):
             print(f"  {name:34s} {'PASS' if verdict[name]['pass'] else 'MISS'}  "
                   f"{json.dumps({k: v for k, v in verdict[name].items() if k != 'pass'})}")
-    missing = len(wanted) - len(rows)
+    missing = len(wanted) - len(rows)  # cells selected but not (yet) run
     summary = {"cells": len(rows), "cells_missing": missing, "default": default_identity()["preset"],
                "paper_iterations": args.paper_iterations, "paper_restarts": args.paper_restarts,
                "samples": args.samples, "targets": verdict, "seconds": time.perf_counter() - started}
