@@ -9,7 +9,7 @@ row). Labels are inferred from ∇* as in an audit. One JSON line per cell goes 
 whose key is already there is skipped), then a summary table per (case, setting) with mean ± 95 % t-interval
 over samples, the item-3 targets on the held-out half, and one final JSON line (also written to ``--summary``).
 
-    python benchmarks/suite.py --quick                       # smoke run (4 cheap cases, ≤ 5 min)
+    python benchmarks/suite.py --quick                       # smoke run (5 cheap cases, ≤ 5 min)
     python benchmarks/suite.py --split heldout --jobs 2      # the held-out half
     python benchmarks/suite.py --case convnet16-60 --jobs 2  # one case (rerun per case after a change)
     python benchmarks/suite.py --summary-only                # re-print the table from the JSON lines
