@@ -70,13 +70,34 @@ def default_identity() -> dict[str, Any]:
     return {"preset": name, "config": config}
 
 
+def _key_object(case: Case, setting: Setting, sample: int, args: argparse.Namespace,
+                data_dir: str | None = None) -> dict[str, Any]:
+    config = case.config(n_train=setting.n).model_dump(mode="json", exclude={"data_dir"})  # same files, any path
+    if data_dir is not None:
+        config["data_dir"] = data_dir
+    return {"v": VERSION, "case": case.name, "config": config, "setting": setting.name, "sample": sample,
+            "paper_iterations": args.paper_iterations, "paper_restarts": args.paper_restarts,
+            "default": default_identity(), "device": args.device}
+
+
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace) -> str:
     """A hash of everything that determines a cell's numbers (case recipe, setting, sample, budgets, default)."""
-    config = case.config(n_train=setting.n).model_dump(mode="json", exclude={"data_dir"})  # same files, any path
-    obj = {"v": VERSION, "case": case.name, "config": config,
-           "setting": setting.name, "sample": sample, "paper_iterations": args.paper_iterations,
-           "paper_restarts": args.paper_restarts, "default": default_identity(), "device": args.device}
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(_key_object(case, setting, sample, args))
+
+
+# The first rows of results/suite*.jsonl were keyed with the data folder's path in the key; these are the two
+# paths of the same shared folder they were written with (same files), so those rows still resume.
+LEGACY_DATA_DIRS = ("/work/shared/data", "/work/wt/shared/data")
+
+
+def cell_keys(case: Case, setting: Setting, sample: int, args: argparse.Namespace) -> set[str]:
+    """The current key and the legacy (path-naming) keys of a cell."""
+    return {cell_key(case, setting, sample, args)} | {
+        _digest(_key_object(case, setting, sample, args, d)) for d in LEGACY_DATA_DIRS}
 
 
 # --- one cell (runs in a worker) -------------------------------------------------------------------------
@@ -342,19 +363,13 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def select_rows(rows: Any, jobs: list[Any], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The rows of the selected cells: matched by key, or by (case, setting, sample) with the same budget and
-    default preset (rows whose key named the data folder's path); the last line of a cell wins."""
-    cells = {(job[0].name, job[1].name, job[2]): job[3] for job in jobs}
+    """The rows of the selected cells, matched by key (current or legacy); the last line of a cell wins."""
+    by_key = {key: (job[0].name, job[1].name, job[2]) for job in jobs
+              for key in cell_keys(job[0], job[1], job[2], args)}
     chosen: dict[tuple[str, str, int], dict[str, Any]] = {}
     for row in rows:
-        cell = (row["case"], row["setting"], row["sample"])
-        if cell not in cells:
-            continue
-        same_budget = (row.get("paper_iterations", row["paper"].get("iterations")) == args.paper_iterations
-                       and row.get("paper_restarts", 1) == args.paper_restarts
-                       and row["default"].get("preset", default_preset()) in (default_preset(), None))
-        if row["key"] == cells[cell] or same_budget:
-            chosen[cell] = row
+        if row["key"] in by_key:
+            chosen[by_key[row["key"]]] = row
     return list(chosen.values())
 
 

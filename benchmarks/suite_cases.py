@@ -96,7 +96,7 @@ _add(Case("tabular-mlp", "tune", "breast_cancer", "mlp", {"hidden": [64]}, 100, 
           kind="tabular", note="MLP (one hidden layer of 64) on breast-cancer rows, θ0 3 epochs on 356 rows"))
 # --- held-out half -----------------------------------------------------------------------------------------
 _add(Case("convnet16-60", "heldout", "cifar10", "convnet", {"width": 16}, 8000, _sgd(3, milestones=(2,)), WIDE,
-          note="ConvNet w16, θ0 3 epochs on 12,000 public CIFAR-10 images (aiming at ~60 %)"))
+          note="ConvNet w16, θ0 3 epochs on 12,000 public CIFAR-10 images (aimed at ~60 %, measured 0.340)"))
 _add(Case("resnet18-w8", "heldout", "cifar10", "resnet18", {"width": 8}, 16000, _sgd(2),
           note="ResNet-18 at width 8 (CPU), θ0 2 epochs on 4,000 public CIFAR-10 images"))
 _add(Case("mlp-cifar10", "heldout", "cifar10", "mlp", {"hidden": [256, 128]}, 12000, _sgd(4, lr=0.02),
