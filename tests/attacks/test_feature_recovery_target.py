@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery import target_gradient
-from unlearnleak.attacks.feature_recovery.target_gradient import resolve_mode
+from unlearnleak.attacks.feature_recovery.target_gradient import (
+    BatchScheduleWarning,
+    resolve_mode,
+    schedule_coefficients,
+)
 from unlearnleak.errors import CheckpointError, ConfigError
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
@@ -97,3 +103,59 @@ def test_identical_models_have_nothing_to_invert(setting: dict) -> None:
     pair = ModelPair(SPEC, setting["original"], dict(setting["original"]))
     with pytest.raises(CheckpointError, match="no difference — nothing to attack"):
         target_gradient(pair)
+
+
+def _exact_pair(n: int, k: int, batch_size: int,
+                epochs: int = 1) -> tuple[ModelPair, ServerKnowledge, torch.Tensor]:
+    """A LeNet pair retrained without k of n random rows under mini-batches, and the true D_u gradient at θ0."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 16, 16, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=g)[:k]] = True
+    torch.manual_seed(0)
+    base = state_of(build_model(SPEC))
+    ft = TrainConfig(lr=1e-3, batch_size=batch_size, epochs=epochs, freeze_bn=True)
+    original = finetune(SPEC, base, x, y, ft, seed=0)
+    ctx = UnlearningContext(spec=SPEC, original=original, base=base, x_train=x, y_train=y, forget_mask=mask,
+                            finetune=ft)
+    pair = ModelPair(SPEC, original, unlearn("exact", ctx))
+    return pair, ServerKnowledge(base=base, n_train=n, n_forget=k), _true_gradient(base, x[mask], y[mask])
+
+
+def test_one_batch_schedule_is_the_n_k_formula() -> None:
+    assert schedule_coefficients(16, 3, 16) == pytest.approx((13.0, 16.0), rel=1e-12)
+    pair, knowledge, truth = _exact_pair(16, 2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # N ≤ batch size: nothing to warn about
+        target = target_gradient(pair, knowledge, "exact", batch_size=16)
+    assert target.warnings == () and target.schedule is None
+    assert _cos(target.flat(), truth) > 0.9999
+
+
+def test_more_rows_than_a_batch_warns_in_the_result_and_on_the_console() -> None:
+    pair, knowledge, _ = _exact_pair(32, 1, 8)
+    with pytest.warns(BatchScheduleWarning, match="N = 32 exceeds the fine-tune batch size 8"):
+        target = target_gradient(pair, knowledge, "exact", batch_size=8, use_schedule=False)
+    assert target.schedule is None and len(target.warnings) == 1
+    assert "exceeds the fine-tune batch size" in target.describe()["warnings"][0]
+
+
+def test_schedule_estimator_beats_the_n_k_formula_when_batches_are_rechunked() -> None:
+    pair, knowledge, truth = _exact_pair(32, 4, 8)
+    with pytest.warns(BatchScheduleWarning):
+        n_k = target_gradient(pair, knowledge, "exact", batch_size=8, use_schedule=False)
+        scheduled = target_gradient(pair, knowledge, "exact", batch_size=8)
+    assert scheduled.schedule is not None and scheduled.schedule["batch_size"] == 8
+    assert scheduled.describe()["knowledge"].endswith("(batch size, epochs; inverted on θ0)")
+    cos_n_k, cos_schedule = _cos(n_k.flat(), truth), _cos(scheduled.flat(), truth)
+    assert cos_schedule > cos_n_k + 0.01, (cos_schedule, cos_n_k)
+    # Its scale is that of η·Σ_{D_u}∇ℓ, as the one-batch formula's (within the schedule's randomness).
+    assert 0.5 < float(scheduled.flat().norm()) / (1e-3 * 4 * float(truth.norm())) < 2.0
+
+
+def test_schedule_coefficients_reject_an_impossible_schedule() -> None:
+    with pytest.raises(ConfigError, match="0 < k < N"):
+        schedule_coefficients(8, 8, 4)
+    with pytest.raises(ConfigError, match="batch_size and epochs must be ≥ 1"):
+        schedule_coefficients(8, 1, 0)

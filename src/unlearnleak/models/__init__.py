@@ -1,6 +1,6 @@
 """Model architectures behind one registry; every model is wrapped with its input normalisation."""
 
-from unlearnleak.models import convnet, resnet, small  # noqa: F401  (registers the built-in models)
+from unlearnleak.models import convnet, resnet, small, zoo  # noqa: F401  (registers the built-in models)
 from unlearnleak.models.base import (
     MODELS,
     ModelSpec,
