@@ -13,8 +13,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
+from cli_checks import one_error
 from unlearnleak.cli import app
 from unlearnleak.experiments.config import load_config
 from unlearnleak.scenario import ScenarioConfig
@@ -24,17 +25,6 @@ runner = CliRunner()
 
 DIGITS = ["--dataset", "digits", "--model", "lenet", "--set", "holdout=300", "--set", "pretrain.epochs=1",
           "--n-train", "32", "--k", "2"]
-
-
-def one_error(result: Result, *needles: str) -> str:
-    """The single `error:` line of a failed run (exit 2, no traceback), checked to contain ``needles``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 class Computed(Exception):

@@ -6,23 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
+from cli_checks import one_error
 from unlearnleak.cli import app
 from unlearnleak.data.cli import data_app
 
 runner = CliRunner()
-
-
-def one_error(result: Result, *needles: str) -> str:
-    """The single `error:` line of a failed run (exit 2, no traceback), checked to contain ``needles``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.mark.parametrize("args, needles", [

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch.nn import functional as F
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
+from cli_checks import one_error
 from unlearnleak.cli import app
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
@@ -27,17 +28,6 @@ from unlearnleak.unlearning import state_of
 runner = CliRunner()
 IMAGE = ModelSpec("lenet", (3, 16, 16), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), {})
 TABLE = ModelSpec("mlp", (6,), 3, (0.0,), (1.0,), {"hidden": [8]})
-
-
-def one_error(result: Result, *needles: str) -> str:
-    """The single `error:` line of a failed run (exit 2, no traceback), checked to contain ``needles``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def make_pair(folder: Path, spec: ModelSpec, k: int = 2) -> Path:
