@@ -185,7 +185,7 @@ def collect(args: argparse.Namespace) -> None:
     print(f"{len(pairs)} pairs in all, deletions in {time.perf_counter() - t0:.0f} s", flush=True)
     save_tensors_atomic(args.out / "answers.safetensors", answers)
     write_json_atomic(args.out / "pairs.json", {
-        "pairs": pairs, "generators": list(probe_sets), "num_classes": k,
+        "pairs": pairs, "generators": list(probe_sets), "num_classes": k, "model": args.model,
         "metrics": dict(scn.record.metrics), "collect_seconds": time.perf_counter() - started,
         "probes": {g: {"count": len(ps), "accepted": ps.num_accepted, "per_class": ps.per_class(),
                        "total_queries": ps.total_queries, "seconds": ps.seconds, "notes": ps.notes}
@@ -300,7 +300,8 @@ def _null_table(meta: dict[str, Any], means: dict[tuple[str, str, int], torch.Te
     for (g, stat, i), m in means.items():
         if pairs[i]["kind"] != "deletion" and _tune(pairs[i]):
             changes.setdefault(g, {}).setdefault(stat, []).append([float(v) for v in m])
-    return {"setting": "benchmarks/label_calibration.py tuning half: ConvNet-16 on CIFAR-10, θ fine-tuned on 500 "
+    model = {"lenet": "LeNet", "convnet": "ConvNet-16"}.get(str(meta.get("model", "lenet")), str(meta.get("model")))
+    return {"setting": f"benchmarks/label_calibration.py tuning half: {model} on CIFAR-10, θ fine-tuned on 500 "
                        "samples; null θ_u = one more SGD step, or a handful of samples deleted by gradient ascent "
                        "or exact retraining", "num_classes": meta["num_classes"], "changes": changes}
 
