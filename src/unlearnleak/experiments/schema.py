@@ -30,6 +30,7 @@ from unlearnleak.experiments.config import (
 from unlearnleak.scenario import ScenarioConfig
 
 ImageMetric = Literal["psnr", "ssim", "lpips"]
+_ALL_METRICS: tuple[ImageMetric, ...] = ("psnr", "ssim", "lpips")
 TargetMode = Literal["auto", "approximate", "exact"]
 # Fields that name or describe an experiment but change no number: left out of the cell hash.
 _PRESENTATION = ("name", "description", "expected_runtime")
@@ -129,7 +130,7 @@ class ExperimentConfig(BaseModel):
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
     defense: DefenseSpec | None = None
     attacks: AttacksConfig = Field(default_factory=AttacksConfig)
-    metrics: list[ImageMetric] = Field(default_factory=lambda: ["psnr", "ssim", "lpips"])
+    metrics: list[ImageMetric] = Field(default_factory=lambda: list(_ALL_METRICS))
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     device: str = "cpu"
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
