@@ -285,6 +285,9 @@ def expand_cells(config: ExperimentConfig) -> list[Cell]:
             for part, v in zip(parts, value if len(parts) > 1 else [value], strict=True):
                 set_path(data, part, copy.deepcopy(v), f"sweep: {part}")
                 params[part] = v
+        if "scenario.model" in params and "scenario.model_kwargs" not in params \
+                and "model_kwargs" not in config.scenario.model_fields_set:
+            data["scenario"].pop("model_kwargs", None)  # each swept model gets its own default kwargs
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         for seed in config.seeds:
             data["seeds"] = [seed]
