@@ -21,12 +21,17 @@ def build_report(folder: str | Path) -> Report:
 
 
 def headline_rich_table(table: Table) -> RichTable:
-    """The headline table for the console (rich)."""
-    out = RichTable(title=table.title, title_justify="left")
-    for column in table.display_columns:
-        out.add_column(column, overflow="fold")
-    for row in table.display_rows:
-        out.add_row(*row)
+    """The headline table for the console; columns with one value for every row move into the caption."""
+    rows = table.display_rows
+    same = [i for i, c in enumerate(table.display_columns)
+            if len(rows) > 1 and len({r[i] for r in rows}) == 1 and len(rows[0][i]) < 40]
+    caption = ", ".join(f"{table.display_columns[i]}: {rows[0][i]}" for i in same) if same else None
+    out = RichTable(title=table.title, title_justify="left", caption=caption, caption_justify="left")
+    keep = [i for i in range(len(table.display_columns)) if i not in same]
+    for i in keep:
+        out.add_column(table.display_columns[i], overflow="fold")
+    for row in rows:
+        out.add_row(*(row[i] for i in keep))
     return out
 
 
