@@ -107,7 +107,7 @@ def build_audit_report(folder: str | Path) -> Report:
     if tables:
         sections.append(("tables", "Tables", "".join(html.table_html(t) for t in tables)))
     environment: dict[str, Any] = report["environment"] if isinstance(report.get("environment"), dict) else {}
-    prov = html.mapping_html({"audit folder": str(folder.resolve()), "mode": report.get("mode"),
+    prov = html.mapping_html({"mode": report.get("mode"), "partial": report.get("partial"),
                               "git revision": environment.get("git_revision"),
                               "platform": environment.get("platform")})
     for key, title in (("inputs", "Inputs"), ("knowledge", "Declared knowledge"), ("queries", "Queries"),
@@ -119,7 +119,9 @@ def build_audit_report(folder: str | Path) -> Report:
     prov += "<details><summary>report.json</summary>" + html.pre(json.dumps(report, indent=2)) + "</details>"
     sections.append(("provenance", "Provenance", prov))
     title = f"unlearnleak audit ({report.get('mode', '?')})"
-    page = html.page(title, f"{folder}", sections)
+    inputs = report.get("inputs") if isinstance(report.get("inputs"), dict) else {}
+    subtitle = f"θ: {inputs.get('original')} — θ_u: {inputs.get('unlearned')}" if inputs else "no inputs recorded"
+    page = html.page(title, subtitle, sections)  # no folder path: the audit writes this page in a staged folder
     return Report(title, tables, figures, page, tables[0] if tables else None)
 
 
