@@ -86,3 +86,17 @@ def write_run(run: Path, rows: list[dict[str, Any]], *, torn: str | None = None)
                                          "cells": {r["cell"]: r["params"] for r in rows}})
     write_text_atomic(run / "experiment.yaml", "name: toy\nsweep:\n  scenario.forget.k: [1, 3]\nseeds: [0, 1, 2]\n")
     return run
+
+
+def make_tabular_cell(cell: str, params: dict[str, Any], *, k: int = 2, error: float = 0.1) -> dict[str, Any]:
+    """A tabular feature-recovery row (no image artifacts; the feature-mean baseline given flat)."""
+    g = torch.Generator().manual_seed(int(params.get("seed", 0)))
+    mses = (error * (1 + torch.rand(k, generator=g))).tolist()
+    samples = [{"index": i, "mse": m, "max_abs_error": 2 * m, "true_label": 1, "label": 1} for i, m in enumerate(mses)]
+    return {"cell": cell, "params": params, "status": "ok", "seconds": 0.2, "dataset": "breast_cancer",
+            "model": "mlp", "method": "exact", "kind": "exact", "n_train": params.get("scenario.n_train", 8), "k": k,
+            "defense": None, "utility": None, "label_inference": None,
+            "feature_recovery": {"preset": "tabular", "image": False, "samples": samples,
+                                 "metrics": {"mse": sum(mses) / k, "max_abs_error": 2 * sum(mses) / k,
+                                             "label_accuracy": 1.0},
+                                 "baselines": {"mse": 1.0, "max_abs_error": 3.0}, "artifacts": {}}}

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runs import make_tabular_cell, write_run
 from scipy import stats
+from typer.testing import CliRunner
 
+from unlearnleak.cli import app
 from unlearnleak.report.load import load_run
 from unlearnleak.report.stats import interval
 from unlearnleak.report.tables import all_tables, feature_recovery_table, label_inference_table
@@ -78,3 +81,16 @@ def test_a_retried_cell_counts_once_and_errors_are_listed(k_sweep: Path) -> None
     assert names == ["headline", "feature_recovery", "label_inference", "errors", "cells"]
     errors = next(t for t in all_tables(data.rows) if t.name == "errors")
     assert len(errors.rows) == 1 and "k=5" in errors.display_rows[0][1]
+
+
+def test_tabular_rows_report_their_metrics_beside_the_feature_mean(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "tab", [make_tabular_cell(f"t{n}s{s}", {"scenario.n_train": n, "seed": s},
+                                                         error=0.01 * n) for n in (8, 32) for s in (0, 1)])
+    table = feature_recovery_table(load_run(run).rows)
+    assert table is not None
+    lines = {r["scenario.n_train"]: r for r in _csv(table)}
+    assert float(lines["8"]["feature_mean_mse_mean"]) == 1.0 and lines["8"]["mse_n"] == "4"
+    assert float(lines["8"]["mse_mean"]) < float(lines["32"]["mse_mean"])
+    assert CliRunner().invoke(app, ["report", str(run)]).exit_code == 0
+    figures = sorted(p.name for p in (run / "report" / "figures").iterdir())
+    assert figures == ["feature_recovery_vs_n_train.png"]  # no image grid for rows of a table

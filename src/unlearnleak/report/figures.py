@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from unlearnleak.report.groups import Group, group_rows, numeric_keys, short, value_text
 from unlearnleak.report.load import CellTensors, RunData
 from unlearnleak.report.stats import Interval, fmt, interval, metric_interval
-from unlearnleak.report.tables import LABEL_METRICS, baseline_values, sample_values
+from unlearnleak.report.tables import LABEL_METRICS, baseline_values, baselines_of, sample_values
 
 MAX_COLUMNS = 8  # samples per grid row
 MAX_RECOVERY_ROWS = 12  # recovery rows per grid figure
@@ -226,7 +226,7 @@ def _panels(rows: list[dict[str, Any]], attack: str) -> list[tuple[str, Getter, 
     """(metric, getter, baselines) per panel of an attack's sweep figure."""
     panels: list[tuple[str, Getter, dict[str, Getter]]] = []
     if attack == "feature_recovery":
-        names = sorted({b for r in rows for b in (r["feature_recovery"].get("baselines") or {})})
+        names = sorted({b for r in rows for b in baselines_of(r["feature_recovery"])})
         for metric in _feature_metrics(rows):
             baselines: dict[str, Getter] = {
                 b: functools.partial(_fr_baseline, b, metric) for b in names
@@ -323,7 +323,7 @@ def defense_tradeoffs(data: RunData) -> list[FigureFile]:
                 ax.annotate(", ".join(f"{short(k)}={value_text(g.params[k])}" for k in defense_keys), (x, y),
                             fontsize=6, xytext=(3, 3), textcoords="offset points")
         if "feature recovery" in metric:
-            for b_name in sorted({b for r in rows for b in ((r.get("feature_recovery") or {}).get("baselines") or {})}):
+            for b_name in sorted({b for r in rows for b in baselines_of(r.get("feature_recovery"))}):
                 level = interval(v for r in rows if isinstance(r.get("feature_recovery"), dict)
                                  for v in baseline_values([r], b_name, metric.rsplit(" ", 1)[-1])).mean
                 if level is not None:

@@ -144,19 +144,31 @@ def _fr_metrics(rows: list[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
+FLAT_BASELINE = "feature_mean"  # tabular rows may give the feature-mean row's metrics flat, without a name
+
+
+def baselines_of(fr: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """A row's baselines as name → metric → value (flat metrics, the tabular form, are named feature_mean)."""
+    raw = (fr or {}).get("baselines") or {}
+    named = {k: v for k, v in raw.items() if isinstance(v, dict)}
+    flat = {k: v for k, v in raw.items() if v is None or isinstance(v, int | float)}
+    if flat:
+        named.setdefault(FLAT_BASELINE, flat)
+    return named
+
+
 def _baselines(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, dict[str, None]] = {}
     for row in rows:
-        for name, metrics in (row["feature_recovery"].get("baselines") or {}).items():
-            if isinstance(metrics, dict):
-                for metric in metrics:
-                    out.setdefault(name, {}).setdefault(metric, None)
+        for name, metrics in baselines_of(row["feature_recovery"]).items():
+            for metric in metrics:
+                out.setdefault(name, {}).setdefault(metric, None)
     return {k: list(v) for k, v in out.items()}
 
 
 def baseline_values(rows: list[dict[str, Any]], name: str, metric: str) -> list[float | None]:
     """A baseline's value per cell (the rows hold the baseline's mean over the cell's samples)."""
-    return [((r["feature_recovery"].get("baselines") or {}).get(name) or {}).get(metric) for r in rows]
+    return [baselines_of(r["feature_recovery"]).get(name, {}).get(metric) for r in rows]
 
 
 def feature_recovery_table(rows: list[dict[str, Any]]) -> Table | None:
@@ -287,7 +299,7 @@ def cells_table(rows: list[dict[str, Any]]) -> Table:
         fr = row.get("feature_recovery")
         if isinstance(fr, dict):
             _flatten("feature_recovery.metrics", fr.get("metrics") or {}, flat)
-            _flatten("feature_recovery.baselines", fr.get("baselines") or {}, flat)
+            _flatten("feature_recovery.baselines", baselines_of(fr), flat)
             flat["feature_recovery.seconds"] = fr.get("seconds")
         li = row.get("label_inference")
         if isinstance(li, dict):
