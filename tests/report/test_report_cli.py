@@ -57,6 +57,17 @@ def test_defense_sweep_gets_the_trade_off_curve(defense_sweep: Path, tmp_path: P
     assert not (defense_sweep / "report").exists()
 
 
+def test_parameter_values_are_drawn_literally(tmp_path: Path) -> None:
+    """A string parameter with `$` or `_` (not TeX) and `<b>` (not HTML) is shown as written."""
+    run = tmp_path / "run"
+    rows = [make_cell(run, f"m{i}s0", {"scenario.unlearning.method": name, "seed": 0})
+            for i, name in enumerate(("cost $5^$ <b>x</b>", "a_b"))]
+    result = _report(str(write_run(run, rows)))
+    assert result.exit_code == 0, result.output
+    page = (run / "report" / "index.html").read_text()
+    assert "cost $5^$ &lt;b&gt;x&lt;/b&gt;" in page and "cost $5^$ <b>" not in page
+
+
 def test_a_run_of_only_errors_still_reports_them(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", [make_cell(tmp_path / "run", "e1", {"seed": 0}, status="error",
                                                  error="CUDA not available: use --device cpu")])

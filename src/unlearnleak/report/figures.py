@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.axes import Axes
@@ -345,5 +346,6 @@ def defense_tradeoffs(data: RunData) -> list[FigureFile]:
 
 
 def all_figures(data: RunData) -> list[FigureFile]:
-    """Every figure the run's rows allow."""
-    return [*reconstruction_grids(data), *confidence_bars(data), *sweep_plots(data), *defense_tradeoffs(data)]
+    """Every figure the run's rows allow (text drawn literally: a ``$`` in a parameter is not TeX math)."""
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return [*reconstruction_grids(data), *confidence_bars(data), *sweep_plots(data), *defense_tradeoffs(data)]
