@@ -79,6 +79,9 @@ def write_partial(tmp_path: Path) -> Callable[[Path], Path]:
         folder.mkdir()
         report = json.loads((source / "report.json").read_text())
         report.update(partial=True, partial_reason="query budget exhausted: <b>50 rows</b>")
+        pred = report["labels"]["from_predictions"]
+        pred["detection_level"] = "nan"  # as strict JSON writes a NaN
+        pred["confidence_changes"][0] = None
         (folder / "report.json").write_text(json.dumps(report))
         return folder
 

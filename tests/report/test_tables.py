@@ -94,3 +94,18 @@ def test_tabular_rows_report_their_metrics_beside_the_feature_mean(tmp_path: Pat
     assert CliRunner().invoke(app, ["report", str(run)]).exit_code == 0
     figures = sorted(p.name for p in (run / "report" / "figures").iterdir())
     assert figures == ["feature_recovery_vs_n_train.png"]  # no image grid for rows of a table
+
+
+def test_non_finite_values_written_as_strings_are_read_as_numbers(k_sweep: Path) -> None:
+    """Strict JSON (unlearnleak.storage.to_json) holds NaN as "nan": left out of means, never a crash."""
+    rows = _rows(k_sweep)
+    rows[0]["label_inference"]["changes"][0] = "nan"
+    rows[0]["feature_recovery"]["samples"][0]["psnr"] = "nan"
+    rows[1]["label_inference"]["changes"][3] = "nan"  # the deleted class's change
+    (k_sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_run(k_sweep)
+    fr = {r["scenario.forget.k"]: r for r in _csv(feature_recovery_table(data.rows))}
+    assert fr["1"]["psnr_n"] == "2"  # k=1: three seeds, one sample NaN
+    li = {r["scenario.forget.k"]: r for r in _csv(label_inference_table(data.rows))}
+    assert li["1"]["change_deleted_n"] == "2"
+    assert CliRunner().invoke(app, ["report", str(k_sweep)]).exit_code == 0

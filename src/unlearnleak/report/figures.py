@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from unlearnleak.report.groups import Group, group_rows, numeric_keys, short, value_text
 from unlearnleak.report.load import CellTensors, RunData
-from unlearnleak.report.stats import Interval, fmt, interval, metric_interval
+from unlearnleak.report.stats import Interval, as_number, fmt, interval, metric_interval
 from unlearnleak.report.tables import LABEL_METRICS, baseline_values, baselines_of, sample_values
 
 MAX_COLUMNS = 8  # samples per grid row
@@ -147,7 +147,7 @@ def confidence_bars(data: RunData) -> list[FigureFile]:
     for group in groups[:MAX_BAR_FIGURES]:
         row = sorted(group.rows, key=lambda r: _sort_seed(_seed(r)))[0]
         li = row["label_inference"]
-        changes = [float("nan") if v is None else float(v) for v in li["changes"]]
+        changes = [float("nan") if as_number(v) is None else float(v) for v in li["changes"]]
         deleted = {d for d in li.get("deleted") or [] if isinstance(d, int)}
         k = len(changes)
         fig = Figure(figsize=(max(4.0, 0.5 * k + 1.5), 3.0), layout="constrained")

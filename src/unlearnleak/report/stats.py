@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -30,22 +31,36 @@ class Interval:
         return f"{fmt(self.mean, digits)} [{fmt(self.low, digits)}, {fmt(self.high, digits)}] (n={self.n})"
 
 
-def fmt(value: float | None, digits: int = 3) -> str:
+def as_number(value: Any) -> float | None:
+    """A row's number as a float: ints, floats, and the strings "nan"/"inf"/"-inf" that strict JSON files hold
+    for non-finite values (unlearnleak.storage.to_json); anything else (None, text, bools) is None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+        return float(value)
+    return None
+
+
+def fmt(value: Any, digits: int = 3) -> str:
     """A number with ``digits`` significant digits (no scientific notation for ordinary magnitudes)."""
-    if value is None:
-        return "n/a"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    number = as_number(value)
+    if number is None:
+        return "n/a" if value is None else str(value)
+    if not math.isfinite(number):
+        return str(number)
+    return f"{number:.{digits}g}" if abs(number) >= 1e-3 or number == 0 else f"{number:.2e}"
 
 
-def interval(values: Iterable[float | None], level: float = LEVEL,
+def interval(values: Iterable[Any], level: float = LEVEL,
              bounds: tuple[float, float] | None = None) -> Interval:
     """The mean of the finite values and its t-interval at ``level`` (None/NaN values are left out).
 
     ``bounds`` clips the interval to a metric's range (an accuracy's t-interval can otherwise leave [0, 1]).
     """
-    arr = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
+    numbers = [float(v) if isinstance(v, bool) else as_number(v) for v in values]
+    arr = np.array([v for v in numbers if v is not None and math.isfinite(v)], dtype=np.float64)
     n = int(arr.size)
     if n == 0:
         return Interval(None, None, None, 0)
@@ -71,6 +86,6 @@ def bounds_for(metric: str) -> tuple[float, float] | None:
     return None
 
 
-def metric_interval(metric: str, values: Iterable[float | None]) -> Interval:
+def metric_interval(metric: str, values: Iterable[Any]) -> Interval:
     """:func:`interval` clipped to the metric's range (:func:`bounds_for`)."""
     return interval(values, bounds=bounds_for(metric))

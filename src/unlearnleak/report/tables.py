@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnleak.report.groups import Group, group_rows, setting_columns, short, value_text
-from unlearnleak.report.stats import Interval, fmt, interval, metric_interval
+from unlearnleak.report.stats import Interval, as_number, fmt, interval, metric_interval
 
 UTILITY = (("served_test_accuracy", "served acc"), ("unlearned_test_accuracy", "θ_u acc"),
            ("original_test_accuracy", "θ acc"))
@@ -201,8 +202,9 @@ def feature_recovery_table(rows: list[dict[str, Any]]) -> Table | None:
 
 def _deleted_change(li: dict[str, Any]) -> float | None:
     changes, deleted = li.get("changes") or [], li.get("deleted") or []
-    values = [changes[d] for d in deleted if isinstance(d, int) and 0 <= d < len(changes) and changes[d] is not None]
-    return sum(values) / len(values) if values else None
+    values = [as_number(changes[d]) for d in deleted if isinstance(d, int) and 0 <= d < len(changes)]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
 
 
 LABEL_METRICS: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None]], ...] = (
