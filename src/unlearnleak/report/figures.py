@@ -19,10 +19,11 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from unlearnleak.report.groups import Group, group_rows, numeric_keys, short, value_text
 from unlearnleak.report.load import CellTensors, RunData
-from unlearnleak.report.stats import Interval, as_number, fmt, interval, metric_interval
+from unlearnleak.report.stats import Interval, as_number, bounds_for, fmt, interval, metric_interval
 from unlearnleak.report.tables import LABEL_METRICS, baseline_values, baselines_of, sample_values
 
 MAX_COLUMNS = 8  # samples per grid row
@@ -265,6 +266,10 @@ def sweep_plots(data: RunData) -> list[FigureFile]:
                                 label=f"{b_name}{' — ' + name if name else ''}")
                 ax.set_xlabel(short(x_key), fontsize=8)
                 ax.set_ylabel(metric, fontsize=8)
+                if bounds_for(metric) == (0.0, 1.0):
+                    ax.set_ylim(-0.05, 1.05)
+                if all(isinstance(g.params[x_key], int) for g in groups):
+                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.tick_params(labelsize=7)
                 ax.legend(fontsize=6)
             title = "Feature recovery" if attack == "feature_recovery" else "Label inference"
