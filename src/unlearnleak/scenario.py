@@ -116,15 +116,16 @@ class ScenarioConfig(BaseModel):
     device: str = "cpu"
     cache_dir: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _model_kwargs_default(cls, data: Any) -> Any:
-        """Without ``model_kwargs``, use the named model's defaults (convnet: width 16; others: none)."""
-        if isinstance(data, dict) and "model_kwargs" not in data:
-            model = data.get("model", "convnet")
-            if isinstance(model, str):
-                data = {**data, "model_kwargs": dict(DEFAULT_MODEL_KWARGS.get(model, {}))}
-        return data
+    @model_validator(mode="after")
+    def _model_kwargs_default(self) -> ScenarioConfig:
+        """Without ``model_kwargs``, use the named model's defaults (convnet: width 16; others: none).
+
+        Resolved after validation, so the field stays "unset": a config section that changes only ``model``
+        is not merged onto another model's kwargs (experiments.config.fill_section_defaults).
+        """
+        if "model_kwargs" not in self.model_fields_set:
+            self.__dict__["model_kwargs"] = dict(DEFAULT_MODEL_KWARGS.get(self.model, {}))
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> ScenarioConfig:
