@@ -175,6 +175,7 @@ def three_class_pair(tmp_path: Path) -> Path:
     (["--top-k", "0"], ["--top-k"]),
     (["--per-class", "0"], ["--per-class"]),
     (["--per-class", "-5"], ["--per-class"]),
+    (["--per-class", "200000"], ["--per-class 200000", "100,000"]),
     (["--max-seconds", "nan"], ["--max-seconds", "finite"]),
     (["--max-seconds", "inf"], ["--max-seconds"]),
     (["--max-seconds", "0"], ["--max-seconds"]),

@@ -317,12 +317,15 @@ def execute_cell(config: ExperimentConfig, folder: Path, *,
     if fr_spec is not None and "feature_recovery" in attacks:
         _say(progress, "feature recovery")
         image = len(scn.pair.spec.input_shape) == 3
-        public = scn.public
         truth = (scn.forget_x, scn.forget_y)
+        feature_mean = None
+        if not image:  # the tabular baseline: the mean row of the pool rows outside D_ft (data a user may hold)
+            public = scn.train.x[scn.public_indices()]
+            feature_mean = public.float().mean(dim=0) if public.shape[0] else None
         recovery = recover_and_evaluate(
             prepared.served_pair, scn.knowledge, fr_spec, truth, seed=seed, device=device,
             lpips=_lpips_for(config, image), metrics=config.metrics, transform=scn.train.transform,
-            feature_mean=public.x.float().mean(dim=0) if not image and len(public) else None)
+            feature_mean=feature_mean)
         recovery = write_recovery(recovery, folder, truth=truth, class_names=names)
     if li_spec is not None and "label_inference" in attacks:
         _say(progress, "label inference")
