@@ -203,3 +203,28 @@ def test_headline_table_shows_each_row_with_its_baseline(image_rows: Any, digits
     fr = image_rows[0]["feature_recovery"]
     assert f"{fr['metrics']['psnr']:.2f}" in text and f"{fr['baselines']['mean_colour']['psnr']:.2f}" in text
     assert "best 3 ✓ (deleted 3)" in text and "01234567" in text and "device: no GPU" in text
+
+
+def test_iteration_progress_counts_optimiser_steps_only_inside_its_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearnleak.experiments.console import iteration_progress
+
+    x = torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.SGD([x], lr=0.1)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        x.pow(2).sum().backward()
+        optimizer.step()
+
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "1")
+    with iteration_progress("steps", total=5) as bar:
+        assert bar is not None
+        for _ in range(5):
+            step()
+        assert bar.tasks[0].completed == 5 and bar.tasks[0].total == 5
+    step()  # the hook is gone with the block
+    assert bar.tasks[0].completed == 5
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "0")
+    with iteration_progress("steps", total=5) as off:
+        step()
+    assert off is None

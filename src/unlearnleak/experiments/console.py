@@ -11,18 +11,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rich.progress import Progress
 from rich.table import Table
 
 from unlearnleak.progress import progress_enabled
 
 
 @contextmanager
-def iteration_progress(description: str, total: int | None) -> Iterator[None]:
-    """A transient rich bar (with ETA) advanced by every ``torch.optim`` step taken inside the block."""
+def iteration_progress(description: str, total: int | None) -> Iterator[Progress | None]:
+    """A transient rich bar (with ETA) advanced by every ``torch.optim`` step taken inside the block; yields
+    the rich ``Progress`` (None when progress is off)."""
     if not progress_enabled():
-        yield
+        yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -30,7 +32,7 @@ def iteration_progress(description: str, total: int | None) -> Iterator[None]:
         task = bar.add_task(description, total=total)
         handle = register_optimizer_step_post_hook(lambda *_: bar.advance(task))
         try:
-            yield
+            yield bar
         finally:
             handle.remove()
 
