@@ -33,11 +33,13 @@ from typing import Any
 import torch
 
 from common import bench_config
-from unlearnleak.attacks.feature_recovery import evaluate_reconstruction, preset, recover
+from unlearnleak.attacks.feature_recovery import preset
 from unlearnleak.attacks.feature_recovery.inversion import invert
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
 from unlearnleak.data import load_dataset
+from unlearnleak.experiments.pipeline import FeatureRecoveryEvaluation, recover_and_evaluate
+from unlearnleak.experiments.schema import FeatureRecoverySpec
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import load_lpips
 from unlearnleak.models import ModelSpec
@@ -110,9 +112,10 @@ def build_setting(args: argparse.Namespace) -> Setting:
     return Setting(spec, base, original, x_ft, y_ft, positions_list, pairs, accuracy)
 
 
-def attack(attacked: Attacked, name: str, args: argparse.Namespace, *, budget: float | None,
-           overrides: dict[str, Any] | None = None) -> Any:
-    """Run one preset on one pair (labels inferred from ∇*)."""
+def attack(attacked: Attacked, name: str, args: argparse.Namespace, truth: tuple[torch.Tensor, torch.Tensor], *,
+           budget: float | None, overrides: dict[str, Any] | None = None, lpips: Any = None
+           ) -> FeatureRecoveryEvaluation:
+    """Run one preset on one pair (labels inferred from ∇*) and score it: the pipeline's stage."""
     kwargs: dict[str, Any] = dict(overrides or {})
     if name == "paper":
         kwargs.update(iterations=args.iterations, restarts=args.paper_restarts)
@@ -120,9 +123,9 @@ def attack(attacked: Attacked, name: str, args: argparse.Namespace, *, budget: f
         kwargs.setdefault("iterations", args.best_max_iterations)
     pair, knowledge = attacked
     assert knowledge.unlearning is not None
-    return recover(pair, knowledge, preset=name, device=args.device, seed=args.seed, mode=knowledge.unlearning,
-                   time_budget=budget,
-                   **kwargs)
+    spec = FeatureRecoverySpec(preset=name, iterations=kwargs.pop("iterations"), restarts=kwargs.pop("restarts", None),
+                               mode=knowledge.unlearning, time_budget=budget, overrides=kwargs)
+    return recover_and_evaluate(pair, knowledge, spec, truth, seed=args.seed, device=args.device, lpips=lpips)
 
 
 _LPIPS: dict[str, Any] = {}
@@ -138,10 +141,13 @@ def run_sample(job: tuple[str, int, Attacked, torch.Tensor, torch.Tensor, int, a
     out: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
     budget = 0.0
     for name in ("paper", "best"):
-        rec = attack(pair, name, args, budget=None if name == "paper" else budget)
+        ev = attack(pair, name, args, (truth_x, truth_y), budget=None if name == "paper" else budget,
+                    lpips=_LPIPS["model"])
+        rec = ev.reconstruction
         if name == "paper":
             budget = rec.timings["optimise_seconds"]
-        s = evaluate_reconstruction(rec, truth_x, truth_y, _LPIPS["model"])["samples"][0]
+        assert ev.scores is not None
+        s = ev.scores["samples"][0]
         row = {"sample": i, "position": position, "psnr": s["psnr"], "ssim": s["ssim"],
                "lpips": s["lpips"], "label": s["label"], "true_label": s["true_label"],
                "label_correct": s["label_correct"], "seconds": rec.seconds, "iterations": rec.iterations,
@@ -157,8 +163,9 @@ def ablate(job: tuple[dict[str, Any], Attacked, torch.Tensor, torch.Tensor, floa
     """PSNR of `best` with ``overrides`` on one approximate-unlearning sample, at that sample's budget."""
     overrides, pair, truth_x, truth_y, budget, args = job
     torch.set_num_threads(args.threads)
-    rec = attack(pair, "best", args, budget=budget, overrides=overrides)
-    return float(evaluate_reconstruction(rec, truth_x, truth_y)["samples"][0]["psnr"])
+    ev = attack(pair, "best", args, (truth_x, truth_y), budget=budget, overrides=overrides)
+    assert ev.scores is not None
+    return float(ev.scores["samples"][0]["psnr"])
 
 
 def _map(fn: Callable[[Any], Any], jobs: list[Any], processes: int) -> list[Any]:

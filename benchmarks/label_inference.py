@@ -37,14 +37,10 @@ from rich.table import Table
 from safetensors.torch import load_file
 
 from common import bench_config
-from unlearnleak.attacks.label_inference import (
-    DecisionConfig,
-    LabelGuess,
-    ProbeSet,
-    generate_probes,
-    infer_label,
-)
+from unlearnleak.attacks.label_inference import LabelGuess, ProbeSet
 from unlearnleak.attacks.label_inference.probes import PROBE_GENERATORS
+from unlearnleak.experiments.pipeline import generate_label_probes, infer_and_evaluate
+from unlearnleak.experiments.schema import LabelInferenceSpec
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.oracle import ModelOracle
 from unlearnleak.progress import track
@@ -121,10 +117,10 @@ def main() -> None:
             max_seconds = args.zoo_seconds if args.zoo_seconds is not None else max(60.0, left)
             console.print(f"zoo gets {max_seconds:.0f} s")
         oracle = ModelOracle(theta, num_classes=k, input_shape=tuple(spec.input_shape), device=args.device)
-        target = theta if name == "gradient" else oracle
-        probes = generate_probes(name, target, k, args.per_class, tuple(spec.input_shape), args.seed,
-                                 public=scn.public, max_seconds=max_seconds, device=args.device,
-                                 **params.get(name, {}))
+        attack = LabelInferenceSpec(generator=name, per_class=args.per_class, max_seconds=max_seconds,
+                                    params=params.get(name, {}))
+        probes = generate_label_probes(attack, oracle, public=scn.public, seed=args.seed, device=args.device,
+                                       white_box=theta)
         probes.save(folder)
         probe_sets[name] = probes
         console.print(f"{name}: {len(probes)} probes ({probes.num_accepted} accepted) in {probes.seconds:.0f} s, "
@@ -145,8 +141,9 @@ def main() -> None:
             load_weights(model, unlearned[key])
             oracles[key] = ModelOracle(model, num_classes=k, input_shape=tuple(spec.input_shape), device=args.device)
         orig = ModelOracle(theta, num_classes=k, input_shape=tuple(spec.input_shape), device=args.device)
-        guess = infer_label(orig, oracles[key], probe_sets[g])  # the default statistic, log-odds
-        paper = infer_label(orig, oracles[key], probe_sets[g], config=DecisionConfig(statistic="probability"))
+        rules = (LabelInferenceSpec(generator=g), LabelInferenceSpec(generator=g, statistic="probability"))
+        guess, paper = (infer_and_evaluate(orig, oracles[key], rule, [c], probes=probe_sets[g]).guess
+                        for rule in rules)  # the default statistic (log-odds), then the paper's (Eq. 11)
         guesses[(g, m, str(p), c)] = guess
         results.setdefault(g, {}).setdefault(m, {}).setdefault(str(p), []).append(
             {"class": c, "best": guess.best, "detected": guess.detected, "label": guess.label,

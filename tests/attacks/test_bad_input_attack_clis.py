@@ -65,10 +65,14 @@ def _refuse(*args: Any, **kwargs: Any) -> Any:
 @pytest.fixture
 def no_attack(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bad input must be refused before either attack (or the demo's training) starts."""
+    # the commands run the attacks through experiments.pipeline (server attack: attacks.interface)
     monkeypatch.setattr("unlearnleak.attacks.feature_recovery.recover", _refuse)
+    monkeypatch.setattr("unlearnleak.attacks.interface.recover", _refuse)
     monkeypatch.setattr("unlearnleak.attacks.label_inference.generate_probes", _refuse)
     monkeypatch.setattr("unlearnleak.attacks.label_inference.infer_label", _refuse)
-    monkeypatch.setattr("unlearnleak.commands.demo.build_scenario", _refuse)
+    monkeypatch.setattr("unlearnleak.experiments.pipeline.generate_probes", _refuse)
+    monkeypatch.setattr("unlearnleak.experiments.pipeline.infer_label", _refuse)
+    monkeypatch.setattr("unlearnleak.experiments.pipeline.build_scenario", _refuse)
 
 
 PAIR_FILES = {"manifest.json", "weights.safetensors", "knowledge.json", "record.json", "ground_truth.safetensors"}
@@ -171,6 +175,7 @@ def three_class_pair(tmp_path: Path) -> Path:
     (["--top-k", "0"], ["--top-k"]),
     (["--per-class", "0"], ["--per-class"]),
     (["--per-class", "-5"], ["--per-class"]),
+    (["--per-class", "200000"], ["--per-class 200000", "100,000"]),
     (["--max-seconds", "nan"], ["--max-seconds", "finite"]),
     (["--max-seconds", "inf"], ["--max-seconds"]),
     (["--max-seconds", "0"], ["--max-seconds"]),
@@ -260,6 +265,7 @@ MANIFEST_FIELDS = ["format", "model", "has_base", "n_train", "n_forget", "metada
        top=st.booleans())
 def test_fuzzed_manifests_exit_2(edits: list[tuple[str, Any]], top: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("unlearnleak.attacks.feature_recovery.recover", _refuse)
+    monkeypatch.setattr("unlearnleak.attacks.interface.recover", _refuse)
     with tempfile.TemporaryDirectory() as tmp:
         monkeypatch.chdir(tmp)
         pair = make_pair(Path(tmp) / "pair", IMAGE)

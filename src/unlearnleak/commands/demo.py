@@ -19,7 +19,9 @@ from rich.table import Table
 
 from unlearnleak.commands.common import check_device_flag, handle_errors
 from unlearnleak.commands.scenario import scenario_table
-from unlearnleak.scenario import ScenarioConfig, build_scenario
+from unlearnleak.experiments import pipeline
+from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, FeatureRecoverySpec, LabelInferenceSpec
+from unlearnleak.scenario import ScenarioConfig
 from unlearnleak.storage import check_output_folder, environment_record, output_folder, write_json_atomic
 from unlearnleak.training import TrainConfig
 
@@ -48,66 +50,67 @@ def label_inference_config(seed: int, device: str) -> ScenarioConfig:
         unlearning={"method": "gradient_ascent", "params": {"lr": 1e-3}}, seed=seed, device=device)
 
 
+def feature_recovery_experiment(seed: int, device: str, iterations: int) -> ExperimentConfig:
+    """The demo's first cell: the `best` preset with two restarts on the CIFAR-10 pair."""
+    return ExperimentConfig(
+        name="demo-feature-recovery", description="Feature recovery on real CIFAR-10 photos (offline).",
+        scenario=feature_recovery_config(seed, device), seeds=[seed], device=device,
+        attacks=AttacksConfig(feature_recovery=FeatureRecoverySpec(preset="best", iterations=iterations,
+                                                                   restarts=2)))
+
+
+def label_inference_experiment(seed: int, device: str) -> ExperimentConfig:
+    """The demo's second cell: black-box NES probes (5 per class) on the digits pair."""
+    return ExperimentConfig(
+        name="demo-label-inference", description="Label inference on real handwritten digits (offline).",
+        scenario=label_inference_config(seed, device), seeds=[seed], device=device,
+        attacks=AttacksConfig(feature_recovery=None,
+                              label_inference=LabelInferenceSpec(generator="nes", per_class=5)))
+
+
 def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, console: Console,
                          shown: Path | None = None) -> dict[str, Any]:
-    """Build the CIFAR-10 pair, recover the unlearned photo, save tensors, grid and metrics.
+    """The CIFAR-10 cell through the pipeline; prints its tables and returns its summary.
 
     ``out`` is where files are written; ``shown`` is where they will be once published (for the messages).
     """
     shown = shown or out
-    from unlearnleak.attacks.feature_recovery import evaluate_reconstruction, recover
-    from unlearnleak.metrics import load_lpips
-    from unlearnleak.report.grids import save_reconstruction_grid
-
-    scn = build_scenario(feature_recovery_config(seed, device))
-    scn.save(out / "pair")
+    result = pipeline.run_feature_recovery(feature_recovery_experiment(seed, device, iterations), out,
+                                           save_pair=True)
+    scn, ev = result.prepared.scenario, result.feature_recovery
+    assert ev is not None and ev.scores is not None
     console.print(scenario_table(scn))
-    rec = recover(scn.pair, scn.knowledge, preset="best", iterations=iterations, restarts=2, device=device, seed=seed)
-    rec.save(out / "reconstruction.safetensors")
-    lpips = load_lpips()
-    result = evaluate_reconstruction(rec, scn.forget_x, scn.forget_y, lpips, std=scn.pair.spec.std)
-    names = scn.train.classes
-    captions = [f"{names[s['true_label']]} / {names[s['label']]}, {s['psnr']:.1f} dB" for s in result["samples"]]
-    save_reconstruction_grid(out / "reconstruction.png", scn.forget_x,
-                             rec.x[torch_tensor(result["assignment"])], captions=captions)
-    grid = shown / "reconstruction.png"
+    rec, names = ev.reconstruction, scn.train.classes
+    grid = shown / pipeline.GRID_FILE
     table = Table(title="Feature recovery (server, white-box): the unlearned photo from (θ, θ_u) alone")
     for col in ("sample", "true label", "inferred label", "PSNR dB", "SSIM", "LPIPS", "seconds"):
         table.add_column(col, justify="right")
-    for s in result["samples"]:
+    for s in ev.scores["samples"]:
         lp = "n/a" if s.get("lpips") is None else f"{s['lpips']:.3f}"
         table.add_row(str(scn.forget_indices[s["index"]].item()), names[s["true_label"]], names[s["label"]],
                       f"{s['psnr']:.2f}", f"{s['ssim']:.3f}", lp, f"{rec.seconds:.1f}")
-    table.caption = f"ground truth (top) and recovery (bottom): {grid}"
+    flat = (ev.baselines or {}).get("mean_colour", {})
+    table.caption = (f"ground truth (top) and recovery (bottom): {grid}; without the pair, the mean colour "
+                     f"scores {flat.get('psnr', float('nan')):.2f} dB")
     console.print(table)
-    if lpips is None:
+    if ev.scores["mean"].get("lpips") is None:
         console.print("LPIPS unavailable: no weights found (see docs/metrics.md); reported as n/a, not 0.")
-    return {"scenario": dict(scn.record.metrics), "attack": rec.summary(), "evaluation": result,
-            "grid": str(grid)}
+    return {"scenario": dict(scn.record.metrics), "attack": rec.summary(), "evaluation": ev.scores,
+            "grid": str(grid), "row": result.row()}
 
 
 def run_label_inference(out: Path, seed: int, device: str, console: Console,
                         shown: Path | None = None) -> dict[str, Any]:
-    """Build the digits pair, make black-box probes against θ, infer the deleted class from θ_u's answers."""
+    """The digits cell through the pipeline; prints its tables and returns its summary."""
     shown = shown or out
-    from unlearnleak.attacks.label_inference import generate_probes, infer_label
-    from unlearnleak.oracle import ModelOracle
-    from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
-
-    scn = build_scenario(label_inference_config(seed, device))
-    scn.save(out / "pair")
+    result = pipeline.run_label_inference(label_inference_experiment(seed, device), out, save_pair=True,
+                                          save_probes=True)
+    scn, ev = result.prepared.scenario, result.label_inference
+    assert ev is not None
     console.print(scenario_table(scn))
-    original = ModelOracle.from_pair(scn.pair, "original", device=device)
-    unlearned = ModelOracle.from_pair(scn.pair, "unlearned", device=device)
-    probes = generate_probes("nes", original, num_classes=scn.pair.spec.num_classes, per_class=5,
-                             input_shape=scn.pair.spec.input_shape, seed=seed)
-    probes.save(out / "probes")
-    guess = infer_label(original, unlearned, probes, top_k=1)
-    names = scn.train.classes
+    guess, names = ev.guess, scn.train.classes
     deleted = int(scn.forget_y[0])
-    plot_confidence_changes(guess, out / "confidence_change.png", class_names=names, deleted=[deleted])
-    plot = shown / "confidence_change.png"
-    plot_probe_grid(probes, out / "probes.png", class_names=names)
+    plot = shown / pipeline.CONFIDENCE_FILE
     table = Table(title="Label inference (user, black-box): which class was deleted?")
     table.add_column("class")
     table.add_column(f"mean Δ confidence ({guess.statistic.replace('_', '-')})", justify="right")
@@ -116,19 +119,12 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console,
     verdict = (f"{names[guess.best]} (stands out from the other classes' spread)" if guess.detected else
                f"{names[guess.best]} by the paper's argmin rule, but within the spread across probes")
     table.caption = (f"deleted: {names[deleted]} ({scn.forget_y.numel()} samples); inferred: {verdict}; "
-                     f"queries: {probes.total_queries} to θ (probe generation), {guess.queries_unlearned} to θ_u; "
-                     f"plot: {plot}")
+                     f"chance {ev.chance:.2f}; queries: {ev.probes.total_queries} to θ (probe generation), "
+                     f"{guess.queries_unlearned} to θ_u; plot: {plot}")
     console.print(table)
     return {"scenario": dict(scn.record.metrics), "deleted_class": deleted, "guess": guess.to_dict(),
             "correct_argmin": guess.best == deleted, "detected": guess.detected,
-            "probe_queries": probes.total_queries, "plot": str(plot)}
-
-
-def torch_tensor(values: list[int]) -> Any:
-    """A long tensor (kept local so that `unlearnleak --help` stays fast)."""
-    import torch
-
-    return torch.tensor(values, dtype=torch.long)
+            "probe_queries": ev.probes.total_queries, "plot": str(plot), "row": result.row()}
 
 
 def register(app: typer.Typer) -> None:
@@ -158,7 +154,14 @@ def register(app: typer.Typer) -> None:
             summary = {"feature_recovery": fr, "label_inference": li, "seconds": time.perf_counter() - started,
                        "configs": {"feature_recovery": feature_recovery_config(seed, device).model_dump(mode="json"),
                                    "label_inference": label_inference_config(seed, device).model_dump(mode="json")},
+                       "experiments": {
+                           "feature_recovery": feature_recovery_experiment(seed, device, iterations).model_dump(
+                               mode="json"),
+                           "label_inference": label_inference_experiment(seed, device).model_dump(mode="json")},
                        "environment": environment_record()}
             write_json_atomic(staged / "summary.json", summary)
+        rows = [part["row"] for part in (fr, li) if "row" in part]
+        if rows:
+            console.print(pipeline.headline_table(rows, title="Demo: headline metrics"))
         console.print(f"demo finished in {summary['seconds']:.0f} s; results in {out}/ (summary.json, "
                       f"feature_recovery/reconstruction.png, label_inference/confidence_change.png)")

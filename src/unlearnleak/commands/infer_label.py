@@ -17,6 +17,8 @@ from rich.table import Table
 
 from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
 
+MAX_PER_CLASS = 100_000  # the attack config's bound (experiments.schema.LabelInferenceSpec)
+
 
 def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | None) -> Table:
     """The ranked classes with their confidence changes, the guess and the queries spent."""
@@ -89,21 +91,17 @@ def register(app: typer.Typer) -> None:
         = None,
     ) -> None:
         """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most."""
-        from unlearnleak.attacks.label_inference import (
-            PROBE_GENERATORS,
-            DecisionConfig,
-            generate_probes,
-            infer_label,
-        )
+        from unlearnleak.attacks.label_inference import PROBE_GENERATORS
         from unlearnleak.attacks.label_inference.calibration import CALIBRATORS, Test
         from unlearnleak.attacks.label_inference.decision import STATISTICS
         from unlearnleak.errors import ConfigError
         from unlearnleak.experiments.config import load_config
+        from unlearnleak.experiments.pipeline import infer_and_evaluate, publish_inference
+        from unlearnleak.experiments.schema import LabelInferenceSpec
         from unlearnleak.oracle import ModelOracle
         from unlearnleak.pair import ModelPair
         from unlearnleak.record import RunRecord
-        from unlearnleak.report.label_figures import plot_confidence_changes, plot_probe_grid
-        from unlearnleak.storage import check_output_folder, output_folder, write_json_atomic
+        from unlearnleak.storage import check_output_folder
 
         # ---- every check before any probe is made --------------------------------------------------------
         if statistic not in STATISTICS:
@@ -117,6 +115,8 @@ def register(app: typer.Typer) -> None:
         if probes_dir is None and generator not in PROBE_GENERATORS:
             raise ConfigError(f"--generator must be one of {', '.join(PROBE_GENERATORS.names())}, "
                               f"got {generator!r} (unknown probe generator)")
+        if per_class > MAX_PER_CLASS:
+            raise ConfigError(f"--per-class {per_class}: at most {MAX_PER_CLASS:,} probes per class; lower it")
         check_device_flag(device)
         if out is not None:
             check_output_folder(out, overwrite=overwrite)
@@ -128,45 +128,36 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--top-k {top_k}: this model has {spec.num_classes} classes, so at most "
                               f"{spec.num_classes - 1} can be named as deleted (the rest are the reference); "
                               "lower --top-k")
-        decision = DecisionConfig(top_k=top_k, statistic=statistic, level=level, calibration=calibration,
-                                  test=test)
-        probes = params = public = None
+        probes = public = None
+        params: dict[str, Any] = {}
         if probes_dir is not None:
             probes = _load_probes(probes_dir, spec.num_classes, tuple(spec.input_shape))
+            # the attack replays these probes; the spec names their generator when it is a registered one
+            generator = probes.generator if probes.generator in PROBE_GENERATORS else "nes"
         else:
             params = load_config(PROBE_GENERATORS.get(generator).Config, None, list(set_ or []),
                                  what=f"--set ({generator} generator settings)").model_dump()
             if generator == "public":
                 public = _public_data(meta, public_split, data_dir)
+        attack = LabelInferenceSpec(generator=generator, per_class=per_class, top_k=top_k,
+                                    statistic=statistic, level=level, calibration=calibration,
+                                    test=test, max_seconds=max_seconds, params=params)
         original = ModelOracle.from_pair(pair, "original", budget=budget, device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
-
-        # ---- the attack ------------------------------------------------------------------------------------
-        if probes is None:
-            target = pair.model("original", device) if generator == "gradient" else original
-            probes = generate_probes(generator, target, spec.num_classes, per_class, tuple(spec.input_shape),
-                                     seed, public=public, max_seconds=max_seconds, device=device, **(params or {}))
-        guess = infer_label(original, unlearned, probes, config=decision)
+        white_box = pair.model("original", device) if probes is None and generator == "gradient" else None
         class_names = _class_names(meta)
         deleted = sorted(set(meta.get("forget_labels", []))) or None
-        Console().print(guess_table(guess, class_names, deleted))
-        if probes.notes:
-            typer.echo(f"note: {probes.notes}")
+
+        # ---- the attack (pipeline), then what the user sees -------------------------------------------------
+        ev = infer_and_evaluate(original, unlearned, attack, deleted, public=public, seed=seed, device=device,
+                                probes=probes, white_box=white_box)
+        Console().print(guess_table(ev.guess, class_names, deleted))
+        if ev.probes.notes:
+            typer.echo(f"note: {ev.probes.notes}")
         if out is None:
-            typer.echo(json.dumps(guess.to_dict()))
+            typer.echo(json.dumps(ev.guess.to_dict()))
             return
-        record = {"guess": guess.to_dict(), "deleted_labels": deleted, "probes": {
-            "generator": probes.generator, "count": len(probes), "accepted": probes.num_accepted,
-            "total_queries": probes.total_queries, "queries_per_accepted": probes.queries_per_accepted,
-            "seconds": probes.seconds, "notes": probes.notes, "params": dict(probes.params)}}
-        with output_folder(out, overwrite=overwrite) as staged:
-            write_json_atomic(staged / "guess.json", record)
-            if probes_dir is None:
-                probes.save(staged / "probes")
-            plot_confidence_changes(guess, staged / "confidence_change.png", class_names=class_names,
-                                    deleted=deleted)
-            if len(probes.input_shape) == 3:
-                plot_probe_grid(probes, staged / "probes.png", class_names=class_names)
+        publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None, overwrite=overwrite)
         typer.echo(f"results written to {out}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,8 +19,6 @@ from rich.table import Table
 from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
 
 GROUND_TRUTH_FILE = "ground_truth.safetensors"
-RESULTS_FILE = "results.json"
-GRID_FILE = "grid.png"
 MODES = ("auto", "approximate", "exact")
 
 
@@ -76,26 +73,21 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 overrides: list[str] | None = None, evaluate: bool = True,
                 lpips_path: str | None = None, overwrite: bool = False,
                 model_def: str | None = None) -> dict[str, Any]:
-    """Attack the pair in ``pair_dir``, evaluate if ground truth is present, write outputs into ``out``.
+    """Check every input, then attack the pair in ``pair_dir`` through the pipeline and publish ``out``.
 
     Every input (the output folder, the pair, the options, the ground truth, the LPIPS weights) is checked
-    before the attack starts; ``out`` is then written whole, or not at all.
+    before the attack starts; ``out`` is then written whole, or not at all (``pipeline.publish_recovery``).
     """
-    from unlearnleak.attacks.feature_recovery import (
-        PRESETS,
-        RECONSTRUCTION_FILE,
-        InversionConfig,
-        evaluate_reconstruction,
-        recover,
-    )
+    from unlearnleak.attacks.feature_recovery import PRESETS, InversionConfig
     from unlearnleak.attacks.feature_recovery.target_gradient import resolve_mode
     from unlearnleak.errors import CheckpointError, ConfigError
     from unlearnleak.experiments.config import load_config
+    from unlearnleak.experiments.pipeline import publish_recovery, recover_and_evaluate
+    from unlearnleak.experiments.schema import FeatureRecoverySpec
     from unlearnleak.metrics import load_lpips
     from unlearnleak.pair import load_pair_folder
     from unlearnleak.record import RunRecord
-    from unlearnleak.report.grids import save_reconstruction_grid
-    from unlearnleak.storage import check_output_folder, environment_record, output_folder, write_json_atomic
+    from unlearnleak.storage import check_output_folder
 
     started = time.perf_counter()
     if mode not in MODES:
@@ -121,38 +113,19 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 raise
             raise ConfigError(f"--lpips {lpips_path}: {exc}; give the LPIPS weights file "
                               "(see docs/metrics.md) or omit --lpips") from exc
-
-    rec = recover(pair, knowledge, preset=config, labels=labels, iterations=iterations, restarts=restarts,
-                  device=device, seed=seed, mode=mode, k=k, time_budget=time_budget)  # type: ignore[arg-type]
-    rec = replace(rec, preset=name if rec.method == "inversion" else rec.preset)
-    results: dict[str, Any] = {
-        "format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
-        "labels_given": labels, "reconstruction": rec.summary(), "evaluation": None,
-        "environment": environment_record(),
-    }
-    captions = None
-    ground = None
-    shown = rec.x
-    if truth is not None:
-        gt_x, gt_y = truth
+    transform = None
+    if truth is not None and not image:
         record = RunRecord.load(pair_dir)
-        transform = _tabular_transform(dict(record.config) if record else {}) if rec.kind == "tabular" else None
-        std = pair.spec.std if rec.kind == "image" else None
-        evaluation = evaluate_reconstruction(rec, gt_x, gt_y, lpips if rec.kind == "image" else None, std=std,
-                                             transform=transform)
-        results["evaluation"] = evaluation
-        if rec.kind == "image":
-            ground = gt_x
-            shown = rec.x[evaluation["assignment"]]
-            captions = [f"{s['psnr']:.1f}dB" for s in evaluation["samples"]]
-    with output_folder(out, overwrite=overwrite) as staged:
-        rec.save(staged / RECONSTRUCTION_FILE)
-        if rec.kind == "image":
-            save_reconstruction_grid(staged / GRID_FILE, ground, shown, captions=captions)
-            results["grid"] = GRID_FILE
-        results["total_seconds"] = time.perf_counter() - started
-        write_json_atomic(staged / RESULTS_FILE, results)
-    return results
+        transform = _tabular_transform(dict(record.config) if record else {})
+    set_keys = dict.fromkeys(a.split("=", 1)[0].strip().split(".")[0] for a in overrides or [])
+    spec = FeatureRecoverySpec(preset=name, iterations=iterations, restarts=restarts, mode=mode,
+                               time_budget=time_budget, overrides={key: getattr(config, key) for key in set_keys})
+
+    ev = recover_and_evaluate(pair, knowledge, spec, truth, seed=seed, device=device, lpips=lpips, k=k,
+                              labels=labels, transform=transform)
+    header = {"format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
+              "labels_given": labels}
+    return publish_recovery(out, ev, truth=truth, header=header, started=started, overwrite=overwrite)
 
 
 def _check_k_and_labels(pair: Any, knowledge: Any, k: int | None, labels: list[int] | None) -> None:

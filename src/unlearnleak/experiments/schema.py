@@ -85,9 +85,10 @@ class LabelInferenceSpec(BaseModel):
     generator: str = "public"
     per_class: int = Field(10, ge=1, le=100_000)
     top_k: int = Field(1, ge=1)
-    statistic: str = "log_odds"
+    statistic: Literal["log_odds", "probability"] = "log_odds"
     level: float = Field(0.05, gt=0, lt=1)  # false-detection rate of the "detected" verdict
     calibration: str = "auto"
+    test: Literal["student", "robust", "lower"] = "student"  # centre/spread of the other classes' changes
     max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     params: dict[str, Any] = Field(default_factory=dict)  # generator parameters
 

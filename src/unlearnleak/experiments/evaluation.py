@@ -1,0 +1,175 @@
+"""Typed evaluation results of both attacks, with the baselines that give their numbers a meaning.
+
+Every metric of an attack is reported beside what an attacker gets *without* the pair: the dataset's mean
+colour and (an upper reference) the true image's 4×4 thumbnail for images, the feature-mean row for tabular
+rows, chance for labels. ``to_row()`` gives the JSON-able dicts of a results row (docs of the contract:
+issue 11, "one cell → one row").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from unlearnleak.attacks.feature_recovery import Reconstruction
+from unlearnleak.attacks.label_inference import LabelGuess, ProbeSet
+from unlearnleak.experiments.schema import FeatureRecoverySpec, LabelInferenceSpec
+from unlearnleak.metrics import LPIPS, feature_errors, image_metrics
+
+IMAGE_METRICS = ("psnr", "ssim", "lpips")
+TABULAR_METRICS = ("mse", "max_abs_error", "mean_abs_error", "mean_categorical_accuracy", "mean_relative_error")
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def image_baselines(forget_x: torch.Tensor, mean: Sequence[float], lpips: LPIPS | None) -> dict[str, Any]:
+    """What an attacker gets without the pair: the dataset's mean colour, and (an upper reference) the
+    true image's 4×4 thumbnail upsampled back — mean PSNR/SSIM/LPIPS of each."""
+    k, c, h, w = forget_x.shape
+    flat = torch.tensor(tuple(mean), dtype=forget_x.dtype).reshape(1, -1, 1, 1).expand(k, c, h, w).contiguous()
+    thumb = F.interpolate(F.adaptive_avg_pool2d(forget_x, 4), size=(h, w), mode="bilinear", align_corners=False)
+    out = {}
+    for name, images in (("mean_colour", flat), ("thumbnail_4x4", thumb.clamp(0, 1))):
+        rows = image_metrics(images, forget_x, lpips=lpips)
+        out[name] = {m: _mean([r[m] for r in rows]) for m in IMAGE_METRICS}
+    return out
+
+
+def tabular_errors(rows: torch.Tensor, truth: torch.Tensor, transform: Any = None) -> dict[str, float | None]:
+    """Mean errors of recovered rows against the true ones (paired by position), in model-input units and,
+    with the dataset's transform, in original units (``unlearnleak.metrics.feature_errors``)."""
+    diff = rows.detach().cpu().double() - truth.detach().cpu().double()  # (k, D)
+    out: dict[str, float | None] = {
+        "mse": float(diff.pow(2).mean(dim=1).mean()),
+        "max_abs_error": float(diff.abs().amax(dim=1).mean()),
+        "mean_abs_error": None, "mean_categorical_accuracy": None, "mean_relative_error": None,
+    }
+    if transform is not None:
+        errors = feature_errors(transform.inverse(rows.float()), transform.inverse(truth.float()),
+                                numeric=transform.numeric_columns, categorical=transform.categorical_columns)
+        out.update({key: errors[key] for key in ("mean_abs_error", "mean_categorical_accuracy",
+                                                 "mean_relative_error")})
+    return out
+
+
+def tabular_baselines(truth: torch.Tensor, feature_mean: torch.Tensor | None,
+                      transform: Any = None) -> dict[str, Any] | None:
+    """The feature-mean row (of data the attacker may hold) scored like a reconstruction; None without one."""
+    if feature_mean is None:
+        return None
+    guess = feature_mean.detach().cpu().float().reshape(1, -1).expand_as(truth)
+    return {"feature_mean": tabular_errors(guess, truth, transform)}
+
+
+@dataclass(frozen=True)
+class FeatureRecoveryEvaluation:
+    """The server attack's reconstruction, scored against D_u (when known), with its baselines.
+
+    Attributes:
+        scores: ``evaluate_reconstruction``'s result (per-sample metrics, means, matching), None without D_u.
+        baselines: image: ``mean_colour`` and ``thumbnail_4x4``; tabular: ``feature_mean`` (same keys as the
+            metrics); None without D_u.
+        metrics: the image metrics asked for (others are reported as None).
+        artifacts: files written for it, relative to the folder they were written into.
+    """
+
+    spec: FeatureRecoverySpec
+    reconstruction: Reconstruction
+    scores: dict[str, Any] | None
+    baselines: dict[str, Any] | None
+    metrics: tuple[str, ...] = IMAGE_METRICS
+    tabular: dict[str, float | None] | None = None  # tabular rows: tabular_errors of the matched rows
+    artifacts: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def image(self) -> bool:
+        return self.reconstruction.kind == "image"
+
+    @property
+    def target_cosine(self) -> float | None:
+        """cos(∇ of the reconstruction, ∇*) of the kept restart (1 − its gradient-matching cost)."""
+        cost = self.reconstruction.best_cost
+        return None if math.isnan(cost) else 1.0 - cost
+
+    def metric_means(self) -> dict[str, Any] | None:
+        """The headline metrics, means over the k samples (None without ground truth)."""
+        if self.scores is None:
+            return None
+        mean = self.scores["mean"]
+        if self.image:
+            out: dict[str, Any] = {m: (mean.get(m) if m in self.metrics else None) for m in IMAGE_METRICS}
+        else:
+            out = dict(self.tabular or {})
+        out["label_accuracy"] = self.scores["label_accuracy"]
+        return out
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Per ground-truth sample: its metrics and the true and recovered labels."""
+        if self.scores is None:
+            return [{"index": i, "label": int(v)} for i, v in enumerate(self.reconstruction.labels.tolist())]
+        keys = [m for m in IMAGE_METRICS if m in self.metrics] if self.image else ["mse", "max_abs_error"]
+        return [{"index": s["index"], **{k: s.get(k) for k in keys}, "true_label": s["true_label"],
+                 "label": s["label"]} for s in self.scores["samples"]]
+
+    def to_row(self) -> dict[str, Any]:
+        """The row's ``feature_recovery`` entry."""
+        rec = self.reconstruction
+        return {"preset": rec.preset, "mode": rec.target_mode, "method": rec.method, "iterations": rec.iterations,
+                "seconds": rec.seconds, "target_cosine": self.target_cosine, "image": self.image,
+                "label_source": rec.label_source, "metrics": self.metric_means(), "samples": self.samples(),
+                "baselines": self.baselines, "artifacts": dict(self.artifacts)}
+
+
+@dataclass(frozen=True)
+class LabelInferenceEvaluation:
+    """The user attack's guess, scored against the deleted classes (when known), with chance beside it.
+
+    ``correct``: the paper's argmin rule names a deleted class; ``detected``: the calibrated verdict says a
+    change stands out at ``spec.level``; ``detected_correct``: both, and the detected class was deleted.
+    ``chance``: the probability that a uniformly random class is one of the deleted ones (1/C for a class).
+    """
+
+    spec: LabelInferenceSpec
+    guess: LabelGuess
+    probes: ProbeSet
+    deleted: tuple[int, ...] | None
+    num_classes: int
+    artifacts: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> bool | None:
+        return None if not self.deleted else self.guess.best in self.deleted
+
+    @property
+    def detected(self) -> bool:
+        return self.guess.detected
+
+    @property
+    def detected_correct(self) -> bool | None:
+        if not self.deleted:
+            return None
+        return self.guess.detected and self.guess.label in self.deleted
+
+    @property
+    def chance(self) -> float:
+        return (len(set(self.deleted)) if self.deleted else 1) / self.num_classes
+
+    def to_row(self) -> dict[str, Any]:
+        """The row's ``label_inference`` entry (NaN changes of classes without probes become None)."""
+        g = self.guess
+        return {"generator": g.generator, "per_class": self.spec.per_class, "statistic": g.statistic,
+                "deleted": None if self.deleted is None else list(self.deleted), "best": g.best,
+                "ranked": list(g.ranked), "changes": [None if math.isnan(v) else v for v in g.changes],
+                "correct": self.correct, "detected": g.detected, "detected_correct": self.detected_correct,
+                "predicted": list(g.predicted), "level": g.level, "p_value": g.p_value, "chance": self.chance,
+                "calibration": g.calibration, "probes": len(self.probes),
+                "queries_original": g.queries_original, "queries_unlearned": g.queries_unlearned,
+                "artifacts": dict(self.artifacts)}
