@@ -119,3 +119,36 @@ def test_pretrain_seed_shares_one_theta0_across_seeds(tmp_path) -> None:
     assert all(torch.equal(shared[0][k], base(0, None)[k]) for k in shared[0])  # None: θ0 seeded by `seed`
     own = base(1, None)
     assert any(not torch.equal(shared[0][k], own[k]) for k in own)
+
+
+def test_parallel_cells_pretrain_a_shared_theta0_once(tmp_path, monkeypatch) -> None:
+    """Two workers asking for the same θ0 at once: one trains it, the other waits for the lock and loads it."""
+    import threading
+
+    from unlearnleak import scenario as scenario_module
+    from unlearnleak.scenario import ScenarioConfig, pretrained_base
+    from unlearnleak.training import TrainConfig
+
+    calls: list[int] = []
+    gate = threading.Event()
+    real_train = scenario_module.train
+
+    def slow_train(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        gate.wait(5)  # hold the lock until the second worker is surely waiting
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(scenario_module, "train", slow_train)
+    config = ScenarioConfig(dataset="digits", model="lenet", holdout=500, pretrain=TrainConfig(epochs=1),
+                            cache_dir=str(tmp_path))
+    results: list[dict] = []
+    workers = [threading.Thread(target=lambda: results.append(pretrained_base(config)[1])) for _ in range(2)]
+    for w in workers:
+        w.start()
+    workers[1].join(1.0)
+    assert len(calls) == 1 and not results  # the second one is waiting, not training
+    gate.set()
+    for w in workers:
+        w.join(30)
+    assert len(calls) == 1 and len(results) == 2
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])

@@ -7,10 +7,13 @@ or a fraction of one class's rows in D_ft. The ground truth (D_u) is kept beside
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import inspect
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -220,6 +223,24 @@ def pretrained_base(config: ScenarioConfig, train_set: Dataset | None = None) ->
            "version": 1}
     digest = _hash(key)
     path = cache_dir(config.cache_dir) / "pretrained" / f"{config.dataset}-{config.model}-{digest}.safetensors"
+    with _build_lock(path):  # parallel cells that share θ0 pretrain it once; the others wait, then load it
+        return _cached_or_pretrained(config, train_set, spec, key, path, seed)
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock beside ``path`` (POSIX flock; released when the holder exits or dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cached_or_pretrained(config: ScenarioConfig, train_set: Dataset, spec: ModelSpec, key: dict[str, Any],
+                          path: Path, seed: int) -> tuple[ModelSpec, StateDict]:
     if path.is_file():
         try:
             state = load_file(str(path))
