@@ -21,7 +21,9 @@ Measurements that led to this design: benchmarks/tune_inversion.py and docs/feat
 
 from __future__ import annotations
 
+import math
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,42 +47,88 @@ def holdout_mask(n: int, share: float, seed: int) -> torch.Tensor:
 def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
                     config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
                     log_every: int = 100) -> InversionResult:
-    """Race ``config.race`` TV weights, score them on held-out coordinates of ∇*, continue the winner."""
+    """Race ``config.race`` TV weights, score them on held-out coordinates of ∇*, continue the winner.
+
+    With ``race_rounds`` = r > 1 the race is successive halving: r rounds of equal steps per candidate, after
+    each of which only the better half (by held-out cost, at least ``restarts``) goes on, each from its own
+    iterate; the race as a whole takes ``race_share`` of the iterations or of the time budget.
+    """
     started = time.perf_counter()
     device = next(model.parameters()).device
     target = target.to(device)
     candidates = torch.tensor(config.race, dtype=torch.float64)
     m = candidates.numel()
     fit = holdout_mask(target.flat().numel(), config.race_holdout, seed)
-    race_config = config.with_overrides(race=(), restarts=m, prune_at=(), keep_best=True,
-                                        iterations=max(1, round(config.race_share * config.iterations)))
+    rounds = _round_sizes(m, config.race_rounds, config.restarts)
+    race_iterations = max(1, round(config.race_share * config.iterations))
     start = initial_inputs(config.with_overrides(restarts=1), (int(labels.numel()), *input_shape),
                            torch.Generator().manual_seed(seed))  # one starting point for every candidate
-    race = run_inversion(model, target, labels, input_shape, race_config, seed=seed,
-                         time_budget=None if time_budget is None else config.race_share * time_budget,
-                         log_every=0, init=start.expand(m, *start.shape[1:]),
-                         prior_weights={"total_variation": candidates}, mask=fit)
-    assert race.candidates is not None
-    held_out = GradientMatcher(model, target, labels.to(device), race_config, mask=1 - fit, input_shape=input_shape)
-    with held_out.hooks():
-        heldout_costs = held_out.score(race.candidates, full=False).double().cpu()  # (m,)
-    order = heldout_costs.argsort()[:config.restarts]  # restarts > 1: continue the best few, at the winner's weight
-    winner = int(order[0])
+    held_out = GradientMatcher(model, target, labels.to(device), config.with_overrides(race=()), mask=1 - fit,
+                               input_shape=input_shape)
+    steps, warm_weight = 0, None
+    if config.race_warmup > 0:  # one shared trajectory on the fitted coordinates before the branches race
+        warm_weight = config.race_warmup_weight if config.race_warmup_weight is not None else float(
+            candidates.log().mean().exp()) if bool((candidates > 0).all()) else float(candidates.median())
+        warm_config = config.with_overrides(race=(), restarts=1, prune_at=(), keep_best=False,
+                                            total_variation=warm_weight,
+                                            iterations=max(1, round(config.race_warmup * config.iterations)))
+        warm = run_inversion(model, target, labels, input_shape, warm_config, seed=seed, log_every=0, init=start,
+                             time_budget=None if time_budget is None else config.race_warmup * time_budget,
+                             mask=fit)
+        assert warm.candidates is not None
+        start, steps = warm.candidates.cpu(), warm.iterations
+    alive = torch.arange(m)
+    x = start.expand(m, *start.shape[1:])
+    history: list[dict[str, Any]] = []
+    fit_costs = torch.full((m,), float("nan"), dtype=torch.float64)
+    heldout_costs = torch.full((m,), float("nan"), dtype=torch.float64)
+    race_steps = 0
+    for j, size in enumerate(rounds):
+        if j:  # successive halving: the better ``size`` of the survivors go on, from their iterates
+            keep = heldout_costs[alive].argsort()[:size]
+            alive, x = alive[keep], x[keep.to(x.device)]
+        share = size / sum(rounds)  # of the race's time: equal steps per candidate in every round
+        its = max(1, race_iterations // len(rounds) if j < len(rounds) - 1 else race_iterations - race_steps)
+        race_config = config.with_overrides(race=(), restarts=int(alive.numel()), prune_at=(), keep_best=True,
+                                            iterations=its)
+        deadline = None if time_budget is None else config.race_share * time_budget * share
+        part = run_inversion(model, target, labels, input_shape, race_config, seed=seed, time_budget=deadline,
+                             log_every=0, init=x, prior_weights={"total_variation": candidates[alive]}, mask=fit)
+        assert part.candidates is not None
+        x = part.candidates
+        steps += part.iterations
+        race_steps += part.iterations
+        with held_out.hooks():
+            heldout_costs[alive] = held_out.score(x, full=False).double().cpu()
+        fit_costs[alive] = part.restart_costs.double().cpu()
+        history.append({"candidates": candidates[alive].tolist(), "iterations": part.iterations,
+                        "heldout_costs": heldout_costs[alive].tolist()})
+    order = heldout_costs[alive].argsort()[:config.restarts]  # restarts > 1: the best few, at the winner's weight
+    winner = int(alive[order[0]])
     chosen = float(candidates[winner])
     race_seconds = time.perf_counter() - started
     main_config = config.with_overrides(race=(), total_variation=chosen,
-                                        iterations=max(1, config.iterations - race.iterations))
+                                        iterations=max(1, config.iterations - steps))
     remaining = None if time_budget is None else max(time_budget - race_seconds, 1e-3)
     main = run_inversion(model, target, labels, input_shape, main_config, seed=seed, time_budget=remaining,
-                         log_every=log_every, init=race.candidates[order], feature_phase=False)
+                         log_every=log_every, init=x[order.to(x.device)], feature_phase=False)
     record = {
         "candidates": candidates.tolist(), "heldout_costs": heldout_costs.tolist(),
-        "fit_costs": race.restart_costs.double().tolist(), "chosen_total_variation": chosen,
-        "holdout_share": config.race_holdout, "iterations": race.iterations, "seconds": race_seconds,
+        "fit_costs": fit_costs.tolist(), "chosen_total_variation": chosen, "rounds": history,
+        "holdout_share": config.race_holdout, "iterations": steps, "seconds": race_seconds,
+        "warmup_total_variation": warm_weight,
     }
-    timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(race.iterations)}
-    history = [(it + race.iterations, cost) for it, cost in main.history]
+    timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
+    main_history = [(it + steps, cost) for it, cost in main.history]
     return InversionResult(
         x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
-        iterations=race.iterations + main.iterations, seconds=time.perf_counter() - started, timings=timings,
-        history=history, race=record, candidates=main.candidates, alive=main.alive)
+        iterations=steps + main.iterations, seconds=time.perf_counter() - started, timings=timings,
+        history=main_history, race=record, candidates=main.candidates, alive=main.alive)
+
+
+def _round_sizes(m: int, rounds: int, keep: int) -> list[int]:
+    """Candidates alive in each round of successive halving: m, ⌈m/2⌉, …, never below ``keep`` (or 2)."""
+    sizes = [m]
+    while len(sizes) < rounds and sizes[-1] > max(2, keep):
+        sizes.append(max(math.ceil(sizes[-1] / 2), keep, 2))
+    return sizes

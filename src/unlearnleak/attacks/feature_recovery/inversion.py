@@ -78,6 +78,9 @@ class InversionConfig(BaseModel):
     race: tuple[float, ...] = ()
     race_share: float = Field(0.5, gt=0, lt=1)
     race_holdout: float = Field(0.5, gt=0, lt=1)  # share of ∇*'s coordinates held out to score the race
+    race_rounds: int = Field(1, ge=1)  # successive halving: rounds, after each the better half goes on
+    race_warmup: float = Field(0.0, ge=0, lt=1)  # share of the run on one shared trajectory before the race
+    race_warmup_weight: float | None = Field(None, ge=0)  # its TV weight (None: geometric mean of the race's)
 
     @model_validator(mode="after")
     def _check(self) -> InversionConfig:
