@@ -52,6 +52,25 @@ def test_default_adapts_weak_prior_for_an_exact_gradient_strong_for_a_noisy_one(
     assert len(costs) == 5 and clean.race["candidates"][costs.index(min(costs))] == clean.race["chosen_total_variation"]
 
 
+def test_a_budget_too_short_for_the_race_goes_to_one_trajectory_and_says_so() -> None:
+    """100 iterations would give each of the 5 candidates 50 steps (< 150): no race, TV 0.01 from a gray start
+    for all 100 steps, recorded; a time budget that short (0.2 s) likewise (its first steps measure the step
+    time)."""
+    model, x, y = _tiny()
+    target = _target(model, x, y)
+    short = invert(model, target, y, (3, 16, 16), preset("best", iterations=100), seed=0)
+    assert short.race is not None and short.race["raced"] is False and short.iterations == 100
+    assert short.race["chosen_total_variation"] == 0.01 and short.race["steps_per_candidate"] == 50
+    assert "no race" in short.race["reason"]
+    assert short.race["init"] == "gray"
+    plain = invert(model, target, y, (3, 16, 16), preset("best", iterations=100, race=(), init="gray"), seed=0)
+    assert torch.equal(short.x, plain.x)  # exactly the single trajectory at the fallback weight
+    timed = invert(model, target, y, (3, 16, 16), preset("best", iterations=100_000), seed=0, time_budget=0.2)
+    assert timed.race is not None and timed.race["raced"] is False and 3 < timed.iterations < 100_000
+    long = invert(model, target, y, (3, 16, 16), preset("best", iterations=300), seed=0)
+    assert long.race is not None and long.race["raced"] is True
+
+
 def test_adaptive_default_works_for_several_samples() -> None:
     model, x, _ = _tiny()
     xs, ys = torch.cat([x, x.flip(-1)]), torch.tensor([3, 5])

@@ -37,6 +37,8 @@ from unlearnleak.attacks.feature_recovery.inversion import (
 )
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 
+PROBE_STEPS = 3  # steps of the single trajectory that measure its step time (kept when no race follows)
+
 
 def holdout_mask(n: int, share: float, seed: int) -> torch.Tensor:
     """(n,) float 0/1 mask, 1 on the coordinates the race FITS (about 1 − share of them); seeded."""
@@ -63,20 +65,14 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     race_iterations = max(1, round(config.race_share * config.iterations))
     start = initial_inputs(config.with_overrides(restarts=1), (int(labels.numel()), *input_shape),
                            torch.Generator().manual_seed(seed))  # one starting point for every candidate
+    if config.race_min_steps:
+        short = _short_budget(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
+                              started=started)
+        if short is not None:
+            return short
     held_out = GradientMatcher(model, target, labels.to(device), config.with_overrides(race=()), mask=1 - fit,
                                input_shape=input_shape)
-    steps, warm_weight = 0, None
-    if config.race_warmup > 0:  # one shared trajectory on the fitted coordinates before the branches race
-        warm_weight = config.race_warmup_weight if config.race_warmup_weight is not None else float(
-            candidates.log().mean().exp()) if bool((candidates > 0).all()) else float(candidates.median())
-        warm_config = config.with_overrides(race=(), restarts=1, prune_at=(), keep_best=False,
-                                            total_variation=warm_weight,
-                                            iterations=max(1, round(config.race_warmup * config.iterations)))
-        warm = run_inversion(model, target, labels, input_shape, warm_config, seed=seed, log_every=0, init=start,
-                             time_budget=None if time_budget is None else config.race_warmup * time_budget,
-                             mask=fit)
-        assert warm.candidates is not None
-        start, steps = warm.candidates.cpu(), warm.iterations
+    steps = 0
     alive = torch.arange(m)
     x = start.expand(m, *start.shape[1:])
     history: list[dict[str, Any]] = []
@@ -115,8 +111,7 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     record = {
         "candidates": candidates.tolist(), "heldout_costs": heldout_costs.tolist(),
         "fit_costs": fit_costs.tolist(), "chosen_total_variation": chosen, "rounds": history,
-        "holdout_share": config.race_holdout, "iterations": steps, "seconds": race_seconds,
-        "warmup_total_variation": warm_weight,
+        "holdout_share": config.race_holdout, "iterations": steps, "seconds": race_seconds, "raced": True,
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
     main_history = [(it + steps, cost) for it, cost in main.history]
@@ -132,3 +127,49 @@ def _round_sizes(m: int, rounds: int, keep: int) -> list[int]:
     while len(sizes) < rounds and sizes[-1] > max(2, keep):
         sizes.append(max(math.ceil(sizes[-1] / 2), keep, 2))
     return sizes
+
+
+def _short_budget(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
+                  config: InversionConfig, *, seed: int, time_budget: float | None,
+                  started: float) -> InversionResult | None:
+    """When the budget cannot give every candidate ``race_min_steps`` steps: no race, the configured
+    ``total_variation`` for the whole budget (``restarts`` restarts from the seed's ``short_init`` starting
+    points). None when the race is affordable.
+
+    A race that short cannot tell the weights apart (at equal short horizons the strongest prior leads on every
+    score, held-out included; docs/feature_recovery.md) and costs the winner most of its steps. Iterations:
+    each candidate would run ``race_share`` × iterations steps. Time: the first ``PROBE_STEPS`` steps of the
+    plain run measure its step time t (per restart); the race would give each of the m candidates
+    race_share × budget / (m·t) steps (batched restarts cost less than m·t, so this errs towards no race);
+    those first steps are kept when no race follows.
+    """
+    m, restarts = len(config.race), config.restarts
+    plain = config.with_overrides(race=(), prune_at=(), init=config.short_init)
+    init = initial_inputs(plain, (int(labels.numel()), *input_shape), torch.Generator().manual_seed(seed))
+    done = 0
+    if time_budget is None:
+        affordable = config.race_share * config.iterations
+    else:
+        probe = run_inversion(model, target, labels, input_shape,
+                              plain.with_overrides(iterations=PROBE_STEPS, keep_best=False), seed=seed,
+                              log_every=0, init=init)
+        assert probe.candidates is not None
+        per_step = probe.seconds / max(probe.iterations, 1) / restarts
+        affordable = config.race_share * time_budget / (m * per_step)
+        init, done = probe.candidates, probe.iterations
+    if affordable >= config.race_min_steps:
+        return None
+    remaining = None if time_budget is None else max(time_budget - (time.perf_counter() - started), 1e-3)
+    main = run_inversion(model, target, labels, input_shape, plain.with_overrides(iterations=max(
+        1, config.iterations - done)), seed=seed, time_budget=remaining, init=init, feature_phase=done == 0)
+    record = {"raced": False, "candidates": list(config.race), "chosen_total_variation": config.total_variation,
+              "init": plain.init,
+              "steps_per_candidate": affordable, "min_steps": config.race_min_steps,
+              "reason": f"the budget affords ~{affordable:.0f} race steps per candidate (< {config.race_min_steps}):"
+                        f" no race, TV {config.total_variation:g} from a {plain.init} start for the whole run"}
+    return InversionResult(
+        x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
+        iterations=done + main.iterations, seconds=time.perf_counter() - started,
+        timings={**main.timings, "race_seconds": 0.0, "race_iterations": 0.0},
+        history=[(it + done, cost) for it, cost in main.history], race=record, candidates=main.candidates,
+        alive=main.alive)
