@@ -71,6 +71,23 @@ def test_a_budget_too_short_for_the_race_goes_to_one_trajectory_and_says_so() ->
     assert long.race is not None and long.race["raced"] is True
 
 
+def test_successive_halving_keeps_the_better_half_by_held_out_cost() -> None:
+    """race_rounds=3: 5, then 3, then 2 candidates, each round's survivors the lowest held-out costs of the
+    round before; the winner is the lowest of the last round and the run keeps its iteration count."""
+    model, x, y = _tiny()
+    result = invert(model, _target(model, x, y), y, (3, 16, 16),
+                    preset("best", iterations=60, race_rounds=3, race_min_steps=0), seed=0)
+    assert result.race is not None and result.iterations == 60
+    rounds = result.race["rounds"]
+    assert [len(r["candidates"]) for r in rounds] == [5, 3, 2]
+    for before, after in zip(rounds, rounds[1:], strict=False):
+        ranked = [c for _, c in sorted(zip(before["heldout_costs"], before["candidates"], strict=True))]
+        assert sorted(after["candidates"]) == sorted(ranked[:len(after["candidates"])])
+    last = rounds[-1]
+    assert result.race["chosen_total_variation"] == last["candidates"][last["heldout_costs"].index(
+        min(last["heldout_costs"]))]
+
+
 def test_adaptive_default_works_for_several_samples() -> None:
     model, x, _ = _tiny()
     xs, ys = torch.cat([x, x.flip(-1)]), torch.tensor([3, 5])

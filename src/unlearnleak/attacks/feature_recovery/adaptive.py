@@ -5,6 +5,9 @@ a strong TV prior erases the detail it carries; where it says little (a trained 
 lets the optimisation fit noise. The attacker holds only the weights and ∇* (and θ0, N, k when known), so
 the choice is made from ∇* alone:
 
+0. **Only if the budget affords it** (``race_min_steps``): a race must give each candidate ~150 steps to
+   tell the weights apart, and a shorter one leaves the winner a fraction of the budget; below that, the
+   whole budget goes to one trajectory at the configured ``total_variation`` (from ``short_init``).
 1. **Race** (``race_share`` of the iterations or of the time budget): one restart per candidate TV weight,
    all from the same starting point, optimised as one batch on a random ``1 − race_holdout`` share of ∇*'s
    coordinates.
@@ -16,7 +19,8 @@ the choice is made from ∇* alone:
    ``restarts`` = R > 1, the R best candidates' iterates, all at the winner's weight).
 
 The choice (candidates, held-out and fitted costs, winner) is returned in ``InversionResult.race``.
-Measurements that led to this design: benchmarks/tune_inversion.py and docs/feature_recovery.md.
+Measurements that led to this design: benchmarks/tune_inversion.py, benchmarks/tune_short.py and
+docs/feature_recovery.md.
 """
 
 from __future__ import annotations
