@@ -4,6 +4,7 @@ forms in one place, and the adaptive default's choice of prior strength (the mec
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -80,7 +81,7 @@ def test_successive_halving_keeps_the_better_half_by_held_out_cost() -> None:
     assert result.race is not None and result.iterations == 60
     rounds = result.race["rounds"]
     assert [len(r["candidates"]) for r in rounds] == [5, 3, 2]
-    for before, after in zip(rounds, rounds[1:], strict=False):
+    for before, after in pairwise(rounds):
         ranked = [c for _, c in sorted(zip(before["heldout_costs"], before["candidates"], strict=True))]
         assert sorted(after["candidates"]) == sorted(ranked[:len(after["candidates"])])
     last = rounds[-1]
