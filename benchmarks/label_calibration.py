@@ -85,12 +85,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--reuse", action="store_true", help="analyse the answers saved in --out, compute nothing")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "label_calibration")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables of benchmarks/README.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.reuse:
         collect(args)
     summary = analyse(args.out)
+    if args.markdown:
+        print(markdown(json.loads((args.out / "summary.json").read_text())))
     sys.stdout.flush()
     print(json.dumps(summary))
 
@@ -197,7 +200,8 @@ def collect(args: argparse.Namespace) -> None:
 VARIANTS = [(stat, test, cal) for stat in ("log_odds", "probability")
             for test, cal in (("student", "fixed"), ("student", "student_t"), ("student", "gaussian"),
                               ("robust", "gaussian"), ("lower", "gaussian"), ("student", "null_pairs"),
-                              ("robust", "null_pairs"), ("lower", "null_pairs"))]
+                              ("robust", "null_pairs"), ("lower", "null_pairs"), ("student", "null_pairs_marginal"),
+                              ("lower", "null_pairs_marginal"))]
 LEVEL = 0.05
 
 
@@ -224,9 +228,10 @@ def analyse(out: Path) -> dict[str, Any]:
         for g in probes:
             ts = [null_statistic(means[(g, stat, i)], test=test) for i in range(len(pairs))]
             best = [int(torch.nan_to_num(means[(g, stat, i)], nan=math.inf).argmin()) for i in range(len(pairs))]
-            if cal == "null_pairs":
+            if cal.startswith("null_pairs"):  # the default training-conditional rank, or the marginal one
                 tune_null = [means[(g, stat, i)] for i, p in enumerate(pairs) if p["kind"] != "deletion" and _tune(p)]
-                calibration = calibrate_on_nulls(tune_null, level=LEVEL, test=test, source="tuning half")
+                calibration = calibrate_on_nulls(tune_null, level=LEVEL, test=test, source="tuning half",
+                                                 **({"confidence": None} if cal.endswith("marginal") else {}))
             else:
                 gap = gap_statistic(torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.long), [0], test)
                 calibration = calibrate(cal, level=LEVEL, gap=gap, test=test, statistic=stat, generator=g,
@@ -289,7 +294,7 @@ def _choose(rows: dict[str, Any], generators: list[str]) -> str:
                 if key.startswith("true/") and v["rate"] is not None]
         return sum(vals) / len(vals) if vals else 0.0
 
-    candidates = [n for n in rows if ok(n) and not n.endswith("/fixed")] or list(rows)
+    candidates = [n for n in rows if ok(n) and not n.endswith(("/fixed", "_marginal"))] or list(rows)
     return max(candidates, key=power)
 
 
@@ -315,6 +320,46 @@ def _print(rows: dict[str, Any], chosen: str, generators: list[str]) -> None:
             true = " ".join(f"{m[:3]}{f}={_fmt(h[f'true/{m}/{f}'])}" for m in METHODS for f in FRACTIONS)
             print(f"{'*' if name == chosen else ' '} {name:32s} {g:9s} τ={by_g[g]['threshold']:7.3f} | false {false} "
                   f"| true {true}")
+
+
+def _cell(r: dict[str, Any]) -> str:
+    lo, hi = r["ci95"]
+    return f"{100 * r['rate']:.1f} % ({r['hits']}/{r['n']}; {100 * lo:.0f}–{100 * hi:.0f})"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """False detections per rule × generator × null kind, true detections of the chosen rule, and the
+    tuning/held-out means per rule (all rates held out unless the column says tuning)."""
+    rows, chosen = summary["variants"], summary["chosen"]
+    generators = list(next(iter(rows.values())))
+    out = ["| rule | generator | one more SGD step | handful, gradient ascent | handful, exact | all null |",
+           "|---|---|---|---|---|---|"]
+    for name in rows:
+        if "/null_pairs" not in name and not name.endswith("/fixed") and name != "log_odds/student/gaussian":
+            continue
+        for g in generators:
+            h = rows[name][g]["held_out"]
+            label = f"`{name}`" + (" (chosen)" if name == chosen else "")
+            out.append(f"| {label} | {g} | " + " | ".join(_cell(h[f"false/{kind}"]) for kind in
+                                                            (*NULL_KINDS, "all_null")) + " |")
+    out += ["", f"True detections (detected and named right) on held-out deletions, rule `{chosen}`; in brackets "
+            "the argmin accuracy (detected or not):", "",
+            "| generator | threshold τ | method | p_u = 0.1 | p_u = 0.5 | p_u = 1.0 |", "|---|---|---|---|---|---|"]
+    for g in generators:
+        h = rows[chosen][g]["held_out"]
+        for m in METHODS:
+            cells = [f"{_cell(h[f'true/{m}/{f}'])} [{h[f'argmin/{m}/{f}']['rate']:.2f}]" for f in FRACTIONS]
+            out.append(f"| {g} | {rows[chosen][g]['threshold']:.2f} | {m} | " + " | ".join(cells) + " |")
+    out += ["", "| rule | tuning: mean true / max false | held-out: mean true / max false |", "|---|---|---|"]
+    for name, by_g in rows.items():
+        cols = []
+        for half in ("tuning", "held_out"):
+            true = [v["rate"] for g in generators for key, v in by_g[g][half].items()
+                    if key.startswith("true/") and v["rate"] is not None]
+            false = max(by_g[g][half]["false/all_null"]["rate"] for g in generators)
+            cols.append(f"{sum(true) / len(true):.2f} / {100 * false:.1f} %")
+        out.append(f"| `{name}`{' (chosen)' if name == chosen else ''} | {cols[0]} | {cols[1]} |")
+    return "\n".join(out)
 
 
 def _fmt(r: dict[str, Any]) -> str:

@@ -159,7 +159,9 @@ def mechanism(args: argparse.Namespace) -> None:
                 cost = float(held.score(r.x[None], full=False)[0])
             print(json.dumps({"noise": noise, "fixed_tv": tv, "psnr": float(psnr(r.x, x)[0]), "heldout_cost": cost}))
         for name, restarts in (("best", None), ("smooth", None), ("paper", 1)):
-            r = invert(model, target, y, (3, 16, 16), preset(name, iterations=args.iterations, restarts=restarts))
+            extra = json.loads(args.default_overrides) if name == "best" else {}
+            r = invert(model, target, y, (3, 16, 16), preset(name, iterations=args.iterations, restarts=restarts,
+                                                             **extra))
             print(json.dumps({"noise": noise, "preset": name, "psnr": float(psnr(r.x, x)[0]),
                               "chosen": r.race and r.race["chosen_total_variation"]}), flush=True)
 

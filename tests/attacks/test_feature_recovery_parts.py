@@ -4,6 +4,7 @@ forms in one place, and the adaptive default's choice of prior strength (the mec
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -50,6 +51,42 @@ def test_default_adapts_weak_prior_for_an_exact_gradient_strong_for_a_noisy_one(
     # The record a user reads: one held-out cost per candidate, the winner is the lowest.
     costs = clean.race["heldout_costs"]
     assert len(costs) == 5 and clean.race["candidates"][costs.index(min(costs))] == clean.race["chosen_total_variation"]
+
+
+def test_a_budget_too_short_for_the_race_goes_to_one_trajectory_and_says_so() -> None:
+    """100 iterations would give each of the 5 candidates 50 steps (< 150): no race, TV 0.01 from a gray start
+    for all 100 steps, recorded; a time budget that short (0.2 s) likewise (its first steps measure the step
+    time)."""
+    model, x, y = _tiny()
+    target = _target(model, x, y)
+    short = invert(model, target, y, (3, 16, 16), preset("best", iterations=100), seed=0)
+    assert short.race is not None and short.race["raced"] is False and short.iterations == 100
+    assert short.race["chosen_total_variation"] == 0.01 and short.race["steps_per_candidate"] == 50
+    assert "no race" in short.race["reason"]
+    assert short.race["init"] == "gray"
+    plain = invert(model, target, y, (3, 16, 16), preset("best", iterations=100, race=(), init="gray"), seed=0)
+    assert torch.equal(short.x, plain.x)  # exactly the single trajectory at the fallback weight
+    timed = invert(model, target, y, (3, 16, 16), preset("best", iterations=100_000), seed=0, time_budget=0.2)
+    assert timed.race is not None and timed.race["raced"] is False and 3 < timed.iterations < 100_000
+    long = invert(model, target, y, (3, 16, 16), preset("best", iterations=300), seed=0)
+    assert long.race is not None and long.race["raced"] is True
+
+
+def test_successive_halving_keeps_the_better_half_by_held_out_cost() -> None:
+    """race_rounds=3: 5, then 3, then 2 candidates, each round's survivors the lowest held-out costs of the
+    round before; the winner is the lowest of the last round and the run keeps its iteration count."""
+    model, x, y = _tiny()
+    result = invert(model, _target(model, x, y), y, (3, 16, 16),
+                    preset("best", iterations=60, race_rounds=3, race_min_steps=0), seed=0)
+    assert result.race is not None and result.iterations == 60
+    rounds = result.race["rounds"]
+    assert [len(r["candidates"]) for r in rounds] == [5, 3, 2]
+    for before, after in pairwise(rounds):
+        ranked = [c for _, c in sorted(zip(before["heldout_costs"], before["candidates"], strict=True))]
+        assert sorted(after["candidates"]) == sorted(ranked[:len(after["candidates"])])
+    last = rounds[-1]
+    assert result.race["chosen_total_variation"] == last["candidates"][last["heldout_costs"].index(
+        min(last["heldout_costs"]))]
 
 
 def test_adaptive_default_works_for_several_samples() -> None:

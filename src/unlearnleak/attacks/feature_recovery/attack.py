@@ -41,7 +41,8 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
         knowledge: what the server also knows (θ0, N, k, kind of unlearning, labels); None: nothing.
             The result's ``config["knowledge_used"]`` names the parts that were used.
         preset: an inversion preset name or a config: ``"best"`` (the default: adapts its TV weight to the
-            target by gradient cross-validation, ``adaptive.py``), ``"paper"`` (the official recipe),
+            target by gradient cross-validation when the budget affords the race, else spends it all on one
+            trajectory at TV 0.01; ``adaptive.py``), ``"paper"`` (the official recipe),
             ``"smooth"`` (the former default, fixed TV 0.3), ``"tabular"``. For tabular models ``"best"``
             means ``"tabular"``. The adaptive choice is recorded in ``Reconstruction.config["race"]``.
         labels: the k labels if known (default ``knowledge.labels``); None infers them from ∇*.

@@ -78,6 +78,9 @@ class InversionConfig(BaseModel):
     race: tuple[float, ...] = ()
     race_share: float = Field(0.5, gt=0, lt=1)
     race_holdout: float = Field(0.5, gt=0, lt=1)  # share of ∇*'s coordinates held out to score the race
+    race_rounds: int = Field(1, ge=1)  # successive halving: rounds, after each the better half goes on
+    race_min_steps: int = Field(0, ge=0)  # race only if each candidate gets this many steps (else one trajectory)
+    short_init: Literal["randn", "rand", "gray"] | None = None  # init of that one trajectory (None: ``init``)
 
     @model_validator(mode="after")
     def _check(self) -> InversionConfig:
@@ -119,9 +122,13 @@ PRESETS.register("best")(InversionConfig(
     # The project's default, adaptive (adaptive.py, docs/feature_recovery.md): the paper's optimiser (randn init,
     # signed AdamW lr 0.04, ×0.5 steps, boxed) with the TV weight chosen per target: five weights race for half
     # of the run (one restart each, one batch, on half of ∇*'s coordinates), the one with the lowest cosine
-    # cost on the held-out half continues on all of ∇*. Measured in benchmarks/tune_inversion.py (tuning cases).
+    # cost on the held-out half continues on all of ∇*. Only when the budget gives each candidate ≥ 150 steps
+    # (a shorter race cannot tell the weights apart); else the whole budget goes to one trajectory at TV 0.01
+    # from a gray start (0.5 + N(0, 0.1²)).
+    # Measured in benchmarks/tune_inversion.py and tune_short.py (tuning cases only).
     iterations=2000, restarts=1, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True, schedule="step",
     init="randn", boxed=True, cost="cosine", keep_best=True, race=(0.003, 0.01, 0.03, 0.1, 0.3), race_share=0.5,
+    race_min_steps=150, total_variation=0.01, short_init="gray",
 ))
 PRESETS.register("smooth")(InversionConfig(
     # The former default (issue 3): a fixed strong TV prior (0.3), tuned on the pretrained ConvNet-16. Strong
