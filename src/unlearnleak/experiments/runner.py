@@ -24,6 +24,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from unlearnleak.errors import CheckpointError, ConfigError
 from unlearnleak.experiments.executors import CellOutcome, CellTask, Executor, make_executor, resolve_cell_fn
@@ -63,8 +64,8 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: s
     console = console or Console()
     cells = expand_cells(config)
     _check_distinct(cells)
-    resolve_cell_fn(cell_fn)
     engine = make_executor(executor, workers=workers, address=address, threads=threads)
+    resolve_cell_fn(cell_fn)
     try:
         previous = _check_run_dir(run_dir, cells, overwrite)
         tasks = [CellTask(cell=c.hash, config=c.config.model_dump(mode="json"), cell_fn=cell_fn,
@@ -78,11 +79,11 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: s
         _clean_staging(run_dir)
         done, notes = _load_results(run_dir, {c.hash for c in cells})
         for note in notes:
-            console.print(note)
+            _say(console, note)
         write_text_atomic(run_dir / EXPERIMENT_FILE, experiment_yaml(config))
         todo = [t for t in tasks if t.cell not in done]
         if done:
-            console.print(f"resuming {run_dir}: {len(done)} of {len(cells)} cells already finished, "
+            _say(console, f"resuming {run_dir}: {len(done)} of {len(cells)} cells already finished, "
                           f"{len(todo)} to run")
         record = _start_record(previous, config, cells, engine, todo, cell_fn, address, argv)
         write_json_atomic(run_dir / RUN_FILE, record)
@@ -150,7 +151,7 @@ def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: di
             rows[task.cell] = row
             if row["status"] != "ok":
                 failed += 1
-                console.print(f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}")
+                _say(console, f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}")
             if progress is not None and task_id is not None:
                 progress.update(task_id, advance=1,
                                 description=f"cells ({failed} failed)" if failed else "cells")
@@ -367,6 +368,11 @@ def _finish_record(run_dir: Path, record: dict[str, Any], status: str, todo: lis
 # ----- console ------------------------------------------------------------------------------------------------
 
 
+def _say(console: Console, text: str) -> None:
+    """One message, printed as is (no rich markup, no line breaks inserted: logs stay greppable)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _params_text(params: dict[str, Any]) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
 
@@ -406,6 +412,7 @@ def headline_table(rows: Sequence[dict[str, Any]], title: str = "results") -> Ta
         for _, path, fmt in present:
             value = _get(row, *path)
             values.append("" if value is None else fmt.format(value) if isinstance(value, int | float) else str(value))
-        table.add_row(str(row.get("cell", ""))[:8], _params_text(row.get("params", {})), status,
-                      f"{row.get('seconds', 0):.1f}", *values)
+        cells = [str(row.get("cell", ""))[:8], _params_text(row.get("params", {})), status,
+                 f"{row.get('seconds', 0):.1f}", *values]
+        table.add_row(*(Text(cell) for cell in cells))  # plain text: no rich markup in values
     return table
