@@ -31,6 +31,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ("{}\n", ["--executor", "slurm"], ["unknown executor 'slurm'", "local, ray"]),
     ("{}\n", ["--address", "auto"], ["--address auto", "--executor ray"]),
     ("{}\n", ["--workers", "0"], ["--workers"]),
+    ("{}\n", ["--executor", "ray", "--address", "127.0.0.1:9"], ["--address 127.0.0.1:9", "ray start --head"]),
+    ("{}\n", ["--executor", "ray", "--set", "device=cuda:1"], ["cuda:1", "device=cuda"]),
     ("{}\n", ["--quick"], ["--quick", "quick:"]),
     ("{}\n", ["--cell-fn", "nowhere_module:cell"], ["nowhere_module"]),
 ])

@@ -117,7 +117,7 @@ def experiment_yaml(config: ExperimentConfig) -> str:
     for key in ("seed", "device"):  # set by the experiment's `seeds` and `device`; the loader refuses them here
         data["scenario"].pop(key, None)
     header = ("# The effective config of this run (after --quick, --set and --grid), as the runner saw it.\n"
-              "# Resume or extend with: unlearnleak run|sweep <this file> --out <this folder>\n")
+              "# Rerun or resume with: unlearnleak run|sweep <this file> --out <this folder>\n")
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
@@ -373,8 +373,8 @@ def _say(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _params_text(params: dict[str, Any]) -> str:
-    return "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+def _params_text(params: dict[str, Any], short: bool = False) -> str:
+    return "(" + ", ".join(f"{k.rsplit('.', 1)[-1] if short else k}={v}" for k, v in params.items()) + ")"
 
 
 def _get(row: dict[str, Any], *path: str) -> Any:
@@ -388,16 +388,20 @@ def _get(row: dict[str, Any], *path: str) -> Any:
 
 _HEADLINE: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("PSNR", ("feature_recovery", "metrics", "psnr"), "{:.2f}"),
-    ("PSNR mean-colour", ("feature_recovery", "baselines", "mean_colour", "psnr"), "{:.2f}"),
+    ("PSNR base", ("feature_recovery", "baselines", "mean_colour", "psnr"), "{:.2f}"),  # mean-colour image
     ("SSIM", ("feature_recovery", "metrics", "ssim"), "{:.3f}"),
     ("LPIPS", ("feature_recovery", "metrics", "lpips"), "{:.3f}"),
-    ("label correct", ("label_inference", "correct"), "{}"),
-    ("label chance", ("label_inference", "chance"), "{:.2f}"),
+    ("label", ("label_inference", "correct"), "{}"),
+    ("chance", ("label_inference", "chance"), "{:.2f}"),
 )
 
 
 def headline_table(rows: Sequence[dict[str, Any]], title: str = "results") -> Table:
-    """A rich table: one line per cell with its swept values, status, time and headline metrics (if present)."""
+    """A rich table: one line per cell with its swept values, status, time and headline metrics (if present).
+
+    PSNR base is the mean-colour image's PSNR, chance the label guesser's; "label" says whether the top
+    inferred label was a deleted one.
+    """
     table = Table(title=title)
     for name in ("cell", "params", "status", "seconds"):
         table.add_column(name, justify="right" if name == "seconds" else "left")
@@ -411,8 +415,12 @@ def headline_table(rows: Sequence[dict[str, Any]], title: str = "results") -> Ta
         values = []
         for _, path, fmt in present:
             value = _get(row, *path)
-            values.append("" if value is None else fmt.format(value) if isinstance(value, int | float) else str(value))
-        cells = [str(row.get("cell", ""))[:8], _params_text(row.get("params", {})), status,
+            if isinstance(value, bool):
+                values.append("yes" if value else "no")
+            else:
+                values.append("" if value is None else fmt.format(value) if isinstance(value, int | float) else
+                              str(value))
+        cells = [str(row.get("cell", ""))[:8], _params_text(row.get("params", {}), short=True), status,
                  f"{row.get('seconds', 0):.1f}", *values]
         table.add_row(*(Text(cell) for cell in cells))  # plain text: no rich markup in values
     return table

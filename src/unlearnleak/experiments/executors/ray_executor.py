@@ -6,6 +6,7 @@ Ray is optional (``pip install 'unlearnleak[ray]'``) and imported only when this
 from __future__ import annotations
 
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -60,6 +61,8 @@ class RayExecutor:
         ray = self._ray
         if ray.is_initialized():  # the caller's own ray.init (tests, notebooks): use it, leave it running
             return
+        if self.address is not None:
+            _check_reachable(self.address)
         kwargs: dict[str, Any] = {"address": self.address, "logging_level": logging.WARNING}
         if self.address is None:
             kwargs["include_dashboard"] = False
@@ -107,6 +110,18 @@ class RayExecutor:
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a host:port nobody listens on (ray.init itself retries for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():  # "auto", "local", or a form Ray resolves itself
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({exc.strerror or exc}); start "
+                          "one with `ray start --head` on that machine, or check the host and port") from exc
 
 
 def _first_line(exc: BaseException) -> str:
