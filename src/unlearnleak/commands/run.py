@@ -36,7 +36,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Delete what --o
 CellFnOpt = Annotated[str, typer.Option("--cell-fn", help="Advanced: the function that runs one cell, "
                                                           "module:function(config, cell_dir) -> row.")]
 GridOpt = Annotated[list[str] | None, typer.Option(
-    "--grid", help="Add or replace a swept key: key=[v1,v2], e.g. --grid scenario.n_train=[8,32] (repeatable).")]
+    "--grid", help="Add or replace a swept key: key=\\[v1,v2], e.g. --grid scenario.n_train=[8,32] (repeatable).")]
 
 
 def with_grid(config: ExperimentConfig, grid: list[str]) -> ExperimentConfig:

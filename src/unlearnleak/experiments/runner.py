@@ -151,7 +151,9 @@ def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: di
             rows[task.cell] = row
             if row["status"] != "ok":
                 failed += 1
-                _say(console, f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}")
+                # above the live bar when there is one (it owns the terminal), else on the run's console
+                _say(progress.console if progress is not None else console,
+                     f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}")
             if progress is not None and task_id is not None:
                 progress.update(task_id, advance=1,
                                 description=f"cells ({failed} failed)" if failed else "cells")
@@ -409,9 +411,7 @@ def headline_table(rows: Sequence[dict[str, Any]], title: str = "results") -> Ta
     for name, _, _ in present:
         table.add_column(name, justify="right")
     for row in rows:
-        status = row.get("status", "?")
-        if status != "ok":
-            status = f"{status}: {str(row.get('error', ''))[:60]}"
+        status = str(row.get("status", "?"))  # an error's message is printed when the cell fails, and is in its row
         values = []
         for _, path, fmt in present:
             value = _get(row, *path)
