@@ -102,3 +102,20 @@ def test_finetune_config_defaults_are_the_papers() -> None:
     cfg = ScenarioConfig()
     assert cfg.finetune == TrainConfig(epochs=1, lr=1e-3, momentum=0.0, weight_decay=0.0, batch_size=128,
                                        freeze_bn=True)
+
+
+def test_pretrain_seed_shares_one_theta0_across_seeds(tmp_path) -> None:
+    """Seeds draw D_ft and D_u; with pretrain_seed set, every seed starts from the same θ0 (the official s0)."""
+    from unlearnleak.scenario import ScenarioConfig, pretrained_base
+    from unlearnleak.training import TrainConfig
+
+    def base(seed: int, pretrain_seed: int | None) -> dict:
+        config = ScenarioConfig(dataset="digits", model="lenet", holdout=500, pretrain=TrainConfig(epochs=0),
+                                seed=seed, pretrain_seed=pretrain_seed, cache_dir=str(tmp_path))
+        return pretrained_base(config)[1]
+
+    shared = [base(s, 0) for s in (0, 1, 2)]
+    assert all(all(torch.equal(shared[0][k], other[k]) for k in shared[0]) for other in shared[1:])
+    assert all(torch.equal(shared[0][k], base(0, None)[k]) for k in shared[0])  # None: θ0 seeded by `seed`
+    own = base(1, None)
+    assert any(not torch.equal(shared[0][k], own[k]) for k in own)

@@ -24,6 +24,7 @@ for _module in ("unlearnleak.commands.scenario", "unlearnleak.commands.demo", "u
                 "unlearnleak.commands.infer_label", "unlearnleak.commands.audit", "unlearnleak.commands.study",
                 "unlearnleak.commands.run"):
     importlib.import_module(_module).register(app)
+importlib.import_module("unlearnleak.commands.report").register(app)  # issue 11: tables, figures, HTML
 app.add_typer(data_app, name="data", help="List, inspect and download datasets.")
 
 

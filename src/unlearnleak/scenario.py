@@ -113,18 +113,22 @@ class ScenarioConfig(BaseModel):
     forget: ForgetConfig = Field(default_factory=ForgetConfig)
     unlearning: UnlearningConfig = Field(default_factory=UnlearningConfig)
     seed: int = Field(0, ge=0, lt=2**63 - 1)  # torch generators take 64-bit seeds
+    # θ0's seed (initialisation and pretraining order); None: ``seed``. Set it to share one θ0 across seeds, as
+    # the official code does (one θ0 saved with --save_name s0, D_ft and D_u drawn per seed).
+    pretrain_seed: int | None = Field(None, ge=0, lt=2**63 - 1)
     device: str = "cpu"
     cache_dir: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _model_kwargs_default(cls, data: Any) -> Any:
-        """Without ``model_kwargs``, use the named model's defaults (convnet: width 16; others: none)."""
-        if isinstance(data, dict) and "model_kwargs" not in data:
-            model = data.get("model", "convnet")
-            if isinstance(model, str):
-                data = {**data, "model_kwargs": dict(DEFAULT_MODEL_KWARGS.get(model, {}))}
-        return data
+    @model_validator(mode="after")
+    def _model_kwargs_default(self) -> ScenarioConfig:
+        """Without ``model_kwargs``, use the named model's defaults (convnet: width 16; others: none).
+
+        Resolved after validation, so the field stays "unset": a config section that changes only ``model``
+        is not merged onto another model's kwargs (experiments.config.fill_section_defaults).
+        """
+        if "model_kwargs" not in self.model_fields_set:
+            self.__dict__["model_kwargs"] = dict(DEFAULT_MODEL_KWARGS.get(self.model, {}))
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> ScenarioConfig:
@@ -208,10 +212,11 @@ def pretrained_base(config: ScenarioConfig, train_set: Dataset | None = None) ->
     if train_set is None:
         train_set, _ = _load_splits(config)
     spec = model_spec(config, train_set)
+    seed = config.seed if config.pretrain_seed is None else config.pretrain_seed
     key = {"dataset": config.dataset, "split": config.train_split, "options": config.dataset_options,
            "holdout": config.holdout,
            "files": [f.sha256 for f in train_set.provenance.files], "n": len(train_set),
-           "spec": spec.to_dict(), "pretrain": config.pretrain.model_dump(mode="json"), "seed": config.seed,
+           "spec": spec.to_dict(), "pretrain": config.pretrain.model_dump(mode="json"), "seed": seed,
            "version": 1}
     digest = _hash(key)
     path = cache_dir(config.cache_dir) / "pretrained" / f"{config.dataset}-{config.model}-{digest}.safetensors"
@@ -223,11 +228,11 @@ def pretrained_base(config: ScenarioConfig, train_set: Dataset | None = None) ->
             return spec, state
         except (SafetensorError, OSError, ConfigError):
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not trusted
-    torch.manual_seed(config.seed)  # parameter initialisation
+    torch.manual_seed(seed)  # parameter initialisation
     model = build_model(spec)
     public = train_set.subset(torch.arange(config.holdout, len(train_set)))
     started = time.perf_counter()
-    train(model, public.x, public.y, config.pretrain, seed=config.seed, device=config.device, desc="pretraining θ0")
+    train(model, public.x, public.y, config.pretrain, seed=seed, device=config.device, desc="pretraining θ0")
     state = state_of(model)
     save_tensors_atomic(path, state, {"key": json.dumps(key, default=str),
                                       "seconds": f"{time.perf_counter() - started:.1f}"})

@@ -162,6 +162,7 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     report["verdict"] = outcome.verdict
     _figures(out, outcome, ground_truth)
     write_json_atomic(out / REPORT_FILE, report)
+    _html(out)
     return outcome
 
 
@@ -257,6 +258,13 @@ def verdict(report: dict[str, Any]) -> list[str]:
     if report.get("partial"):
         lines.append(f"PARTIAL: {report['partial_reason']}")
     return lines or ["Nothing was attacked."]
+
+
+def _html(out: Path) -> None:
+    """report.html: the same self-contained page as `unlearnleak report` (verdict, figures, provenance)."""
+    from unlearnleak.report.audit_page import write_audit_html
+
+    write_audit_html(out)
 
 
 def _figures(out: Path, outcome: AuditOutcome,

@@ -157,8 +157,8 @@ def fill_section_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[
         if not isinstance(value, dict) or section is None:
             continue
         default = field.get_default(call_default_factory=True)
-        if isinstance(default, BaseModel):
-            value = _merge(default.model_dump(), value)
+        if isinstance(default, BaseModel):  # only what the default sets on purpose (not derived fields)
+            value = _merge(default.model_dump(exclude_unset=True), value)
         out[key] = fill_section_defaults(section, value)
     return out
 

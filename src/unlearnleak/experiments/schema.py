@@ -160,10 +160,17 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _sweep(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for key, values in value.items():
-            if key in ("seeds", "sweep", "quick") or key.startswith(("sweep.", "quick.")):
-                raise ValueError(f"sweep key {key!r}: seeds go in `seeds`; sweep and quick cannot be swept")
+            parts = _sweep_keys(key)
+            for part in parts:
+                if part in ("seeds", "sweep", "quick") or part.startswith(("sweep.", "quick.")):
+                    raise ValueError(f"sweep key {key!r}: seeds go in `seeds`; sweep and quick cannot be swept")
             if not values:
                 raise ValueError(f"sweep key {key!r} lists no values")
+            if len(parts) > 1:
+                for v in values:
+                    if not isinstance(v, list) or len(v) != len(parts):
+                        raise ValueError(f"sweep key {key!r} sets {len(parts)} keys together: each value must be "
+                                         f"a list of {len(parts)} values, got {v!r}")
         return value
 
     @model_validator(mode="after")
@@ -208,12 +215,36 @@ def _validate(data: dict[str, Any], what: str) -> ExperimentConfig:
         raise ConfigError(validation_message(exc, what, model=ExperimentConfig)) from exc
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (e.g. "paper/fig3_cifar10"), for listings and errors."""
+    return sorted(p.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix() for p in SHIPPED_CONFIGS.rglob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` if it is a file, else the shipped config of that name ("paper/fig3_cifar10"), else an error."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.suffix or p.suffix in (".yaml", ".yml"):
+        name = Path(str(path).removeprefix("configs/"))
+        shipped = SHIPPED_CONFIGS / name.with_suffix(".yaml")
+        if shipped.is_file():
+            return shipped
+    names = shipped_configs()
+    raise ConfigError(f"experiment config {path} does not exist; give a YAML file or a shipped config name "
+                      f"({', '.join(names[:6])}{', …' if len(names) > 6 else ''}; all: unlearnleak run --list)")
+
+
 def load_experiment(path: str | Path | None, sets: list[str] | None = None, quick: bool = False
                     ) -> ExperimentConfig:
     """The experiment in YAML ``path`` (None: all defaults) ← its ``quick`` section if asked ← ``--set``s.
 
     Every cell of the sweep is validated too, so that a bad sweep value fails now, naming its key.
     """
+    path = resolve_config_path(path) if path is not None else None
     data = read_yaml_mapping(path, "experiment config") if path is not None else {}
     what = f"experiment config {path}" if path is not None else "experiment config"
     if quick:
@@ -235,21 +266,33 @@ def load_experiment(path: str | Path | None, sets: list[str] | None = None, quic
     return config
 
 
+def _sweep_keys(key: str) -> list[str]:
+    """The dotted keys a sweep entry sets: "a.b" alone, or "a.b,c.d" set together (zipped values)."""
+    return [part.strip() for part in key.split(",")]
+
+
 def expand_cells(config: ExperimentConfig) -> list[Cell]:
-    """The sweep's grid (keys in file order) × seeds, each cell a validated config with one seed."""
+    """The sweep's grid (keys in file order; "a,b" keys zipped) × seeds, each cell validated, with one seed."""
     keys = list(config.sweep)
     base = config.model_dump(mode="json")
     base["sweep"], base["quick"] = {}, {}
     cells = []
     for values in itertools.product(*(config.sweep[k] for k in keys)):
         data = copy.deepcopy(base)
+        params: dict[str, Any] = {}
         for key, value in zip(keys, values, strict=True):
-            set_path(data, key, copy.deepcopy(value), f"sweep: {key}")
+            parts = _sweep_keys(key)
+            for part, v in zip(parts, value if len(parts) > 1 else [value], strict=True):
+                set_path(data, part, copy.deepcopy(v), f"sweep: {part}")
+                params[part] = v
+        if "scenario.model" in params and "scenario.model_kwargs" not in params \
+                and "model_kwargs" not in config.scenario.model_fields_set:
+            data["scenario"].pop("model_kwargs", None)  # each swept model gets its own default kwargs
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         for seed in config.seeds:
             data["seeds"] = [seed]
-            shown = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
             cell_config = _validate(copy.deepcopy(data), f"sweep cell ({shown or 'no sweep'}, seed={seed})")
-            cells.append(Cell(params={**dict(zip(keys, values, strict=True)), "seed": seed}, config=cell_config))
+            cells.append(Cell(params={**params, "seed": seed}, config=cell_config))
     return cells
 
 

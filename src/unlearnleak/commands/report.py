@@ -1,0 +1,47 @@
+"""`unlearnleak report RUN_DIR`: tables, figures and one self-contained HTML page from a run (or audit) folder.
+
+Everything is read and checked, and every table and figure built in memory, before the output folder is
+staged; it is then published whole (``unlearnleak.storage.output_folder``) or not at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from unlearnleak.commands.common import handle_errors
+
+DEFAULT_OUT = "report"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `report` command to ``app``."""
+
+    @app.command("report")
+    @handle_errors
+    def report_command(
+        run_dir: Annotated[Path, typer.Argument(
+            help="A run folder of `unlearnleak run`/`sweep` (results.jsonl) or an `unlearnleak audit` folder.")],
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="Output folder (default: RUN_DIR/report).")] = None,
+        overwrite: Annotated[bool, typer.Option(help="Replace an existing report folder.")] = False,
+    ) -> None:
+        """Write CSV/Markdown tables, PNG figures and a self-contained index.html for a run or an audit."""
+        from rich.console import Console
+
+        from unlearnleak.report import build_report, headline_rich_table
+        from unlearnleak.report.build import INDEX_FILE, write_report
+        from unlearnleak.storage import check_output_folder, output_folder
+
+        target = out if out is not None else run_dir / DEFAULT_OUT
+        check_output_folder(target, overwrite=overwrite)
+        report = build_report(run_dir)
+        with output_folder(target, overwrite=overwrite) as staged:
+            write_report(report, staged)
+        console = Console()
+        if report.headline is not None:
+            console.print(headline_rich_table(report.headline))
+        typer.echo(f"report written to {target / INDEX_FILE} ({len(report.tables)} tables, "
+                   f"{len(report.figures)} figures)")
