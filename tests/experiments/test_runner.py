@@ -230,3 +230,18 @@ def test_unknown_executor_and_missing_ray_are_one_clear_error(sweep_config: Expe
     with pytest.raises(ConfigError, match=r"pip install 'unlearnleak\[ray\]'"):
         run(sweep_config, tmp_path / "run", executor="ray")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    ["sweep={scenario.model: [convnet, lenet]}"],  # each swept model takes its own default kwargs
+    ["scenario.model_kwargs={width: 8}", "sweep={scenario.n_train: [4, 6]}"],
+])
+def test_experiment_yaml_reads_back_to_the_same_cells(sweep_file: Path, marker_dir: Path, tmp_path: Path,
+                                                      extra: list[str]) -> None:
+    from unlearnleak.experiments.runner import experiment_yaml
+
+    config = load_experiment(sweep_file, extra)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(experiment_yaml(config), encoding="utf-8")
+    again = load_experiment(path)
+    assert [c.hash for c in expand_cells(again)] == [c.hash for c in expand_cells(config)]

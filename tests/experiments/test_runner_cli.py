@@ -75,7 +75,14 @@ def test_sweep_with_grid_runs_resumes_and_reports(tmp_path: Path, marker_dir: Pa
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "2 of 2 cells already finished, 0 to run" in again.output
     assert set(markers(marker_dir).values()) == {1}
-    # without the --grid it is another experiment: refused, the folder untouched
+    # --grid gives the same cells as the same sweep written in the file
+    from unlearnleak.commands.run import with_grid
+    from unlearnleak.experiments.schema import expand_cells, load_experiment
+
+    in_file = load_experiment(config, ["sweep={scenario.model: [convnet, lenet]}"])
+    by_grid = with_grid(load_experiment(config), ["scenario.model=[convnet, lenet]"])
+    assert [c.hash for c in expand_cells(by_grid)] == [c.hash for c in expand_cells(in_file)]
+    # another grid is another experiment: refused, the folder untouched
     one_error(runner.invoke(app, ["sweep", str(config), "--out", str(out), "--grid", "scenario.n_train=[4,8]",
                                   "--cell-fn", CELL_FN]), "different experiment", "--overwrite")
     assert len((out / "results.jsonl").read_text().splitlines()) == 2

@@ -61,12 +61,11 @@ def with_grid(config: ExperimentConfig, grid: list[str]) -> ExperimentConfig:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"--grid {item!r}: the values must be a non-empty YAML list, e.g. {key}=[8, 32]")
         sweep[key] = values
-    data = config.model_dump(mode="json")
-    data["sweep"] = sweep
-    try:
-        updated = ExperimentConfig.model_validate(data)
+    try:  # the sweep's own checks (reserved keys, zipped lengths)
+        ExperimentConfig.model_validate({**config.model_dump(mode="json"), "sweep": sweep})
     except ValidationError as exc:
         raise ConfigError(validation_message(exc, "--grid", model=ExperimentConfig)) from exc
+    updated = config.model_copy(update={"sweep": sweep})  # keeps which fields were set (e.g. model_kwargs)
     expand_cells(updated)  # a bad value fails now, naming its key
     return updated
 

@@ -116,6 +116,8 @@ def experiment_yaml(config: ExperimentConfig) -> str:
     data = config.model_dump(mode="json")
     for key in ("seed", "device"):  # set by the experiment's `seeds` and `device`; the loader refuses them here
         data["scenario"].pop(key, None)
+    if "model_kwargs" not in config.scenario.model_fields_set:  # derived from the model (and per swept model)
+        data["scenario"].pop("model_kwargs", None)
     header = ("# The effective config of this run (after --quick, --set and --grid), as the runner saw it.\n"
               "# Rerun or resume with: unlearnleak run|sweep <this file> --out <this folder>\n")
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
