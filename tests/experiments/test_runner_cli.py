@@ -96,3 +96,15 @@ def test_failed_cells_exit_1_and_say_how_to_retry(tmp_path: Path, marker_dir: Pa
                                  "--cell-fn", CELL_FN])
     assert result.exit_code == 1, result.output
     assert "2 cell(s) failed" in result.stderr and "error.txt" in result.stderr and "retry" in result.stderr
+
+
+def test_list_shows_the_shipped_configs_and_missing_arguments_are_named() -> None:
+    from unlearnleak.experiments.schema import shipped_configs
+
+    result = runner.invoke(app, ["run", "--list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    names = shipped_configs()
+    assert names and all(name in result.output for name in names)
+    one_error(runner.invoke(app, ["run"]), "missing CONFIG", "--list")
+    one_error(runner.invoke(app, ["sweep", names[0]]), "missing --out RUN_DIR")
+    one_error(runner.invoke(app, ["run", "paper/no_such_experiment", "--out", "x"]), "paper/no_such_experiment")

@@ -16,9 +16,12 @@ from unlearnleak.experiments.schema import ExperimentConfig
 EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C (128 + SIGINT)
 EXIT_CELLS_FAILED = 1
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML), e.g. configs/paper/fig3_cifar10.yaml.",
-                                           show_default=False)]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder: created, or resumed if it holds this "
+ConfigArg = Annotated[Path | None, typer.Argument(
+    help="Experiment config: a YAML file, or a shipped config's name such as paper/fig3_cifar10 (see --list).",
+    show_default=False)]
+ListOpt = Annotated[bool, typer.Option("--list", help="List the shipped configs (name, runtime, description) "
+                                                      "and exit.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run folder: created, or resumed if it holds this "
                                                           "experiment (experiment.yaml, run.json, results.jsonl, "
                                                           "cells/).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
@@ -88,12 +91,39 @@ def _command(kind: str, config: Path, out: Path, sets: list[str], quick: bool, g
     return argv
 
 
-def _execute(ctx: typer.Context, kind: str, config_path: Path, out: Path, sets: list[str] | None, quick: bool,
-             grid: list[str] | None, executor: str, workers: int | None, address: str | None, overwrite: bool,
-             cell_fn: str) -> None:
+def list_configs() -> None:
+    """Print the shipped configs: name, kind (run or sweep), expected runtime and the description's first line."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from unlearnleak.experiments.config import read_yaml_mapping
+    from unlearnleak.experiments.schema import resolve_config_path, shipped_configs
+
+    table = Table(title="shipped experiment configs (unlearnleak run|sweep NAME --out RUN_DIR [--quick])")
+    for column in ("name", "command", "expected runtime", "description"):
+        table.add_column(column)
+    for name in shipped_configs():
+        data = read_yaml_mapping(resolve_config_path(name), "experiment config")
+        description = str(data.get("description") or "").strip().splitlines()
+        table.add_row(*(Text(cell) for cell in (name, "sweep" if data.get("sweep") else "run",
+                                                str(data.get("expected_runtime") or "?"),
+                                                description[0] if description else "")))
+    Console().print(table)
+
+
+def _execute(ctx: typer.Context, kind: str, config_path: Path | None, out: Path | None, sets: list[str] | None,
+             quick: bool, grid: list[str] | None, executor: str, workers: int | None, address: str | None,
+             overwrite: bool, cell_fn: str, list_: bool) -> None:
     from unlearnleak.experiments.runner import RunInterrupted, run_experiment
     from unlearnleak.experiments.schema import load_experiment
 
+    if list_:
+        list_configs()
+        return
+    if config_path is None or out is None:
+        missing = "CONFIG (a YAML file or a shipped name, see --list)" if config_path is None else "--out RUN_DIR"
+        raise ConfigError(f"missing {missing}; usage: unlearnleak {kind} CONFIG --out RUN_DIR")
     sets, grid = list(sets or []), list(grid or [])
     config = load_experiment(config_path, sets, quick)
     if grid:
@@ -123,21 +153,21 @@ def _execute(ctx: typer.Context, kind: str, config_path: Path, out: Path, sets: 
 
 
 @handle_errors
-def run_command(ctx: typer.Context, config: ConfigArg, out: OutOpt, set_: SetOpt = None, quick: QuickOpt = False,
-                executor: ExecutorOpt = "local", workers: WorkersOpt = None, address: AddressOpt = None,
-                overwrite: OverwriteOpt = False,
-                cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell") -> None:
+def run_command(ctx: typer.Context, config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
+                quick: QuickOpt = False, executor: ExecutorOpt = "local", workers: WorkersOpt = None,
+                address: AddressOpt = None, overwrite: OverwriteOpt = False,
+                cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell", list_: ListOpt = False) -> None:
     """Run one experiment (its seeds are its cells); re-running the same command resumes it."""
-    _execute(ctx, "run", config, out, set_, quick, None, executor, workers, address, overwrite, cell_fn)
+    _execute(ctx, "run", config, out, set_, quick, None, executor, workers, address, overwrite, cell_fn, list_)
 
 
 @handle_errors
-def sweep_command(ctx: typer.Context, config: ConfigArg, out: OutOpt, set_: SetOpt = None, quick: QuickOpt = False,
-                  grid: GridOpt = None, executor: ExecutorOpt = "local", workers: WorkersOpt = None,
-                  address: AddressOpt = None, overwrite: OverwriteOpt = False,
-                  cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell") -> None:
+def sweep_command(ctx: typer.Context, config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
+                  quick: QuickOpt = False, grid: GridOpt = None, executor: ExecutorOpt = "local",
+                  workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
+                  cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell", list_: ListOpt = False) -> None:
     """Run the grid of a config's `sweep:` (× seeds), one cell per point; re-running resumes it."""
-    _execute(ctx, "sweep", config, out, set_, quick, grid, executor, workers, address, overwrite, cell_fn)
+    _execute(ctx, "sweep", config, out, set_, quick, grid, executor, workers, address, overwrite, cell_fn, list_)
 
 
 def register(app: typer.Typer) -> None:
