@@ -149,6 +149,29 @@ def test_sigint_to_a_pool_sweep_keeps_finished_cells_and_resumes(sweep_file: Pat
     assert cell_files(out) == cell_files(tmp_path / "clean")
 
 
+def test_sigterm_stops_an_in_process_sweep_like_ctrl_c(sweep_file: Path, marker_dir: Path, tmp_path: Path) -> None:
+    """A batch scheduler's SIGTERM: exit 130, run.json says interrupted, finished cells kept."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-c", "from unlearnleak.cli import main; main()", "sweep", str(sweep_file),
+            "--out", str(out), "--workers", "1", "--cell-fn", CELL_FN]
+    env = {**os.environ, "UNLEARNLEAK_TEST_BLOCK_N": "6", "UNLEARNLEAK_PROGRESS": "0"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(marker_dir.glob("*.started")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "interrupted: 2 of 4 cells are finished" in stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert len(read_results(out)) == 2
+
+
 def test_a_torn_last_line_is_discarded_and_its_cell_rerun(sweep_config: ExperimentConfig, marker_dir: Path,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -91,7 +91,8 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: s
         params = {c.hash: c.params for c in cells}
         status = "failed"
         try:
-            _run_cells(engine, todo, run_dir, params, rows, console)
+            with _terminate_as_interrupt():
+                _run_cells(engine, todo, run_dir, params, rows, console)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -174,18 +175,39 @@ def _cell_progress(show: bool, total: int, console: Console) -> Iterator[Progres
         yield progress
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch scheduler's time limit, `kill`, `timeout`) stops the run like Ctrl-C: cells kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C for the few milliseconds of a write, then deliver it (main thread only)."""
+    """Hold Ctrl-C and SIGTERM for the few milliseconds of a write, then deliver them (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if caught:
             raise KeyboardInterrupt
 
