@@ -21,7 +21,8 @@ app = typer.Typer(
 
 # Sub-commands living in their own modules; each exposes register(app).
 for _module in ("unlearnleak.commands.scenario", "unlearnleak.commands.demo", "unlearnleak.commands.recover",
-                "unlearnleak.commands.infer_label", "unlearnleak.commands.audit", "unlearnleak.commands.study"):
+                "unlearnleak.commands.infer_label", "unlearnleak.commands.audit", "unlearnleak.commands.study",
+                "unlearnleak.commands.run"):
     importlib.import_module(_module).register(app)
 importlib.import_module("unlearnleak.commands.report").register(app)  # issue 11: tables, figures, HTML
 app.add_typer(data_app, name="data", help="List, inspect and download datasets.")

@@ -1,0 +1,116 @@
+"""The default executor: a spawn-context process pool sized to this machine, torch threads split per worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from multiprocessing import get_context
+
+from unlearnleak.errors import ConfigError
+from unlearnleak.experiments.executors import EXECUTORS
+from unlearnleak.experiments.executors.cell import CellOutcome, CellTask, error_line, execute_cell
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. in containers)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _init_worker(threads: int) -> None:
+    """Pool worker start: Ctrl-C is the driver's to handle; torch gets its share of the cores; no nested bars."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["UNLEARNLEAK_PROGRESS"] = "0"
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@EXECUTORS.register("local")
+class LocalExecutor:
+    """concurrent.futures.ProcessPoolExecutor (spawn); one worker runs the cells in this process."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None, address: str | None, threads: int | None) -> None:
+        if address is not None:
+            raise ConfigError(f"--address {address}: only --executor ray connects to a cluster; "
+                              "drop --address or add --executor ray")
+        self.workers = workers
+        self.threads = threads
+
+    def size(self, tasks: Sequence[CellTask]) -> int:
+        """Workers for ``tasks``: --workers, else one per core (one for GPU cells, which share the device)."""
+        if self.workers is not None:
+            return max(1, min(self.workers, len(tasks)))
+        if any(t.device.startswith("cuda") for t in tasks):
+            return 1
+        return max(1, min(len(tasks), available_cpus()))
+
+    def preflight(self, tasks: Sequence[CellTask]) -> None:
+        """Every device the cells name must exist here."""
+        from unlearnleak.devices import check_device
+
+        for device in sorted({t.device for t in tasks}):
+            try:
+                check_device(device)
+            except ConfigError as exc:
+                raise ConfigError(f"device: {exc} (in the config's `device`, or --set device=cpu)") from exc
+
+    def run(self, tasks: Sequence[CellTask], on_done: Callable[[CellTask, CellOutcome], None]) -> None:
+        """Run the cells in this process (one worker) or in a pool, reporting each as it finishes."""
+        workers = self.size(tasks)
+        if workers == 1:
+            for task in tasks:
+                on_done(task, execute_cell(replace(task, threads=self.threads)))
+            return
+        threads = self.threads or max(1, available_cpus() // workers)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                   initializer=_init_worker, initargs=(threads,))
+        futures: dict[Future[CellOutcome], CellTask] = {}
+        try:
+            for task in tasks:
+                futures[pool.submit(execute_cell, replace(task, quiet=True))] = task
+            for future in as_completed(list(futures)):
+                on_done(futures.pop(future), _outcome(future))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            _terminate_workers(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Nothing outlives :meth:`run`."""
+
+
+def _outcome(future: Future[CellOutcome]) -> CellOutcome:
+    """The cell's outcome, or an error row when its worker could not deliver one."""
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        message = f"the worker process died before finishing this cell (killed, or out of memory?): {exc}"
+        return CellOutcome(row={"status": "error", "error": message}, artifacts={})
+    except Exception as exc:  # e.g. a result that cannot be sent back
+        return CellOutcome(row={"status": "error", "error": error_line(exc)}, artifacts={})
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop the cells still running (Ctrl-C): their results would arrive after the driver has stopped listening.
+
+    Python 3.14 has ``terminate_workers``; before it, the pool's process table is the only handle on them.
+    """
+    terminate = getattr(pool, "terminate_workers", None)
+    if callable(terminate):
+        terminate()
+        return
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.terminate()

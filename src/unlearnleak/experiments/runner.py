@@ -1,0 +1,450 @@
+"""Run an experiment's cells into a resumable run folder; only this driver process writes the folder.
+
+RUN_DIR/experiment.yaml  the effective config;  run.json  provenance (command, versions, git revision, executor,
+times, cells);  results.jsonl  one row per finished cell (one write per line);  cells/<hash>/  the cell's files
+(staged in cells/.<hash>.partial, then renamed). A re-run skips cells with an "ok" row and retries the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from unlearnleak.errors import CheckpointError, ConfigError
+from unlearnleak.experiments.executors import CellOutcome, CellTask, Executor, make_executor, resolve_cell_fn
+from unlearnleak.experiments.executors.cell import ERROR_FILE
+from unlearnleak.experiments.schema import Cell, ExperimentConfig, expand_cells
+from unlearnleak.progress import progress_enabled
+from unlearnleak.storage import check_creatable, environment_record, to_json, write_json_atomic, write_text_atomic
+
+DEFAULT_CELL_FN = "unlearnleak.experiments.pipeline:run_cell"
+EXPERIMENT_FILE = "experiment.yaml"
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+CELLS_DIR = "cells"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: every finished cell is kept; ``message`` says how many and how to resume."""
+
+    def __init__(self, message: str, finished: int, total: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.finished = finished
+        self.total = total
+
+
+def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: str = "local",
+                   workers: int | None = None, address: str | None = None, overwrite: bool = False,
+                   cell_fn: str = DEFAULT_CELL_FN, console: Console | None = None, threads: int | None = None,
+                   argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run every cell of ``config`` that has no "ok" row in ``run_dir`` yet; return all rows in cell order.
+
+    Everything that would break every cell (unknown executor, missing Ray, a device that is not there, a
+    different experiment already in ``run_dir``) fails before anything is written. Ctrl-C raises
+    :class:`RunInterrupted` after keeping every finished cell.
+    """
+    run_dir = Path(run_dir)
+    console = console or Console()
+    cells = expand_cells(config)
+    _check_distinct(cells)
+    engine = make_executor(executor, workers=workers, address=address, threads=threads)
+    resolve_cell_fn(cell_fn)
+    try:
+        previous = _check_run_dir(run_dir, cells, overwrite)
+        tasks = [CellTask(cell=c.hash, config=c.config.model_dump(mode="json"), cell_fn=cell_fn,
+                          device=c.config.device, threads=threads) for c in cells]
+        engine.preflight(tasks)
+        # ---- nothing was written before this line ----
+        if overwrite and run_dir.exists():
+            _remove_run_dir(run_dir)
+            previous = None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _clean_staging(run_dir)
+        done, notes = _load_results(run_dir, {c.hash for c in cells})
+        for note in notes:
+            _say(console, note)
+        write_text_atomic(run_dir / EXPERIMENT_FILE, experiment_yaml(config))
+        todo = [t for t in tasks if t.cell not in done]
+        if done:
+            _say(console, f"resuming {run_dir}: {len(done)} of {len(cells)} cells already finished, "
+                          f"{len(todo)} to run")
+        record = _start_record(previous, config, cells, engine, todo, cell_fn, address, argv)
+        write_json_atomic(run_dir / RUN_FILE, record)
+        rows = dict(done)
+        params = {c.hash: c.params for c in cells}
+        status = "failed"
+        try:
+            with _terminate_as_interrupt():
+                _run_cells(engine, todo, run_dir, params, rows, console)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            finished = sum(1 for r in rows.values() if r["status"] == "ok")
+            running = len(todo) - sum(1 for t in todo if t.cell in rows)
+            raise RunInterrupted(
+                f"interrupted: {finished} of {len(cells)} cells are finished and kept in {run_dir} "
+                f"({running} unfinished will run on resume); run the same command again to resume",
+                finished, len(cells)) from None
+        finally:
+            _finish_record(run_dir, record, status, todo, rows)
+    finally:
+        engine.close()
+    ordered = [rows[c.hash] for c in cells if c.hash in rows]
+    if ordered:
+        console.print(headline_table(ordered, title=f"{config.name}: {len(ordered)} cells"))
+    return ordered
+
+
+def experiment_yaml(config: ExperimentConfig) -> str:
+    """The effective config as YAML that ``load_experiment`` reads back to the same cells."""
+    data = config.model_dump(mode="json")
+    for key in ("seed", "device"):  # set by the experiment's `seeds` and `device`; the loader refuses them here
+        data["scenario"].pop(key, None)
+    if "model_kwargs" not in config.scenario.model_fields_set:  # derived from the model (and per swept model)
+        data["scenario"].pop("model_kwargs", None)
+    header = ("# The effective config of this run (after --quick, --set and --grid), as the runner saw it.\n"
+              "# Rerun or resume with: unlearnleak run|sweep <this file> --out <this folder>\n")
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``run_dir``/results.jsonl (a torn last line, from a crash mid-write, is left out)."""
+    rows, _ = _parse_results(Path(run_dir) / RESULTS_FILE)
+    return rows
+
+
+# ----- the run loop -------------------------------------------------------------------------------------------
+
+
+def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: dict[str, dict[str, Any]],
+               rows: dict[str, dict[str, Any]], console: Console) -> None:
+    show = progress_enabled() and len(todo) > 1
+    if not show:  # one cell (or bars off): let the cell show its own progress when it runs in this process
+        todo = [replace(t, quiet=False) for t in todo]
+    failed = 0
+    with _cell_progress(show, len(todo), console) as progress:
+        task_id = progress.add_task("cells", total=len(todo)) if progress is not None else None
+
+        def on_done(task: CellTask, outcome: CellOutcome) -> None:
+            nonlocal failed
+            row = {"cell": task.cell, "params": params[task.cell], "config": task.config, **outcome.row}
+            artifacts = dict(outcome.artifacts)
+            if row["status"] != "ok" and ERROR_FILE not in artifacts:
+                artifacts[ERROR_FILE] = (row.get("error", "failed") + "\n").encode("utf-8")
+            with _interrupts_deferred():  # the folder and its row land together, or the cell reruns
+                _publish_cell(run_dir, task.cell, artifacts)
+                _append_row(run_dir / RESULTS_FILE, row)
+            rows[task.cell] = row
+            if row["status"] != "ok":
+                failed += 1
+                # above the live bar when there is one (it owns the terminal), else on the run's console
+                _say(progress.console if progress is not None else console,
+                     f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}")
+            if progress is not None and task_id is not None:
+                progress.update(task_id, advance=1,
+                                description=f"cells ({failed} failed)" if failed else "cells")
+
+        engine.run(todo, on_done)
+
+
+@contextmanager
+def _cell_progress(show: bool, total: int, console: Console) -> Iterator[Progress | None]:
+    if not show:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        yield progress
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch scheduler's time limit, `kill`, `timeout`) stops the run like Ctrl-C: cells kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM for the few milliseconds of a write, then deliver them (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            raise KeyboardInterrupt
+
+
+# ----- the run folder -----------------------------------------------------------------------------------------
+
+
+def _check_distinct(cells: list[Cell]) -> None:
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        if cell.hash in seen:
+            raise ConfigError(f"sweep: cells {_params_text(seen[cell.hash].params)} and {_params_text(cell.params)} "
+                              "are the same experiment; remove the repeated value")
+        seen[cell.hash] = cell
+
+
+def _check_run_dir(run_dir: Path, cells: list[Cell], overwrite: bool) -> dict[str, Any] | None:
+    """The existing run record of ``run_dir`` if it holds this experiment; None for a new folder."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
+    check_creatable(run_dir, f"--out {run_dir}: cannot write it,", "choose another --out")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()) or overwrite:
+        return None
+    record_path = run_dir / RUN_FILE
+    if not record_path.is_file():
+        raise ConfigError(f"--out {run_dir} already holds files but no {RUN_FILE}, so it is not a run folder; "
+                          "choose another --out, or pass --overwrite to replace it")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        previous_cells = set(record["cells"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{record_path} cannot be read ({exc}); pass --overwrite to start the run afresh "
+                              "or choose another --out") from exc
+    current = {c.hash for c in cells}
+    if previous_cells != current:
+        name = record.get("experiment", "?")
+        raise ConfigError(
+            f"--out {run_dir} holds a different experiment ({name!r}: {len(previous_cells)} cells, "
+            f"{len(previous_cells & current)} shared with this one's {len(current)}); resume it with the same "
+            f"config and options (see {run_dir / EXPERIMENT_FILE}), choose another --out, or pass --overwrite "
+            "to start afresh")
+    return record
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """--overwrite: move the old folder aside, then delete it (a crash leaves a hidden sibling, not a mix)."""
+    aside = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
+    os.replace(run_dir, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _clean_staging(run_dir: Path) -> None:
+    """Remove cell folders a crash left half-published (they are not results: their cells rerun)."""
+    cells_dir = run_dir / CELLS_DIR
+    if cells_dir.is_dir():
+        for leftover in [*cells_dir.glob(".*.partial"), *cells_dir.glob(".*.old")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _parse_results(path: Path) -> tuple[list[dict[str, Any]], bytes]:
+    """(rows, torn tail): a last line without its newline is a write cut short by a crash."""
+    if not path.is_file():
+        return [], b""
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    data, torn = data[:cut], data[cut:]
+    rows = []
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("cell"), str) or "status" not in row:
+                raise ValueError("not a row object with `cell` and `status`")
+        except ValueError as exc:
+            raise CheckpointError(f"{path} line {number} is not a result row ({exc}); delete that line (its "
+                                  "cell will run again) or pass --overwrite to start afresh") from exc
+        rows.append(row)
+    return rows, torn
+
+
+def _load_results(run_dir: Path, hashes: set[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The "ok" rows by cell; torn lines and failed cells are dropped from the file (rewritten atomically)."""
+    path = run_dir / RESULTS_FILE
+    rows, torn = _parse_results(path)
+    unknown = sorted({r["cell"] for r in rows} - hashes)
+    if unknown:
+        raise CheckpointError(f"{path} holds rows of cells that are not in this experiment ({', '.join(unknown[:3])}"
+                              "); it was edited or copied in: pass --overwrite to start afresh")
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        latest.pop(row["cell"], None)
+        latest[row["cell"]] = row
+    done = {cell: row for cell, row in latest.items() if row["status"] == "ok"}
+    failed = len(latest) - len(done)
+    notes = []
+    if torn:
+        notes.append(f"{path}: discarded a torn last line ({len(torn)} bytes, from a write cut short by a crash); "
+                     "its cell runs again")
+    if failed:
+        notes.append(f"retrying {failed} cell(s) that failed last time (their tracebacks: "
+                     f"{run_dir / CELLS_DIR}/<hash>/{ERROR_FILE})")
+    if torn or len(done) != len(rows):
+        write_text_atomic(path, "".join(to_json(row) + "\n" for row in done.values()))
+    return done, notes
+
+
+def _publish_cell(run_dir: Path, cell: str, artifacts: dict[str, bytes]) -> None:
+    """Write the cell's files into cells/.<hash>.partial, then rename it to cells/<hash> (replacing a failed one)."""
+    cells_dir = run_dir / CELLS_DIR
+    staged, final, old = cells_dir / f".{cell}.partial", cells_dir / cell, cells_dir / f".{cell}.old"
+    for leftover in (staged, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staged.mkdir(parents=True)
+    for relative, data in artifacts.items():
+        parts = PurePosixPath(relative).parts
+        if PurePosixPath(relative).is_absolute() or ".." in parts or not parts:
+            raise ConfigError(f"cell {cell}: artifact path {relative!r} leaves the cell folder")
+        target = staged.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    if final.exists():
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one row as one line with a single write, then fsync (a crash can only tear the last line)."""
+    line = (to_json(row) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {path} ({written} of {len(line)} bytes); the disk may be full")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _start_record(previous: dict[str, Any] | None, config: ExperimentConfig, cells: list[Cell], engine: Executor,
+                  todo: list[CellTask], cell_fn: str, address: str | None,
+                  argv: Sequence[str] | None) -> dict[str, Any]:
+    record: dict[str, Any] = dict(previous) if previous else {"experiment": config.name, "created": _now(),
+                                                              "invocations": []}
+    invocation: dict[str, Any] = {
+        "argv": list(argv if argv is not None else sys.argv),
+        "executor": engine.name,
+        "workers": engine.size(todo) if todo else engine.workers,
+        "address": address,
+        "cell_fn": cell_fn,
+        "started": _now(),
+        "finished": None,
+        "status": "running",
+        "cells_to_run": len(todo),
+        "environment": environment_record(),
+    }
+    record["experiment"] = config.name
+    record["cells"] = {c.hash: c.params for c in cells}
+    record["invocations"] = [*record.get("invocations", []), invocation]
+    record.update({k: invocation[k] for k in ("argv", "executor", "workers", "address", "started", "finished",
+                                              "status", "environment")})
+    return record
+
+
+def _finish_record(run_dir: Path, record: dict[str, Any], status: str, todo: list[CellTask],
+                   rows: dict[str, dict[str, Any]]) -> None:
+    ran = [rows[t.cell] for t in todo if t.cell in rows]
+    invocation = record["invocations"][-1]
+    invocation.update(finished=_now(), status=status, ok=sum(r["status"] == "ok" for r in ran),
+                      errors=sum(r["status"] != "ok" for r in ran))
+    record.update(finished=invocation["finished"], status=status,
+                  ok=sum(r["status"] == "ok" for r in rows.values()), cells_total=len(record["cells"]))
+    write_json_atomic(run_dir / RUN_FILE, record)
+
+
+# ----- console ------------------------------------------------------------------------------------------------
+
+
+def _say(console: Console, text: str) -> None:
+    """One message, printed as is (no rich markup, no line breaks inserted: logs stay greppable)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _params_text(params: dict[str, Any], short: bool = False) -> str:
+    return "(" + ", ".join(f"{k.rsplit('.', 1)[-1] if short else k}={v}" for k, v in params.items()) + ")"
+
+
+def _get(row: dict[str, Any], *path: str) -> Any:
+    node: Any = row
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+_HEADLINE: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("PSNR", ("feature_recovery", "metrics", "psnr"), "{:.2f}"),
+    ("PSNR base", ("feature_recovery", "baselines", "mean_colour", "psnr"), "{:.2f}"),  # mean-colour image
+    ("SSIM", ("feature_recovery", "metrics", "ssim"), "{:.3f}"),
+    ("LPIPS", ("feature_recovery", "metrics", "lpips"), "{:.3f}"),
+    ("label", ("label_inference", "correct"), "{}"),
+    ("chance", ("label_inference", "chance"), "{:.2f}"),
+)
+
+
+def headline_table(rows: Sequence[dict[str, Any]], title: str = "results") -> Table:
+    """A rich table: one line per cell with its swept values, status, time and headline metrics (if present).
+
+    PSNR base is the mean-colour image's PSNR, chance the label guesser's; "label" says whether the top
+    inferred label was a deleted one.
+    """
+    table = Table(title=title)
+    for name in ("cell", "params", "status", "seconds"):
+        table.add_column(name, justify="right" if name == "seconds" else "left")
+    present = [(name, path, fmt) for name, path, fmt in _HEADLINE if any(_get(r, *path) is not None for r in rows)]
+    for name, _, _ in present:
+        table.add_column(name, justify="right")
+    for row in rows:
+        status = str(row.get("status", "?"))  # an error's message is printed when the cell fails, and is in its row
+        values = []
+        for _, path, fmt in present:
+            value = _get(row, *path)
+            if isinstance(value, bool):
+                values.append("yes" if value else "no")
+            else:
+                values.append("" if value is None else fmt.format(value) if isinstance(value, int | float) else
+                              str(value))
+        cells = [str(row.get("cell", ""))[:8], _params_text(row.get("params", {}), short=True), status,
+                 f"{row.get('seconds', 0):.1f}", *values]
+        table.add_row(*(Text(cell) for cell in cells))  # plain text: no rich markup in values
+    return table
