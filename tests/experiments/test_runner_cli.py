@@ -27,7 +27,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ("seeds: [0, 0]\n", [], ["seeds", "distinct"]),
     ("device: tpu\n", [], ["device"]),
     ("{}\n", ["--set", "attacks.feature_recovery.iterations=-3"], ["attacks.feature_recovery.iterations"]),
-    ("sweep:\n  scenario.n_train: [4, 6]\n", [], ["sweeps scenario.n_train", "unlearnleak sweep"]),
+    ("sweep:\n  scenario.n_trian: [4, 6]\n", [], ["scenario.n_trian", "unknown key"]),
     ("{}\n", ["--executor", "slurm"], ["unknown executor 'slurm'", "local, ray"]),
     ("{}\n", ["--address", "auto"], ["--address auto", "--executor ray"]),
     ("{}\n", ["--workers", "0"], ["--workers"]),

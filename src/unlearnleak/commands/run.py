@@ -101,12 +101,12 @@ def list_configs() -> None:
     from unlearnleak.experiments.schema import resolve_config_path, shipped_configs
 
     table = Table(title="shipped experiment configs (unlearnleak run|sweep NAME --out RUN_DIR [--quick])")
-    for column in ("name", "command", "expected runtime", "description"):
+    for column in ("name", "grid", "expected runtime", "description"):
         table.add_column(column)
     for name in shipped_configs():
         data = read_yaml_mapping(resolve_config_path(name), "experiment config")
         description = str(data.get("description") or "").strip().splitlines()
-        table.add_row(*(Text(cell) for cell in (name, "sweep" if data.get("sweep") else "run",
+        table.add_row(*(Text(cell) for cell in (name, f"{len(data.get('sweep') or {})} swept key(s)",
                                                 str(data.get("expected_runtime") or "?"),
                                                 description[0] if description else "")))
     Console().print(table)
@@ -128,9 +128,6 @@ def _execute(ctx: typer.Context, kind: str, config_path: Path | None, out: Path 
     config = load_experiment(config_path, sets, quick)
     if grid:
         config = with_grid(config, grid)
-    if kind == "run" and config.sweep:
-        raise ConfigError(f"{config_path} sweeps {', '.join(config.sweep)}: run it with `unlearnleak sweep "
-                          f"{config_path} --out ...`, or drop the sweep with --set sweep={{}}")
     if kind == "sweep" and not config.sweep:
         raise ConfigError(f"{config_path} has no `sweep:` section and no --grid was given: add one "
                           "(e.g. --grid scenario.n_train=[8,32]) or run it with `unlearnleak run`")
@@ -157,7 +154,7 @@ def run_command(ctx: typer.Context, config: ConfigArg = None, out: OutOpt = None
                 quick: QuickOpt = False, executor: ExecutorOpt = "local", workers: WorkersOpt = None,
                 address: AddressOpt = None, overwrite: OverwriteOpt = False,
                 cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell", list_: ListOpt = False) -> None:
-    """Run one experiment (its seeds are its cells); re-running the same command resumes it."""
+    """Run one experiment: its grid (`sweep:`) × seeds, one cell each; re-running the same command resumes it."""
     _execute(ctx, "run", config, out, set_, quick, None, executor, workers, address, overwrite, cell_fn, list_)
 
 

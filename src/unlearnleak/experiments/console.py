@@ -55,7 +55,7 @@ def _recovery_cell(fr: dict[str, Any] | None) -> str:
     m, base = fr.get("metrics"), fr.get("baselines") or {}
     if not m:
         return "not scored (no ground truth)"
-    if fr.get("image"):
+    if fr.get("image", "psnr" in m):  # rows of a user's --cell-fn may carry only some keys
         text = _triple(m, ("psnr", "ssim", "lpips"))
         flat = base.get("mean_colour")
         text += f"\nmean colour {_triple(flat, ('psnr', 'ssim', 'lpips'))}" if flat else ""
@@ -70,11 +70,12 @@ def _label_cell(li: dict[str, Any] | None) -> str:
     if not li:
         return "–"
     verdict = "detected" if li.get("detected") else "not detected"
-    if li.get("deleted") is None:
-        return f"best {li['best']}, {verdict}"
+    best, chance = _fmt(li.get("best")), _fmt(li.get("chance"), ".2f")
     mark = "✓" if li.get("correct") else "✗"
+    if li.get("deleted") is None:
+        return f"best {best} {mark if 'correct' in li else ''}, {verdict}; chance {chance}"
     deleted = ",".join(map(str, li["deleted"]))
-    return f"best {li['best']} {mark} (deleted {deleted})\n{verdict}; chance {li['chance']:.2f}"
+    return f"best {best} {mark} (deleted {deleted})\n{verdict}; chance {chance}"
 
 
 def _setting(row: dict[str, Any]) -> str:

@@ -23,10 +23,9 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
 from unlearnleak.errors import CheckpointError, ConfigError
+from unlearnleak.experiments.console import headline_table
 from unlearnleak.experiments.executors import CellOutcome, CellTask, Executor, make_executor, resolve_cell_fn
 from unlearnleak.experiments.executors.cell import ERROR_FILE
 from unlearnleak.experiments.schema import Cell, ExperimentConfig, expand_cells
@@ -403,48 +402,5 @@ def _params_text(params: dict[str, Any], short: bool = False) -> str:
     return "(" + ", ".join(f"{k.rsplit('.', 1)[-1] if short else k}={v}" for k, v in params.items()) + ")"
 
 
-def _get(row: dict[str, Any], *path: str) -> Any:
-    node: Any = row
-    for key in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
 
 
-_HEADLINE: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("PSNR", ("feature_recovery", "metrics", "psnr"), "{:.2f}"),
-    ("PSNR base", ("feature_recovery", "baselines", "mean_colour", "psnr"), "{:.2f}"),  # mean-colour image
-    ("SSIM", ("feature_recovery", "metrics", "ssim"), "{:.3f}"),
-    ("LPIPS", ("feature_recovery", "metrics", "lpips"), "{:.3f}"),
-    ("label", ("label_inference", "correct"), "{}"),
-    ("chance", ("label_inference", "chance"), "{:.2f}"),
-)
-
-
-def headline_table(rows: Sequence[dict[str, Any]], title: str = "results") -> Table:
-    """A rich table: one line per cell with its swept values, status, time and headline metrics (if present).
-
-    PSNR base is the mean-colour image's PSNR, chance the label guesser's; "label" says whether the top
-    inferred label was a deleted one.
-    """
-    table = Table(title=title)
-    for name in ("cell", "params", "status", "seconds"):
-        table.add_column(name, justify="right" if name == "seconds" else "left")
-    present = [(name, path, fmt) for name, path, fmt in _HEADLINE if any(_get(r, *path) is not None for r in rows)]
-    for name, _, _ in present:
-        table.add_column(name, justify="right")
-    for row in rows:
-        status = str(row.get("status", "?"))  # an error's message is printed when the cell fails, and is in its row
-        values = []
-        for _, path, fmt in present:
-            value = _get(row, *path)
-            if isinstance(value, bool):
-                values.append("yes" if value else "no")
-            else:
-                values.append("" if value is None else fmt.format(value) if isinstance(value, int | float) else
-                              str(value))
-        cells = [str(row.get("cell", ""))[:8], _params_text(row.get("params", {}), short=True), status,
-                 f"{row.get('seconds', 0):.1f}", *values]
-        table.add_row(*(Text(cell) for cell in cells))  # plain text: no rich markup in values
-    return table
