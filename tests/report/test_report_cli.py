@@ -146,3 +146,15 @@ def test_a_failure_while_writing_leaves_nothing_half_written(k_sweep: Path, monk
     one_error(_report(str(k_sweep)), "No space left on device")
     assert len(calls) == 4 and not (k_sweep / "report").exists()
     assert [p.name for p in k_sweep.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pool_reports_over_a_swept_key_like_over_seeds(k_sweep: Path) -> None:
+    """--pool scenario.forget.k: the k = 1 and k = 3 cells form one group (label accuracy over all of them)."""
+    result = _report(str(k_sweep), "--pool", "scenario.forget.k")
+    assert result.exit_code == 0, result.output
+    with open(k_sweep / "report" / "tables" / "label_inference.csv", encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    assert len(lines) == 2  # header + one pooled group (was one per k)
+    assert "(n=6)" in (k_sweep / "report" / "tables" / "label_inference.md").read_text()
+    one_error(_report(str(k_sweep), "--pool", "scenario.n_train", "--overwrite"),
+              "--pool scenario.n_train", "scenario.forget.k")

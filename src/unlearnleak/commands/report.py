@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="Output folder (default: RUN_DIR/report).")] = None,
         overwrite: Annotated[bool, typer.Option(help="Replace an existing report folder.")] = False,
+        pool: Annotated[list[str] | None, typer.Option(
+            "--pool", help="A swept key whose cells are pooled like seeds, e.g. --pool scenario.forget.class_id "
+                           "(accuracy over the deleted classes); repeatable.")] = None,
     ) -> None:
         """Write CSV/Markdown tables, PNG figures and a self-contained index.html for a run or an audit."""
         from rich.console import Console
@@ -37,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
         target = out if out is not None else run_dir / DEFAULT_OUT
         check_output_folder(target, overwrite=overwrite)
-        report = build_report(run_dir)
+        report = build_report(run_dir, pool=list(pool or []))
         with output_folder(target, overwrite=overwrite) as staged:
             write_report(report, staged)
         console = Console()
