@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from unlearnleak.errors import ConfigError
 
@@ -45,3 +45,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def registered(registry: Registry[Any], value: str) -> str:
+    """``value`` if ``registry`` knows it; for pydantic validators (a ValueError listing the known names)."""
+    try:
+        registry.get(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value

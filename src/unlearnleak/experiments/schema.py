@@ -27,6 +27,7 @@ from unlearnleak.experiments.config import (
     set_path,
     validation_message,
 )
+from unlearnleak.registry import registered
 from unlearnleak.scenario import ScenarioConfig
 
 ImageMetric = Literal["psnr", "ssim", "lpips"]
@@ -72,9 +73,7 @@ class FeatureRecoverySpec(BaseModel):
     def _known_preset(cls, value: str) -> str:
         from unlearnleak.attacks.feature_recovery import PRESETS
 
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose one of {', '.join(PRESETS.names())}")
-        return value
+        return registered(PRESETS, value)
 
 
 class LabelInferenceSpec(BaseModel):
@@ -97,18 +96,14 @@ class LabelInferenceSpec(BaseModel):
     def _known_generator(cls, value: str) -> str:
         from unlearnleak.attacks.label_inference import PROBE_GENERATORS
 
-        if value not in PROBE_GENERATORS:
-            raise ValueError(f"unknown generator {value!r}; choose one of {', '.join(PROBE_GENERATORS.names())}")
-        return value
+        return registered(PROBE_GENERATORS, value)
 
     @field_validator("calibration")
     @classmethod
     def _known_calibration(cls, value: str) -> str:
         from unlearnleak.attacks.label_inference import CALIBRATORS
 
-        if value not in CALIBRATORS:
-            raise ValueError(f"unknown calibration {value!r}; choose one of {', '.join(CALIBRATORS.names())}")
-        return value
+        return registered(CALIBRATORS, value)
 
 
 class AttacksConfig(BaseModel):

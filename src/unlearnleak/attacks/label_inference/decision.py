@@ -46,6 +46,7 @@ from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.attacks.label_inference.result import LabelGuess
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import Oracle
+from unlearnleak.registry import registered
 
 Statistic = Literal["log_odds", "probability"]
 STATISTICS: tuple[str, ...] = get_args(Statistic)
@@ -68,9 +69,7 @@ class DecisionConfig(BaseModel):
     @field_validator("calibration")
     @classmethod
     def _known_calibration(cls, value: str) -> str:
-        if value not in CALIBRATORS:
-            raise ValueError(f"unknown calibration {value!r}; choose one of {', '.join(CALIBRATORS.names())}")
-        return value
+        return registered(CALIBRATORS, value)
 
 
 @dataclass(frozen=True)
