@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from unlearnleak.cli import app
 from unlearnleak.report.load import load_run
-from unlearnleak.report.stats import interval
+from unlearnleak.report.stats import interval, metric_interval
 from unlearnleak.report.tables import all_tables, feature_recovery_table, label_inference_table
 
 
@@ -35,6 +35,9 @@ def test_interval_is_the_t_interval_of_scipy() -> None:
     assert (got.low, got.high) == (pytest.approx(low), pytest.approx(high))
     assert interval([3.0]).low is None and interval([None, float("nan")]).n == 0
     assert interval([1.0, 0.0, 1.0], bounds=(0, 1)).high == 1.0  # clipped to the metric's range
+    errors = [2e-9, 4e-9, 1e-10, 3e-9]  # tabular MSEs: the t-interval alone would go below 0
+    assert interval(errors).low < 0 and metric_interval("feature_recovery.metrics.mse", errors).low == 0.0
+    assert metric_interval("max_abs_error", errors).low == 0.0 and metric_interval("psnr", errors).low < 0
 
 
 def test_feature_recovery_pools_samples_of_every_seed(k_sweep: Path) -> None:

@@ -75,13 +75,14 @@ def interval(values: Iterable[Any], level: float = LEVEL,
 
 
 def bounds_for(metric: str) -> tuple[float, float] | None:
-    """The range of a metric known by name (accuracies and rates in [0, 1], SSIM in [-1, 1], LPIPS ≥ 0)."""
+    """The range of a metric known by name (accuracies and rates in [0, 1], SSIM in [-1, 1], LPIPS and the
+    error metrics — MSE, absolute and relative errors — ≥ 0)."""
     name = metric.lower()
     if any(word in name for word in ("accuracy", "correct", "detected", "chance")):
         return (0.0, 1.0)
     if name.endswith("ssim"):
         return (-1.0, 1.0)
-    if name.endswith("lpips"):
+    if name.endswith(("lpips", "mse", "_error")):
         return (0.0, math.inf)
     return None
 
