@@ -38,9 +38,11 @@ import torch
 from torch.nn import functional as F
 
 from suite_cases import Case, Setting, cases
-from unlearnleak.attacks.feature_recovery import PRESETS, evaluate_reconstruction, recover
+from unlearnleak.attacks.feature_recovery import PRESETS, recover
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.errors import UnlearnleakError
+from unlearnleak.experiments.pipeline import recover_and_evaluate
+from unlearnleak.experiments.schema import FeatureRecoverySpec
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS, image_metrics, load_lpips
 from unlearnleak.models import ModelSpec
@@ -174,24 +176,26 @@ def run_cell(job: tuple[Case, Setting, int, str, argparse.Namespace]) -> dict[st
                            "kind": case.kind, "paper_iterations": args.paper_iterations,
                            "paper_restarts": args.paper_restarts, "default_preset": default_preset()}
     paper_overrides: dict[str, Any] = {} if image else {"boxed": False}  # rows are standardised, not in [0, 1]
-    attacks = {
-        "paper": lambda budget: recover(pair, knowledge, preset="paper", iterations=args.paper_iterations,
-                                        restarts=args.paper_restarts, device=args.device, seed=sample, mode=mode,
-                                        method="inversion", **paper_overrides),
-        "default": lambda budget: recover(pair, knowledge, device=args.device, seed=sample, mode=mode,
-                                          time_budget=budget,
-                                          iterations=args.default_max_iterations if image else None),
+    specs = {  # both attacks go through the pipeline's stage (attack → evaluation), as every entry point does
+        "paper": lambda budget: FeatureRecoverySpec(preset="paper", iterations=args.paper_iterations,
+                                                    restarts=args.paper_restarts, mode=mode,
+                                                    overrides={"method": "inversion", **paper_overrides}),
+        "default": lambda budget: FeatureRecoverySpec(mode=mode, time_budget=budget,
+                                                      iterations=args.default_max_iterations if image else None),
     }
     budget: float | None = None
-    for name, attack in attacks.items():
+    for name, spec in specs.items():
         try:
-            rec = attack(budget)
+            evaluation = recover_and_evaluate(pair, knowledge, spec(budget), (truth_x, truth_y), seed=sample,
+                                              device=args.device, lpips=lpips,
+                                              metrics=("psnr", "ssim", "lpips") if image else ())
         except (ValueError, UnlearnleakError) as exc:  # e.g. a row with no first-layer gradient: a real miss
             row[name] = {**dict.fromkeys(keys), "error": f"{type(exc).__name__}: {exc}"}
             continue
+        rec, scored = evaluation.reconstruction, evaluation.scores
+        assert scored is not None  # the truth was given
         if name == "paper":
             budget = float(rec.timings.get("optimise_seconds", rec.seconds))
-        scored = evaluate_reconstruction(rec, truth_x, truth_y, lpips)
         row[name] = {**_avg(scored["samples"], keys), "label_accuracy": scored["label_accuracy"],
                      "seconds": rec.seconds, "iterations": rec.iterations, "preset": rec.preset,
                      "method": rec.method, "cost": rec.best_cost, "error": None}
