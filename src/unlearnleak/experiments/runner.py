@@ -398,8 +398,8 @@ def _say(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _params_text(params: dict[str, Any], short: bool = False) -> str:
-    return "(" + ", ".join(f"{k.rsplit('.', 1)[-1] if short else k}={v}" for k, v in params.items()) + ")"
+def _params_text(params: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
 
 
 
