@@ -30,7 +30,7 @@ def test_white_box_audit_of_a_users_own_files(user_pair: Any, white_box_args: Ca
     assert fr["knowledge_used"] == []  # θ and θ_u only: nothing else was declared
     assert fr["attack"].startswith("FeatureRecovery(preset='best', iterations=200")
     m = report["evaluation"]["mean"]
-    assert m["psnr"] > m["thumbnail_4x4_psnr"] > m["mean_colour_psnr"]
+    assert m["psnr"] > m["thumbnail_4x4_psnr"] > m["own_mean_colour_psnr"]
     images = load_file(str(out / "reconstructions.safetensors"))["images"]
     assert images.shape == (1, 3, 32, 32) and float(images.min()) >= 0 and float(images.max()) <= 1
     assert (out / "reconstructions.png").is_file()

@@ -52,7 +52,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("theta0"))
 
 
-def image_cell(cache: str, seed: int = 0, iterations: int = 120) -> ExperimentConfig:
+def image_cell(cache: str, seed: int = 0, iterations: int = 300) -> ExperimentConfig:
     """The demo's CIFAR-10 cell (N = 8 photos, one unlearned by gradient ascent) at a short budget."""
     scenario = feature_recovery_config(seed, "cpu").model_copy(update={"cache_dir": cache})
     return ExperimentConfig(scenario=scenario, seeds=[seed], attacks=AttacksConfig(
@@ -92,10 +92,10 @@ def test_image_cell_row_has_every_contract_key_with_real_values(image_rows: Any)
     assert set(row["utility"]) == UTILITY_KEYS  # the embedded set has no test split: no accuracy to report
     assert all(v is None for v in row["utility"].values())
     fr = row["feature_recovery"]
-    assert set(fr) >= FR_KEYS and fr["image"] is True and fr["iterations"] == 120 and fr["mode"] == "approximate"
+    assert set(fr) >= FR_KEYS and fr["image"] is True and fr["iterations"] == 300 and fr["mode"] == "approximate"
     assert 0 < fr["target_cosine"] <= 1 and fr["seconds"] > 0
     assert set(fr["metrics"]) == {"psnr", "ssim", "lpips", "label_accuracy"}
-    assert set(fr["baselines"]) == {"mean_colour", "thumbnail_4x4"}
+    assert set(fr["baselines"]) == {"dataset_mean_colour", "own_mean_colour", "thumbnail_4x4"}
     sample = fr["samples"][0]
     assert {"index", "psnr", "ssim", "lpips", "true_label", "label"} <= set(sample)
     assert sample["psnr"] == pytest.approx(fr["metrics"]["psnr"])
@@ -112,10 +112,15 @@ def test_image_cell_row_has_every_contract_key_with_real_values(image_rows: Any)
 
 
 def test_image_recovery_beats_the_mean_colour(image_rows: Any) -> None:
-    """The demo setting, where the attack works: recovered photo and label beat what needs no pair."""
+    """The demo setting, where the attack works: recovered photo and label beat what needs no pair.
+
+    At 300 iterations this cell measured 21.5 dB against 14.4 (dataset mean colour) and 17.1 (own mean colour),
+    on 1 and 2 threads alike; at 120 iterations it sat within 0.3 dB of the dataset's mean colour, a margin
+    that another CPU could flip (issue 19)."""
     fr = image_rows[0]["feature_recovery"]
-    assert fr["metrics"]["psnr"] > fr["baselines"]["mean_colour"]["psnr"] + 0.5
-    assert fr["metrics"]["ssim"] > fr["baselines"]["mean_colour"]["ssim"]
+    assert fr["metrics"]["psnr"] > fr["baselines"]["dataset_mean_colour"]["psnr"] + 3
+    assert fr["metrics"]["psnr"] > fr["baselines"]["own_mean_colour"]["psnr"]
+    assert fr["metrics"]["ssim"] > fr["baselines"]["dataset_mean_colour"]["ssim"]
     assert fr["metrics"]["label_accuracy"] == 1.0
 
 
@@ -201,7 +206,7 @@ def test_headline_table_shows_each_row_with_its_baseline(image_rows: Any, digits
     console.print(headline_table(rows))
     text = console.export_text()
     fr = image_rows[0]["feature_recovery"]
-    assert f"{fr['metrics']['psnr']:.2f}" in text and f"{fr['baselines']['mean_colour']['psnr']:.2f}" in text
+    assert f"{fr['metrics']['psnr']:.2f}" in text and f"{fr['baselines']['dataset_mean_colour']['psnr']:.2f}" in text
     assert "best 3 ✓ (deleted 3)" in text and "01234567" in text and "device: no GPU" in text
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
-from unlearnleak.metrics import psnr, ssim
+from unlearnleak.metrics import baseline_images, psnr, ssim
 from unlearnleak.report.grids import save_reconstruction_grid
 from unlearnleak.storage import save_tensors_atomic, write_json_atomic, write_text_atomic
 
@@ -20,10 +19,9 @@ CHANGES = [0.01, -0.02, 0.03, -0.9, 0.0, 0.02, -0.01, 0.04, 0.0, -0.03]
 
 
 def _baselines(truth: torch.Tensor) -> dict[str, dict[str, float]]:
-    mean_colour = truth.mean(dim=(2, 3), keepdim=True).expand_as(truth)
-    thumb = F.interpolate(F.adaptive_avg_pool2d(truth, 4), size=truth.shape[-2:], mode="nearest")
+    guesses = baseline_images(truth, (0.5, 0.5, 0.5))
     return {name: {"psnr": float(psnr(guess, truth).mean()), "ssim": float(ssim(guess, truth).mean()),
-                   "lpips": None} for name, guess in (("mean_colour", mean_colour), ("thumbnail_4x4", thumb))}
+                   "lpips": None} for name, guess in guesses.items()}
 
 
 def make_cell(run: Path, cell: str, params: dict[str, Any], *, k: int = 2, noise: float = 0.1,

@@ -28,7 +28,7 @@ def test_methods_study_writes_results_table_and_figure(shared_data: Path, tmp_pa
     assert code == 0, output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert rows[0]["kind"] == "baselines" and rows[0]["label_chance"] == 0.1
-    assert {"mean_colour", "thumbnail_4x4"} <= set(rows[0]["image"])
+    assert {"dataset_mean_colour", "own_mean_colour", "thumbnail_4x4"} <= set(rows[0]["image"])
     kinds = {(r["method"], r["kind"]) for r in rows[1:]}
     assert kinds == {("gradient_ascent", "recovery"), ("gradient_ascent", "label"), ("sisa", "recovery"),
                      ("sisa", "label")}

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery import Reconstruction, evaluate_reconstruction
 from unlearnleak.attacks.interface import FeatureRecovery, LabelInference, LabelInferenceResult
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
 from unlearnleak.knowledge import ServerKnowledge, check_finite, read_safetensors
-from unlearnleak.metrics import psnr
+from unlearnleak.metrics import baseline_images, psnr
 from unlearnleak.models import ModelSpec, build_model, check_state
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.pair import ModelPair
@@ -190,11 +189,9 @@ def _labels_section(outcome: AuditOutcome) -> dict[str, Any] | None:
     return section or None
 
 
-def image_baselines(truth: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-sample PSNR of trivial guesses: the mean-colour image and a 4×4 thumbnail (upsampled)."""
-    mean_colour = truth.mean(dim=(2, 3), keepdim=True).expand_as(truth)
-    thumb = F.interpolate(F.adaptive_avg_pool2d(truth, 4), size=truth.shape[-2:], mode="nearest")
-    return {"mean_colour_psnr": psnr(mean_colour, truth), "thumbnail_4x4_psnr": psnr(thumb, truth)}
+def image_baselines(truth: torch.Tensor, dataset_mean: Sequence[float] | None) -> dict[str, torch.Tensor]:
+    """Per-sample PSNR of each baseline (``unlearnleak.metrics.baselines``), keyed ``<name>_psnr``."""
+    return {f"{name}_psnr": psnr(images, truth) for name, images in baseline_images(truth, dataset_mean).items()}
 
 
 def _evaluate(rec: Reconstruction, truth: tuple[torch.Tensor, torch.Tensor | None],
@@ -206,7 +203,7 @@ def _evaluate(rec: Reconstruction, truth: tuple[torch.Tensor, torch.Tensor | Non
     labels = y if y is not None else rec.labels
     result = evaluate_reconstruction(rec, x, labels, None)
     if rec.kind == "image":
-        for name, values in image_baselines(x.float()).items():
+        for name, values in image_baselines(x.float(), None if pair is None else pair.spec.mean).items():
             for sample, v in zip(result["samples"], values.tolist(), strict=True):
                 sample[name] = v
             result["mean"][name] = float(values.mean())
@@ -253,7 +250,7 @@ def verdict(report: dict[str, Any]) -> list[str]:
         leaked = m["psnr"] > m["thumbnail_4x4_psnr"]
         lines.append(f"{'IMAGE LEAKED' if leaked else 'Image not recovered beyond a thumbnail'}: PSNR "
                      f"{m['psnr']:.2f} dB vs {m['thumbnail_4x4_psnr']:.2f} dB for a 4×4 thumbnail and "
-                     f"{m['mean_colour_psnr']:.2f} dB for the mean colour (label accuracy "
+                     f"{m['own_mean_colour_psnr']:.2f} dB for its own mean colour (label accuracy "
                      f"{evaluation['label_accuracy']:.2f}).")
     if report.get("partial"):
         lines.append(f"PARTIAL: {report['partial_reason']}")

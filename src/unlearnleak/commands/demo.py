@@ -89,8 +89,8 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
         lp = "n/a" if s.get("lpips") is None else f"{s['lpips']:.3f}"
         table.add_row(str(scn.forget_indices[s["index"]].item()), names[s["true_label"]], names[s["label"]],
                       f"{s['psnr']:.2f}", f"{s['ssim']:.3f}", lp, f"{rec.seconds:.1f}")
-    flat = (ev.baselines or {}).get("mean_colour", {})
-    table.caption = (f"ground truth (top) and recovery (bottom): {grid}; without the pair, the mean colour "
+    flat = (ev.baselines or {}).get("dataset_mean_colour", {})
+    table.caption = (f"ground truth (top) and recovery (bottom): {grid}; without the pair, the dataset's mean colour "
                      f"scores {flat.get('psnr', float('nan')):.2f} dB")
     console.print(table)
     if ev.scores["mean"].get("lpips") is None:

@@ -57,8 +57,8 @@ def _recovery_cell(fr: dict[str, Any] | None) -> str:
         return "not scored (no ground truth)"
     if fr.get("image", "psnr" in m):  # rows of a user's --cell-fn may carry only some keys
         text = _triple(m, ("psnr", "ssim", "lpips"))
-        flat = base.get("mean_colour")
-        text += f"\nmean colour {_triple(flat, ('psnr', 'ssim', 'lpips'))}" if flat else ""
+        flat = base.get("dataset_mean_colour")
+        text += f"\ndataset mean colour {_triple(flat, ('psnr', 'ssim', 'lpips'))}" if flat else ""
     else:
         text = f"MSE {_fmt(m.get('mse'), '.3g')}"
         mean_row = base.get("feature_mean")

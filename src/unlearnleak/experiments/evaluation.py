@@ -1,9 +1,9 @@
 """Typed evaluation results of both attacks, with the baselines that give their numbers a meaning.
 
-Every metric of an attack is reported beside what an attacker gets *without* the pair: the dataset's mean
-colour and (an upper reference) the true image's 4×4 thumbnail for images, the feature-mean row for tabular
-rows, chance for labels. ``to_row()`` gives the JSON-able dicts of a results row (docs of the contract:
-issue 11, "one cell → one row").
+Every metric of an attack is reported beside what an attacker gets *without* the pair: for images the
+dataset's mean colour and (references that need the truth) the image's own mean colour and its 4×4 thumbnail
+(``unlearnleak.metrics.baselines``), the feature-mean row for tabular rows, chance for labels. ``to_row()``
+gives the JSON-able dicts of a results row (docs of the contract: issue 11, "one cell → one row").
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery import Reconstruction
 from unlearnleak.attacks.label_inference import LabelGuess, ProbeSet
 from unlearnleak.experiments.schema import FeatureRecoverySpec, LabelInferenceSpec
-from unlearnleak.metrics import LPIPS, feature_errors, image_metrics
+from unlearnleak.metrics import LPIPS, baseline_images, feature_errors, image_metrics
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips")
 TABULAR_METRICS = ("mse", "max_abs_error", "mean_abs_error", "mean_categorical_accuracy", "mean_relative_error")
@@ -31,13 +30,10 @@ def _mean(values: Sequence[Any]) -> float | None:
 
 
 def image_baselines(forget_x: torch.Tensor, mean: Sequence[float], lpips: LPIPS | None) -> dict[str, Any]:
-    """What an attacker gets without the pair: the dataset's mean colour, and (an upper reference) the
-    true image's 4×4 thumbnail upsampled back — mean PSNR/SSIM/LPIPS of each."""
-    k, c, h, w = forget_x.shape
-    flat = torch.tensor(tuple(mean), dtype=forget_x.dtype).reshape(1, -1, 1, 1).expand(k, c, h, w).contiguous()
-    thumb = F.interpolate(F.adaptive_avg_pool2d(forget_x, 4), size=(h, w), mode="bilinear", align_corners=False)
+    """Mean PSNR/SSIM/LPIPS of each baseline (``unlearnleak.metrics.baselines``): the dataset's mean colour, the
+    true image's own mean colour and its 4×4 thumbnail."""
     out = {}
-    for name, images in (("mean_colour", flat), ("thumbnail_4x4", thumb.clamp(0, 1))):
+    for name, images in baseline_images(forget_x, mean).items():
         rows = image_metrics(images, forget_x, lpips=lpips)
         out[name] = {m: _mean([r[m] for r in rows]) for m in IMAGE_METRICS}
     return out
@@ -75,8 +71,8 @@ class FeatureRecoveryEvaluation:
 
     Attributes:
         scores: ``evaluate_reconstruction``'s result (per-sample metrics, means, matching), None without D_u.
-        baselines: image: ``mean_colour`` and ``thumbnail_4x4``; tabular: ``feature_mean`` (same keys as the
-            metrics); None without D_u.
+        baselines: image: ``dataset_mean_colour``, ``own_mean_colour`` and ``thumbnail_4x4``; tabular:
+            ``feature_mean`` (same keys as the metrics); None without D_u.
         metrics: the image metrics asked for (others are reported as None).
         artifacts: files written for it, relative to the folder they were written into.
     """

@@ -4,6 +4,7 @@ Image metrics take ``(k, C, H, W)`` batches in [0, 1], reconstruction first, ref
 return per-sample float64 tensors of shape ``(k,)``.
 """
 
+from unlearnleak.metrics.baselines import BASELINE_NAMES, baseline_images
 from unlearnleak.metrics.image import (
     MetricInputError,
     check_image_pair,
@@ -18,8 +19,10 @@ from unlearnleak.metrics.lpips import LPIPS, default_lpips_path, download_lpips_
 from unlearnleak.metrics.tabular import feature_errors, label_accuracy
 
 __all__ = [
+    "BASELINE_NAMES",
     "LPIPS",
     "MetricInputError",
+    "baseline_images",
     "check_image_pair",
     "default_lpips_path",
     "download_lpips_weights",

@@ -27,8 +27,8 @@ FIGURES = (("reconstructions.png", "Recovered deleted samples",
            ("confidence_change.png", "Confidence changes",
             "The change of each class's confidence on its probes between θ and θ_u; the guess in red, the dashed "
             "line the calibrated detection level (like the paper's Fig. 4)."))
-SAMPLE_COLUMNS = ("index", "psnr", "ssim", "lpips", "mse", "mean_colour_psnr", "thumbnail_4x4_psnr", "true_label",
-                  "label", "label_correct")
+SAMPLE_COLUMNS = ("index", "psnr", "ssim", "lpips", "mse", "dataset_mean_colour_psnr", "own_mean_colour_psnr",
+                  "thumbnail_4x4_psnr", "true_label", "label", "label_correct")
 
 
 def read_audit(folder: Path) -> dict[str, Any]:
@@ -65,7 +65,8 @@ def _evaluation_tables(report: dict[str, Any]) -> list[Table]:
     raw = [[s.get(c) for c in columns] for s in samples]
     shown = [["" if v is None else fmt(v) if isinstance(v, float) else value_text(v) for v in r] for r in raw]
     per_sample = Table("audit_samples", "Recovery per deleted sample", columns, raw, columns, shown,
-                       "Matched to the true samples by MSE; baselines: the mean-colour image and the 4×4 thumbnail.")
+                       "Matched to the true samples by MSE; baselines (docs/metrics.md): the dataset's and the "
+                       "image's own mean colour, and the 4×4 thumbnail.")
     metrics = [c for c in columns if c not in ("index", "true_label", "label")]
     stat_cols = ["metric", "mean", "low95", "high95", "n"]
     stats = [(m, interval(float(s[m]) if isinstance(s.get(m), bool | int | float) else None for s in samples))

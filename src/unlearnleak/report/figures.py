@@ -275,7 +275,7 @@ def sweep_plots(data: RunData) -> list[FigureFile]:
             title = "Feature recovery" if attack == "feature_recovery" else "Label inference"
             fig.suptitle(f"{title} against {short(x_key)} ({x_key})", fontsize=9)
             caption = (f"Mean with its 95 % t-interval (band) at each value of {x_key}; dashed: the baselines "
-                       f"({'mean-colour image, 4×4 thumbnail' if attack == 'feature_recovery' else 'chance'}).")
+                       f"({'mean-colour images, 4×4 thumbnail' if attack == 'feature_recovery' else 'chance'}).")
             figures.append(FigureFile(slug(f"{attack}_vs_{short(x_key)}"), f"{title} against {short(x_key)}",
                                       caption, render(fig)))
     return figures

@@ -146,12 +146,14 @@ def _fr_metrics(rows: list[dict[str, Any]]) -> list[str]:
 
 
 FLAT_BASELINE = "feature_mean"  # tabular rows may give the feature-mean row's metrics flat, without a name
+# Run rows written before the baselines were named apart called the dataset's mean colour "mean_colour".
+LEGACY_BASELINES = {"mean_colour": "dataset_mean_colour"}
 
 
 def baselines_of(fr: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """A row's baselines as name → metric → value (flat metrics, the tabular form, are named feature_mean)."""
     raw = (fr or {}).get("baselines") or {}
-    named = {k: v for k, v in raw.items() if isinstance(v, dict)}
+    named = {LEGACY_BASELINES.get(k, k): v for k, v in raw.items() if isinstance(v, dict)}
     flat = {k: v for k, v in raw.items() if v is None or isinstance(v, int | float)}
     if flat:
         named.setdefault(FLAT_BASELINE, flat)
@@ -191,8 +193,9 @@ def feature_recovery_table(rows: list[dict[str, Any]]) -> Table | None:
         _utility(builder, group)
         builder.end_row()
     note = ("Mean [95 % t-interval] (n = samples × seeds pooled; a metric without per-sample values pools the "
-            "cells' means). Baselines: the mean-colour image and the 4×4 thumbnail of each true sample "
-            "(interval over cells). Utility: test accuracy of the served model (after any defense), θ_u and θ, "
+            "cells' means). Baselines (docs/metrics.md): the dataset's mean colour, each true image's own mean "
+            "colour and its 4×4 thumbnail (interval over cells). "
+            "Utility: test accuracy of the served model (after any defense), θ_u and θ, "
             "interval over seeds.")
     return builder.table("feature_recovery", "Feature recovery", note)
 

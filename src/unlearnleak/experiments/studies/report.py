@@ -43,7 +43,7 @@ def baseline_line(baselines: dict[str, Any]) -> str:
         lp = "n/a" if b["lpips"] is None else f"{b['lpips']:.3f}"
         return f"PSNR {b['psnr']:.2f} dB, SSIM {b['ssim']:.3f}, LPIPS {lp}"
 
-    return (f"Baselines: mean-colour image {one('mean_colour')}; 4×4 thumbnail of the true image "
+    return (f"Baselines: dataset mean-colour image {one('dataset_mean_colour')}; 4×4 thumbnail of the true image "
             f"{one('thumbnail_4x4')}; label chance {baselines['label_chance']:.2f}; "
             f"θ0 test accuracy {baselines['base_test_accuracy']:.3f}.")
 
@@ -64,7 +64,8 @@ def defenses_table(points: list[dict[str, Any]], baselines: dict[str, Any]) -> s
 def tradeoff_figure(points: list[dict[str, Any]], baselines: dict[str, Any], path: str | Path) -> Path:
     """Utility against PSNR, LPIPS and label-inference accuracy, one curve per defense (strength annotated)."""
     fig = Figure(figsize=(15, 4.2))
-    panels = (("psnr", "feature recovery PSNR (dB)", "mean_colour"), ("lpips", "feature recovery LPIPS", "mean_colour"),
+    panels = (("psnr", "feature recovery PSNR (dB)", "dataset_mean_colour"),
+              ("lpips", "feature recovery LPIPS", "dataset_mean_colour"),
               ("label_accuracy", "label-inference accuracy", None))
     for i, (key, label, base) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
@@ -101,7 +102,7 @@ def methods_figure(summary: dict[str, dict[str, Any]], baselines: dict[str, Any]
         ax.bar(range(len(names)), means, yerr=errs, capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
         ax.set_ylabel(label)
-        ref = baselines["image"]["mean_colour"]["psnr"] if key == "psnr" else baselines["label_chance"]
+        ref = baselines["image"]["dataset_mean_colour"]["psnr"] if key == "psnr" else baselines["label_chance"]
         ax.axhline(ref, color="grey", ls="--", lw=1, label="mean-colour" if key == "psnr" else "chance")
         ax.legend(fontsize=7)
     FigureCanvasAgg(fig)
