@@ -123,8 +123,8 @@ def check_named_code(named: Iterable[tuple[str, str]], model_defs: Sequence[str]
     for definition in model_defs:
         if not any(names_code(name) and same_definition(name, definition) for _, name in pairs):
             used = sorted({name for _, name in pairs})
-            raise ConfigError(f"{flag} {definition!r:.160}: no model of the {what.split(' (')[0]} names this "
-                              f"code (its models: {', '.join(used)}); drop {flag} or set the model to it "
+            raise ConfigError(f"{flag} {definition!r:.160}: no model in the {what} names this code (its models: "
+                              f"{', '.join(used)}); drop {flag} or set the model to it "
                               f"(e.g. --set {pairs[0][0] if pairs else 'scenario.model'}={definition:.160})")
 
 
