@@ -1,7 +1,8 @@
 """Cell functions for the hostile-input tests: real rows and files from each cell's seed, no training and no
 model code imported, so that a test sees only what the runner and the report do with a run folder.
 
-``HOSTILE_MARKERS`` (a folder) counts each cell's completed runs: one file per run, named by the cell hash.
+``HOSTILE_MARKERS`` (a folder) counts each cell's completed runs: one file per run, named by the cell hash;
+``HOSTILE_BLOCK`` (a file path): the cell creates that file, then sleeps (a run to interrupt, or to collide with).
 Importable as ``--cell-fn runfolder_cells:image_cell`` (pytest puts this folder on sys.path).
 """
 
@@ -31,6 +32,10 @@ def runs(folder: Path) -> dict[str, int]:
 
 def image_cell(config: ExperimentConfig, cell_dir: Path) -> dict[str, Any]:
     """Two 8×8 "true" images and a noisy "reconstruction" of them, with the row the report reads."""
+    block = os.environ.get("HOSTILE_BLOCK")
+    if block:
+        Path(block).write_text(str(os.getpid()))
+        time.sleep(300)
     generator = torch.Generator().manual_seed(config.cell_seed() * 1000 + config.scenario.n_train)
     truth = torch.rand(2, 3, 8, 8, generator=generator)
     recon = (truth + 0.1 * torch.randn(truth.shape, generator=generator)).clamp(0, 1)

@@ -56,7 +56,7 @@ def result_problem(row: dict[str, Any], run_dir: Path | None = None, *, enabled:
     for name in wanted:
         section = row.get(name)
         if not isinstance(section, dict):
-            return f"its config enables {name} but the row holds no {name} result"
+            return f"it holds no {name} result (its config enables that attack)"
         for key, kind in _REQUIRED[name]:
             if key not in section or not isinstance(section[key], kind):
                 return f"its {name} result lacks `{key}`"

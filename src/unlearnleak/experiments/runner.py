@@ -386,7 +386,7 @@ def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str
         enabled = [name for name in ATTACKS if getattr(config.attacks, name) is not None]
         problem = result_problem(row, run_dir, enabled=enabled)
         if problem is not None:
-            notes.append(f"cell {cell} {_params_text(by_hash[cell].params)}: its row says ok but {problem}; "
+            notes.append(f"cell {cell} {_params_text(by_hash[cell].params)}: its row says ok, but {problem}; "
                          "it runs again")
             continue
         done[cell] = row

@@ -108,7 +108,7 @@ def _unless_empty(row: dict[str, Any], results: Path) -> dict[str, Any]:
     problem = result_problem(row)
     if problem is None:
         return row
-    return {**row, "status": "error", "error": f"the row in {results.name} says ok but {problem}; run the same "
+    return {**row, "status": "error", "error": f"the row in {results.name} says ok, but {problem}; run the same "
                                               "`unlearnleak run|sweep` command on this folder to rerun the cell"}
 
 
