@@ -113,6 +113,12 @@ def test_bad_values_are_refused_at_load(tmp_path: Path, text: str, needles: list
     refused(tmp_path, ["run", config(tmp_path, text)], *needles)
 
 
+def test_a_grid_key_given_twice_is_refused(tmp_path: Path) -> None:
+    path = config(tmp_path, "scenario:\n  holdout: 50\n")
+    refused(tmp_path, ["sweep", path, "--grid", "scenario.n_train=[4]", "--grid", "scenario.n_train=[6]"],
+            "--grid scenario.n_train is given twice")
+
+
 def test_list_takes_no_other_argument(tmp_path: Path) -> None:
     line = one_error(runner.invoke(app, ["run", "--list", "--out", str(tmp_path / "out")]), "--list", "--out")
     assert "runs nothing" in line and not (tmp_path / "out").exists()

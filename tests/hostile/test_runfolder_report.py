@@ -19,7 +19,7 @@ from cli_checks import one_error
 from unlearnleak.cli import app
 
 runner = CliRunner()
-INJECTED = ['<img src=x onerror=alert(1)>', '=HYPERLINK("http://evil.example/","click")']
+INJECTED = ['<img src=x onerror=alert(1)>', '=HYPERLINK("http://evil.example/","click")', '[red]r[/]']
 
 
 @pytest.fixture
@@ -100,8 +100,9 @@ def test_an_artifact_linked_outside_is_not_read_or_drawn(run_dir: Path, tmp_path
     assert not (run_dir / "report").exists()
 
 
-def test_config_strings_cannot_inject_html_or_formulas(run_dir: Path) -> None:
-    assert report(str(run_dir)).exit_code == 0
+def test_config_strings_cannot_inject_html_formulas_or_console_markup(run_dir: Path) -> None:
+    result = report(str(run_dir))
+    assert result.exit_code == 0 and "[red]r[/]" in result.output  # shown as typed, not styled
     tables = run_dir / "report" / "tables"
     markdown = "".join(p.read_text() for p in tables.glob("*.md"))
     assert "&lt;img src=x onerror=alert(1)&gt;" in markdown and "<img" not in markdown

@@ -329,11 +329,15 @@ def with_grid(config: ExperimentConfig, grid: Sequence[str]) -> ExperimentConfig
     from unlearnleak.experiments.config import one_line, parse_yaml
 
     sweep = dict(config.sweep)
+    given: set[str] = set()
     for item in grid:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--grid {item!r} must look like key=[v1, v2], e.g. --grid scenario.n_train=[8,32]")
+        if key in given:
+            raise ConfigError(f"--grid {key} is given twice; give its values once, in one list")
+        given.add(key)
         try:
             values = parse_yaml(raw)
         except yaml.YAMLError as exc:
