@@ -266,7 +266,7 @@ def _holds_files(run_dir: Path) -> bool:
 def _locked_run_dir(run_dir: Path, cells: list[Cell], overwrite: bool) -> Iterator[dict[str, Any] | None]:
     """Create ``run_dir`` if needed and hold its lock (one run per folder); yield its run record (re-read under the
     lock). A second run on the same folder is refused in one line. A folder this call created is removed again
-    if it fails before writing anything.
+    if a check under the lock fails before anything is written.
     """
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -274,12 +274,7 @@ def _locked_run_dir(run_dir: Path, cells: list[Cell], overwrite: bool) -> Iterat
         created = True
     except FileExistsError:
         created = False
-    try:
-        handle = _lock(run_dir)
-    except BaseException:
-        if created:
-            remove_tree(run_dir)
-        raise
+    handle = _lock(run_dir)  # refused: the folder is another run's (even if this call created it), left alone
     try:
         try:
             previous = _check_run_dir(run_dir, cells, overwrite)  # again: another run may have finished meanwhile
@@ -287,7 +282,7 @@ def _locked_run_dir(run_dir: Path, cells: list[Cell], overwrite: bool) -> Iterat
                 _empty_run_dir(run_dir)
                 previous = None
         except BaseException:
-            if created:
+            if created and not _holds_files(run_dir):
                 remove_tree(run_dir)
             raise
         yield previous
