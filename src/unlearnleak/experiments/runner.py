@@ -2,7 +2,8 @@
 
 RUN_DIR/experiment.yaml  the effective config;  run.json  provenance (command, versions, git revision, executor,
 times, cells);  results.jsonl  one row per finished cell (one write per line);  cells/<hash>/  the cell's files
-(staged in cells/.<hash>.partial, then renamed). A re-run skips cells with an "ok" row and retries the rest.
+(staged in cells/.<hash>.partial, then renamed);  .unlearnleak.lock  held by the one run writing the folder.
+A re-run skips cells whose "ok" row holds their result and retries the rest; no symbolic link is followed.
 """
 
 from __future__ import annotations
