@@ -199,11 +199,15 @@ def model_spec(config: ScenarioConfig, data: Dataset) -> ModelSpec:
                      mean=data.mean, std=data.std, kwargs=dict(config.model_kwargs))
 
 
-def _load_splits(config: ScenarioConfig) -> tuple[Dataset, Dataset | None]:
-    train_set = load_dataset(config.dataset, config.train_split, config.data_dir, **config.dataset_options)
-    test_set = None
-    if config.test_split is not None:
-        test_set = load_dataset(config.dataset, config.test_split, config.data_dir, **config.dataset_options)
+def _load_splits(config: ScenarioConfig, loaded: tuple[Dataset, Dataset | None] | None = None
+                 ) -> tuple[Dataset, Dataset | None]:
+    if loaded is not None:  # already loaded for another config of the same data (a sweep's preflight)
+        train_set, test_set = loaded
+    else:
+        train_set = load_dataset(config.dataset, config.train_split, config.data_dir, **config.dataset_options)
+        test_set = None
+        if config.test_split is not None:
+            test_set = load_dataset(config.dataset, config.test_split, config.data_dir, **config.dataset_options)
     if config.holdout >= len(train_set):
         raise ConfigError(f"holdout={config.holdout} leaves no public pretraining rows in the "
                           f"{len(train_set)}-row train split of {config.dataset!r}; lower `holdout`")
@@ -300,13 +304,15 @@ class ScenarioPlan:
     positions: torch.Tensor  # positions of D_u within D_ft (sorted)
 
 
-def plan_scenario(config: ScenarioConfig) -> ScenarioPlan:
+def plan_scenario(config: ScenarioConfig, splits: tuple[Dataset, Dataset | None] | None = None) -> ScenarioPlan:
     """Load the data and check every choice that could fail later (model fit, forget set, cache), training nothing.
+
+    ``splits``: the (train, test) datasets when already loaded for ``config``'s data (else they are loaded).
 
     Raises:
         ConfigError / DataError: naming the key to change and how.
     """
-    train_set, test_set = _load_splits(config)
+    train_set, test_set = _load_splits(config, splits)
     spec = model_spec(config, train_set)
     check_model_fits(spec, config.dataset)
     generator = torch.Generator().manual_seed(config.seed)

@@ -14,6 +14,30 @@ import typer
 from unlearnleak.commands.common import handle_errors
 
 DEFAULT_OUT = "report"
+# What a run (or audit) folder holds: a folder holding any of these is never replaced by a report.
+RUN_ENTRIES = ("results.jsonl", "run.json", "experiment.yaml", "cells", "report.json", "summary.json")
+
+
+def check_report_target(run_dir: Path, target: Path) -> None:
+    """``--out`` may not be the run folder, a folder that contains it, a part of it (but its ``report/``), or
+    another run: replacing it (``--overwrite``) would delete results."""
+    import os
+
+    from unlearnleak.errors import ConfigError
+
+    run, out = Path(os.path.realpath(run_dir)), Path(os.path.realpath(target))
+    fix = f"choose an --out outside the run folder (default: {run_dir / DEFAULT_OUT})"
+    if out == run:
+        raise ConfigError(f"--out {target} is the run folder {run_dir} itself; a report never replaces its run: {fix}")
+    if out in run.parents:
+        raise ConfigError(f"--out {target} contains the run folder {run_dir}; replacing it would delete the run: {fix}")
+    if run in out.parents and out != run / DEFAULT_OUT:
+        raise ConfigError(f"--out {target} is inside the run folder {run_dir}, which only its runs write; "
+                          f"{fix}")
+    held = [name for name in RUN_ENTRIES if os.path.lexists(out / name)] if out.is_dir() else []
+    if held:
+        raise ConfigError(f"--out {target} holds a run or an audit ({', '.join(held)}), which a report never "
+                          f"replaces; {fix}")
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +63,7 @@ def register(app: typer.Typer) -> None:
         from unlearnleak.storage import check_output_folder, output_folder
 
         target = out if out is not None else run_dir / DEFAULT_OUT
+        check_report_target(run_dir, target)
         check_output_folder(target, overwrite=overwrite)
         report = build_report(run_dir, pool=list(pool or []))
         with output_folder(target, overwrite=overwrite) as staged:

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from unlearnleak.commands.common import check_device_flag, handle_errors
-from unlearnleak.experiments.config import load_config
+from unlearnleak.experiments.config import check_named_code, load_config
+from unlearnleak.models.base import names_code
 from unlearnleak.scenario import Scenario, ScenarioConfig, build_scenario, plan_scenario
 from unlearnleak.storage import check_output_folder, output_folder
 
@@ -66,6 +67,9 @@ def register(app: typer.Typer) -> None:
         values = {"dataset": dataset, "data_dir": data_dir, "model": model, "unlearning.method": method,
                   "n_train": n_train, "forget.k": k, "seed": seed, "device": device}
         cfg = load_config(ScenarioConfig, config, list(set_ or []), flags=FLAGS, values=values)
+        # a config file (or --set) never runs code; --model names it on the command line (docs/security.md)
+        check_named_code([("model", cfg.model)], [model] if model and names_code(model) else [],
+                         "scenario config", flag="--model")
         check_output_folder(out, overwrite=overwrite)
         scn = build_scenario(cfg, plan_scenario(cfg))
         with output_folder(out, overwrite=overwrite) as staged:

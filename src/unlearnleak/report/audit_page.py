@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnleak.errors import CheckpointError
+from unlearnleak.experiments.rows import inside_without_links
 from unlearnleak.report import html
 from unlearnleak.report.build import Report
 from unlearnleak.report.figures import FigureFile
@@ -31,9 +32,17 @@ SAMPLE_COLUMNS = ("index", "psnr", "ssim", "lpips", "mse", "dataset_mean_colour_
                   "thumbnail_4x4_psnr", "true_label", "label", "label_correct")
 
 
+def _refuse_link(folder: Path, path: Path) -> None:
+    """An audit folder's files are read only from inside it (a symbolic link is refused, never followed)."""
+    problem = inside_without_links(folder, path) if path.is_symlink() else None
+    if problem is not None:
+        raise CheckpointError(f"{problem}; copy the file into the audit folder instead of linking it")
+
+
 def read_audit(folder: Path) -> dict[str, Any]:
     """report.json of an audit folder, checked to be one."""
     path = folder / AUDIT_FILE
+    _refuse_link(folder, path)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -48,6 +57,7 @@ def _figures(folder: Path) -> list[FigureFile]:
     out = []
     for name, title, caption in FIGURES:
         path = folder / name
+        _refuse_link(folder, path)
         if path.is_file():
             png = path.read_bytes()
             if png[:8] != PNG_SIGNATURE:

@@ -7,6 +7,7 @@ that has no per-sample values pools the cells' means instead. ``n`` says how man
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -34,27 +35,45 @@ class Table:
     note: str = ""
 
     def csv(self) -> str:
-        """The raw values, full precision; lists and objects as JSON."""
+        """The raw values, full precision; lists and objects as JSON; text that a spreadsheet would run as a
+        formula (``=HYPERLINK(…)``, ``+``, ``-``, ``@`` …) is prefixed with ``'`` so that it stays text."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.columns)
+        writer.writerow([csv_text(c) for c in self.columns])
         for row in self.rows:
             writer.writerow(["" if v is None else json.dumps(v, sort_keys=True) if isinstance(v, list | dict)
-                             else v for v in row])
+                             else csv_text(v) if isinstance(v, str) else v for v in row])
         return buffer.getvalue()
 
     def markdown(self) -> str:
-        """A GitHub-flavoured Markdown table with a title and the note under it."""
-
-        def cell(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
-
-        lines = [f"## {self.title}", "", "| " + " | ".join(cell(c) for c in self.display_columns) + " |",
+        """A GitHub-flavoured Markdown table with a title and the note under it; text from the run (config
+        strings, errors) is escaped, so that raw HTML in it shows as text in any Markdown viewer."""
+        lines = [f"## {markdown_text(self.title)}", "",
+                 "| " + " | ".join(markdown_text(c) for c in self.display_columns) + " |",
                  "|" + "---|" * len(self.display_columns)]
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.display_rows]
+        lines += ["| " + " | ".join(markdown_text(c) for c in row) + " |" for row in self.display_rows]
         if self.note:
-            lines += ["", self.note]
+            lines += ["", markdown_text(self.note)]
         return "\n".join(lines) + "\n"
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|")
+
+
+def csv_text(text: str) -> str:
+    """``text`` safe in a spreadsheet cell: a leading formula character gets a ``'`` (numbers stay numbers)."""
+    if not text.startswith(_FORMULA_START):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as one Markdown table cell: HTML special characters escaped, pipes escaped, one line."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 @dataclass
