@@ -90,7 +90,7 @@ def test_http_oracle_batches_budgets_and_rate_limits(served: Any) -> None:
     assert oracle.queries == 7
     with pytest.raises(ConfigError, match="rate-limit"):
         HttpOracle(served.original, num_classes=10, input_shape=(3, 8, 8), rate_limit=0)
-    with pytest.raises(EndpointError, match="not an http"):
+    with pytest.raises(EndpointError, match="only http:// and https:// are supported"):
         HttpOracle("ftp://x", num_classes=10, input_shape=(8,))
 
 
