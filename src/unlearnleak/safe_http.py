@@ -85,7 +85,7 @@ def check_url(url: str, what: str, *, allow_query: bool = False) -> str:
     """
 
     def bad(why: str) -> HttpError:
-        return HttpError(f"{what} {url[:200]!r} is not a usable URL: {why}", "url")
+        return HttpError(f"{what} {url[:200]!r} is not a URL unlearnleak can use: {why}", "url")
 
     if not isinstance(url, str) or not url:
         raise bad("it is empty")
@@ -372,7 +372,7 @@ class SafeHttp:
         announced length); a failure after the first chunk is not retried, since the sink cannot rewind.
         """
         limit = self.limits.max_bytes if max_bytes is None else min(max_bytes, self.limits.max_bytes)
-        check_url(url, self.what)
+        check_url(url, self.what, allow_query=True)
         if origin(url) != self.origin:
             raise HttpError(f"{self.what}: {url} is not on {self.url}'s origin", "url")
         request_end = time.monotonic() + self.limits.request_timeout
