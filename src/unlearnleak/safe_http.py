@@ -22,6 +22,7 @@ import http.client
 import ipaddress
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -84,8 +85,10 @@ def check_url(url: str, what: str, *, allow_query: bool = False) -> str:
     fragments, a query unless ``allow_query``, a non-numeric or out-of-range port, a malformed IPv6 host.
     """
 
+    shown = re.sub(r"//[^/]*@", "//***@", url[:200]) if isinstance(url, str) else repr(url)  # no passwords
+
     def bad(why: str) -> HttpError:
-        return HttpError(f"{what} {url[:200]!r} is not a URL unlearnleak can use: {why}", "url")
+        return HttpError(f"{what} {shown!r} is not a URL unlearnleak can use: {why}", "url")
 
     if not isinstance(url, str) or not url:
         raise bad("it is empty")

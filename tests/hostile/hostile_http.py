@@ -121,3 +121,60 @@ def drip(conn: socket.socket, data: bytes, every: float, stop_after: float = 30.
             return
         conn.sendall(data[i:i + 1])
         time.sleep(every)
+
+
+METADATA = b'{"name": "m", "platform": "test", "inputs": [], "outputs": []}'
+
+
+def v2_answer(request: Request, num_classes: int) -> bytes:
+    """A correct V2 answer: uniform probabilities of shape [n, K] for the rows sent."""
+    import json
+
+    shape = json.loads(request.body)["inputs"][0]["shape"]
+    n = int(shape[0])
+    data = [1.0 / num_classes] * (n * num_classes)
+    return json.dumps({"model_name": "m", "outputs": [{"name": "p", "shape": [n, num_classes], "datatype": "FP64",
+                                                       "data": data}]}).encode()
+
+
+def v2(infer: Behaviour | None = None, metadata: Behaviour | None = None, num_classes: int = 3) -> Behaviour:
+    """A V2 server: ``metadata`` answers GETs, ``infer`` POSTs (each defaults to a correct answer)."""
+
+    def behaviour(request: Request, conn: socket.socket) -> None:
+        if request.method == "GET":
+            if metadata is None:
+                conn.sendall(reply(body=METADATA))
+            else:
+                metadata(request, conn)
+        elif infer is None:
+            conn.sendall(reply(body=v2_answer(request, num_classes)))
+        else:
+            infer(request, conn)
+
+    return behaviour
+
+
+def send(raw: bytes, close: bool = False) -> Behaviour:
+    """Answer every request with the bytes ``raw`` (and hang up with ``close``)."""
+
+    def behaviour(request: Request, conn: socket.socket) -> None:
+        conn.sendall(raw)
+        if close:
+            conn.shutdown(socket.SHUT_RDWR)
+
+    return behaviour
+
+
+def stream_forever(headers: bytes, every: float = 0.0, chunk: bytes = b"x" * 65536,
+                   stop_after: float = 30.0) -> Behaviour:
+    """Send ``headers`` then ``chunk`` after ``chunk`` (``every`` seconds apart) until the client hangs up."""
+
+    def behaviour(request: Request, conn: socket.socket) -> None:
+        conn.sendall(headers)
+        started = time.monotonic()
+        while time.monotonic() - started < stop_after:
+            conn.sendall(chunk)
+            if every:
+                time.sleep(every)
+
+    return behaviour

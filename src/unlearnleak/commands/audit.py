@@ -232,7 +232,17 @@ def register(app: typer.Typer) -> None:
             from unlearnleak.experiments.config import load_config
 
             generator = generator or "nes"
-            params = load_config(PROBE_GENERATORS.get(generator).Config, None, list(set_ or [])).model_dump()
+            probes = PROBE_GENERATORS.get(generator)
+            if not probes.black_box or probes.needs_public:
+                usable = [n for n in PROBE_GENERATORS.names() if PROBE_GENERATORS.get(n).black_box
+                          and not PROBE_GENERATORS.get(n).needs_public]
+                missing = "the weights" if not probes.black_box else "public data"
+                raise ConfigError(f"--generator {generator} needs {missing}, which the audit's label inference "
+                                  f"(queries only) does not have; use one of {', '.join(usable)}")
+            if probes.image_only and len(dims) != 3:
+                raise ConfigError(f"--generator {generator} needs image inputs (--input-shape C,H,W); for --features "
+                                  "use --generator zoo")
+            params = load_config(probes.Config, None, list(set_ or [])).model_dump()
             label_attack = LabelInference(LabelInferenceConfig(generator=generator, per_class=per_class, seed=seed,
                                                                max_seconds=max_seconds, params=params))
         inputs: dict[str, Any] = {"model_def": model_def, "model_kwargs": parse_kwargs(model_kwargs),
