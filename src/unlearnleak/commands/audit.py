@@ -256,15 +256,15 @@ def register(app: typer.Typer) -> None:
             from unlearnleak.attacks.feature_recovery import PRESETS
 
             PRESETS.get(preset or "best")  # an unknown preset fails here, listing the known ones
-            feature = FeatureRecovery(FeatureRecoveryConfig(
-                preset=preset or "best", iterations=iterations, restarts=restarts, seed=seed,
-                time_budget=time_budget, device=device, k=forget_size))
             declared = {"n_train": train_size, "n_forget": forget_size, "unlearning": unlearning,
                         "labels": known_labels}
             try:
                 ServerKnowledge(**declared)  # type: ignore[arg-type]  # checked before any model is built
             except Exception as exc:
                 raise ConfigError(f"--train-size/--forget-size/--labels: {exc}") from None
+            feature = FeatureRecovery(FeatureRecoveryConfig(
+                preset=preset or "best", iterations=iterations, restarts=restarts, seed=seed,
+                time_budget=time_budget, device=device, k=forget_size))
             truth = read_ground_truth(ground_truth) if ground_truth is not None else None
             if truth is not None:
                 check_ground_truth(truth, dims, num_classes, forget_size, f"--ground-truth {ground_truth}")
