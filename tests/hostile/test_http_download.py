@@ -195,3 +195,10 @@ def test_a_killed_download_leaves_no_part_file(sig: signal.Signals, tmp_path: Pa
     assert proc.returncode == 130, err
     assert b"interrupted: nothing was installed" in err and b"Traceback" not in err
     assert sorted(p.name for p in data.rglob("*")) == []
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "inf", "nan"])
+def test_timeout_out_of_range_is_refused_before_any_request(timeout: str, tmp_path: Path, official: bytes) -> None:
+    with serve(send(reply(body=PAYLOAD))) as server:
+        refused(fetch(server, tmp_path / "data", "--timeout", timeout), tmp_path / "data", "--timeout", within=5)
+        assert server.connections == 0
