@@ -74,6 +74,14 @@ class _Expired(Exception):
     """Raised inside a request when its watchdog has fired (deliberately not an OSError: urllib3 passes it on)."""
 
 
+class _SinkFailed(Exception):
+    """The caller's sink failed (e.g. a full disk): its own error is re-raised, not blamed on the server."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 # ----- URLs -----------------------------------------------------------------------------------------------------
 
 
@@ -390,6 +398,8 @@ class SafeHttp:
                                       on_length, end)
             except _Expired as exc:
                 raise self._expired(self._guard.fired or str(exc.args[0]), url) from None
+            except _SinkFailed as exc:
+                raise exc.error from None
             except (Urllib3Error, OSError, http.client.HTTPException, ValueError) as exc:
                 if self._guard.fired:
                     raise self._expired(self._guard.fired, url) from None
@@ -520,7 +530,10 @@ class SafeHttp:
                 raise HttpError(f"{self.what} {url} answered more than {_size(limit)}, the most accepted here; "
                                 "refused", "too-large")
             if sink is not None:
-                sink(chunk)
+                try:
+                    sink(chunk)
+                except Exception as exc:
+                    raise _SinkFailed(exc) from exc
             else:
                 chunks.append(chunk)
         self._guard.check()  # a socket shut by the watchdog reads as the end of the body

@@ -132,3 +132,15 @@ def test_json_limits_at_their_boundaries() -> None:
     for constant in (b"NaN", b"Infinity", b"-Infinity"):
         with pytest.raises(HttpError, match="non-standard constant"):
             parse_json(b"[" + constant + b"]", "t")
+
+
+def test_a_failing_sink_is_reported_as_itself_not_as_the_server() -> None:
+    """A full disk while downloading is the disk's error (OSError), not 'the answer broke off'."""
+
+    def full(chunk: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    with serve(send(reply(body=b"x" * 1000))) as server:
+        client = SafeHttp(server.url, what="t", limits=QUICK)
+        with pytest.raises(OSError, match="No space left on device"):
+            client.request("GET", f"{server.url}/x", sink=full)
