@@ -39,7 +39,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import LocationParseError, MaxRetryError
 from urllib3.util import Retry, Timeout, parse_url
 
-from unlearnleak.errors import UnlearnleakError
+from unlearnleak.errors import ConfigError, UnlearnleakError
 
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -199,7 +199,7 @@ class Deadline:
 
     def __init__(self, seconds: float | None, what: str) -> None:
         if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
-            raise HttpError(f"{what}: a deadline must be a finite number of seconds > 0, got {seconds}", "url")
+            raise ConfigError(f"{what}: a deadline must be a finite number of seconds > 0, got {seconds}")
         self.seconds = seconds
         self.what = what
         self.end = math.inf if seconds is None else time.monotonic() + seconds
@@ -236,12 +236,12 @@ class Limits:
     def __post_init__(self) -> None:
         seconds = (self.connect_timeout, self.read_timeout, self.request_timeout)
         if not all(math.isfinite(s) and s > 0 for s in seconds):
-            raise HttpError(f"HTTP timeouts must be finite numbers of seconds > 0, got {seconds}", "url")
+            raise ConfigError(f"HTTP timeouts must be finite numbers of seconds > 0, got {seconds}")
         if self.max_bytes < 1 or self.retries < 0 or not (math.isfinite(self.backoff) and self.backoff >= 0):
-            raise HttpError(f"invalid HTTP limits: max_bytes={self.max_bytes}, retries={self.retries}, "
-                            f"backoff={self.backoff}", "url")
+            raise ConfigError(f"invalid HTTP limits: max_bytes={self.max_bytes}, retries={self.retries}, "
+                              f"backoff={self.backoff}")
         if self.redirects not in REDIRECT_POLICIES:
-            raise HttpError(f"redirects must be one of {', '.join(REDIRECT_POLICIES)}, got {self.redirects!r}", "url")
+            raise ConfigError(f"redirects must be one of {', '.join(REDIRECT_POLICIES)}, got {self.redirects!r}")
 
 
 class _Guard:
