@@ -163,6 +163,13 @@ def test_a_file_mirror_that_is_not_a_regular_file_or_too_large(tmp_path: Path, o
     refused(args, tmp_path / "data", "3,291,042 bytes", "not the official file", within=5)
 
 
+def _default_signals() -> None:
+    """In the child: default SIGINT/SIGTERM even when the test run was started with them ignored (a background
+    job ignores SIGINT, and Python then installs no Ctrl-C handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_killed_download_leaves_no_part_file(sig: signal.Signals, tmp_path: Path) -> None:
     """A real process, killed mid-transfer: it exits 130 and removes its temporary file."""
@@ -179,7 +186,7 @@ def test_a_killed_download_leaves_no_part_file(sig: signal.Signals, tmp_path: Pa
         proc = subprocess.Popen(
             [sys.executable, "-c", "from unlearnleak.cli import main; main()", "data", "download", NAME,
              "--data-dir", str(data), "--mirror", server.url], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            stderr=subprocess.PIPE, preexec_fn=_default_signals)
         try:
             deadline = time.monotonic() + 60
             while not list(data.glob("*.part")) and time.monotonic() < deadline and proc.poll() is None:
