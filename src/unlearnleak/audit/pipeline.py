@@ -54,7 +54,7 @@ def pair_from_files(model_def: str, *, original: str | Path, unlearned: str | Pa
                                ("--base", base, "θ0")):
         if path is None:
             continue
-        state = to_normalized_layout(read_checkpoint(path, flag), model)
+        state = to_normalized_layout(read_checkpoint(path, flag), model, f"{flag} {path} ({symbol})")
         check_state(model, state, f"{flag} {path} ({symbol})")
         check_finite(state, f"{symbol} ({flag} {path})")
         states[flag] = state

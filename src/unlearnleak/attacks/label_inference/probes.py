@@ -138,6 +138,8 @@ class ProbeGenerator(ABC):
     black_box: ClassVar[bool] = True
     Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     parallel: ClassVar[bool] = False  # True: _make_many optimises several probes side by side
+    image_only: ClassVar[bool] = False  # True: refuses inputs other than images (C, H, W)
+    needs_public: ClassVar[bool] = False  # True: needs held-out real data (``public=``)
 
     def __init__(self, config: GeneratorConfig | None = None, **params: Any) -> None:
         if config is not None and params:
@@ -469,6 +471,7 @@ class PublicProbes(ProbeGenerator):
 
     Config = PublicConfig
     parallel = True
+    needs_public = True
 
     def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:
