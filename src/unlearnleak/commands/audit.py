@@ -115,7 +115,8 @@ def register(app: typer.Typer) -> None:
         ground_truth: Annotated[Path | None, typer.Option(
             help="safetensors with the deleted 'images' (or 'rows') and 'labels', to score the recovery.")] = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-        overwrite: Annotated[bool, typer.Option(help="Replace an existing results folder.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing results folder.")]
+        = False,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
         import torch
@@ -170,6 +171,7 @@ def register(app: typer.Typer) -> None:
                                   "original": str(original) if original else original_endpoint,
                                   "unlearned": str(unlearned) if unlearned else unlearned_endpoint,
                                   "input_shape": list(dims), "num_classes": num_classes, "budget": budget,
+                                  "mean": mean, "std": std,
                                   "ground_truth": str(ground_truth) if ground_truth else None}
         if white:
             if model_def is None or original is None or unlearned is None:

@@ -37,7 +37,7 @@ from rich.progress import (
 from unlearnleak.data.base import DATASET_INFO, DATASETS, resolve_data_dir
 from unlearnleak.data.files import CHUNK_BYTES, LAYOUTS, Layout, files_present, manual_steps
 from unlearnleak.errors import ConfigError, DownloadError
-from unlearnleak.progress import progress_enabled
+from unlearnleak.progress import Task, progress_mode
 
 MIRROR_ENV = "UNLEARNLEAK_DOWNLOAD_MIRROR"
 DEFAULT_TIMEOUT = 60.0
@@ -165,15 +165,19 @@ def _stream(name: str, url: str, out: BinaryIO, root: Path, timeout: float, prog
     digest = hashlib.md5(usedforsecurity=False)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    show = progress and progress_enabled()
-    with response, Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
-        length = response.headers.get("Content-Length")
-        task = bar.add_task(f"{name}", total=int(length) if length and length.isdigit() else None)
+    mode = progress_mode() if progress else "off"
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    # a rich bar with transfer speed on a terminal; periodic plain lines (in bytes) off one
+    lines = Task(f"downloading {name} (bytes)", total, mode="lines" if mode == "lines" else "off")
+    with response, lines, Progress(*columns, console=Console(stderr=True), disable=mode != "bar") as bar:
+        task = bar.add_task(f"{name}", total=total)
         try:
             while chunk := response.read(CHUNK_BYTES):
                 digest.update(chunk)
                 out.write(chunk)
                 bar.advance(task, len(chunk))
+                lines.advance(len(chunk))
         except (OSError, http.client.HTTPException) as exc:
             raise _offline(name, url, root, f"the transfer broke off ({exc})") from exc
     return digest.hexdigest()
