@@ -117,6 +117,9 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing results folder.")]
         = False,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON summary (verdict lines, report path, partial or not) instead.")]
+        = False,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
         import torch
@@ -206,9 +209,15 @@ def register(app: typer.Typer) -> None:
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, original_oracle=oracles[0], unlearned_oracle=oracles[1],
                                label_inference=label_attack, inputs=inputs)
-        for line in outcome.verdict:
-            typer.echo(line)
-        typer.echo(f"report written to {out / 'report.json'}")
+        if as_json:
+            typer.echo(json.dumps({"out": str(out), "report": str(out / "report.json"),
+                                   "page": str(out / "report.html"), "verdict": outcome.verdict,
+                                   "partial": outcome.report.get("partial"),
+                                   "partial_reason": outcome.report.get("partial_reason")}))
+        else:
+            for line in outcome.verdict:
+                typer.echo(line)
+            typer.echo(f"report written to {out / 'report.json'} (page: {out / 'report.html'})")
         if outcome.interrupted:
             typer.echo("interrupted: the finished stages are kept, marked partial", err=True)
             raise typer.Exit(130)
