@@ -81,7 +81,7 @@ def test_quick_and_paper_settings_are_what_the_help_says() -> None:
     assert paper.pretrain.lr == 0.1 and paper.pretrain.momentum == 0 and paper.pretrain.augment
     assert paper.model_kwargs == {"width": 64} and paper.holdout == 10_000 and paper.pretrain_rows is None
     overridden = load_config(ScenarioConfig, None, ["pretrain.epochs=5"], base=dict(QUICK))
-    assert overridden.pretrain.epochs == 5 and overridden.pretrain.lr == 0.05  # --set changes one key only
+    assert overridden.pretrain.epochs == 5 and overridden.pretrain.lr == 0.01  # --set changes one key only
 
 
 def test_every_overwrite_option_is_one_flag_style() -> None:

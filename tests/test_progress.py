@@ -123,3 +123,16 @@ def test_a_task_is_a_context_manager_that_closes_once(monkeypatch: pytest.Monkey
     step.close()
     assert stderr.getvalue().splitlines() == ["download (bytes): 10 done, elapsed 1:01",
                                               "download (bytes): 10 done in 1:01"]
+
+
+def test_a_step_whose_units_are_slow_still_reports_each_interval(monkeypatch: pytest.MonkeyPatch,
+                                                                  stderr: Stderr) -> None:
+    import time
+
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "lines")
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS_INTERVAL", "0.05")
+    with task("nes probes", 100):
+        time.sleep(0.5)  # no probe finishes: the log still says the step is alive
+    lines = stderr.getvalue().splitlines()
+    assert lines and lines[0].startswith("nes probes: 0/100 (0%), elapsed 0:00, ETA ?")
+    assert lines[-1].startswith("nes probes: 0/100 done in")

@@ -80,7 +80,7 @@ def default_threads() -> int:
 def _options(
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, envvar="UNLEARNLEAK_THREADS", show_default=False,
-        help="CPU threads for torch [default: half the cores, at least 1]; also accepted after the command. "
+        help="CPU threads for torch (default: half the cores, at least 1); also accepted after the command. "
              "More threads help only on an otherwise idle machine: a busy one makes them wait on each other.")]
     = None,
 ) -> None:

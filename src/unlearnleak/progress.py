@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -138,9 +139,13 @@ class Task:
         self._interval = line_interval()
         self._bar: Any = None
         self._id: Any = None
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
         if self.mode == "bar":
             self._bar = _live.acquire()
             self._id = self._bar.add_task(description, total=total)
+        elif self.mode == "lines" and self._interval > 0:  # a line each interval even while no unit finishes
+            threading.Thread(target=self._heartbeat, name="unlearnleak-progress", daemon=True).start()
 
     def __enter__(self) -> Task:
         return self
@@ -160,7 +165,16 @@ class Task:
             self._first, self._first_done = now, self.done
         self._maybe_estimate(now)
         if self.mode == "lines" and now - self._last >= self._interval:
-            self._line(now)
+            with self._lock:
+                self._line(now)
+
+    def _heartbeat(self) -> None:
+        """Off a terminal: say where the step stands when no line came for a whole interval (slow units)."""
+        while not self._stopped.wait(self._interval):
+            now = time.monotonic()
+            with self._lock:
+                if self.mode == "lines" and now - self._last >= self._interval:
+                    self._line(now)
 
     def describe(self, description: str) -> None:
         """Change what the step says it is doing (e.g. "cells (1 failed)")."""
@@ -200,6 +214,7 @@ class Task:
 
     def close(self) -> None:
         """End the step: remove its bar; in line mode, a closing line if it printed any or ran long."""
+        self._stopped.set()
         if self.mode == "off":
             return
         elapsed = time.monotonic() - self.started

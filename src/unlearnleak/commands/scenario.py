@@ -28,7 +28,7 @@ FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "model": "--model", "
 # takes minutes on a 2-core CPU; the fine-tune, D_u and the unlearning are the paper's (ScenarioConfig defaults).
 QUICK: dict[str, Any] = {
     "pretrain_rows": 2048,
-    "pretrain": {"epochs": 2, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
+    "pretrain": {"epochs": 2, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
                  "augment": False, "drop_last": True, "milestones": []},
 }
 # --paper: the official code's setting (PAPER.md §5): ConvNet width 64, the first 10,000 training images held
@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
                             "images (minutes on 2 CPU cores).")] = False,
         dataset: Annotated[str, typer.Option(help="Dataset name (see `unlearnleak data list`).")] = "cifar10",
         data_dir: Annotated[str | None, typer.Option(
-            help="Folder holding the dataset files [default: $UNLEARNLEAK_DATA_DIR, else ./data].",
+            help="Folder holding the dataset files (default: $UNLEARNLEAK_DATA_DIR, else ./data).",
             show_default=False)] = None,
         model: Annotated[str, typer.Option(help="Model name (convnet, resnet18, lenet, mlp, …) or "
                                                 "'module:Class'.")] = "convnet",

@@ -317,7 +317,7 @@ def headline_table(rows: list[dict[str, Any]]) -> Table | None:
                                   display=f"{name} {main}")
             if "label_accuracy" in metrics:
                 accuracy = metric_interval("label_accuracy", sample_values(fr, "label_accuracy"))
-                builder.stat("label_accuracy", accuracy, "label from ∇*")
+                builder.stat("label_accuracy", accuracy, "labels right from weights")
         li = [r["label_inference"] for r in group.rows if isinstance(r.get("label_inference"), dict)]
         if li:
             builder.stat("label_inference_correct", metric_interval("correct", (_flag(x.get("correct")) for x in li)),
@@ -327,7 +327,10 @@ def headline_table(rows: list[dict[str, Any]]) -> Table | None:
         if any(v is not None for v in served):
             builder.stat("served_test_accuracy", metric_interval("accuracy", served), "served acc")
         builder.end_row()
-    return builder.table("headline", "Headline", "Mean [95 % t-interval] (n); baselines beside each attack metric.")
+    return builder.table("headline", "Headline", "Mean [95 % t-interval] (n); baselines beside each attack metric. "
+                         "Labels right from weights: the share of deleted samples whose label the server reads "
+                         "correctly from the weight change ∇* before making any image. Label inference: the share "
+                         "of cells where the class whose confidence fell most was a deleted one (chance beside).")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
