@@ -3,7 +3,9 @@ method, tables that keep their width in a log, one flag style, warnings where a 
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -80,8 +82,17 @@ def test_quick_and_paper_settings_are_what_the_help_says() -> None:
     assert paper.pretrain.epochs == 120 and paper.pretrain.milestones == (44, 74, 105)
     assert paper.pretrain.lr == 0.1 and paper.pretrain.momentum == 0 and paper.pretrain.augment
     assert paper.model_kwargs == {"width": 64} and paper.holdout == 10_000 and paper.pretrain_rows is None
-    overridden = load_config(ScenarioConfig, None, ["pretrain.epochs=5"], base=dict(QUICK))
+    overridden = load_config(ScenarioConfig, None, ["pretrain.epochs=5"], base=copy.deepcopy(QUICK))
     assert overridden.pretrain.epochs == 5 and overridden.pretrain.lr == 0.01  # --set changes one key only
+    assert QUICK["pretrain"]["epochs"] == 2
+
+
+def test_a_set_in_one_invocation_does_not_leak_into_the_next(tmp_path: Path) -> None:
+    bad = runner.invoke(app, ["scenario", "--set", "pretrain.epochz=1", "--out", str(tmp_path / "a")])
+    assert bad.exit_code == 2 and "pretrain.epochz" in bad.stderr
+    other = runner.invoke(app, ["scenario", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out",
+                                str(tmp_path / "b")])
+    assert other.exit_code == 2 and "epochz" not in other.stderr and "cifar-10-batches-py" in other.stderr
 
 
 def test_every_overwrite_option_is_one_flag_style() -> None:
@@ -166,3 +177,15 @@ def test_run_list_keeps_every_name_and_description_whole_off_a_terminal() -> Non
         first = str(read_yaml_mapping(resolve_config_path(name))["description"]).strip().splitlines()[0]
         assert any(name in line and first in line for line in lines), name
     assert "…" not in result.stdout
+
+
+def test_piped_scenario_prints_progress_lines_never_blank_ones(tmp_path: Path) -> None:
+    args = ["scenario", "--dataset", "digits", "--model", "lenet", "--set", "model_kwargs={}", "--set",
+            "holdout=300", "--set", "pretrain.epochs=2", "--n-train", "32", "--k", "2", "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, args, env={"UNLEARNLEAK_PROGRESS": "auto", "UNLEARNLEAK_PROGRESS_INTERVAL": "0"})
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert all(line.strip() for line in lines), lines  # off a terminal: no blank lines, no bar remnants
+    steps = [line for line in lines if line.startswith("pretraining θ0 (2 epochs of ")]
+    assert steps and re.search(r": \d+/\d+ \(\d+%\), elapsed \d+:\d\d, ETA (\d+:\d\d|\?)$", steps[0]), steps[:2]
+    assert steps[-1].split(": ")[1].startswith(tuple(f"{n}/{n} done in" for n in range(1, 1000)))

@@ -7,6 +7,7 @@ official code's pretraining: hours on a CPU, a GPU advised).
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from pathlib import Path
@@ -146,7 +147,7 @@ def register(app: typer.Typer) -> None:
         values = {keys[name]: flag_values[name] for name in given}
         from unlearnleak.storage import check_output_folder, output_folder
 
-        cfg = load_config(ScenarioConfig, config, list(set_ or []), base=dict(PAPER if paper else QUICK),
+        cfg = load_config(ScenarioConfig, config, list(set_ or []), base=copy.deepcopy(PAPER if paper else QUICK),
                           flags=FLAGS, values=values)
         check_output_folder(out, overwrite=overwrite)
         scn = build_scenario(cfg, plan_scenario(cfg))
