@@ -125,6 +125,10 @@ def test_label_phrase_uses_the_richer_fields_when_a_guess_has_them() -> None:
     assert no_verdict.level == "no_verdict" and not no_verdict.leaked
     assert no_verdict.head == "no verdict on the label: classes 5, 7 got no probes"
     assert "ranked 2nd" in no_verdict.sentence
+    unprobed = label_verdict({**GUESS, "probe_counts": [3, 3, 0, 3]})  # today's guesses: counts per class
+    assert unprobed.level == "no_verdict" and unprobed.head == "no verdict on the label: class 2 got no probes"
+    seen = label_verdict({**GUESS, "detected": True, "probe_counts": [3, 3, 0, 3]})
+    assert seen.leaked  # a significant drop is evidence whatever the unprobed classes did
     by_state = label_verdict({**GUESS, "detected": False, "verdict": "detected"})
     assert by_state.leaked  # an explicit state wins over the boolean
     bare = label_verdict({"ranked": [4], "changes": [None] * 4 + [-0.3]})
@@ -156,3 +160,19 @@ def test_a_run_rows_feature_recovery_entry_gets_the_same_verdict() -> None:
                                         "baselines": {"feature_mean": {"mse": 0.7}}})
     assert tabular is not None and tabular.leaked
     assert feature_recovery_verdict(None) is None
+
+
+def test_at_the_thumbnails_psnr_structure_beyond_it_is_a_leak_only_with_both_ssim_and_lpips() -> None:
+    thumb = {"psnr": 17.97, "ssim": 0.15, "lpips": 0.30}
+    base = {"dataset_mean_colour": {"psnr": 15.44}, "own_mean_colour": {"psnr": 17.30}, "thumbnail_4x4": thumb}
+    # measured on the README's pair: PSNR at the thumbnail's, SSIM and LPIPS far beyond it
+    seen = image_verdict(17.98, base, ssim=0.50, lpips=0.057)
+    assert seen is not None and seen.leaked and seen.level == "beyond_thumbnail"
+    assert "SSIM 0.50 vs 0.15, LPIPS 0.06 vs 0.30" in seen.sentence
+    for ssim, lpips in ((0.50, None), (0.50, 0.25), (0.20, 0.05), (None, 0.05)):  # one short, or LPIPS unknown
+        verdict = image_verdict(17.98, base, ssim=ssim, lpips=lpips)
+        assert verdict is not None and not verdict.leaked and verdict.level == "thumbnail", (ssim, lpips)
+    below = image_verdict(17.97 - 2 * MARGIN_DB, base, ssim=0.9, lpips=0.01)
+    assert below is not None and not below.leaked  # below the thumbnail's PSNR: structure does not outvote it
+    assert image_verdict(17.98, {"thumbnail_4x4": 17.97, "own_mean_colour": 17.3}, ssim=0.5, lpips=0.05) \
+        .level == "thumbnail"  # type: ignore[union-attr]  # the thumbnail's SSIM/LPIPS unknown

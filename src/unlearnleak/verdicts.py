@@ -14,9 +14,11 @@ level                  the attack's PSNR is …                                 
                        unknown)
 =====================  ==========================================================================  ======
 
-"Above" means by more than the margin; within it the attack is "at" the baseline. Tabular rows use the same
-margin on the MSE ratio to the feature-mean row. Labels get one phrase everywhere (:func:`label_verdict`).
-docs/metrics.md, "Verdicts", states the same rule.
+"Above" means by more than the margin; within it the attack is "at" the baseline. PSNR weighs colour errors
+most, so an attack *at* the thumbnail's PSNR whose SSIM is higher by :data:`SSIM_MARGIN` and LPIPS lower by
+:data:`LPIPS_MARGIN` than the thumbnail's has recovered structure the thumbnail lacks: also ``beyond_thumbnail``.
+Tabular rows use the PSNR margin on the MSE ratio to the feature-mean row. Labels get one phrase everywhere
+(:func:`label_verdict`). docs/metrics.md, "Verdicts", states the same rule.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 MARGIN_DB = 0.5  # closer than this (in PSNR, or 10·log10 of an MSE ratio) counts as "at" the baseline
+SSIM_MARGIN = 0.1  # at the thumbnail's PSNR, structure beyond it needs SSIM this much higher …
+LPIPS_MARGIN = 0.1  # … and LPIPS this much lower than the thumbnail's
 
 ImageLevel = Literal["beyond_thumbnail", "thumbnail", "own_colour", "nothing"]
 TabularLevel = Literal["rows", "nothing"]
@@ -87,20 +91,40 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def image_verdict(psnr: float | None, baselines: Mapping[str, Any], *, margin: float = MARGIN_DB,
+def _metric(value: Any, key: str) -> float | None:
+    """A baseline's ``key`` metric: ``value`` is a number (its PSNR) or a dict of metrics."""
+    if isinstance(value, Mapping):
+        return _number(value.get(key))
+    return _number(value) if key == "psnr" else None
+
+
+def structure_beyond(ssim: float | None, lpips: float | None, thumbnail: Any) -> bool:
+    """Whether the recovery has structure a 4×4 thumbnail lacks: SSIM higher by :data:`SSIM_MARGIN` *and* LPIPS
+    lower by :data:`LPIPS_MARGIN` than the thumbnail's (both needed; without LPIPS, never)."""
+    t_ssim, t_lpips = _metric(thumbnail, "ssim"), _metric(thumbnail, "lpips")
+    s, lp = _number(ssim), _number(lpips)
+    if None in (s, lp, t_ssim, t_lpips):
+        return False
+    return s > t_ssim + SSIM_MARGIN and lp < t_lpips - LPIPS_MARGIN  # type: ignore[operator]
+
+
+def image_verdict(psnr: float | None, baselines: Mapping[str, Any], *, ssim: float | None = None,
+                  lpips: float | None = None, margin: float = MARGIN_DB,
                   interval: tuple[float, float] | None = None) -> Verdict | None:
-    """The verdict on an image attack's mean PSNR beside its baselines' mean PSNRs (None when unscored).
+    """The verdict on an image attack's mean PSNR (and SSIM, LPIPS) beside its baselines' (None when unscored).
 
     Args:
-        baselines: baseline name → PSNR in dB (``dataset_mean_colour``, ``own_mean_colour``, ``thumbnail_4x4``;
-            any may be missing: the verdict then uses those present).
+        baselines: baseline name (``dataset_mean_colour``, ``own_mean_colour``, ``thumbnail_4x4``; any may be
+            missing: the verdict then uses those present) → its PSNR in dB, or a dict with ``psnr`` and, for the
+            thumbnail, ``ssim`` and ``lpips``.
+        ssim, lpips: the attack's; with the thumbnail's, they can show structure beyond it at equal PSNR.
         interval: an optional 95 % interval of the attack's PSNR, shown beside it.
     """
     p = _number(psnr)
     if p is None:
         return None
-    known = {name: _number(baselines.get(name)) for name in ("dataset_mean_colour", "own_mean_colour",
-                                                               "thumbnail_4x4")}
+    known = {name: _metric(baselines.get(name), "psnr") for name in ("dataset_mean_colour", "own_mean_colour",
+                                                                    "thumbnail_4x4")}
     present = {name: value for name, value in known.items() if value is not None}
     shown = f"PSNR {_db(p)}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
     below = tuple(n for n, b in present.items() if relation(p, b, margin) == "below")
@@ -114,6 +138,12 @@ def image_verdict(psnr: float | None, baselines: Mapping[str, Any], *, margin: f
     if thumb is not None and relation(p, thumb, margin) == "above":
         return Verdict("beyond_thumbnail", True, LEVEL_HEADS["beyond_thumbnail"], detail + " — detail of the "
                        "deleted photo leaked", below)
+    thumbnail = baselines.get("thumbnail_4x4")
+    if thumb is not None and relation(p, thumb, margin) == "at" and structure_beyond(ssim, lpips, thumbnail):
+        return Verdict("beyond_thumbnail", True, LEVEL_HEADS["beyond_thumbnail"],
+                       f"{detail}; at the thumbnail's PSNR but with structure it lacks: SSIM {ssim:.2f} vs "
+                       f"{_metric(thumbnail, 'ssim'):.2f}, LPIPS {lpips:.2f} vs {_metric(thumbnail, 'lpips'):.2f} "
+                       "(lower is closer) — detail of the deleted photo leaked", below)
     if own is not None and relation(p, own, margin) == "above":
         if thumb is None:
             return Verdict("thumbnail", False, "more than the photo's overall colour (no thumbnail to compare)",
@@ -174,7 +204,8 @@ def feature_recovery_verdict(fr: Mapping[str, Any] | None) -> Verdict | None:
     raw = fr.get("baselines") or {}
     baselines = {("dataset_mean_colour" if k == "mean_colour" else k): v for k, v in raw.items()}
     if fr.get("image", "psnr" in metrics):
-        return image_verdict(metrics.get("psnr"), {k: (v or {}).get("psnr") for k, v in baselines.items()})
+        return image_verdict(metrics.get("psnr"), {k: v or {} for k, v in baselines.items()},
+                             ssim=metrics.get("ssim"), lpips=metrics.get("lpips"))
     return tabular_verdict(metrics.get("mse"), (baselines.get("feature_mean") or {}).get("mse"))
 
 
@@ -200,8 +231,13 @@ def label_verdict(guess: Mapping[str, Any], class_names: Sequence[str] | None = 
     if best is None and guess.get("ranked"):
         best = guess["ranked"][0]
     state = str(guess.get("state") or guess.get("verdict") or "").strip().lower().replace(" ", "_").replace("-", "_")
+    lacking = list(guess.get("lacking") or guess.get("classes_without_probes") or [])
+    counts = guess.get("probe_counts")
+    if not lacking and isinstance(counts, list | tuple):  # today's guesses: the classes no probe landed in
+        lacking = [c for c, n in enumerate(counts) if n == 0]
     if state not in ("detected", "not_detected", "no_verdict"):
-        state = "detected" if guess.get("detected") else "not_detected"
+        # no significant drop among the probed classes says nothing about the classes nobody probed
+        state = "detected" if guess.get("detected") else "no_verdict" if lacking else "not_detected"
     changes = guess.get("changes") or guess.get("confidence_changes") or []
     change = _number(changes[best]) if isinstance(best, int) and 0 <= best < len(changes) else None
     statistic = str(guess.get("statistic") or "log_odds").replace("_", "-")
@@ -213,8 +249,8 @@ def label_verdict(guess: Mapping[str, Any], class_names: Sequence[str] | None = 
         head = f"label leaked: classes {named} were deleted" if named else f"label leaked: {cls} was deleted"
         lead = f"{what}, significant"
     elif state == "no_verdict":
-        lacking = guess.get("lacking") or guess.get("classes_without_probes") or []
-        missing = f"classes {', '.join(map(str, lacking))} got no probes" if lacking else "too few probes"
+        missing = (f"class{'es' if len(lacking) > 1 else ''} {', '.join(map(str, lacking))} got no probes"
+                   if lacking else "too few probes")
         head, lead = f"no verdict on the label: {missing}", f"among the others {cls} has {what}"
     else:
         head = f"no label leak shown: {what}, {cls}, is not significant"

@@ -36,7 +36,9 @@ def test_white_box_audit_of_a_users_own_files(user_pair: Any, white_box_args: Ca
     images = load_file(str(out / "reconstructions.safetensors"))["images"]
     assert images.shape == (1, 3, 32, 32) and float(images.min()) >= 0 and float(images.max()) <= 1
     assert (out / "reconstructions.png").is_file()
-    image = image_verdict(m["psnr"], {name: m[f"{name}_psnr"] for name in ("own_mean_colour", "thumbnail_4x4")})
+    image = image_verdict(m["psnr"], {name: {k: m[f"{name}_{k}"] for k in ("psnr", "ssim", "lpips")}
+                                      for name in ("own_mean_colour", "thumbnail_4x4")},
+                          ssim=m["ssim"], lpips=m["lpips"])
     assert image is not None and f"Image: {image.sentence}." in result.output  # the shared wording
     assert "IMAGE LEAKED" not in result.output and "report written to" in result.output
     assert "dataset_mean_colour_psnr" not in m  # no --mean given: the dataset's mean colour is unknown

@@ -175,12 +175,14 @@ def test_report_says_each_groups_result_in_words_including_below_a_baseline(k_sw
     page = (out / "index.html").read_text()
     assert 'id="verdicts"' in page and page.index('id="verdicts"') < page.index('id="headline"')
     for line in lines:  # one per k: the shared rule applied to the group's mean PSNR and baselines
-        group = [r for r in rows if r.get("status") == "ok" and r["params"]["scenario.forget.k"] == int(line["scenario.forget.k"])]
+        k = int(line["scenario.forget.k"])
+        group = [r for r in rows if r.get("status") == "ok" and r["params"]["scenario.forget.k"] == k]
         fr = [r for r in group if r.get("feature_recovery")]
         psnrs = [v for v in sample_values(fr, "psnr") if v is not None]
-        base = {name: sum(r["feature_recovery"]["baselines"][name]["psnr"] for r in fr) / len(fr)
+        base = {name: {m: _mean([r["feature_recovery"]["baselines"][name][m] for r in fr]) for m in ("psnr", "ssim")}
                 for name in ("dataset_mean_colour", "own_mean_colour", "thumbnail_4x4")}
-        verdict = image_verdict(sum(psnrs) / len(psnrs), base)
+        ssim = _mean([v for v in sample_values(fr, "ssim") if v is not None])
+        verdict = image_verdict(sum(psnrs) / len(psnrs), base, ssim=ssim)  # no LPIPS in these rows
         assert verdict is not None and line["feature_recovery"].startswith(verdict.sentence.split(" vs ")[0])
         assert ("below" in line["feature_recovery"]) == bool(verdict.below)
         assert line["label_inference"].startswith(("label leaked", "no label leak shown"))
@@ -191,3 +193,7 @@ def html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

@@ -22,7 +22,7 @@ from unlearnleak.attacks.interface import FeatureRecovery, LabelInference, Label
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
 from unlearnleak.knowledge import ServerKnowledge, check_finite, read_safetensors
-from unlearnleak.metrics import baseline_images, load_lpips, psnr
+from unlearnleak.metrics import baseline_images, image_metrics, load_lpips, psnr
 from unlearnleak.models import ModelSpec, build_model, check_state
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.pair import ModelPair
@@ -191,6 +191,7 @@ def _labels_section(outcome: AuditOutcome) -> dict[str, Any] | None:
                                        "confidence_changes": [None if math.isnan(v) else v for v in g.changes],
                                        "statistic": g.statistic, "detection_level": g.center - g.z * g.scale,
                                        "p_value": g.p_value, "level": g.level, "ranked": list(g.ranked),
+                                       "probe_counts": list(g.probe_counts),
                                        "queries_original": g.queries_original,
                                        "queries_unlearned": g.queries_unlearned}
         extra = g.to_dict()  # a verdict state and the classes lacking probes, where the guess records them
@@ -198,9 +199,17 @@ def _labels_section(outcome: AuditOutcome) -> dict[str, Any] | None:
     return section or None
 
 
-def image_baselines(truth: torch.Tensor, dataset_mean: Sequence[float] | None) -> dict[str, torch.Tensor]:
-    """Per-sample PSNR of each baseline (``unlearnleak.metrics.baselines``), keyed ``<name>_psnr``."""
-    return {f"{name}_psnr": psnr(images, truth) for name, images in baseline_images(truth, dataset_mean).items()}
+def image_baselines(truth: torch.Tensor, dataset_mean: Sequence[float] | None,
+                    lpips: Any = None) -> dict[str, list[float | None]]:
+    """Per-sample PSNR, SSIM and LPIPS (None without its weights or for small images) of each baseline
+    (``unlearnleak.metrics.baselines``), keyed ``<name>_psnr``, ``<name>_ssim``, ``<name>_lpips``."""
+    out: dict[str, list[float | None]] = {}
+    for name, images in baseline_images(truth, dataset_mean).items():
+        rows = image_metrics(images, truth, lpips=lpips)
+        out[f"{name}_psnr"] = [float(v) for v in psnr(images, truth).tolist()]
+        for metric in ("ssim", "lpips"):
+            out[f"{name}_{metric}"] = [row[metric] for row in rows]
+    return out
 
 
 def _evaluate(rec: Reconstruction, truth: tuple[torch.Tensor, torch.Tensor | None],
@@ -217,10 +226,11 @@ def _evaluate(rec: Reconstruction, truth: tuple[torch.Tensor, torch.Tensor | Non
     result = evaluate_reconstruction(rec, x, labels, lpips)
     result["lpips_available"] = lpips is not None if image else None
     if image:
-        for name, values in image_baselines(x.float(), dataset_mean).items():
-            for sample, v in zip(result["samples"], values.tolist(), strict=True):
+        for name, values in image_baselines(x.float(), dataset_mean, lpips).items():
+            for sample, v in zip(result["samples"], values, strict=True):
                 sample[name] = v
-            result["mean"][name] = float(values.mean())
+            present = [v for v in values if v is not None]
+            result["mean"][name] = sum(present) / len(present) if present else None
     result["labels_known"] = y is not None
     return result
 
@@ -256,8 +266,11 @@ def verdict(report: dict[str, Any]) -> list[str]:
                      f"used: {', '.join(fr['knowledge_used']) or 'θ and θ_u only'}.")
     if evaluation is not None and "psnr" in evaluation["mean"]:
         m = evaluation["mean"]
-        image = image_verdict(m.get("psnr"), {name: m.get(f"{name}_psnr") for name in
-                                              ("dataset_mean_colour", "own_mean_colour", "thumbnail_4x4")})
+        image = image_verdict(m.get("psnr"), {name: {metric: m.get(f"{name}_{metric}") for metric in
+                                                     ("psnr", "ssim", "lpips")}
+                                              for name in ("dataset_mean_colour", "own_mean_colour", "thumbnail_4x4")
+                                              if m.get(f"{name}_psnr") is not None},
+                              ssim=m.get("ssim"), lpips=m.get("lpips"))
         if image is not None:
             lines.append(f"Image: {image.sentence}.")
     elif evaluation is not None and "mse" in evaluation["mean"]:

@@ -44,9 +44,11 @@ def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | 
         table.add_row(str(rank), f"{c} {names[c]}" if class_names else str(c),
                       "—" if math.isnan(change) else f"{change:+.3e}", str(guess.probe_counts[c]), ", ".join(marks))
     level = "uncalibrated threshold" if guess.level is None else f"false-detection level {guess.level:g}"
-    table.caption = (f"{level}: a class counts as significant below {guess.center - guess.z * guess.scale:+.3e} "
-                     f"(the other classes' center {guess.center:+.2e} − {guess.z:.3g} × their spread "
-                     f"{guess.scale:.2e}; {guess.calibration_source})")
+    threshold = guess.center - guess.z * guess.scale
+    table.caption = (f"{level} ({guess.calibration} calibration, guess.json says how): a class counts as "
+                     f"significant when its change is below {threshold:+.3e}, the other classes' center minus "
+                     f"{guess.z:.3g} × their spread" if math.isfinite(threshold) else
+                     f"{level}: too few probed classes to calibrate a threshold")
     return table
 
 

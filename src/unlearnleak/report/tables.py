@@ -279,9 +279,12 @@ def _recovery_words(fr: list[dict[str, Any]]) -> str | None:
     names = _baselines(fr)
     if "psnr" in metrics:
         stat = metric_interval("psnr", sample_values(fr, "psnr"))
-        base = {name: interval(baseline_values(fr, name, "psnr")).mean for name in names if "psnr" in names[name]}
+        base = {name: {metric: interval(baseline_values(fr, name, metric)).mean for metric in names[name]}
+                for name in names if "psnr" in names[name]}
         span = (stat.low, stat.high) if stat.low is not None and stat.high is not None else None
-        verdict = image_verdict(stat.mean, base, interval=span)
+        mean = {metric: interval(sample_values(fr, metric)).mean if metric in metrics else None
+                for metric in ("ssim", "lpips")}
+        verdict = image_verdict(stat.mean, base, ssim=mean["ssim"], lpips=mean["lpips"], interval=span)
     elif "mse" in metrics:
         verdict = tabular_verdict(interval(sample_values(fr, "mse")).mean,
                                   interval(baseline_values(fr, FLAT_BASELINE, "mse")).mean)
