@@ -1,8 +1,8 @@
-"""Stand-in for your own files, for the README's audit example: ``python examples/make_audit_files.py OUT``.
+"""Stand-in for your own files, for the README's audit example: ``python examples/make_audit_files.py OUT [DATA]``.
 
-A model trained as many training scripts do it, with plain PyTorch: `Net` (examples/my_model.py) fitted to 8
-real CIFAR-10 photos (the 20 test photos that install with the dependencies: no download), then one photo
-"unlearned" by a gradient-ascent step on it. Writes into OUT:
+A model trained as a training script would, with plain PyTorch: `Net` (examples/my_model.py) fitted with Adam to
+4,000 CIFAR-10 training photos (from DATA, default ./data: `unlearnleak data download cifar10 --data-dir data`),
+then one of them "unlearned" by a gradient-ascent step. Writes into OUT:
 
 - ``before.pt``: θ as a torch state dict (what ``torch.save(net.state_dict(), …)`` gives);
 - ``after.safetensors``: θ_u;
@@ -24,18 +24,26 @@ from my_model import Net
 
 from unlearnleak.data import load_dataset
 
+ROWS = slice(4000, 8000)  # the photos θ is trained on
+EPOCHS, BATCH = 4, 32
 
-def main(out: Path) -> None:
-    """Train θ on 8 photos, unlearn photo 0, write the three files into ``out``."""
+
+def main(out: Path, data_dir: str) -> None:
+    """Train θ, unlearn the first training photo, write the three files into ``out``."""
     torch.manual_seed(0)
-    photos = load_dataset("embedded_cifar10", "test")  # real CIFAR-10 test photos, pixels in [0, 1]
-    x, y = photos.x[:8], photos.y[:8]
+    torch.set_num_threads(1)
+    photos = load_dataset("cifar10", "train", data_dir)  # official CIFAR-10 pickles, pixels in [0, 1]
+    x, y = photos.x[ROWS], photos.y[ROWS]
     net = Net()
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(30):  # full-batch steps: θ fits the 8 photos
-        optimizer.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        optimizer.step()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    order = torch.Generator().manual_seed(0)
+    for _ in range(EPOCHS):
+        perm = torch.randperm(len(y), generator=order)
+        for start in range(0, len(y), BATCH):
+            batch = perm[start:start + BATCH]
+            optimizer.zero_grad()
+            F.cross_entropy(net(x[batch]), y[batch]).backward()
+            optimizer.step()
     out.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), out / "before.pt")
     deleted = slice(0, 1)
@@ -46,11 +54,11 @@ def main(out: Path) -> None:
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "after.safetensors"))
     save_file({"images": x[deleted].contiguous(), "labels": y[deleted].contiguous()},
               str(out / "deleted.safetensors"))
-    print(f"wrote {out}/before.pt, {out}/after.safetensors and {out}/deleted.safetensors "
-          f"(deleted: one {photos.classes[int(y[0])]} photo)")
+    print(f"wrote {out}/before.pt, {out}/after.safetensors and {out}/deleted.safetensors (θ trained on "
+          f"{len(y)} photos; deleted: one {photos.classes[int(y[0])]} photo)")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python examples/make_audit_files.py OUT_FOLDER")
-    main(Path(sys.argv[1]))
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python examples/make_audit_files.py OUT_FOLDER [DATA_FOLDER (default: data)]")
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) == 3 else "data")

@@ -144,15 +144,16 @@ def run_section(name: str, commands: list[Command], root: Path, env: dict[str, s
                                            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True)
                 if command.background:
-                    outcome = _wait_ready(process, log, limit)
                     background.append(process)
+                    outcome = _wait_ready(process, log, limit)
                 else:
                     try:
                         code = process.wait(limit)
                         outcome = "ok" if code == 0 else f"exit code {code}"
                     except subprocess.TimeoutExpired:
-                        _stop(process)
                         outcome = "over its time limit"
+                    finally:  # also when the check itself is stopped (Ctrl-C, SIGTERM)
+                        _stop(process)
             seconds = time.monotonic() - started
             results.append((command, outcome, seconds, log))
             print(f"    {outcome}: {seconds:.1f} s (limit {limit:.0f} s), log {log}", flush=True)
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiply every limit (only for a machine known to be slower than 2 cores)")
     parser.add_argument("--list", action="store_true", help="list the commands and their limits, run nothing")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: still stop the background commands
     found = sections(args.readme.read_text(encoding="utf-8"))
     chosen = args.section or list(DEFAULT_SECTIONS)
     missing = [s for s in chosen if s not in found]

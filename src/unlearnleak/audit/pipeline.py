@@ -21,6 +21,7 @@ from unlearnleak.attacks.feature_recovery import Reconstruction, evaluate_recons
 from unlearnleak.attacks.interface import FeatureRecovery, LabelInference, LabelInferenceResult
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
+from unlearnleak.experiments.console import iteration_progress
 from unlearnleak.knowledge import ServerKnowledge, check_finite, read_safetensors
 from unlearnleak.metrics import baseline_images, image_metrics, load_lpips, psnr
 from unlearnleak.models import ModelSpec, build_model, check_state
@@ -128,7 +129,8 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     try:
         if pair is not None and feature_recovery is not None:
             t0 = time.perf_counter()
-            rec = feature_recovery.attack(pair, knowledge)
+            with iteration_progress("feature recovery: inversion steps", _steps(feature_recovery)):
+                rec = feature_recovery.attack(pair, knowledge)
             outcome.reconstruction = rec
             report["timing"]["feature_recovery_seconds"] = time.perf_counter() - t0
             report["attacks"].append({"name": "feature_recovery", "attack": repr(feature_recovery),
@@ -167,6 +169,16 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     write_json_atomic(out / REPORT_FILE, report)
     _html(out)
     return outcome
+
+
+def _steps(attack: FeatureRecovery) -> int | None:
+    """The inversion's optimiser steps, for its progress (None: bounded by time, not steps)."""
+    from unlearnleak.attacks.feature_recovery import PRESETS
+
+    config = attack.config
+    if config.time_budget is not None:
+        return None
+    return config.iterations or (PRESETS.get(config.preset).iterations if config.preset in PRESETS else None)
 
 
 def _device(attack: FeatureRecovery | None) -> str:
