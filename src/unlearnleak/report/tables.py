@@ -269,8 +269,9 @@ def verdict_table(rows: list[dict[str, Any]]) -> Table | None:
         builder.value("label_inference", label_summary(li), display="label inference")
         builder.end_row()
     note = (f"The rule (docs/metrics.md, \"Verdicts\"): the highest baseline the mean PSNR clears by more than "
-            f"{MARGIN_DB} dB; below a baseline is said so. Label inference: the class whose confidence fell most, "
-            "and whether the fall is significant.")
+            f"{MARGIN_DB} dB (at the thumbnail's PSNR, SSIM and LPIPS both clearly better than its count as beyond "
+            "it); below a baseline is said so. Label inference: the class whose confidence fell most, and whether "
+            "the fall is significant.")
     return builder.table("verdicts", "Verdicts", note)
 
 
