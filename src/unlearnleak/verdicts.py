@@ -32,8 +32,6 @@ MARGIN_DB = 0.5  # closer than this (in PSNR, or 10·log10 of an MSE ratio) coun
 SSIM_MARGIN = 0.1  # at the thumbnail's PSNR, structure beyond it needs SSIM this much higher …
 LPIPS_MARGIN = 0.1  # … and LPIPS this much lower than the thumbnail's
 
-ImageLevel = Literal["beyond_thumbnail", "thumbnail", "own_colour", "nothing"]
-TabularLevel = Literal["rows", "nothing"]
 Relation = Literal["above", "at", "below"]
 
 # What each baseline is, in words (keys: unlearnleak.metrics.baselines.BASELINE_NAMES, and feature_mean).
