@@ -176,3 +176,9 @@ def test_at_the_thumbnails_psnr_structure_beyond_it_is_a_leak_only_with_both_ssi
     assert below is not None and not below.leaked  # below the thumbnail's PSNR: structure does not outvote it
     assert image_verdict(17.98, {"thumbnail_4x4": 17.97, "own_mean_colour": 17.3}, ssim=0.5, lpips=0.05) \
         .level == "thumbnail"  # type: ignore[union-attr]  # the thumbnail's SSIM/LPIPS unknown
+
+
+def test_class_names_that_are_the_numbers_are_not_repeated() -> None:
+    digits = [str(c) for c in range(10)]
+    text = label_verdict({**GUESS, "changes": [0.0] * 3 + [-0.5] + [0.0] * 6}, digits, [3]).sentence
+    assert "class 3 (3)" not in text and "right: class 3 was deleted" in text

@@ -208,7 +208,10 @@ def feature_recovery_verdict(fr: Mapping[str, Any] | None) -> Verdict | None:
 
 
 def _name(c: int, names: Sequence[str] | None) -> str:
-    return f"{c} ({names[c]})" if names is not None and 0 <= c < len(names) else str(c)
+    """``3 (cat)``; just ``3`` without names or where the name is the number (digits)."""
+    if names is None or not 0 <= c < len(names) or str(names[c]) == str(c):
+        return str(c)
+    return f"{c} ({names[c]})"
 
 
 def _ordinal(n: int) -> str:
