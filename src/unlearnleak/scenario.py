@@ -110,6 +110,8 @@ class ScenarioConfig(BaseModel):
     model: str = "convnet"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)  # default: DEFAULT_MODEL_KWARGS[model] or {}
     holdout: int = Field(4000, ge=1)  # first rows of the train split: the private pool D_ft is drawn from
+    # at most this many public rows (the first ones after the holdout) pretrain θ0; None: all of them
+    pretrain_rows: int | None = Field(None, ge=1)
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
     finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(freeze_bn=True))
     n_train: int = Field(32, ge=1)  # N = |D_ft|
@@ -225,6 +227,8 @@ def pretrained_base(config: ScenarioConfig, train_set: Dataset | None = None) ->
            "files": [f.sha256 for f in train_set.provenance.files], "n": len(train_set),
            "spec": spec.to_dict(), "pretrain": config.pretrain.model_dump(mode="json"), "seed": seed,
            "version": 1}
+    if config.pretrain_rows is not None:  # only when set, so that the cache keys of earlier θ0s still hold
+        key["pretrain_rows"] = config.pretrain_rows
     digest = _hash(key)
     path = cache_dir(config.cache_dir) / "pretrained" / f"{config.dataset}-{config.model}-{digest}.safetensors"
     with _build_lock(path):  # parallel cells that share θ0 pretrain it once; the others wait, then load it
@@ -255,7 +259,9 @@ def _cached_or_pretrained(config: ScenarioConfig, train_set: Dataset, spec: Mode
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not trusted
     torch.manual_seed(seed)  # parameter initialisation
     model = build_model(spec)
-    public = train_set.subset(torch.arange(config.holdout, len(train_set)))
+    end = len(train_set) if config.pretrain_rows is None else min(len(train_set),
+                                                                   config.holdout + config.pretrain_rows)
+    public = train_set.subset(torch.arange(config.holdout, end))
     started = time.perf_counter()
     train(model, public.x, public.y, config.pretrain, seed=seed, device=config.device, desc="pretraining θ0")
     state = state_of(model)

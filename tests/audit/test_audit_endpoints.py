@@ -33,7 +33,8 @@ def test_black_box_audit_infers_the_label_and_counts_every_query(served: Any, tm
     assert report["mode"] == "black-box" and not report["partial"]
     assert report["labels"]["from_predictions"]["best"] == 3
     assert report["labels"]["from_predictions"]["detected"] is True
-    assert "LABEL LEAKED" in result.output
+    assert "Label inference (black-box): label leaked: class 3 was deleted" in result.output
+    assert "queries:" in result.output and "p = " in result.output
     q = report["queries"]
     assert q["original"]["rows"] == sum(served.logged_rows("original")) - before_o > 0
     assert q["unlearned"]["rows"] == sum(served.logged_rows("unlearned")) - before_u > 0

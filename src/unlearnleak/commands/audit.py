@@ -170,7 +170,11 @@ def register(app: typer.Typer) -> None:
         ground_truth: Annotated[Path | None, typer.Option(
             help="safetensors with the deleted 'images' (or 'rows') and 'labels', to score the recovery.")] = None,
         device: Annotated[str | None, typer.Option(help="White-box: cpu (default) or cuda.")] = None,
-        overwrite: Annotated[bool, typer.Option(help="Replace an existing results folder.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing results folder.")]
+        = False,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON summary (verdict lines, report path, partial or not) instead.")]
+        = False,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
         import torch
@@ -249,6 +253,7 @@ def register(app: typer.Typer) -> None:
                                   "original": str(original) if original else original_endpoint,
                                   "unlearned": str(unlearned) if unlearned else unlearned_endpoint,
                                   "input_shape": list(dims), "num_classes": num_classes, "budget": budget,
+                                  "mean": mean, "std": std,
                                   "ground_truth": str(ground_truth) if ground_truth else None}
         if white:
             if model_def is None or original is None or unlearned is None:
@@ -307,9 +312,15 @@ def register(app: typer.Typer) -> None:
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, original_oracle=oracles[0], unlearned_oracle=oracles[1],
                                label_inference=label_attack, inputs=inputs)
-        for line in outcome.verdict:
-            typer.echo(line)
-        typer.echo(f"report written to {out / 'report.json'}")
+        if as_json:
+            typer.echo(json.dumps({"out": str(out), "report": str(out / "report.json"),
+                                   "page": str(out / "report.html"), "verdict": outcome.verdict,
+                                   "partial": outcome.report.get("partial"),
+                                   "partial_reason": outcome.report.get("partial_reason")}))
+        else:
+            for line in outcome.verdict:
+                typer.echo(line)
+            typer.echo(f"report written to {out / 'report.json'} (page: {out / 'report.html'})")
         if outcome.interrupted:
             typer.echo("interrupted: the finished stages are kept, marked partial", err=True)
             raise typer.Exit(130)

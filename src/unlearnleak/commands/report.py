@@ -50,14 +50,14 @@ def register(app: typer.Typer) -> None:
             help="A run folder of `unlearnleak run`/`sweep` (results.jsonl) or an `unlearnleak audit` folder.")],
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="Output folder (default: RUN_DIR/report).")] = None,
-        overwrite: Annotated[bool, typer.Option(help="Replace an existing report folder.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report folder.")]
+        = False,
         pool: Annotated[list[str] | None, typer.Option(
             "--pool", help="A swept key whose cells are pooled like seeds, e.g. --pool scenario.forget.class_id "
                            "(accuracy over the deleted classes); repeatable.")] = None,
     ) -> None:
         """Write CSV/Markdown tables, PNG figures and a self-contained index.html for a run or an audit."""
-        from rich.console import Console
-
+        from unlearnleak.experiments.console import output_console
         from unlearnleak.report import build_report, headline_rich_table
         from unlearnleak.report.build import INDEX_FILE, write_report
         from unlearnleak.storage import check_output_folder, output_folder
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         report = build_report(run_dir, pool=list(pool or []))
         with output_folder(target, overwrite=overwrite) as staged:
             write_report(report, staged)
-        console = Console()
+        console = output_console()
         if report.headline is not None:
             console.print(headline_rich_table(report.headline))
         typer.echo(f"report written to {target / INDEX_FILE} ({len(report.tables)} tables, "

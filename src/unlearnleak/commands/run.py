@@ -70,11 +70,11 @@ def _command(kind: str, config: Path, out: Path, sets: list[str], quick: bool, g
 
 def list_configs() -> None:
     """Print the shipped configs: name, kind (run or sweep), expected runtime and the description's first line."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from unlearnleak.experiments.config import read_yaml_mapping
+    from unlearnleak.experiments.console import output_console
     from unlearnleak.experiments.schema import resolve_config_path, shipped_configs
 
     table = Table(title="shipped experiment configs (unlearnleak run|sweep NAME --out RUN_DIR [--quick])")
@@ -86,7 +86,7 @@ def list_configs() -> None:
         table.add_row(*(Text(cell) for cell in (name, f"{len(data.get('sweep') or {})} swept key(s)",
                                                 str(data.get("expected_runtime") or "?"),
                                                 description[0] if description else "")))
-    Console().print(table)
+    output_console().print(table)  # full width off a terminal: names and runtimes are copied from here
 
 
 def _execute(ctx: typer.Context, kind: str, config_path: Path | None, out: Path | None, sets: list[str] | None,

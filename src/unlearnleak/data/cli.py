@@ -12,7 +12,6 @@ from typing import Annotated, TypeVar
 
 import torch
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -22,6 +21,7 @@ from unlearnleak.data.download import check_data_dir, check_deadline, download, 
 from unlearnleak.data.files import LAYOUTS, files_present
 from unlearnleak.data.transform import TabularTransform
 from unlearnleak.errors import ConfigError, UnlearnleakError
+from unlearnleak.experiments.console import output_console
 
 data_app = typer.Typer(name="data", help="List, inspect and download datasets.", no_args_is_help=True,
                        add_completion=False, cls=OneLineErrors)
@@ -66,7 +66,7 @@ def list_datasets(data_dir: DataDirOption = None) -> None:
         info = DATASET_INFO[name]
         table.add_row(name, info.kind, ", ".join(info.splits), _presence(name, root),
                       escape(info.description))
-    Console().print(table)
+    output_console().print(table)
 
 
 def _class_counts(dataset: Dataset) -> Table:
@@ -125,7 +125,7 @@ def info(
         return load_dataset(name, chosen, data_dir=data_dir)
 
     dataset = _run(load)
-    console = Console()
+    console = output_console()
     for line in _describe(dataset):
         console.print(escape(line))
     console.print(_class_counts(dataset))

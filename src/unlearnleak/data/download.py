@@ -42,7 +42,7 @@ from rich.progress import (
 from unlearnleak.data.base import DATASET_INFO, DATASETS, resolve_data_dir
 from unlearnleak.data.files import CHUNK_BYTES, LAYOUTS, Layout, files_present, manual_steps
 from unlearnleak.errors import ConfigError, DownloadError
-from unlearnleak.progress import progress_enabled
+from unlearnleak.progress import Task, progress_mode
 from unlearnleak.safe_http import HttpError, Limits, SafeHttp, check_url, origin
 
 MIRROR_ENV = "UNLEARNLEAK_DOWNLOAD_MIRROR"
@@ -230,18 +230,22 @@ def _stream(name: str, url: str, out: BinaryIO, root: Path, timeout: float, dead
     digest = hashlib.md5(usedforsecurity=False)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    show = progress and progress_enabled()
+    mode = progress_mode() if progress else "off"
     cap = max_bytes(name)
-    with Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
+    # a rich bar with transfer speed on a terminal; periodic plain lines (in bytes) off one
+    lines = Task(f"downloading {name} (bytes)", None, mode="lines" if mode == "lines" else "off")
+    with lines, Progress(*columns, console=Console(stderr=True), disable=mode != "bar") as bar:
         task = bar.add_task(f"{name}", total=None)
 
         def sink(chunk: bytes) -> None:
             digest.update(chunk)
             out.write(chunk)
             bar.advance(task, len(chunk))
+            lines.advance(len(chunk))
 
         def on_length(length: int | None) -> None:
             bar.update(task, total=length)
+            lines.total = length
 
         if url.lower().startswith("file:"):
             _copy_local(name, url, cap, sink, on_length)

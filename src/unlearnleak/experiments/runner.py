@@ -23,16 +23,15 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unlearnleak.errors import CheckpointError, ConfigError
-from unlearnleak.experiments.console import headline_table
+from unlearnleak.experiments.console import headline_table, output_console
 from unlearnleak.experiments.executors import CellOutcome, CellTask, Executor, make_executor, resolve_cell_fn
 from unlearnleak.experiments.executors.cell import ERROR_FILE
 from unlearnleak.experiments.preflight import check_cells
 from unlearnleak.experiments.rows import ATTACKS, result_problem, valid_cell_name
 from unlearnleak.experiments.schema import Cell, ExperimentConfig, expand_cells
-from unlearnleak.progress import progress_enabled
+from unlearnleak.progress import Task, progress_enabled, say, task
 from unlearnleak.storage import (
     check_creatable,
     environment_record,
@@ -75,7 +74,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: s
     :class:`RunInterrupted` after keeping every finished cell.
     """
     run_dir = Path(run_dir)
-    console = console or Console()
+    console = console or output_console()
     cells = expand_cells(config)
     _check_distinct(cells)
     engine = make_executor(executor, workers=workers, address=address, threads=threads)
@@ -151,11 +150,10 @@ def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
 def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: dict[str, dict[str, Any]],
                rows: dict[str, dict[str, Any]], console: Console) -> None:
     show = progress_enabled() and len(todo) > 1
-    if not show:  # one cell (or bars off): let the cell show its own progress when it runs in this process
+    if not show:  # one cell (or progress off): let the cell show its own progress when it runs in this process
         todo = [replace(t, quiet=False) for t in todo]
     failed = 0
-    with _cell_progress(show, len(todo), console) as progress:
-        task_id = progress.add_task("cells", total=len(todo)) if progress is not None else None
+    with _cell_progress(show, len(todo)) as progress:
 
         def on_done(task: CellTask, outcome: CellOutcome) -> None:
             nonlocal failed
@@ -169,24 +167,25 @@ def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: di
             rows[task.cell] = row
             if row["status"] != "ok":
                 failed += 1
-                # above the live bar when there is one (it owns the terminal), else on the run's console
-                _say(progress.console if progress is not None else console,
-                     f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}")
-            if progress is not None and task_id is not None:
-                progress.update(task_id, advance=1,
-                                description=f"cells ({failed} failed)" if failed else "cells")
+                message = f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}"
+                if progress is not None:
+                    say(message)  # above the live bar, when there is one
+                else:
+                    _say(console, message)
+            if progress is not None:
+                progress.describe(f"cells ({failed} failed)" if failed else "cells")
+                progress.advance()
 
         engine.run(todo, on_done)
 
 
 @contextmanager
-def _cell_progress(show: bool, total: int, console: Console) -> Iterator[Progress | None]:
+def _cell_progress(show: bool, total: int) -> Iterator[Task | None]:
+    """The run's progress over cells (a bar on a terminal, periodic lines in a log), kept when it ends."""
     if not show:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    with task("cells", total, keep=True) as progress:
         yield progress
 
 

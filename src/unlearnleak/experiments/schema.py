@@ -407,5 +407,7 @@ def cell_hash(config: ExperimentConfig) -> str:
     """sha256 (16 hex) of the canonical JSON of everything in ``config`` that can change a number."""
     data = config.model_dump(mode="json", exclude=set(_PRESENTATION))
     data["scenario"].pop("cache_dir", None)  # where θ0 is cached changes nothing
+    if data["scenario"].get("pretrain_rows") is None:  # unset: the hash of cells from before the field existed
+        data["scenario"].pop("pretrain_rows", None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
