@@ -37,3 +37,4 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-py").is_dir():
         pytest.skip(f"real dataset subsets not found at {SHARED_DATA} (set UNLEARNLEAK_SHARED_DATA)")
     return SHARED_DATA
+

@@ -7,18 +7,16 @@ or a fraction of one class's rows in D_ft. The ground truth (D_u) is kept beside
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import inspect
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -231,20 +229,10 @@ def pretrained_base(config: ScenarioConfig, train_set: Dataset | None = None) ->
         key["pretrain_rows"] = config.pretrain_rows
     digest = _hash(key)
     path = cache_dir(config.cache_dir) / "pretrained" / f"{config.dataset}-{config.model}-{digest}.safetensors"
-    with _build_lock(path):  # parallel cells that share θ0 pretrain it once; the others wait, then load it
-        return _cached_or_pretrained(config, train_set, spec, key, path, seed)
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock beside ``path`` (POSIX flock; released when the holder exits or dies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # parallel cells that share θ0 pretrain it once; the others wait, then load it (released if the holder dies)
+    with FileLock(path.with_name(path.name + ".lock")):
+        return _cached_or_pretrained(config, train_set, spec, key, path, seed)
 
 
 def _cached_or_pretrained(config: ScenarioConfig, train_set: Dataset, spec: ModelSpec, key: dict[str, Any],
