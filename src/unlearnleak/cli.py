@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from unlearnleak.commands.common import OneLineErrors, handle_errors
-from unlearnleak.data.cli import data_app
+from unlearnleak.commands.data import data_app
 
 GLOBAL_OPTIONS = ("--threads",)  # options of every command, taking one value each
 

@@ -24,8 +24,7 @@ from safetensors.torch import load_file
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.devices import check_device
-from unlearnleak.errors import ConfigError, UnlearnleakError
-from unlearnleak.experiments.config import one_line
+from unlearnleak.errors import ConfigError, UnlearnleakError, one_line
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import MODELS, ModelSpec, build_model, load_weights
 from unlearnleak.pair import ModelPair, StateDict, Which

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-from unlearnleak.errors import ConfigError
+from unlearnleak.errors import CheckpointError, ConfigError
 
 _PACKAGES = ("unlearnleak", "torch", "numpy", "safetensors", "scikit-learn", "scikit-image", "pydantic")
 
@@ -278,3 +279,36 @@ def environment_record() -> dict[str, Any]:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object, read without trusting its types."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got a {type(data).__name__}")
+    return data
+
+
+def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A safetensors file as a state dict (nothing is unpickled)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} ({what}) is missing")
+    try:
+        return dict(load_file(str(path)))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} ({what}) is not a readable safetensors file: {exc}") from exc
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or Inf: ``"θ_u has non-finite values in <key>"``."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{what} has non-finite values in {key} ({bad} of {value.numel()} entries "
+                                  f"are NaN or Inf); the checkpoint is corrupt — re-export it")
+

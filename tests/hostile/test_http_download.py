@@ -18,7 +18,7 @@ import pytest
 from hostile_http import Behaviour, Request, Server, drip, reply, send, serve, stream_forever
 from typer.testing import CliRunner
 
-from unlearnleak.data.cli import data_app
+from unlearnleak.commands.data import data_app
 from unlearnleak.data.files import LAYOUTS
 from unlearnleak.errors import DownloadError
 

@@ -22,12 +22,18 @@ from unlearnleak.attacks.interface import FeatureRecovery, LabelInference, Label
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
 from unlearnleak.experiments.console import iteration_progress
-from unlearnleak.knowledge import ServerKnowledge, check_finite, read_safetensors
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import baseline_images, image_metrics, load_lpips, psnr
 from unlearnleak.models import ModelSpec, build_model, check_state
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.pair import ModelPair
-from unlearnleak.storage import environment_record, save_tensors_atomic, write_json_atomic
+from unlearnleak.storage import (
+    check_finite,
+    environment_record,
+    read_safetensors,
+    save_tensors_atomic,
+    write_json_atomic,
+)
 
 REPORT_FILE = "report.json"
 RECONSTRUCTIONS_FILE = "reconstructions.safetensors"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from unlearnleak.errors import ConfigError
+from unlearnleak.errors import ConfigError, one_line
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -266,11 +266,6 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | Non
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def one_line(text: str) -> str:
-    """``text`` with its line breaks folded into '; ' (messages are one line)."""
-    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def fill_section_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:

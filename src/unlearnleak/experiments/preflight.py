@@ -11,8 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from unlearnleak.errors import ConfigError, UnlearnleakError
-from unlearnleak.experiments.config import one_line
+from unlearnleak.errors import ConfigError, UnlearnleakError, one_line
 
 if TYPE_CHECKING:
     from unlearnleak.data import Dataset

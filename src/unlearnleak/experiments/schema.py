@@ -326,7 +326,8 @@ def load_experiment(path: str | Path | None, sets: list[str] | None = None, quic
 
 def with_grid(config: ExperimentConfig, grid: Sequence[str]) -> ExperimentConfig:
     """``config`` with each ``key=[v1, v2]`` of ``grid`` added to (or replacing) its sweep; cells validated."""
-    from unlearnleak.experiments.config import one_line, parse_yaml
+    from unlearnleak.errors import one_line
+    from unlearnleak.experiments.config import parse_yaml
 
     sweep = dict(config.sweep)
     given: set[str] = set()

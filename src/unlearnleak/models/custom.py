@@ -13,13 +13,16 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from unlearnleak.errors import ConfigError
-from unlearnleak.models.base import ModelFactory
+
+ModelFactory = Callable[..., nn.Module]
+"""``factory(input_shape=(C,H,W) or (D,), num_classes=K, **kwargs) -> nn.Module`` taking normalised input."""
 
 
 class UserCodeError(ConfigError):

@@ -17,7 +17,7 @@ import torch
 
 from unlearnleak.errors import CheckpointError
 from unlearnleak.experiments.rows import inside_without_links, result_problem, valid_cell_name
-from unlearnleak.knowledge import read_safetensors
+from unlearnleak.storage import read_safetensors
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
