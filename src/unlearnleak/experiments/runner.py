@@ -29,9 +29,9 @@ from unlearnleak.experiments.console import headline_table, output_console
 from unlearnleak.experiments.executors import CellOutcome, CellTask, Executor, make_executor, resolve_cell_fn
 from unlearnleak.experiments.executors.cell import ERROR_FILE
 from unlearnleak.experiments.preflight import check_cells
-from unlearnleak.experiments.rows import ATTACKS, result_problem, valid_cell_name
 from unlearnleak.experiments.schema import Cell, ExperimentConfig, expand_cells
 from unlearnleak.progress import Task, progress_enabled, say, task
+from unlearnleak.run_folder import ATTACKS, result_problem, valid_cell_name
 from unlearnleak.storage import (
     check_creatable,
     environment_record,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from unlearnleak.errors import CheckpointError
-from unlearnleak.experiments.rows import inside_without_links
 from unlearnleak.report import html
 from unlearnleak.report.build import Report
 from unlearnleak.report.figures import FigureFile
@@ -19,6 +18,7 @@ from unlearnleak.report.groups import value_text
 from unlearnleak.report.load import AUDIT_FILE, AUDIT_FORMAT, PNG_SIGNATURE
 from unlearnleak.report.stats import fmt, interval
 from unlearnleak.report.tables import Table
+from unlearnleak.run_folder import inside_without_links
 from unlearnleak.storage import write_text_atomic
 
 AUDIT_HTML = "report.html"

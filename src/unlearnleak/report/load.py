@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from unlearnleak.errors import CheckpointError
-from unlearnleak.experiments.rows import inside_without_links, result_problem, valid_cell_name
+from unlearnleak.run_folder import inside_without_links, result_problem, valid_cell_name
 from unlearnleak.storage import read_safetensors
 
 RESULTS_FILE = "results.jsonl"
