@@ -142,14 +142,14 @@ def gradient_cost(model: torch.nn.Module, target: TargetGradient, x: torch.Tenso
     return float(1 - (g @ t) / (g.norm() * t.norm()).clamp_min(1e-300))
 
 
-def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, ground_truth_y: torch.Tensor,
+def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, ground_truth_y: torch.Tensor | None,
                             lpips: LPIPS | None = None, *, std: Sequence[float] | None = None,
                             transform: Any = None) -> dict[str, Any]:
     """Score a reconstruction against D_u: match samples by MSE (Hungarian), then per-sample metrics.
 
     Args:
         rec: the attack's result.
-        ground_truth_x, ground_truth_y: D_u, (k, …) and (k,).
+        ground_truth_x, ground_truth_y: D_u, (k, …) and (k,); without labels (None) the label scores are None.
         lpips: an LPIPS model (``unlearnleak.metrics.load_lpips()``) or None (LPIPS reported as None).
         std: per-channel normalisation std; adds the official code's ``psnr_std_scaled``.
         transform: a tabular transform with ``inverse``/``numeric_columns``/``categorical_columns``;
@@ -161,7 +161,7 @@ def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, g
         ground-truth sample i.
     """
     gt_x = ground_truth_x.detach().cpu().float()
-    gt_y = torch.as_tensor(ground_truth_y).detach().cpu().long().flatten()
+    gt_y = None if ground_truth_y is None else torch.as_tensor(ground_truth_y).detach().cpu().long().flatten()
     x = rec.x.detach().cpu().float()
     if x.shape != gt_x.shape:
         raise ConfigError(f"the reconstruction has shape {tuple(x.shape)} but the ground truth "
@@ -169,7 +169,7 @@ def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, g
     perm = match_by_mse(x, gt_x)
     matched = x[perm]
     labels = rec.labels.cpu()[perm]
-    correct = (labels == gt_y).tolist()
+    correct = None if gt_y is None else (labels == gt_y).tolist()
     samples: list[dict[str, Any]]
     if rec.kind == "image":
         samples = image_metrics(matched, gt_x, lpips=lpips, std=std)
@@ -177,13 +177,14 @@ def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, g
         diff = (matched.double() - gt_x.double())
         samples = [{"mse": float(d.pow(2).mean()), "max_abs_error": float(d.abs().max())} for d in diff]
     for i, sample in enumerate(samples):
-        sample.update({"index": i, "reconstruction": int(perm[i]), "true_label": int(gt_y[i]),
-                       "label": int(labels[i]), "label_correct": bool(correct[i])})
+        sample.update({"index": i, "reconstruction": int(perm[i]), "label": int(labels[i]),
+                       "true_label": None if gt_y is None else int(gt_y[i]),
+                       "label_correct": None if correct is None else bool(correct[i])})
     out: dict[str, Any] = {
         "samples": samples,
         "mean": _means(samples),
-        "label_accuracy": sum(correct) / len(correct),
-        "label_multiset_accuracy": _multiset_accuracy(rec.labels.cpu(), gt_y),
+        "label_accuracy": None if correct is None else sum(correct) / len(correct),
+        "label_multiset_accuracy": None if gt_y is None else _multiset_accuracy(rec.labels.cpu(), gt_y),
         "label_source": rec.label_source,
         "assignment": perm.tolist(),
         "seconds": rec.seconds,
