@@ -1,4 +1,6 @@
-"""What a results row must hold to count as a finished cell; checked on resume (runner) and by `report`.
+"""The run folder's layout, its one results.jsonl reader, and what a row must hold to count as a finished cell.
+
+The runner (resume) and `report` both read rows here, so a folder one accepts the other reads the same way.
 
 A row saying ``"status": "ok"`` is trusted only if it carries a result for every attack its config enables
 and every file it names is a regular file inside its own cell folder (no symbolic link anywhere on the way):
@@ -7,13 +9,20 @@ a hand-edited or truncated row is rerun by the runner and shown as failed by the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
-CELLS_DIR = "cells"
+from unlearnleak.errors import CheckpointError
+
+EXPERIMENT_FILE = "experiment.yaml"  # the expanded config, to rerun or resume with
+RUN_FILE = "run.json"  # provenance: versions, git revision, invocations, times, cells
+RESULTS_FILE = "results.jsonl"  # one row per finished cell, one write per line
+CELLS_DIR = "cells"  # cells/<hash>/: each cell's files
+LOCK_FILE = ".unlearnleak.lock"  # held (flock) by the one run writing the folder
 ATTACKS = ("feature_recovery", "label_inference")
 _CELL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The least each attack's section must hold for its cell's numbers to be reported.
@@ -117,3 +126,46 @@ def inside_without_links(root: Path, path: Path) -> str | None:
     if os.path.commonpath([real_root, real]) != real_root:
         return f"{path} resolves outside the run folder"
     return None
+
+
+_FIX = ("remove the line (its cell runs again: re-run `unlearnleak sweep` on the same folder, which also repairs a "
+        "torn last line)")
+_SECTIONS: dict[str, type | tuple[type, ...]] = {
+    "params": dict, "utility": (dict, type(None)), "feature_recovery": (dict, type(None)),
+    "label_inference": (dict, type(None))}
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], bytes]:
+    """(every row of results.jsonl in file order, the torn tail): a last line without its newline is a write cut
+    short by a crash, returned apart for the caller to drop (runner) or refuse (report). Any other line that is
+    not a row — not JSON, not an object, no valid ``cell``, a ``status`` other than ok/error, a section of the
+    wrong type — raises CheckpointError naming the line."""
+    if not path.is_file():
+        return [], b""
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    data, torn = data[:cut], data[cut:]
+    rows = []
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        if line.strip():
+            rows.append(_row(line, f"{path} line {number}"))
+    return rows, torn
+
+
+def _row(line: bytes, where: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{where} is not valid JSON ({getattr(exc, 'msg', exc)}); {_FIX}") from None
+    if not isinstance(row, dict):
+        raise CheckpointError(f"{where} is a JSON {type(row).__name__}, not an object (a row); {_FIX}")
+    if not valid_cell_name(row.get("cell")):
+        raise CheckpointError(f"{where} has no valid \"cell\" (the cell's hash, letters and digits); {_FIX}")
+    if row.get("status") not in ("ok", "error"):
+        raise CheckpointError(f"{where} has \"status\" {row.get('status')!r}; expected \"ok\" or \"error\"; {_FIX}")
+    if row["status"] == "ok":
+        for key, kind in _SECTIONS.items():
+            if key in row and not isinstance(row[key], kind):
+                raise CheckpointError(f"{where}: \"{key}\" is a {type(row[key]).__name__}, not an object; the row "
+                                      f"was not written by `unlearnleak run`; {_FIX}")
+    return row

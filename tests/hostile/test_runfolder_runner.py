@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from cli_checks import one_error
 from unlearnleak.cli import app
-from unlearnleak.experiments.runner import LOCK_FILE
+from unlearnleak.run_folder import LOCK_FILE
 
 runner = CliRunner()
 HERE = Path(__file__).resolve().parent

@@ -31,7 +31,16 @@ from unlearnleak.experiments.executors.cell import ERROR_FILE
 from unlearnleak.experiments.preflight import check_cells
 from unlearnleak.experiments.schema import Cell, ExperimentConfig, expand_cells
 from unlearnleak.progress import Task, progress_enabled, say, task
-from unlearnleak.run_folder import ATTACKS, result_problem, valid_cell_name
+from unlearnleak.run_folder import (
+    ATTACKS,
+    CELLS_DIR,
+    EXPERIMENT_FILE,
+    LOCK_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    read_rows,
+    result_problem,
+)
 from unlearnleak.storage import (
     check_creatable,
     environment_record,
@@ -45,11 +54,6 @@ from unlearnleak.storage import (
 )
 
 DEFAULT_CELL_FN = "unlearnleak.experiments.pipeline:run_cell"
-EXPERIMENT_FILE = "experiment.yaml"
-RUN_FILE = "run.json"
-RESULTS_FILE = "results.jsonl"
-CELLS_DIR = "cells"
-LOCK_FILE = ".unlearnleak.lock"  # held (flock) by the one run writing the folder
 OVERWRITTEN_PREFIX = ".overwritten-"  # --overwrite moves the old contents here, then deletes them
 
 
@@ -140,7 +144,7 @@ def experiment_yaml(config: ExperimentConfig) -> str:
 
 def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of ``run_dir``/results.jsonl (a torn last line, from a crash mid-write, is left out)."""
-    rows, _ = _parse_results(Path(run_dir) / RESULTS_FILE)
+    rows, _ = read_rows(Path(run_dir) / RESULTS_FILE)
     return rows
 
 
@@ -331,28 +335,6 @@ def _clean_staging(run_dir: Path) -> None:
         remove_tree(leftover)
 
 
-def _parse_results(path: Path) -> tuple[list[dict[str, Any]], bytes]:
-    """(rows, torn tail): a last line without its newline is a write cut short by a crash."""
-    if not path.is_file():
-        return [], b""
-    data = path.read_bytes()
-    cut = data.rfind(b"\n") + 1
-    data, torn = data[:cut], data[cut:]
-    rows = []
-    for number, line in enumerate(data.split(b"\n")[:-1], 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or not valid_cell_name(row.get("cell")) or "status" not in row:
-                raise ValueError("not a row object with `cell` and `status`")
-        except ValueError as exc:
-            raise CheckpointError(f"{path} line {number} is not a result row ({exc}); delete that line (its "
-                                  "cell will run again) or pass --overwrite to start afresh") from exc
-        rows.append(row)
-    return rows, torn
-
-
 def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str, Any]], list[str], bool]:
     """(the "ok" rows that hold a whole result, by cell; notes on what runs again; whether the file needs a rewrite).
 
@@ -360,7 +342,7 @@ def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str
     or reached through a symbolic link) does not count: its cell runs again.
     """
     path = run_dir / RESULTS_FILE
-    rows, torn = _parse_results(path)
+    rows, torn = read_rows(path)
     by_hash = {c.hash: c for c in cells}
     unknown = sorted({r["cell"] for r in rows} - set(by_hash))
     if unknown:

@@ -16,13 +16,17 @@ from typing import Any
 import torch
 
 from unlearnleak.errors import CheckpointError
-from unlearnleak.run_folder import inside_without_links, result_problem, valid_cell_name
+from unlearnleak.run_folder import (
+    CELLS_DIR,
+    EXPERIMENT_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    inside_without_links,
+    read_rows,
+    result_problem,
+)
 from unlearnleak.storage import read_safetensors
 
-RESULTS_FILE = "results.jsonl"
-RUN_FILE = "run.json"
-EXPERIMENT_FILE = "experiment.yaml"
-CELLS_DIR = "cells"
 AUDIT_FILE = "report.json"
 AUDIT_FORMAT = "unlearnleak.audit/1"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -121,54 +125,18 @@ def _read_text(path: Path) -> str:
 
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The rows of results.jsonl, one per cell (a later "ok" row replaces an earlier error row)."""
+    rows, torn = read_rows(path)
+    if torn:
+        line = path.read_bytes().count(b"\n") + 1
+        raise CheckpointError(f"{path} line {line} is not valid JSON (a torn last "
+                              "line, from a write cut short); re-run `unlearnleak sweep` on the same folder to "
+                              "repair it, or remove the line")
     by_cell: dict[str, dict[str, Any]] = {}
-    count = 0
-    lines = _read_text(path).splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {number}"
-        fix = "re-run `unlearnleak sweep` on the same folder to repair a torn last line, or remove the line"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{where} is not valid JSON ({exc.msg}); {fix}") from None
-        if not isinstance(row, dict):
-            raise CheckpointError(f"{where} is a JSON {type(row).__name__}, not an object (a row); {fix}")
-        cell, status = row.get("cell"), row.get("status")
-        if not valid_cell_name(cell):
-            raise CheckpointError(f"{where} has no valid \"cell\" (the cell's hash, letters and digits); {fix}")
-        if status not in ("ok", "error"):
-            raise CheckpointError(f"{where} has \"status\" {status!r}; expected \"ok\" or \"error\"; {fix}")
-        if status == "ok":
-            _check_row_shape(row, where)
-        count += 1
-        previous = by_cell.get(cell)
-        if previous is None or status == "ok" or previous.get("status") != "ok":
-            by_cell[cell] = row
-    return list(by_cell.values()), count - len(by_cell)
-
-
-def _check_row_shape(row: dict[str, Any], where: str) -> None:
-    """The sections the report reads must have the contract's types (a hand-edited row fails here)."""
-    expected: dict[str, type | tuple[type, ...]] = {
-        "params": dict, "utility": (dict, type(None)), "feature_recovery": (dict, type(None)),
-        "label_inference": (dict, type(None))}
-    for key, kind in expected.items():
-        if key in row and not isinstance(row[key], kind):
-            raise CheckpointError(f"{where}: \"{key}\" is a {type(row[key]).__name__}, not an object; the row "
-                                  f"was not written by `unlearnleak run`; remove the line and re-run the cell")
-    fr = row.get("feature_recovery")
-    if fr is not None:
-        for key in ("metrics", "baselines", "artifacts"):
-            if not isinstance(fr.get(key, {}), dict):
-                raise CheckpointError(f"{where}: feature_recovery.{key} is not an object; remove the line and "
-                                      f"re-run the cell")
-        if not isinstance(fr.get("samples", []), list):
-            raise CheckpointError(f"{where}: feature_recovery.samples is not a list; remove the line and re-run")
-    li = row.get("label_inference")
-    if li is not None and not isinstance(li.get("changes", []), list):
-        raise CheckpointError(f"{where}: label_inference.changes is not a list; remove the line and re-run")
+    for row in rows:
+        previous = by_cell.get(row["cell"])
+        if previous is None or row["status"] == "ok" or previous.get("status") != "ok":
+            by_cell[row["cell"]] = row
+    return list(by_cell.values()), len(rows) - len(by_cell)
 
 
 def _read_run_json(path: Path) -> dict[str, Any]:
