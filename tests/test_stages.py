@@ -180,3 +180,51 @@ def test_sisa_trains_its_own_theta_cached_like_any_other(tmp_path: Path) -> None
     assert server_view(b.pair, b.knowledge)[2] is not None
     plain = build_scenario(_config(tmp_path))
     assert server_view(plain.pair, plain.knowledge)[0] is plain.pair
+
+
+def test_a_sisa_cell_attacks_the_member_that_moved(tmp_path: Path) -> None:
+    """Through the pipeline (what `run` and `recover` call), the server's attack on a SISA scenario targets the
+    retrained member, and the row says so; a plain scenario's row names no member."""
+    from unlearnleak.experiments.pipeline import execute_cell
+    from unlearnleak.experiments.schema import load_experiment
+
+    rows = {}
+    for method, params in (("sisa", {"shards": 2, "slices": 2, "lr": 0.05}), ("gradient_ascent", {})):
+        scenario = _config(tmp_path, unlearning={"method": method, "params": params}).model_dump(mode="json")
+        scenario.pop("seed"), scenario.pop("device")
+        config = load_experiment(None, [f"scenario={json.dumps(scenario)}", "metrics=[psnr]",
+                                        'attacks.feature_recovery={"preset": "best", "iterations": 3}'])
+        result = execute_cell(config, tmp_path / method, attacks=("feature_recovery",))
+        rows[method] = result.row()["feature_recovery"]
+    assert rows["sisa"]["attacked"].startswith("member ") and rows["sisa"]["mode"] == "approximate"
+    assert "attacked" not in rows["gradient_ascent"]
+
+
+def test_folders_and_theta0_entries_written_before_the_stages_still_load(tmp_path: Path) -> None:
+    """A run folder without `stages` in its record loads; a θ0 entry in the earlier layout (its key and its
+    seconds as metadata, no checksum) is used as it is, not pretrained again."""
+    from safetensors.torch import save_file
+
+    from unlearnleak.record import RunRecord
+
+    first = build_scenario(_config(tmp_path / "cache"))
+    folder = first.save(tmp_path / "run")
+    data = json.loads((folder / "record.json").read_text())
+    del data["stages"]
+    (folder / "record.json").write_text(json.dumps(data))
+    old = RunRecord.load(folder)
+    assert old is not None and old.stages == {} and old.forget_indices == first.record.forget_indices
+
+    path = _entry(tmp_path / "cache", "base")
+    meta = {"key": json.dumps(json.loads(_stored_key(path))), "seconds": "1.0"}  # unsorted, as it was written
+    save_file(dict(first.knowledge.base or {}), str(path), meta)  # the earlier writer's layout
+    again = build_scenario(_config(tmp_path / "cache"))
+    assert again.stages["base"]["cached"] is True and again.stages["base"]["seconds"] == "1.0"
+    assert _same(again.pair.unlearned, first.pair.unlearned)
+
+
+def _stored_key(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {})["key"]

@@ -376,7 +376,8 @@ def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> 
                     test=test_set, stages=stages)
 
 
-def server_view(pair: ModelPair, knowledge: ServerKnowledge) -> tuple[ModelPair, ServerKnowledge, str | None]:
+def server_view(pair: ModelPair, knowledge: ServerKnowledge | None
+                ) -> tuple[ModelPair, ServerKnowledge | None, str | None]:
     """What the white-box server attacks: the pair itself, or, when θ is a served ensemble (SISA), the pair of the
     member whose weights moved most — only the shards holding a deleted row are retrained, and the server, which
     holds both ensembles, sees which. Returns the pair, the knowledge that goes with it and what was attacked."""
@@ -387,9 +388,10 @@ def server_view(pair: ModelPair, knowledge: ServerKnowledge) -> tuple[ModelPair,
     shard = changed_member(pair.spec, pair.original, pair.unlearned)
     member = ModelPair(spec=member_spec(pair.spec), original=member_state(pair.original, shard),
                        unlearned=member_state(pair.unlearned, shard))
-    base = None if knowledge.base is None else member_state(knowledge.base, shard)
     # the member was trained on its shard only: N is not the ensemble's, and its exact target does not apply
-    view = replace(knowledge, base=base, n_train=None, unlearning="approximate")
+    view = None if knowledge is None else replace(
+        knowledge, base=None if knowledge.base is None else member_state(knowledge.base, shard), n_train=None,
+        unlearning="approximate")
     return member, view, f"member {shard} of the {int(pair.spec.kwargs['shards'])}-shard ensemble (moved most)"
 
 
