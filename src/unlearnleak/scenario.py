@@ -150,8 +150,8 @@ class ScenarioConfig(BaseModel):
                              "(unlearning all of D_ft leaves nothing to retrain on); lower k or raise n_train")
         outside = [p for p in self.forget.positions or () if p >= self.n_train]
         if self.forget.kind == "samples" and outside:
-            raise ValueError(f"forget.positions {outside} lie outside D_ft of n_train={self.n_train} (positions "
-                             f"0..{self.n_train - 1}); choose positions below n_train or raise n_train")
+            raise ValueError(f"forget.positions {outside} lie outside D_ft of n_train={self.n_train} (each must be "
+                             f"in [0, {self.n_train})); choose positions below n_train or raise n_train")
         return self
 
 

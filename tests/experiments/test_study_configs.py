@@ -92,15 +92,16 @@ def test_old_study_configs_and_conflicting_flags_are_one_line(tmp_path: Path) ->
     assert not (tmp_path / "o").exists()
 
 
-def test_a_repeated_sweep_value_is_refused_as_a_study_refused_it() -> None:
+def test_a_repeated_forget_set_or_strength_is_refused_before_anything_runs(tmp_path: Path) -> None:
     """A repeat would be counted twice once the forget sets are pooled (the studies refused repeats too)."""
-    from unlearnleak.errors import ConfigError
+    from cli_checks import one_error
 
-    with pytest.raises(ConfigError, match=r"scenario.forget.class_id' lists \[3, 5, 3\] with repeats"):
-        load_experiment("studies/methods_labels", ['sweep={"scenario.forget.class_id": [3, 5, 3]}'])
-    with pytest.raises(ConfigError, match="with repeats"):
-        load_experiment("studies/defenses_labels", ['sweep={"defense.name,defense.params": '
-                                                    '[[noise, {sigma: 0.1}], [noise, {sigma: 0.1}]]}'])
+    for config, sweep in (("studies/methods_labels", '{"scenario.forget.class_id": [3, 5, 3]}'),
+                          ("studies/defenses_labels", '{"defense.name,defense.params": '
+                                                      '[[noise, {sigma: 0.1}], [noise, {sigma: 0.1}]]}')):
+        one_error(runner.invoke(app, ["run", config, "--out", str(tmp_path / "o"), "--set",
+                                      f"sweep={sweep}"]), "are the same experiment", "remove the repeated value")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("kind", ["methods", "defenses"])

@@ -168,9 +168,6 @@ class ExperimentConfig(BaseModel):
                     raise ValueError(f"sweep key {key!r}: seeds go in `seeds`; sweep and quick cannot be swept")
             if not values:
                 raise ValueError(f"sweep key {key!r} lists no values")
-            shown = [json.dumps(v, sort_keys=True, default=str) for v in values]
-            if len(set(shown)) != len(shown):  # a repeated cell would be counted twice when pooled
-                raise ValueError(f"sweep key {key!r} lists {values} with repeats; each value must appear once")
             if len(parts) > 1:
                 for v in values:
                     if not isinstance(v, list) or len(v) != len(parts):
