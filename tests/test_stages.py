@@ -228,3 +228,30 @@ def _stored_key(path: Path) -> str:
 
     with safe_open(str(path), framework="pt") as handle:
         return (handle.metadata() or {})["key"]
+
+
+@pytest.mark.parametrize("method", ["gradient_ascent", "exact"])
+def test_theta_stages_give_the_weights_of_the_direct_calls(tmp_path: Path, method: str) -> None:
+    """Same seed, same numbers: (θ, θ_u) from the stages — computed, then read back — are bit-identical to
+    fine-tuning θ0 and calling the method directly, as the benchmarks did before they called the stages."""
+    from unlearnleak.scenario import base_of
+    from unlearnleak.unlearning import UnlearningContext, unlearn
+
+    config = _config(tmp_path)
+    scn = build_scenario(config)
+    train = scn.train
+    base = base_of(config, train)
+    rows = torch.randperm(config.holdout, generator=torch.Generator().manual_seed(123))[:40]  # a benchmark's draw
+    x, y, positions = train.x[rows], train.y[rows], torch.tensor([5, 11])
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[positions] = True
+    direct_theta = finetune(base.spec, base.state, x, y, config.finetune, seed=7)
+    ctx = UnlearningContext(spec=base.spec, original=direct_theta, base=base.state, x_train=x, y_train=y,
+                            forget_mask=mask, finetune=config.finetune, seed=7)
+    direct_unlearned = unlearn(method, ctx)
+    for expect_cached in (False, True):
+        theta, unlearned = stages.theta_stages(tmp_path, base, x, y, rows, positions, config.finetune, method,
+                                               seed=7)
+        assert theta.cached is unlearned.cached is expect_cached
+        assert _same(theta.state, direct_theta) and _same(unlearned.state, direct_unlearned)
+    assert scn.stages["original"]["key"] != theta.key  # another D_ft: another entry

@@ -26,7 +26,7 @@ from unlearnleak.models import MODELS, ModelSpec, build_model
 from unlearnleak.pair import ModelPair, StateDict, Which
 from unlearnleak.record import GROUND_TRUTH_FILE as GROUND_TRUTH_FILE
 from unlearnleak.record import RunRecord
-from unlearnleak.stages import Stage, base_key, base_stage, original_stage, unlearned_stage
+from unlearnleak.stages import Stage, base_key, base_stage, theta_stages
 from unlearnleak.stages import finetune as finetune
 from unlearnleak.storage import check_creatable, environment_record, write_json_atomic
 from unlearnleak.training import TrainConfig, evaluate
@@ -349,10 +349,8 @@ def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> 
     x_ft, y_ft = train_set.x[ft_indices], train_set.y[ft_indices]
     method, params = config.unlearning.method, config.unlearning.params
     base = base_of(config, train_set)
-    original = original_stage(root, base, x_ft, y_ft, ft_indices, config.finetune, method, params,
-                              seed=config.seed, device=config.device)
-    unlearned = unlearned_stage(root, original, x_ft, y_ft, positions, config.finetune, method, params,
-                                seed=config.seed, device=config.device)
+    original, unlearned = theta_stages(root, base, x_ft, y_ft, ft_indices, positions, config.finetune, method,
+                                       params, seed=config.seed, device=config.device)
     pair = ModelPair(spec=original.spec, original=original.state, unlearned=unlearned.state)
     knowledge = ServerKnowledge(base=original.base, n_train=config.n_train, n_forget=int(positions.numel()),
                                 unlearning=unlearning_kind(method), batch_size=config.finetune.batch_size)

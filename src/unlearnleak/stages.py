@@ -201,3 +201,19 @@ def unlearned_stage(root: Path, original: Stage, x_ft: torch.Tensor, y_ft: torch
 
     name = f"{original.spec.name}-{method}-{key_digest(key)}.safetensors"
     return _run("unlearned", original.spec, root / FOLDERS["unlearned"] / name, key, compute)
+
+
+# ---- θ and θ_u together -------------------------------------------------------------------------------------
+
+
+def theta_stages(root: Path, base: Stage, x_ft: torch.Tensor, y_ft: torch.Tensor, ft_indices: torch.Tensor,
+                 positions: torch.Tensor, finetune_config: TrainConfig, method: str,
+                 params: Mapping[str, Any] | None = None, *, seed: int, device: str = "cpu") -> tuple[Stage, Stage]:
+    """(θ, θ_u) for D_ft = (x_ft, y_ft) (its train-split rows ``ft_indices``) and D_u at ``positions`` of D_ft: what
+    the scenario, the experiment pipeline and the benchmarks call, so that each reuses the others' cached stages."""
+    params = dict(params or {})
+    original = original_stage(root, base, x_ft, y_ft, ft_indices, finetune_config, method, params, seed=seed,
+                              device=device)
+    unlearned = unlearned_stage(root, original, x_ft, y_ft, positions, finetune_config, method, params, seed=seed,
+                                device=device)
+    return original, unlearned
