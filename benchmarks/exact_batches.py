@@ -30,14 +30,15 @@ from suite_cases import CASES
 from unlearnleak.attacks.feature_recovery import evaluate_reconstruction, infer_labels, invert, preset
 from unlearnleak.attacks.feature_recovery.result import Reconstruction
 from unlearnleak.attacks.feature_recovery.target_gradient import BatchScheduleWarning, TargetGradient, target_gradient
+from unlearnleak.cache import cache_dir
 from unlearnleak.data import load_dataset
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.pair import ModelPair
-from unlearnleak.scenario import finetune, pretrained_base
+from unlearnleak.scenario import base_of
+from unlearnleak.stages import theta_stages
 from unlearnleak.storage import environment_record, write_json_atomic
 from unlearnleak.training import TrainConfig
-from unlearnleak.unlearning import UnlearningContext, unlearn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,7 +83,8 @@ def main() -> int:
     case = CASES.get(args.case)
     cfg = case.config()
     train_set = load_dataset(case.dataset, "train", cfg.data_dir)
-    spec, base = pretrained_base(cfg, train_set)
+    base_st = base_of(cfg, train_set)
+    spec, base = base_st.spec, base_st.state
     ft = TrainConfig(lr=1e-3, batch_size=args.batch_size, freeze_bn=True)
     probe = build_model(spec)
     load_weights(probe, base)
@@ -100,12 +102,12 @@ def main() -> int:
         for sample in range(args.samples):
             pool = torch.randperm(case.holdout, generator=torch.Generator().manual_seed(30_000 + sample))[:n]
             x, y = train_set.x[pool], train_set.y[pool]
+            positions = torch.randperm(n, generator=torch.Generator().manual_seed(40_000 + sample))[:args.k]
             mask = torch.zeros(n, dtype=torch.bool)
-            mask[torch.randperm(n, generator=torch.Generator().manual_seed(40_000 + sample))[:args.k]] = True
-            original = finetune(spec, base, x, y, ft, seed=sample)
-            ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x, y_train=y, forget_mask=mask,
-                                    finetune=ft, seed=sample)
-            pair = ModelPair(spec, original, unlearn("exact", ctx))
+            mask[positions] = True
+            theta, theta_u = theta_stages(cache_dir(cfg.cache_dir), base_st, x, y, pool, positions, ft, "exact",
+                                          seed=sample)  # the scenario's cached stages
+            pair = ModelPair(spec, theta.state, theta_u.state)
             knowledge = ServerKnowledge(base=base, n_train=n, n_forget=args.k, unlearning="exact")
             loss = F.cross_entropy(probe(x[mask]), y[mask])
             truth = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]).double()

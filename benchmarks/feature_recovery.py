@@ -37,6 +37,7 @@ from unlearnleak.attacks.feature_recovery import preset
 from unlearnleak.attacks.feature_recovery.inversion import invert
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
+from unlearnleak.cache import cache_dir
 from unlearnleak.data import load_dataset
 from unlearnleak.experiments.pipeline import FeatureRecoveryEvaluation, recover_and_evaluate
 from unlearnleak.experiments.schema import FeatureRecoverySpec
@@ -45,10 +46,10 @@ from unlearnleak.metrics import load_lpips
 from unlearnleak.models import ModelSpec
 from unlearnleak.pair import ModelPair, StateDict
 from unlearnleak.report.grids import save_reconstruction_grid
-from unlearnleak.scenario import finetune, pretrained_base
+from unlearnleak.scenario import base_of
+from unlearnleak.stages import theta_stages
 from unlearnleak.storage import environment_record, write_json_atomic
 from unlearnleak.training import evaluate
-from unlearnleak.unlearning import UnlearningContext, unlearn
 
 Attacked = tuple[ModelPair, ServerKnowledge]  # what the server attack receives
 
@@ -85,22 +86,22 @@ def build_setting(args: argparse.Namespace) -> Setting:
     train_set = load_dataset("cifar10", "train", cfg.data_dir)
     test_set = load_dataset("cifar10", "test", cfg.data_dir)
     started = time.perf_counter()
-    spec, base = pretrained_base(cfg, train_set)
+    base_st = base_of(cfg, train_set)
+    spec, base = base_st.spec, base_st.state
     print(f"θ0 ready in {time.perf_counter() - started:.0f} s", flush=True)
     pool = torch.randperm(cfg.holdout, generator=torch.Generator().manual_seed(cfg.seed))  # as build_scenario
     ft_idx = pool[:cfg.n_train]
     x_ft, y_ft = train_set.x[ft_idx], train_set.y[ft_idx]
-    original = finetune(spec, base, x_ft, y_ft, cfg.finetune, seed=cfg.seed, device=args.device)
+    root = cache_dir(cfg.cache_dir)
     positions = torch.randperm(cfg.n_train, generator=torch.Generator().manual_seed(args.sample_seed))
     positions_list = positions[:args.samples].tolist()
     pairs: dict[str, list[Attacked]] = {m: [] for m in MODES}
+    original = base  # replaced by θ (the same for every position and method: one cached stage)
     for pos in positions_list:
-        mask = torch.zeros(cfg.n_train, dtype=torch.bool)
-        mask[pos] = True
         for mode, method in (("approx", "gradient_ascent"), ("exact", "exact")):
-            ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x_ft, y_train=y_ft,
-                                    forget_mask=mask, finetune=cfg.finetune, seed=cfg.seed, device=args.device)
-            unlearned = unlearn(method, ctx)
+            theta, theta_u = theta_stages(root, base_st, x_ft, y_ft, ft_idx, torch.tensor([pos]), cfg.finetune,
+                                          method, seed=cfg.seed, device=args.device)
+            original, unlearned = theta.state, theta_u.state
             kind = "approximate" if method == "gradient_ascent" else "exact"
             pairs[mode].append((ModelPair(spec, original, unlearned),
                                 ServerKnowledge(base=base, n_train=cfg.n_train, n_forget=1, unlearning=kind)))

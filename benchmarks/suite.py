@@ -39,17 +39,17 @@ from torch.nn import functional as F
 
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery import PRESETS, recover
+from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.errors import UnlearnleakError
 from unlearnleak.experiments.pipeline import recover_and_evaluate
 from unlearnleak.experiments.schema import FeatureRecoverySpec
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS, image_metrics, load_lpips
-from unlearnleak.models import ModelSpec
-from unlearnleak.pair import ModelPair, StateDict
-from unlearnleak.scenario import finetune, pretrained_base
+from unlearnleak.pair import ModelPair
+from unlearnleak.scenario import base_of, pretrained_base
+from unlearnleak.stages import Stage, theta_stages
 from unlearnleak.storage import environment_record, write_json_atomic
-from unlearnleak.unlearning import UnlearningContext, unlearn
 
 VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,32 +114,30 @@ def _lpips(device: str) -> LPIPS | None:
     return _CACHE["lpips"]  # type: ignore[no-any-return]
 
 
-def _base(case: Case, device: str) -> tuple[ModelSpec, StateDict, Dataset]:
+def _base(case: Case, device: str) -> tuple[Stage, Dataset]:
     if case.name not in _CACHE:
         cfg = case.config(device=device)
         train_set = load_dataset(case.dataset, cfg.train_split, cfg.data_dir, **case.dataset_options)
-        spec, base = pretrained_base(cfg, train_set)
-        _CACHE[case.name] = (spec, base, train_set)
+        _CACHE[case.name] = (base_of(cfg, train_set), train_set)
     return _CACHE[case.name]  # type: ignore[no-any-return]
 
 
 def build_pair(case: Case, setting: Setting, sample: int, device: str
                ) -> tuple[ModelPair, torch.Tensor, torch.Tensor, Dataset]:
-    """The cell's pair and ground truth: D_ft of N pool rows and D_u of k of them, both seeded by ``sample``."""
-    spec, base, train_set = _base(case, device)
+    """The cell's pair and ground truth: D_ft of N pool rows and D_u of k of them, both seeded by ``sample``; θ and
+    θ_u are the scenario's cached stages (unlearnleak.stages), so a rerun reads them back bit for bit."""
+    base, train_set = _base(case, device)
     cfg = case.config(n_train=setting.n, device=device)
     pool = torch.randperm(case.holdout, generator=torch.Generator().manual_seed(10_000 + sample))[:setting.n]
     x_ft, y_ft = train_set.x[pool], train_set.y[pool]
     positions = torch.randperm(setting.n, generator=torch.Generator().manual_seed(20_000 + sample))[:setting.k]
     mask = torch.zeros(setting.n, dtype=torch.bool)
     mask[positions] = True
-    original = finetune(spec, base, x_ft, y_ft, cfg.finetune, seed=sample, device=device)
     method = "gradient_ascent" if setting.method == "approx" else "exact"
-    ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x_ft, y_train=y_ft, forget_mask=mask,
-                            finetune=cfg.finetune, seed=sample, device=device)
-    unlearned = unlearn(method, ctx)
-    pair = ModelPair(spec, original, unlearned)
-    knowledge = ServerKnowledge(base=base, n_train=setting.n, n_forget=setting.k,
+    original, unlearned = theta_stages(cache_dir(cfg.cache_dir), base, x_ft, y_ft, pool, positions, cfg.finetune,
+                                       method, seed=sample, device=device)
+    pair = ModelPair(base.spec, original.state, unlearned.state)
+    knowledge = ServerKnowledge(base=base.state, n_train=setting.n, n_forget=setting.k,
                                 unlearning="approximate" if setting.method == "approx" else "exact",
                                 batch_size=cfg.finetune.batch_size)
     return pair, knowledge, x_ft[mask], y_ft[mask], train_set

@@ -126,20 +126,20 @@ def test_parallel_cells_pretrain_a_shared_theta0_once(tmp_path, monkeypatch) -> 
     """Two workers asking for the same θ0 at once: one trains it, the other waits for the lock and loads it."""
     import threading
 
-    from unlearnleak import scenario as scenario_module
+    from unlearnleak import stages as stages_module
     from unlearnleak.scenario import ScenarioConfig, pretrained_base
     from unlearnleak.training import TrainConfig
 
     calls: list[int] = []
     gate = threading.Event()
-    real_train = scenario_module.train
+    real_train = stages_module.train
 
     def slow_train(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
         gate.wait(5)  # hold the lock until the second worker is surely waiting
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(scenario_module, "train", slow_train)
+    monkeypatch.setattr(stages_module, "train", slow_train)
     config = ScenarioConfig(dataset="digits", model="lenet", holdout=500, pretrain=TrainConfig(epochs=1),
                             cache_dir=str(tmp_path))
     results: list[dict] = []

@@ -33,6 +33,8 @@ class RunRecord:
         metrics: accuracies of θ0, θ, θ_u on the test split, D_u and D_ft \\ D_u.
         environment: versions, git revision, platform.
         forget_x, forget_y: D_u itself (saved as ``ground_truth.safetensors``), when kept.
+        stages: per stage of the scenario (base θ0, original θ, unlearned θ_u): its cache key, whether it came
+            from the cache, and what it recorded when computed (seconds; θ_u: the method's gradient work).
     """
 
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -45,6 +47,7 @@ class RunRecord:
     forget_x: torch.Tensor | None = None
     forget_y: torch.Tensor | None = None
     forget_positions: torch.Tensor | None = None
+    stages: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -57,7 +60,7 @@ class RunRecord:
         return {"format": FORMAT, "config": dict(self.config), "dataset": dict(self.dataset),
                 "ft_indices": list(self.ft_indices), "forget_indices": list(self.forget_indices),
                 "forget_labels": list(self.forget_labels), "metrics": dict(self.metrics),
-                "environment": dict(self.environment)}
+                "environment": dict(self.environment), "stages": dict(self.stages)}
 
     def save(self, folder: str | Path) -> Path:
         """Write ``record.json`` and, when D_u is kept, ``ground_truth.safetensors``."""
@@ -90,6 +93,6 @@ class RunRecord:
                        forget_labels=tuple(int(v) for v in data.get("forget_labels") or ()),
                        metrics=dict(data.get("metrics") or {}), environment=dict(data.get("environment") or {}),
                        forget_x=tensors.get("forget_x"), forget_y=tensors.get("forget_y"),
-                       forget_positions=tensors.get("forget_positions"))
+                       forget_positions=tensors.get("forget_positions"), stages=dict(data.get("stages") or {}))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path} is not a run record written by unlearnleak: {exc}") from exc

@@ -1,39 +1,36 @@
 """The paper's scenario (PAPER.md §2.3, §3, §5): pretrain θ0, fine-tune θ on D_ft, unlearn D_u → ModelPair.
 
-Public part of the training split → θ0 (cached by config hash). A private pool (the first ``holdout``
-training rows, as the official code's ``exclude_num``) supplies D_ft of N rows; D_u is k single samples
-or a fraction of one class's rows in D_ft. The ground truth (D_u) is kept beside the pair, never in it.
+Public part of the training split → θ0. A private pool (the first ``holdout`` training rows, as the official
+code's ``exclude_num``) supplies D_ft of N rows; D_u is k single samples or a fraction of one class's rows in
+D_ft. The ground truth (D_u) is kept beside the pair, never in it. Each stage (θ0, θ, θ_u) is cached under the
+hash of its inputs (unlearnleak.stages), and the run record says which came from the cache.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.devices import check_device
 from unlearnleak.errors import ConfigError, UnlearnleakError, one_line
 from unlearnleak.knowledge import ServerKnowledge
-from unlearnleak.models import MODELS, ModelSpec, build_model, load_weights
+from unlearnleak.models import MODELS, ModelSpec, build_model
 from unlearnleak.pair import ModelPair, StateDict, Which
 from unlearnleak.record import GROUND_TRUTH_FILE as GROUND_TRUTH_FILE
 from unlearnleak.record import RunRecord
-from unlearnleak.storage import check_creatable, environment_record, save_tensors_atomic, write_json_atomic
-from unlearnleak.training import TrainConfig, evaluate, train
-from unlearnleak.unlearning import UNLEARNING, UnlearningContext, check_params, state_of, unlearn
-from unlearnleak.unlearning.base import SCENARIO_UNSUPPORTED
+from unlearnleak.stages import Stage, base_key, base_stage, theta_stages
+from unlearnleak.stages import finetune as finetune
+from unlearnleak.storage import check_creatable, environment_record, write_json_atomic
+from unlearnleak.training import TrainConfig, evaluate
+from unlearnleak.unlearning import UNLEARNING, check_params
 
 
 # The kind of unlearning each registered method performs (declared to the server attacker by the scenario).
@@ -52,8 +49,17 @@ class ForgetConfig(BaseModel):
     kind: Literal["samples", "class"] = "samples"
     k: int = Field(1, ge=1)  # kind="samples": how many
     positions: tuple[int, ...] | None = None  # kind="samples": explicit positions in D_ft (overrides k)
-    class_id: int | None = Field(None, ge=0)  # kind="class"
+    class_id: int | None = Field(None, ge=0, strict=True)  # kind="class" (a true integer, not `true`)
     fraction: float = Field(1.0, gt=0, le=1)  # kind="class": p_u, the first ⌊n_c·p_u⌋ (at least 1) rows
+
+    @field_validator("positions")
+    @classmethod
+    def _distinct(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and not value:
+            raise ValueError("forget.positions lists no position; give at least one (or drop it and set forget.k)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"forget.positions lists {list(value)} with repeats; each position must appear once")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ForgetConfig:
@@ -79,8 +85,6 @@ class UnlearningConfig(BaseModel):
             check_params(self.method, self.params)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        if self.method in SCENARIO_UNSUPPORTED:
-            raise ValueError(f"unlearning.method={self.method!r}: {SCENARIO_UNSUPPORTED[self.method]}")
         return self
 
 
@@ -144,6 +148,10 @@ class ScenarioConfig(BaseModel):
         if self.forget.kind == "samples" and self.forget.positions is None and self.forget.k >= self.n_train:
             raise ValueError(f"forget.k={self.forget.k} must be smaller than n_train={self.n_train} "
                              "(unlearning all of D_ft leaves nothing to retrain on); lower k or raise n_train")
+        outside = [p for p in self.forget.positions or () if p >= self.n_train]
+        if self.forget.kind == "samples" and outside:
+            raise ValueError(f"forget.positions {outside} lie outside D_ft of n_train={self.n_train} (each must be "
+                             f"in [0, {self.n_train})); choose positions below n_train or raise n_train")
         return self
 
 
@@ -161,6 +169,7 @@ class Scenario:
     forget_positions: torch.Tensor  # positions of D_u within D_ft
     train: Dataset  # the full train split (public part = rows ≥ holdout)
     test: Dataset | None
+    stages: Mapping[str, Any] = field(default_factory=dict)  # per stage (base, original, unlearned): key, cached
 
     @property
     def forget_indices(self) -> torch.Tensor:
@@ -188,10 +197,6 @@ class Scenario:
         return folder
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def model_spec(config: ScenarioConfig, data: Dataset) -> ModelSpec:
     """The architecture for ``config`` on ``data``."""
     return ModelSpec(name=config.model, input_shape=data.input_shape, num_classes=data.num_classes,
@@ -214,56 +219,24 @@ def _load_splits(config: ScenarioConfig, loaded: tuple[Dataset, Dataset | None] 
 
 
 def pretrained_base(config: ScenarioConfig, train_set: Dataset | None = None) -> tuple[ModelSpec, StateDict]:
-    """θ0: the model pretrained on the public rows (train rows ≥ holdout), cached by config hash."""
+    """θ0: the model pretrained on the public rows (train rows ≥ holdout), cached by the hash of its inputs."""
+    stage = base_of(config, train_set)
+    return stage.spec, stage.state
+
+
+def base_of(config: ScenarioConfig, train_set: Dataset | None = None) -> Stage:
+    """θ0's stage (unlearnleak.stages.base_stage) for ``config``."""
     if train_set is None:
         train_set, _ = _load_splits(config)
     spec = model_spec(config, train_set)
     seed = config.seed if config.pretrain_seed is None else config.pretrain_seed
-    key = {"dataset": config.dataset, "split": config.train_split, "options": config.dataset_options,
-           "holdout": config.holdout,
-           "files": [f.sha256 for f in train_set.provenance.files], "n": len(train_set),
-           "spec": spec.to_dict(), "pretrain": config.pretrain.model_dump(mode="json"), "seed": seed,
-           "version": 1}
-    if config.pretrain_rows is not None:  # only when set, so that the cache keys of earlier θ0s still hold
-        key["pretrain_rows"] = config.pretrain_rows
-    digest = _hash(key)
-    path = cache_dir(config.cache_dir) / "pretrained" / f"{config.dataset}-{config.model}-{digest}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # parallel cells that share θ0 pretrain it once; the others wait, then load it (released if the holder dies)
-    with FileLock(path.with_name(path.name + ".lock")):
-        return _cached_or_pretrained(config, train_set, spec, key, path, seed)
-
-
-def _cached_or_pretrained(config: ScenarioConfig, train_set: Dataset, spec: ModelSpec, key: dict[str, Any],
-                          path: Path, seed: int) -> tuple[ModelSpec, StateDict]:
-    if path.is_file():
-        try:
-            state = load_file(str(path))
-            model = build_model(spec)
-            load_weights(model, state, what=f"cached base model {path}")
-            return spec, state
-        except (SafetensorError, OSError, ConfigError):
-            path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not trusted
-    torch.manual_seed(seed)  # parameter initialisation
-    model = build_model(spec)
+    key = base_key(config.dataset, config.train_split, config.dataset_options, config.holdout, train_set, spec,
+                   config.pretrain, seed, config.pretrain_rows)
     end = len(train_set) if config.pretrain_rows is None else min(len(train_set),
                                                                    config.holdout + config.pretrain_rows)
     public = train_set.subset(torch.arange(config.holdout, end))
-    started = time.perf_counter()
-    train(model, public.x, public.y, config.pretrain, seed=seed, device=config.device, desc="pretraining θ0")
-    state = state_of(model)
-    save_tensors_atomic(path, state, {"key": json.dumps(key, default=str),
-                                      "seconds": f"{time.perf_counter() - started:.1f}"})
-    return spec, state
-
-
-def finetune(spec: ModelSpec, base: StateDict, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
-             seed: int, device: str = "cpu", keep: torch.Tensor | None = None) -> StateDict:
-    """θ = θ0 fine-tuned on (x, y) (optionally only the ``keep`` rows, in the same order)."""
-    model = build_model(spec)
-    load_weights(model, {k: v.clone() for k, v in base.items()})
-    train(model, x, y, config, seed=seed, device=device, keep=keep, desc="fine-tuning θ")
-    return state_of(model)
+    return base_stage(cache_dir(config.cache_dir), key, spec, public, config.pretrain, seed=seed,
+                      device=config.device)
 
 
 def choose_forget(config: ForgetConfig, y_ft: torch.Tensor, seed: int) -> torch.Tensor:
@@ -365,25 +338,25 @@ def _check_cache_dir(config: ScenarioConfig) -> None:
 
 
 def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> Scenario:
-    """Pretrain (or load) θ0, fine-tune θ on D_ft, unlearn D_u, and measure both models.
+    """Pretrain θ0, fine-tune θ on D_ft, unlearn D_u (each stage read from the cache when it holds it), and
+    measure the three models.
 
     ``plan`` (from :func:`plan_scenario`, which runs first if not given) holds the checked data and choices.
     """
     plan = plan if plan is not None else plan_scenario(config)
     train_set, test_set, ft_indices, positions = plan.train, plan.test, plan.ft_indices, plan.positions
-    spec, base = pretrained_base(config, train_set)
+    root = cache_dir(config.cache_dir)
     x_ft, y_ft = train_set.x[ft_indices], train_set.y[ft_indices]
-    original = finetune(spec, base, x_ft, y_ft, config.finetune, seed=config.seed, device=config.device)
+    method, params = config.unlearning.method, config.unlearning.params
+    base = base_of(config, train_set)
+    original, unlearned = theta_stages(root, base, x_ft, y_ft, ft_indices, positions, config.finetune, method,
+                                       params, seed=config.seed, device=config.device)
+    pair = ModelPair(spec=original.spec, original=original.state, unlearned=unlearned.state)
+    knowledge = ServerKnowledge(base=original.base, n_train=config.n_train, n_forget=int(positions.numel()),
+                                unlearning=unlearning_kind(method), batch_size=config.finetune.batch_size)
+    stages: dict[str, Any] = {stage.name: stage.record() for stage in (base, original, unlearned)}
     mask = torch.zeros(config.n_train, dtype=torch.bool)
     mask[positions] = True
-    ctx = UnlearningContext(spec=spec, original=original, base=base, x_train=x_ft, y_train=y_ft,
-                            forget_mask=mask, finetune=config.finetune, params=config.unlearning.params,
-                            seed=config.seed, device=config.device)
-    unlearned = unlearn(config.unlearning.method, ctx)
-    pair = ModelPair(spec=spec, original=original, unlearned=unlearned)
-    knowledge = ServerKnowledge(base=base, n_train=config.n_train, n_forget=int(positions.numel()),
-                                unlearning=unlearning_kind(config.unlearning.method),
-                                batch_size=config.finetune.batch_size)
     record = RunRecord(
         config=config.model_dump(mode="json"),
         dataset={"name": config.dataset, "classes": list(train_set.classes), "provenance": {
@@ -394,11 +367,30 @@ def build_scenario(config: ScenarioConfig, plan: ScenarioPlan | None = None) -> 
         forget_labels=tuple(y_ft[positions].tolist()),
         metrics=_measure(pair, knowledge, x_ft, y_ft, mask, test_set, config.device),
         environment=environment_record(),
-        forget_x=x_ft[positions], forget_y=y_ft[positions], forget_positions=positions,
+        forget_x=x_ft[positions], forget_y=y_ft[positions], forget_positions=positions, stages=stages,
     )
     return Scenario(config=config, pair=pair, knowledge=knowledge, record=record, forget_x=x_ft[positions],
                     forget_y=y_ft[positions], ft_indices=ft_indices, forget_positions=positions, train=train_set,
-                    test=test_set)
+                    test=test_set, stages=stages)
+
+
+def server_view(pair: ModelPair, knowledge: ServerKnowledge | None
+                ) -> tuple[ModelPair, ServerKnowledge | None, str | None]:
+    """What the white-box server attacks: the pair itself, or, when θ is a served ensemble (SISA), the pair of the
+    member whose weights moved most — only the shards holding a deleted row are retrained, and the server, which
+    holds both ensembles, sees which. Returns the pair, the knowledge that goes with it and what was attacked."""
+    from unlearnleak.unlearning.sisa import ENSEMBLE, changed_member, member_spec, member_state
+
+    if pair.spec.name != ENSEMBLE:
+        return pair, knowledge, None
+    shard = changed_member(pair.spec, pair.original, pair.unlearned)
+    member = ModelPair(spec=member_spec(pair.spec), original=member_state(pair.original, shard),
+                       unlearned=member_state(pair.unlearned, shard))
+    # the member was trained on its shard only: N is not the ensemble's, and its exact target does not apply
+    view = None if knowledge is None else replace(
+        knowledge, base=None if knowledge.base is None else member_state(knowledge.base, shard), n_train=None,
+        unlearning="approximate")
+    return member, view, f"member {shard} of the {int(pair.spec.kwargs['shards'])}-shard ensemble (moved most)"
 
 
 def _measure(pair: ModelPair, knowledge: ServerKnowledge, x_ft: torch.Tensor, y_ft: torch.Tensor, mask: torch.Tensor,

@@ -94,13 +94,14 @@ def test_a_received_run_folder_does_not_run_code_on_resume(tmp_path: Path, evil:
 
 
 @pytest.mark.parametrize("study", ["methods", "defenses"])
-def test_a_study_config_naming_code_is_refused(tmp_path: Path, evil: Path, study: str) -> None:
-    by_set = ["--set", f"setting.model={evil}:Net"]
+def test_a_study_naming_code_is_refused(tmp_path: Path, evil: Path, study: str) -> None:
+    """A study is shipped configs run by `run`: the same rule, and the removed study config says how to convert."""
+    by_set = ["--set", f"scenario.model={evil}:Net"]
     one_error(runner.invoke(app, ["study", study, "--out", str(tmp_path / "out"), *by_set]),
-              "setting.model names code", "--model-def")
+              "scenario.model names code", "--model-def")
     config = write(tmp_path, f"setting:\n  model: {evil}:Net\n", "study.yaml")
     one_error(runner.invoke(app, ["study", study, "--out", str(tmp_path / "out"), "--config", str(config)]),
-              "setting.model names code")
+              "study configs are experiment configs now", f"studies/{study}_recovery.yaml", "unlearnleak run")
     assert not (tmp_path / "out").exists() and not imported(evil)
 
 
@@ -131,7 +132,7 @@ def test_model_def_must_name_the_same_code_and_be_used(tmp_path: Path, evil: Pat
     one_error(runner.invoke(app, ["run", str(plain), "--out", out, "--model-def", f"{evil}:Net"]),
               "--model-def", "names this code (its models: convnet)")
     one_error(runner.invoke(app, ["study", "methods", "--out", out, "--model-def", f"{evil}:Net"]),
-              "--model-def", "no model in the study config names this code (its models: lenet)")
+              "--model-def", "names this code (its models: lenet)")
     assert not (tmp_path / "out").exists() and not imported(evil)
 
 

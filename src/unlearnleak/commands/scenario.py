@@ -45,9 +45,8 @@ PAPER: dict[str, Any] = {
 
 def _methods() -> str:
     from unlearnleak.unlearning import UNLEARNING
-    from unlearnleak.unlearning.base import SCENARIO_UNSUPPORTED
 
-    return " | ".join(n for n in UNLEARNING.names() if n not in SCENARIO_UNSUPPORTED)
+    return " | ".join(UNLEARNING.names())
 
 
 def scenario_table(scn: Scenario) -> Table:

@@ -84,6 +84,7 @@ class FeatureRecoveryEvaluation:
     metrics: tuple[str, ...] = IMAGE_METRICS
     tabular: dict[str, float | None] | None = None  # tabular rows: tabular_errors of the matched rows
     artifacts: Mapping[str, str] = field(default_factory=dict)
+    attacked: str | None = None  # what the server attacked when θ is an ensemble (SISA: the member that moved)
 
     @property
     def image(self) -> bool:
@@ -121,7 +122,8 @@ class FeatureRecoveryEvaluation:
         return {"preset": rec.preset, "mode": rec.target_mode, "method": rec.method, "iterations": rec.iterations,
                 "seconds": rec.seconds, "target_cosine": self.target_cosine, "image": self.image,
                 "label_source": rec.label_source, "metrics": self.metric_means(), "samples": self.samples(),
-                "baselines": self.baselines, "artifacts": dict(self.artifacts)}
+                "baselines": self.baselines, "artifacts": dict(self.artifacts),
+                **({} if self.attacked is None else {"attacked": self.attacked})}
 
 
 @dataclass(frozen=True)

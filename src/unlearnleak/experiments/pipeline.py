@@ -45,7 +45,7 @@ from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.pair import ModelPair, StateDict
-from unlearnleak.scenario import Scenario, build_scenario, unlearning_kind
+from unlearnleak.scenario import Scenario, build_scenario, server_view, unlearning_kind
 from unlearnleak.storage import save_tensors_atomic
 
 __all__ = [
@@ -90,6 +90,7 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
         transform, feature_mean: tabular rows: the dataset's transform (errors in original units) and the
             feature-mean row of data the attacker holds (the baseline).
     """
+    pair, knowledge, attacked = server_view(pair, knowledge)  # a served ensemble (SISA): its moved member
     if labels is not None:
         base = knowledge or ServerKnowledge()
         knowledge = replace(base, labels=tuple(int(v) for v in labels), n_forget=k or base.n_forget)
@@ -101,17 +102,18 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
         rec = FeatureRecovery(config).attack(pair, knowledge)
     metrics = tuple(m for m in metrics if m in IMAGE_METRICS)
     if truth is None:
-        return FeatureRecoveryEvaluation(spec, rec, None, None, metrics)
+        return FeatureRecoveryEvaluation(spec, rec, None, None, metrics, attacked=attacked)
     gt_x, gt_y = truth[0].detach().cpu().float(), truth[1].detach().cpu().long()
     image = rec.kind == "image"
     scorer = lpips if image and "lpips" in metrics else None
     scores = evaluate_reconstruction(rec, gt_x, gt_y, scorer, std=pair.spec.std if image else None,
                                      transform=None if image else transform)
     if image:
-        return FeatureRecoveryEvaluation(spec, rec, scores, image_baselines(gt_x, pair.spec.mean, scorer), metrics)
+        return FeatureRecoveryEvaluation(spec, rec, scores, image_baselines(gt_x, pair.spec.mean, scorer), metrics,
+                                         attacked=attacked)
     matched = rec.x.detach().cpu()[torch.tensor(scores["assignment"], dtype=torch.long)]
     return FeatureRecoveryEvaluation(spec, rec, scores, tabular_baselines(gt_x, feature_mean, transform), metrics,
-                                     tabular=tabular_errors(matched, gt_x, transform))
+                                     tabular=tabular_errors(matched, gt_x, transform), attacked=attacked)
 
 
 def generate_label_probes(spec: LabelInferenceSpec, original: Oracle, *, public: Dataset | None = None,

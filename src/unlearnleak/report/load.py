@@ -71,6 +71,22 @@ def is_audit_folder(folder: Path) -> bool:
     return (folder / AUDIT_FILE).is_file() and not (folder / RESULTS_FILE).exists()
 
 
+def _refuse_old_study(folder: Path) -> None:
+    """A study folder of an earlier unlearnleak (summary.json naming its study, rows without cells) cannot be
+    converted: its rows lack the cells' configs. Say so, where its tables are, and what writes a run folder now."""
+    summary = folder / "summary.json"
+    if (folder / RUN_FILE).exists() or not summary.is_file() or summary.is_symlink():
+        return
+    try:
+        kind = json.loads(summary.read_text(encoding="utf-8")).get("study")
+    except (OSError, ValueError, AttributeError):
+        return
+    if kind in ("methods", "defenses"):
+        raise CheckpointError(f"{folder} is a `study {kind}` folder of an earlier unlearnleak (its tables are in "
+                              f"table.md), which cannot be converted (its rows hold no cell configs); rerun "
+                              f"`unlearnleak study {kind} --out NEW` (it now writes run folders) to report it")
+
+
 def load_run(folder: str | Path) -> RunData:
     """Read and check the run folder ``folder``; raise CheckpointError (one line) on any bad input."""
     folder = Path(folder)
@@ -83,6 +99,7 @@ def load_run(folder: str | Path) -> RunData:
                               f"`unlearnleak run`/`sweep` (cells write their rows there when they finish)")
     for name in (RESULTS_FILE, RUN_FILE, EXPERIMENT_FILE, CELLS_DIR):
         _refuse_link(folder, folder / name)
+    _refuse_old_study(folder)
     rows, superseded = _read_rows(results)
     data = RunData(folder=folder, rows=[_unless_empty(row, results) for row in rows], superseded=superseded)
     data.run = _read_run_json(folder / RUN_FILE)

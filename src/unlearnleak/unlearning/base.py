@@ -105,14 +105,32 @@ class UnlearningContext:
 UnlearningMethod = Callable[[UnlearningContext], StateDict]
 UNLEARNING: Registry[UnlearningMethod] = Registry("unlearning method")
 PARAMS: dict[str, type[BaseModel]] = {}
-# Methods that cannot run inside `unlearnleak scenario` (which trains one θ), with the reason and the way out.
-SCENARIO_UNSUPPORTED: dict[str, str] = {}
 
 
-def register_unlearning(name: str, params: type[BaseModel] = NoParams) -> Callable[[UnlearningMethod],
-                                                                                   UnlearningMethod]:
-    """Register an unlearning method ``method(context) -> unlearned state dict`` with its parameter model."""
+@dataclass(frozen=True)
+class OriginalTrainer:
+    """How a method that serves a θ of its own (SISA's shard ensemble) trains it from θ0 on D_ft.
+
+    ``architecture(spec, θ0, params) -> (θ's spec, θ0 in that architecture)``;
+    ``train(spec, θ0, x, y, params, *, seed, device) -> θ`` (``params`` validated, as JSON).
+    """
+
+    architecture: Callable[[ModelSpec, StateDict, Mapping[str, Any]], tuple[ModelSpec, StateDict]]
+    train: Callable[..., StateDict]
+
+
+# Methods whose θ is their own output, not the scenario's fine-tune of θ0 (the scenario calls the trainer instead).
+ORIGINAL_TRAINERS: dict[str, OriginalTrainer] = {}
+
+
+def register_unlearning(name: str, params: type[BaseModel] = NoParams, *,
+                        trains_original: OriginalTrainer | None = None) -> Callable[[UnlearningMethod],
+                                                                                    UnlearningMethod]:
+    """Register an unlearning method ``method(context) -> unlearned state dict`` with its parameter model;
+    ``trains_original``: the method also trains the θ it unlearns from (its θ is part of its output)."""
     PARAMS[name] = params
+    if trains_original is not None:
+        ORIGINAL_TRAINERS[name] = trains_original
     return UNLEARNING.register(name)
 
 

@@ -10,7 +10,9 @@ What an attacker sees: the served ensemble before and after. Its weights differ 
 shard's member — so the white-box server can attack that member's pair (θ_s, θ_s,u) directly
 (:func:`shard_pair`) — and its outputs are the vote, which the black-box user probes.
 
-The registered method receives the ensemble as θ (``spec`` of ``sisa_ensemble``, ``original`` and ``base``
+The ensemble is the method's output twice over: SISA trains θ itself (registered as its ``trains_original``, so
+the scenario caches the ensemble as θ's stage instead of fine-tuning one model) and unlearns it into θ_u. The
+registered method receives the ensemble as θ (``spec`` of ``sisa_ensemble``, ``original`` and ``base``
 ensemble-shaped: ``base`` holds θ0 in every member). Training is seeded per (shard, slice), so replaying a
 shard up to its clean slice reproduces the stored checkpoint bit for bit on CPU; only the work after the
 checkpoint is counted as the method's gradient cost.
@@ -18,6 +20,7 @@ checkpoint is counted as the method's gradient cost.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,8 +33,8 @@ from unlearnleak.errors import ConfigError
 from unlearnleak.models import MODELS, ModelSpec, build_model, load_weights, register_model
 from unlearnleak.training import TrainConfig, train
 from unlearnleak.unlearning.base import (
-    SCENARIO_UNSUPPORTED,
     CostMeter,
+    OriginalTrainer,
     StateDict,
     UnlearningContext,
     parse_params,
@@ -197,12 +200,29 @@ def shard_pair(spec: ModelSpec, original: StateDict, unlearned: StateDict, shard
     return member_spec(spec), member_state(original, shard), member_state(unlearned, shard)
 
 
-SCENARIO_UNSUPPORTED["sisa"] = (
-    "SISA serves an ensemble of shard models trained by SISA itself, while `scenario` fine-tunes one θ; "
-    "run it with `unlearnleak study methods` or unlearnleak.unlearning.sisa.train_sisa")
+def changed_member(spec: ModelSpec, original: StateDict, unlearned: StateDict) -> int:
+    """The member whose weights moved most from θ to θ_u (L2 over its tensors): what a white-box server that
+    holds both ensembles attacks — only the shards holding a deleted row are retrained."""
+    shards = int(spec.kwargs["shards"])
+    moved = []
+    for s in range(shards):
+        before, after = member_state(original, s), member_state(unlearned, s)
+        moved.append(sum(float((after[k].double() - before[k].double()).square().sum())
+                         for k in before if before[k].is_floating_point()))
+    return max(range(shards), key=lambda s: moved[s])
 
 
-@register_unlearning("sisa", SisaParams)
+def _architecture(member: ModelSpec, base: StateDict, params: Mapping[str, Any]) -> tuple[ModelSpec, StateDict]:
+    parsed = parse_params(SisaParams, params, "sisa")
+    return ensemble_spec(member, parsed), ensemble_state([base] * parsed.shards)
+
+
+def _train_original(member: ModelSpec, base: StateDict, x: torch.Tensor, y: torch.Tensor, params: Mapping[str, Any],
+                    *, seed: int, device: str = "cpu") -> StateDict:
+    return train_sisa(member, base, x, y, parse_params(SisaParams, params, "sisa"), seed=seed, device=device)[1]
+
+
+@register_unlearning("sisa", SisaParams, trains_original=OriginalTrainer(_architecture, _train_original))
 def sisa(ctx: UnlearningContext) -> StateDict:
     """Retrain each affected shard from its last clean checkpoint without D_u; copy every other shard."""
     params = parse_params(SisaParams, ctx.params, "sisa")
