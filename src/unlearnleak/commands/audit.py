@@ -116,6 +116,12 @@ def register(app: typer.Typer) -> None:
             help="safetensors with the deleted 'images' (or 'rows') and 'labels', to score the recovery.")] = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         overwrite: Annotated[bool, typer.Option(help="Replace an existing results folder.")] = False,
+        public_data: Annotated[str | None, typer.Option(
+            help="Learned prior: the server's own images (not D_ft, not D_u): a dataset NAME[start:stop] read "
+                 "from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
+                 "(docs/feature_recovery.md). Default: off.")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset named by --public-data.")]
+        = None,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
         import torch
@@ -157,6 +163,16 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--labels must lie in [0, {num_classes}), got {labels!r}")
         if unlearning not in (None, "exact", "approximate"):
             raise ConfigError(f"--unlearning must be exact or approximate, got {unlearning!r}")
+        if public_data is not None:
+            if black:
+                raise ConfigError("--public-data feeds the white-box feature recovery; give the model files "
+                                  "(--model-def, --original, --unlearned) or drop --public-data")
+            if shape is None:
+                raise ConfigError("--public-data: the learned prior decodes images; this model takes table rows "
+                                  "(--features), so drop --public-data")
+            if preset != "best":
+                raise ConfigError(f"--public-data refines the decoded image with its own recipe, not --preset "
+                                  f"{preset}; drop --preset (or --public-data)")
         label_attack = None
         if per_class:
             from unlearnleak.attacks.label_inference import PROBE_GENERATORS
@@ -183,9 +199,16 @@ def register(app: typer.Typer) -> None:
                                             unlearning=unlearning, labels=known_labels)  # type: ignore[arg-type]
             except Exception as exc:
                 raise ConfigError(f"--base/--train-size/--forget-size/--labels: {exc}") from None
+            learned = None
+            if public_data is not None:
+                from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior
+                from unlearnleak.attacks.feature_recovery.public_data import load_public_images
+
+                learned = LearnedPrior(load_public_images(public_data, data_dir=data_dir, input_shape=dims))
+                inputs["public_data"] = learned.data.describe()
             feature = FeatureRecovery(FeatureRecoveryConfig(
                 preset=preset, iterations=iterations, restarts=restarts, seed=seed, time_budget=time_budget,
-                device=device, k=forget_size))
+                device=device, k=forget_size), learned_prior=learned)
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, pair=pair, knowledge=knowledge, feature_recovery=feature,
                                label_inference=label_attack, ground_truth=truth, inputs=inputs)

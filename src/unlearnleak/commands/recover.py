@@ -72,7 +72,8 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 k: int | None = None, device: str = "cpu", seed: int = 0, time_budget: float | None = None,
                 overrides: list[str] | None = None, evaluate: bool = True,
                 lpips_path: str | None = None, overwrite: bool = False,
-                model_def: str | None = None) -> dict[str, Any]:
+                model_def: str | None = None, public_data: str | None = None,
+                data_dir: str | Path | None = None) -> dict[str, Any]:
     """Check every input, then attack the pair in ``pair_dir`` through the pipeline and publish ``out``.
 
     Every input (the output folder, the pair, the options, the ground truth, the LPIPS weights) is checked
@@ -103,6 +104,18 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                          what="--set (inversion settings)")
     config.with_overrides(iterations=iterations, restarts=restarts)
     _check_k_and_labels(pair, knowledge, k, labels)
+    learned = None
+    if public_data is not None:
+        from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior
+        from unlearnleak.attacks.feature_recovery.public_data import load_public_images
+
+        if not image:
+            raise ConfigError("--public-data: the learned prior decodes images; this pair's model takes table rows, "
+                              "so drop --public-data")
+        if preset != "best":
+            raise ConfigError(f"--public-data refines the decoded image with its own recipe, not --preset {preset}; "
+                              "drop --preset (or --public-data)")
+        learned = LearnedPrior(load_public_images(public_data, data_dir=data_dir, input_shape=pair.spec.input_shape))
     truth = _load_ground_truth(pair_dir) if evaluate else None
     lpips = None
     if lpips_path is not None or (image and truth is not None):
@@ -122,9 +135,10 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                                time_budget=time_budget, overrides={key: getattr(config, key) for key in set_keys})
 
     ev = recover_and_evaluate(pair, knowledge, spec, truth, seed=seed, device=device, lpips=lpips, k=k,
-                              labels=labels, transform=transform)
+                              labels=labels, transform=transform, learned_prior=learned)
     header = {"format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
-              "labels_given": labels}
+              "labels_given": labels, "learned_prior": ev.reconstruction.config.get("learned_prior"),
+              "decoder_alone": ev.decoder_alone()}
     return publish_recovery(out, ev, truth=truth, header=header, started=started, overwrite=overwrite)
 
 
@@ -175,6 +189,16 @@ def _summary_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def _learned_prior_line(results: dict[str, Any]) -> str:
+    record = results.get("learned_prior") or {}
+    if record.get("status") != "on":
+        return f"learned prior: off — {record.get('reason', 'no public data given')}"
+    alone = results.get("decoder_alone")
+    scored = f"; the decoded image alone: PSNR {_fmt(alone.get('psnr'))} dB" if alone else ""
+    return f"learned prior: on (decoder trained on {record.get('decoder_model')}'s features, " \
+           f"cache {record.get('decoder', {}).get('cache')}){scored}"
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -216,6 +240,12 @@ def register(app: typer.Typer) -> None:
         model_def: Annotated[str | None, typer.Option(
             help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
         = None,
+        public_data: Annotated[str | None, typer.Option(
+            help="Learned prior: the server's own images (not D_ft, not D_u): a dataset NAME[start:stop] read "
+                 "from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
+                 "(docs/feature_recovery.md). Default: off.")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset named by --public-data.")]
+        = None,
     ) -> None:
         """Recover the unlearned samples from θ and θ_u (white-box server attack, PAPER.md §2)."""
         check_device_flag(device)
@@ -223,8 +253,10 @@ def register(app: typer.Typer) -> None:
         results = run_recover(pair_dir, folder, preset=preset, labels=_parse_labels(labels),
                               iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
                               seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
-                              lpips_path=lpips, overwrite=overwrite, model_def=model_def)
+                              lpips_path=lpips, overwrite=overwrite, model_def=model_def,
+                              public_data=public_data, data_dir=data_dir)
         Console().print(_summary_table(results))
+        typer.echo(_learned_prior_line(results))
         typer.echo(f"results written to {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
         typer.echo(json.dumps({"out": str(folder), **({"psnr_mean": results["evaluation"]["mean"].get("psnr")}
                                                        if results["evaluation"] else {})}))

@@ -63,7 +63,17 @@ def _recovery_cell(fr: dict[str, Any] | None) -> str:
         text = f"MSE {_fmt(m.get('mse'), '.3g')}"
         mean_row = base.get("feature_mean")
         text += f"\nfeature mean {_fmt(mean_row.get('mse'), '.3g')}" if mean_row else ""
-    return f"{text}\nlabel from ∇* {_fmt(m.get('label_accuracy'), '.2f')}"
+    return f"{text}\nlabel from ∇* {_fmt(m.get('label_accuracy'), '.2f')}{learned_prior_line(fr)}"
+
+
+def learned_prior_line(fr: dict[str, Any]) -> str:
+    """"learned prior: off — why" or the decoded image alone's PSNR/SSIM/LPIPS (images; "" without a record)."""
+    record, alone = fr.get("learned_prior"), fr.get("decoder_alone")
+    if not record:
+        return ""
+    if record.get("status") != "on":
+        return f"\nlearned prior: off — {record.get('reason')}"
+    return "\nlearned prior: on" + (f"; decoder alone {_triple(alone, ('psnr', 'ssim', 'lpips'))}" if alone else "")
 
 
 def _label_cell(li: dict[str, Any] | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -209,3 +210,50 @@ def build_priors(config: InversionConfig, model: nn.Module, target: TargetGradie
         if prior is not None:
             priors.append(prior)
     return priors
+
+
+_DECODED_REFERENCE: ContextVar[torch.Tensor | None] = ContextVar("decoded_reference", default=None)
+
+
+@PRIORS.register("decoded")
+class DecodedImage(Prior):
+    """The learned prior: stay near the image a decoder trained on the server's own data produced from the
+    features read off ∇* (``learned_prior.py``). Penalty: the mean squared pixel distance ‖x − x_dec‖²/n.
+
+    The decoded images (k, …) are supplied for the span of a run by ``with DecodedImage.reference(x_dec):``
+    (the engine builds priors from their configuration only); outside such a block, or for inputs of another
+    shape, the prior does not apply.
+    """
+
+    name = "decoded"
+    images_only = True
+
+    def __init__(self, weight: float, reference: torch.Tensor) -> None:
+        super().__init__(weight)
+        self.reference = reference  # (k, C, H, W)
+
+    def __repr__(self) -> str:
+        return f"DecodedImage(weight={self.weight:g}, shape={tuple(self.reference.shape)})"
+
+    @staticmethod
+    @contextmanager
+    def reference_images(x: torch.Tensor) -> Iterator[None]:
+        """Make ``x`` (k, C, H, W) the decoded images of the runs started inside this block."""
+        token = _DECODED_REFERENCE.set(x.detach())
+        try:
+            yield
+        finally:
+            _DECODED_REFERENCE.reset(token)
+
+    @classmethod
+    def build(cls, weight: float, *, config: InversionConfig, model: nn.Module, target: TargetGradient,
+              labels: torch.Tensor, input_shape: tuple[int, ...] | None) -> Prior | None:
+        reference = _DECODED_REFERENCE.get()
+        if reference is None or input_shape is None or len(input_shape) != 3 \
+                or tuple(reference.shape) != (labels.numel(), *input_shape):
+            return None
+        first = next(model.parameters())
+        return cls(weight, reference.to(device=first.device, dtype=first.dtype))
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.reference).pow(2).mean()
