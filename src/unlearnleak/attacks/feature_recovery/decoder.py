@@ -53,10 +53,10 @@ class DecoderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
-    width: int = Field(64, ge=8)  # channels at the coarsest resolution, halved at each doubling (≥ 16)
+    width: int = Field(32, ge=8)  # channels at the coarsest resolution, halved at each doubling (≥ 16)
     flips: bool = True  # also train on the horizontally flipped images (with their own features)
     feature_weight: float = Field(0.0, ge=0)  # weight of ‖h(D(h)) − h‖²/‖h‖² through the model
     feature_share: float = Field(0.25, gt=0, le=1)  # last share of the epochs that add that term
@@ -68,7 +68,7 @@ class FeatureDecoder(nn.Module):
     """h (n, d) → images (n, C, H, W) in [0, 1]: standardise h, a linear map to a (width, H/8, W/8) grid, then
     three ×2 (nearest) upsampling conv-BN-ReLU blocks and a 3×3 conv to C channels through a sigmoid."""
 
-    def __init__(self, features: int, output_shape: tuple[int, int, int], width: int = 64) -> None:
+    def __init__(self, features: int, output_shape: tuple[int, int, int], width: int = 32) -> None:
         super().__init__()
         c, h, w = (int(v) for v in output_shape)
         self.features, self.output_shape, self.width = int(features), (c, h, w), int(width)

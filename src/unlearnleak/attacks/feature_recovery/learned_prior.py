@@ -54,7 +54,7 @@ REFINE = InversionConfig(
     iterations=2000, restarts=1, lr=0.01, optimizer="adam", signed=False, schedule="cosine", init="gray",
     boxed=True, cost="cosine", total_variation=0.01, feature_match=1.0, keep_best=True,
 )
-WEIGHTS = (0.0, 1.0, 10.0, 100.0)  # raced weights of the decoded prior
+WEIGHTS = (3.0, 10.0, 30.0)  # raced weights of the decoded prior
 RACE_SHARE = 0.3  # share of the iterations (or of the time budget) the race takes
 RACE_MIN_STEPS = 30  # below this many race steps per candidate: no race, the middle weight for the whole run
 
