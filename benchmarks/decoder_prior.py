@@ -34,7 +34,7 @@ import torch
 
 from suite import RESULTS, _base, append_row, build_pair, interval, read_rows
 from suite_cases import Case, Setting, cases
-from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, cached_decoder, penultimate
+from unlearnleak.attacks.feature_recovery.decoder import DECODER_FORMAT, DecoderConfig, cached_decoder, penultimate
 from unlearnleak.attacks.feature_recovery.learned_prior import (
     RACE_SHARE,
     REFINE,
@@ -68,7 +68,8 @@ def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace
     obj = {"v": VERSION, "case": case.name, "config": case.config(n_train=setting.n).model_dump(
         mode="json", exclude={"data_dir"}), "setting": setting.name, "sample": sample,
         "iterations": args.iterations, "decoder": DecoderConfig(**json.loads(args.decoder)).model_dump(mode="json"),
-        "refine": REFINE.model_dump(mode="json"), "weights": WEIGHTS, "race_share": RACE_SHARE}
+        "refine": REFINE.model_dump(mode="json"), "weights": WEIGHTS, "race_share": RACE_SHARE,
+        "decoder_format": DECODER_FORMAT}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
