@@ -34,7 +34,7 @@ import torch
 
 from common import bench_config
 from unlearnleak.attacks.feature_recovery import preset
-from unlearnleak.attacks.feature_recovery.inversion import invert
+from unlearnleak.attacks.feature_recovery.adaptive import invert
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
 from unlearnleak.data import load_dataset

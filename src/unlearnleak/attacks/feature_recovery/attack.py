@@ -16,7 +16,8 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
-from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig, invert
+from unlearnleak.attacks.feature_recovery.adaptive import invert
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.result import Reconstruction
 from unlearnleak.attacks.feature_recovery.tabular import analytic_applicable, recover_row
