@@ -65,7 +65,8 @@ class PeerResult:
 def run_breaching(python: Path, model: torch.nn.Module, spec: ModelSpec, target: TargetGradient,
                   labels: torch.Tensor, *, iterations: int, seed: int, threads: int = 1,
                   attacks: tuple[str, ...] = ATTACKS, model_modules: tuple[str, ...] = ("suite_models",),
-                  timeout: float | None = None) -> tuple[dict[str, PeerResult], dict[str, Any]]:
+                  timeout: float | None = None, init: torch.Tensor | None = None
+                  ) -> tuple[dict[str, PeerResult], dict[str, Any]]:
     """Run breaching's ``attacks`` on ∇* of ``model`` (a ``Normalized`` network; breaching gets the network
     inside, which takes normalised inputs, and the normalisation as metadata)."""
     if not isinstance(model, Normalized):
@@ -79,6 +80,8 @@ def run_breaching(python: Path, model: torch.nn.Module, spec: ModelSpec, target:
     tensors.update({f"gradient.{i}": grads[f"net.{n}"].detach().float().cpu().contiguous()
                     for i, (n, _) in enumerate(net.named_parameters())})
     tensors["labels"] = labels.detach().long().cpu().contiguous()
+    if init is not None:
+        tensors["init"] = init.detach().float().cpu().contiguous()
     job = {"model": {"name": spec.name, "input_shape": list(spec.input_shape), "num_classes": spec.num_classes,
                      "mean": list(spec.mean), "std": list(spec.std), "kwargs": dict(spec.kwargs)},
            "model_modules": list(model_modules), "attacks": list(attacks), "iterations": iterations,

@@ -7,7 +7,8 @@ suite (``suite.py --breaching-python /work/brv/bin/python``) calls it once per c
     job.json          the model (registry name, kwargs, input shape, classes, normalisation), the attacks
                       (breaching attack config names), iterations, restarts, seed, torch threads
     job.safetensors   ``state.<name>`` the network's parameters and buffers (without the input normaliser),
-                      ``gradient.<i>`` ∇* per parameter in ``net.parameters()`` order, ``labels`` (k,)
+                      ``gradient.<i>`` ∇* per parameter in ``net.parameters()`` order, ``labels`` (k,), optionally ``init``
+                      (k, C, H, W) a start in [0, 1] pixels instead of breaching's own
 
 and reads back, per attack, ``<attack>.safetensors`` (``x``: (k, C, H, W) in [0, 1] pixels) and
 ``result.json`` (seconds, iterations, seconds per iteration, breaching's version and the attack config).
@@ -68,8 +69,11 @@ def main(job_dir: Path) -> int:
                                "local_hyperparams": None}}
         attacker = breaching.attacks.prepare_attack(net, torch.nn.CrossEntropyLoss(), cfg, setup)
         torch.manual_seed(int(job["seed"]))
+        init = None
+        if "init" in tensors:  # a given start (pixels), e.g. to compare trajectories; breaching's space is normalised
+            init = ((tensors["init"].float() - mean) / std).clone()
         started = time.perf_counter()
-        reconstruction, _ = attacker.reconstruct([payload], [shared], {}, dryrun=False)
+        reconstruction, _ = attacker.reconstruct([payload], [shared], {}, initial_data=init, dryrun=False)
         seconds = time.perf_counter() - started
         x = (reconstruction["data"].detach().float().cpu() * std + mean).clamp(0, 1).contiguous()
         save_file({"x": x}, str(job_dir / f"{attack}.safetensors"))

@@ -457,7 +457,7 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 def methods_for(case: Case, args: argparse.Namespace) -> list[str]:
     """The method rows a cell of ``case`` should have: ours, breaching's (images, when available), baselines."""
-    names = ["default", "paper", *args.presets]
+    names = ["default", *(["paper"] if not args.no_paper else []), *args.presets]
     if case.kind == "image" and args.breaching_python:
         names += list(PEERS)
     return [*names, "baselines"]
@@ -504,6 +504,8 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=1000, help="steps of one trajectory, for every method")
     parser.add_argument("--presets", type=lambda s: [p for p in s.split(",") if p], default=[],
                         help="further presets of ours to run beside default and paper, e.g. modern,smooth")
+    parser.add_argument("--no-paper", action="store_true", help="skip the paper recipe's rows (saves a trajectory "
+                        "per cell on the costly cases)")
     parser.add_argument("--breaching-python", help="python of breaching's own environment (default: "
                         "$UNLEARNLEAK_BREACHING_PYTHON, else /work/brv/bin/python when present)")
     parser.add_argument("--no-breaching", action="store_true", help="skip breaching's rows")

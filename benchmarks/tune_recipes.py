@@ -80,18 +80,20 @@ def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace)
         started = time.perf_counter()
         cfg = preset(base, **overrides).with_overrides(restarts=1, keep_best=True, prune_at=())
         leg = run_inversion(model, target, truth_y, shape, cfg.with_overrides(iterations=args.race_steps),
-                            seed=sample + 101 * j, log_every=0, mask=fit)
+                            seed=sample + 101 * j, log_every=0, mask=fit if args.fit == "half" else None)
         assert leg.candidates is not None
         xr = leg.candidates  # (1, k, C, H, W)
         scores = {"heldout": float(held.score(xr, full=False)[0]), "fit": float(fitm.score(xr, full=False)[0]),
                   "full": float(full.score(xr)[0]), "tv": float(total_variation(xr[0])),
                   "bn": bn_distance(model, xr[0])}
         cont = run_inversion(model, target, truth_y, shape,
-                             cfg.with_overrides(iterations=max(1, args.iterations - leg.iterations)), seed=sample,
+                             cfg.with_overrides(iterations=max(1, args.iterations - leg.iterations),
+                                                lr=cfg.lr * args.cont_lr), seed=sample,
                              log_every=0, init=xr, feature_phase=False)
         assert cont.candidates is not None
         final = cont.candidates
         row = {"case": case_name, "method": method, "sample": sample, "recipe": name, "race_steps": args.race_steps,
+               "fit": args.fit, "cont_lr": args.cont_lr,
                "iterations": args.iterations, "scores": scores,
                "final_scores": {"full": float(full.score(final)[0]), "tv": float(total_variation(final[0]))},
                "psnr_race": float(psnr(xr[0], truth_x).mean()), "psnr_final": float(psnr(final[0], truth_x).mean()),
@@ -102,18 +104,19 @@ def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace)
 
 
 def summary(rows: list[dict[str, Any]]) -> None:
-    cells: dict[tuple[str, str, int, int, int], list[dict[str, Any]]] = {}
+    cells: dict[tuple[str, str, int, int, int, str], list[dict[str, Any]]] = {}
     for r in rows:
-        cells.setdefault((r["case"], r["method"], r["sample"], r["race_steps"], r["iterations"]), []).append(r)
-    by_case: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
+        cells.setdefault((r["case"], r["method"], r["sample"], r["race_steps"], r["iterations"],
+                          f'{r.get("fit", "half")}, cont lr ×{r.get("cont_lr", 1.0):g}'), []).append(r)
+    by_case: dict[tuple[str, str, int, int, str], list[dict[str, Any]]] = {}
     for key, rs in sorted(cells.items()):
         if len(rs) < 2:
             continue
-        by_case.setdefault((key[0], key[1], key[3], key[4]), []).append({"rows": rs})
+        by_case.setdefault((key[0], key[1], key[3], key[4], key[5]), []).append({"rows": rs})
     print("| case | setting | race steps / total | cells | " + " | ".join(RECIPES) + " (final PSNR) | oracle | "
           "held-out pick | loss vs oracle | pick = best-final |")
     print("|---|---|---|---|" + "---|" * (len(RECIPES) + 4))
-    for (case, method, steps, its), cs in by_case.items():
+    for (case, method, steps, its, fit), cs in by_case.items():
         mean = {name: statistics.fmean([r["psnr_final"] for c in cs for r in c["rows"] if r["recipe"] == name])
                 for name in RECIPES if any(r["recipe"] == name for c in cs for r in c["rows"])}
         oracle, picked, hits = [], [], 0
@@ -123,7 +126,7 @@ def summary(rows: list[dict[str, Any]]) -> None:
             oracle.append(best["psnr_final"])
             picked.append(pick["psnr_final"])
             hits += pick is best
-        print(f"| {case} | {method} | {steps} / {its} | {len(cs)} | "
+        print(f"| {case} | {method} | {steps} / {its} ({fit}) | {len(cs)} | "
               + " | ".join(f"{mean[n]:.2f}" if n in mean else "" for n in RECIPES)
               + f" | {statistics.fmean(oracle):.2f} | {statistics.fmean(picked):.2f} | "
               f"{statistics.fmean(picked) - statistics.fmean(oracle):+.2f} | {hits}/{len(cs)} |")
@@ -138,6 +141,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--race-steps", type=int, default=100)
     parser.add_argument("--recipes", type=lambda s: s.split(","), default=None)
+    parser.add_argument("--cont-lr", type=float, default=1.0, help="factor on the continuation's learning rate")
+    parser.add_argument("--fit", choices=("half", "all"), default="half",
+                        help="the race leg fits the race's half of ∇* (as best does) or all of it")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()

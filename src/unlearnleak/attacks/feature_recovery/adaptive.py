@@ -14,7 +14,8 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
    coordinates (the output layer's, from which labels and features are read, always fitted).
 2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation).
 3. **Continue** the winner from its iterate, with its recipe and prior weight, on all of ∇* for the rest of the
-   budget (with ``restarts`` = R > 1, the R best restarts of the winner's recipe).
+   budget, its schedule restarted at ``race_continue_lr`` × its learning rate (with ``restarts`` = R > 1, the R
+   best restarts of the winner's recipe).
 
 **Candidates.** ``config.race`` names them (``RaceEntry``: a preset, the prior whose weight varies, the
 weights). Candidates that need data a preset cannot name — their own starting images, or an extra prior built
@@ -191,7 +192,8 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     keep = [i for i in order if records[i]["index"] == records[winner]["index"]][:config.restarts]
     race_seconds = time.perf_counter() - started
     remaining_steps = max(1, config.iterations - steps)
-    main_config = chosen.config.with_overrides(restarts=len(keep), race=(), iterations=remaining_steps)
+    main_config = chosen.config.with_overrides(restarts=len(keep), race=(), iterations=remaining_steps,
+                                               lr=chosen.config.lr * config.race_continue_lr)
     weights = {chosen.prior: torch.tensor([records[i]["weight"] for i in keep], dtype=torch.float64)} \
         if chosen.weights and chosen.prior else None
     remaining = None if time_budget is None else max(time_budget - race_seconds, 1e-3)
