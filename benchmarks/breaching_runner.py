@@ -7,8 +7,8 @@ suite (``suite.py --breaching-python /work/brv/bin/python``) calls it once per c
     job.json          the model (registry name, kwargs, input shape, classes, normalisation), the attacks
                       (breaching attack config names), iterations, restarts, seed, torch threads
     job.safetensors   ``state.<name>`` the network's parameters and buffers (without the input normaliser),
-                      ``gradient.<i>`` ∇* per parameter in ``net.parameters()`` order, ``labels`` (k,), optionally ``init``
-                      (k, C, H, W) a start in [0, 1] pixels instead of breaching's own
+                      ``gradient.<i>`` ∇* per parameter in ``net.parameters()`` order, ``labels`` (k,),
+                      optionally ``init`` (k, C, H, W): a start in [0, 1] pixels instead of breaching's own
 
 and reads back, per attack, ``<attack>.safetensors`` (``x``: (k, C, H, W) in [0, 1] pixels) and
 ``result.json`` (seconds, iterations, seconds per iteration, breaching's version and the attack config).

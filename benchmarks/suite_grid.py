@@ -18,11 +18,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from safetensors.torch import load_file
 
-from unlearnleak.metrics import psnr  # noqa: E402
+from unlearnleak.metrics import psnr
 
 COLUMNS = (("truth", "truth"), ("own_mean_colour", "own mean colour"), ("thumbnail_4x4", "4×4 thumbnail"),
            ("breaching_modern", "breaching modern"), ("default", "ours (default)"), ("decoder", "decoder alone"))

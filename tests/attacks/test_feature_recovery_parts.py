@@ -4,6 +4,7 @@ forms in one place, and the race API of the adaptive default (candidates with th
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
 from torch import nn

@@ -5,6 +5,7 @@ checked against a direct computation; `paper` untouched."""
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -46,7 +47,7 @@ def test_modern_is_breachings_modern_recipe() -> None:
     lrs = [learning_rate(cfg, t, 1000) for t in range(1000)]
     assert lrs[0] == pytest.approx(0.1 / 50) and lrs[49] == pytest.approx(0.1)
     assert lrs[50] == pytest.approx(0.1) and lrs[525] == pytest.approx(0.05, rel=1e-2) and lrs[-1] < 1e-5
-    assert all(a <= b for a, b in zip(lrs[:50], lrs[1:50], strict=False))
+    assert all(a <= b for a, b in pairwise(lrs[:50]))
 
 
 def test_patterned_start_tiles_a_4x4_draw() -> None:
