@@ -65,7 +65,7 @@ class PeerResult:
 def run_breaching(python: Path, model: torch.nn.Module, spec: ModelSpec, target: TargetGradient,
                   labels: torch.Tensor, *, iterations: int, seed: int, threads: int = 1,
                   attacks: tuple[str, ...] = ATTACKS, model_modules: tuple[str, ...] = ("suite_models",),
-                  timeout: float | None = None, init: torch.Tensor | None = None
+                  timeout: float | None = None, init: torch.Tensor | None = None, device: str = "cpu"
                   ) -> tuple[dict[str, PeerResult], dict[str, Any]]:
     """Run breaching's ``attacks`` on ∇* of ``model`` (a ``Normalized`` network; breaching gets the network
     inside, which takes normalised inputs, and the normalisation as metadata)."""
@@ -85,7 +85,7 @@ def run_breaching(python: Path, model: torch.nn.Module, spec: ModelSpec, target:
     job = {"model": {"name": spec.name, "input_shape": list(spec.input_shape), "num_classes": spec.num_classes,
                      "mean": list(spec.mean), "std": list(spec.std), "kwargs": dict(spec.kwargs)},
            "model_modules": list(model_modules), "attacks": list(attacks), "iterations": iterations,
-           "restarts": 1, "seed": seed, "threads": threads}
+           "restarts": 1, "seed": seed, "threads": threads, "device": device}
     with tempfile.TemporaryDirectory(prefix="breaching-job-") as folder:
         job_dir = Path(folder)
         save_file(tensors, str(job_dir / "job.safetensors"))

@@ -5,7 +5,7 @@ install breaching==0.1.2 safetensors``), not in unlearnleak's: breaching is no d
 suite (``suite.py --breaching-python /work/brv/bin/python``) calls it once per cell with a job folder:
 
     job.json          the model (registry name, kwargs, input shape, classes, normalisation), the attacks
-                      (breaching attack config names), iterations, restarts, seed, torch threads
+                      (breaching attack config names), iterations, restarts, seed, torch threads, device
     job.safetensors   ``state.<name>`` the network's parameters and buffers (without the input normaliser),
                       ``gradient.<i>`` ∇* per parameter in ``net.parameters()`` order, ``labels`` (k,),
                       optionally ``init`` (k, C, H, W): a start in [0, 1] pixels instead of breaching's own
@@ -57,7 +57,11 @@ def main(job_dir: Path) -> int:
                                  "modality": "vision", "classes": spec.num_classes})
     mean = torch.tensor(spec.mean).reshape(1, -1, 1, 1)
     std = torch.tensor(spec.std).reshape(1, -1, 1, 1)
-    setup = {"device": torch.device("cpu"), "dtype": torch.float}
+    device = torch.device(job.get("device", "cpu"))
+    net.to(device)
+    gradients = [g.to(device) for g in gradients]
+    labels = labels.to(device)
+    setup = {"device": device, "dtype": torch.float}
     results = {}
     for attack in job["attacks"]:
         cfg = breaching.get_attack_config(attack, overrides=[f"optim.max_iterations={int(job['iterations'])}",
@@ -71,9 +75,11 @@ def main(job_dir: Path) -> int:
         torch.manual_seed(int(job["seed"]))
         init = None
         if "init" in tensors:  # a given start (pixels), e.g. to compare trajectories; breaching's space is normalised
-            init = ((tensors["init"].float() - mean) / std).clone()
+            init = ((tensors["init"].float() - mean) / std).to(device)
         started = time.perf_counter()
         reconstruction, _ = attacker.reconstruct([payload], [shared], {}, initial_data=init, dryrun=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         x = (reconstruction["data"].detach().float().cpu() * std + mean).clamp(0, 1).contiguous()
         save_file({"x": x}, str(job_dir / f"{attack}.safetensors"))

@@ -101,9 +101,12 @@ def _digest(obj: dict[str, Any]) -> str:
 def row_key(case: Case, setting: Setting, sample: int, method: str, args: argparse.Namespace) -> str:
     """A hash of everything that determines one method's numbers on one cell."""
     config = case.config(n_train=setting.n).model_dump(mode="json", exclude={"data_dir"})  # same files, any path
-    return _digest({"v": VERSION, "case": case.name, "config": config, "setting": setting.name, "sample": sample,
-                    "iterations": args.iterations, "device": args.device, "method": method,
-                    "identity": method_identity(method)})
+    identity = {"v": VERSION, "case": case.name, "config": config, "setting": setting.name, "sample": sample,
+                "iterations": args.iterations, "device": args.device, "method": method,
+                "identity": method_identity(method)}
+    if method == "paper" and args.paper_restarts != 1:
+        identity["restarts"] = args.paper_restarts
+    return _digest(identity)
 
 
 # --- one cell (runs in a worker) -------------------------------------------------------------------------
@@ -165,8 +168,9 @@ def _ours(name: str, pair: ModelPair, knowledge: ServerKnowledge, truth: tuple[t
         spec = FeatureRecoverySpec(mode=mode, iterations=args.iterations)  # type: ignore[arg-type]
     else:
         overrides = {"method": "inversion"} if image else {"method": "inversion", "boxed": False}
-        spec = FeatureRecoverySpec(preset=name, iterations=args.iterations, restarts=1, mode=mode,  # type: ignore[arg-type]
-                                   overrides=overrides)
+        restarts = args.paper_restarts if name == "paper" else 1
+        spec = FeatureRecoverySpec(preset=name, iterations=args.iterations, restarts=restarts,  # type: ignore[arg-type]
+                                   mode=mode, overrides=overrides)
     try:
         evaluation = recover_and_evaluate(pair, knowledge, spec, truth, seed=sample, device=args.device, lpips=lpips,
                                           metrics=IMAGE_METRICS if image else ())
@@ -194,7 +198,8 @@ def _peers(pair: ModelPair, knowledge: ServerKnowledge, truth_x: torch.Tensor, t
     attacks = tuple(PEERS[name] for name in wanted)
     try:
         results, info = run_breaching(Path(args.breaching_python), model, pair.spec, target, truth_y,
-                                      iterations=args.iterations, seed=sample, threads=args.threads, attacks=attacks)
+                                      iterations=args.iterations, seed=sample, threads=args.threads, attacks=attacks,
+                                      device=args.device)
     except (RuntimeError, ValueError, OSError) as exc:
         return {name: ({**dict.fromkeys(IMAGE_METRICS), "error": str(exc)[-500:]}, None) for name in wanted}
     out = {}
@@ -504,6 +509,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=1000, help="steps of one trajectory, for every method")
     parser.add_argument("--presets", type=lambda s: [p for p in s.split(",") if p], default=[],
                         help="further presets of ours to run beside default and paper, e.g. modern,smooth")
+    parser.add_argument("--paper-restarts", type=int, default=1, help="restarts of the paper rows (the paper: 5)")
     parser.add_argument("--no-paper", action="store_true", help="skip the paper recipe's rows (saves a trajectory "
                         "per cell on the costly cases)")
     parser.add_argument("--breaching-python", help="python of breaching's own environment (default: "
