@@ -98,6 +98,12 @@ def test_a_budget_too_short_for_the_race_goes_to_one_trajectory_and_says_so() ->
     assert timed.race is not None and timed.race["raced"] is False and 3 < timed.iterations < 100_000
     raced = invert(model, target, y, (3, 16, 16), cfg.with_overrides(iterations=600), seed=0)
     assert raced.race is not None and raced.race["raced"] is True
+    # a candidate marked `alone` (e.g. one with its own start) takes the short budget instead of short_recipe
+    own = Candidate("own start", preset("paper", lr=0.002), init=x, alone=True)
+    alone = invert(model, target, y, (3, 16, 16), cfg, seed=0, candidates=[own])
+    assert alone.race is not None and alone.race["raced"] is False and alone.race["chosen_recipe"] == "own start"
+    assert alone.race["steps_per_candidate"] == pytest.approx(cfg.race_share * 90 / 4)
+    assert float(psnr(alone.x, x)[0]) > 30.0 and alone.iterations == 90
 
 
 def _informative(side: int = 12) -> tuple[nn.Module, TargetGradient, torch.Tensor, torch.Tensor]:

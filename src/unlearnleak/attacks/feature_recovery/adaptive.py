@@ -26,7 +26,9 @@ around a tensor (e.g. a decoded image and a prior pulling towards it) — are pa
                                  init=decoded, priors=(DecodedImagePrior(decoded, 0.0),))])
 
 They race beside the configured recipes on the same held-out score, and win or lose like them; a config
-without a race plus candidates races the config itself against them.
+without a race plus candidates races the config itself against them. Every candidate restart counts in the
+budget split, so more candidates mean shorter legs; below ``race_min_steps`` the first candidate marked
+``alone=True`` (else ``short_recipe``) runs alone for the whole budget.
 
 The choice (candidates, held-out and fitted costs, winner) is returned in ``InversionResult.race``.
 Measurements that led to this design: benchmarks/tune_recipes.py and docs/feature_recovery.md.
@@ -63,7 +65,8 @@ PROBE_STEPS = 3  # steps of the single trajectory that measure its step time (ke
 class Candidate:
     """One contestant of the race: a complete recipe, and the weights of one of its priors to try (one restart
     each; ``()``: the recipe's own weights, one restart). Optionally its own start ``init`` (k, *input_shape) in
-    [0, 1] pixels, shared by its restarts, and ``priors`` built by the caller (added to the recipe's)."""
+    [0, 1] pixels, shared by its restarts, and ``priors`` built by the caller (added to the recipe's). With
+    ``alone``, it (its first weight) is the single trajectory when the budget cannot afford the race."""
 
     name: str
     config: InversionConfig
@@ -71,6 +74,7 @@ class Candidate:
     weights: tuple[float, ...] = ()
     init: torch.Tensor | None = None
     priors: tuple[Prior, ...] = ()
+    alone: bool = False  # when the budget cannot afford the race: run this candidate alone (not short_recipe)
 
     def __post_init__(self) -> None:
         if self.config.race:
@@ -219,22 +223,29 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
 def _short_budget(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
                   config: InversionConfig, contestants: list[Candidate], *, seed: int, time_budget: float | None,
                   started: float, n: int) -> InversionResult | None:
-    """When the budget cannot give every candidate restart ``race_min_steps`` steps: no race, one trajectory of
-    ``short_recipe`` (default: the first candidate's recipe) for the whole budget. None when the race is
-    affordable.
+    """When the budget cannot give every candidate restart ``race_min_steps`` steps: no race, one trajectory for
+    the whole budget — of the first candidate marked ``alone``, else of ``short_recipe`` (default: the first
+    candidate's recipe). None when the race is affordable.
 
     Iterations: each candidate restart would run ``race_share`` × iterations / n steps. Time: the first
     ``PROBE_STEPS`` steps of the single trajectory measure its step time t; each would get ``race_share`` ×
     budget / (n·t) steps; those first steps are kept when no race follows.
     """
-    plain = (PRESETS.get(config.short_recipe) if config.short_recipe else contestants[0].config).with_overrides(
-        race=(), prune_at=(), restarts=config.restarts, iterations=config.iterations)
-    done, init = 0, None
+    chosen = next((c for c in contestants if c.alone), None)
+    if chosen is None:
+        chosen = Candidate(config.short_recipe, PRESETS.get(config.short_recipe)) if config.short_recipe \
+            else contestants[0]
+    plain = chosen.config.with_overrides(race=(), prune_at=(), restarts=config.restarts, iterations=config.iterations)
+    weights = {chosen.prior: torch.full((config.restarts,), chosen.weights[0], dtype=torch.float64)} \
+        if chosen.weights and chosen.prior else None
+    own = None if chosen.init is None else chosen.init.expand(config.restarts, *chosen.init.shape)
+    done, init = 0, own
     if time_budget is None:
         affordable = config.race_share * config.iterations / n
     else:
         probe = run_inversion(model, target, labels, input_shape,
-                              plain.with_overrides(iterations=PROBE_STEPS, keep_best=False), seed=seed, log_every=0)
+                              plain.with_overrides(iterations=PROBE_STEPS, keep_best=False), seed=seed, log_every=0,
+                              init=own, prior_weights=weights, priors=chosen.priors)
         assert probe.candidates is not None
         per_step = probe.seconds / max(probe.iterations, 1) / config.restarts
         affordable = config.race_share * time_budget / (n * per_step)
@@ -244,12 +255,13 @@ def _short_budget(model: nn.Module, target: TargetGradient, labels: torch.Tensor
     remaining = None if time_budget is None else max(time_budget - (time.perf_counter() - started), 1e-3)
     main = run_inversion(model, target, labels, input_shape,
                          plain.with_overrides(iterations=max(1, config.iterations - done)), seed=seed,
-                         time_budget=remaining, init=init, feature_phase=done == 0)
-    name = config.short_recipe or contestants[0].name
-    record = {"raced": False, "chosen_recipe": name, "candidates": [r for c in contestants for r in c.describe()],
+                         time_budget=remaining, init=init, feature_phase=done == 0, prior_weights=weights,
+                         priors=chosen.priors)
+    record = {"raced": False, "chosen_recipe": chosen.name,
+              "candidates": [r for c in contestants for r in c.describe()],
               "steps_per_candidate": affordable, "min_steps": config.race_min_steps,
               "reason": f"the budget affords ~{affordable:.0f} race steps per candidate (< {config.race_min_steps}):"
-                        f" no race, {name} for the whole run"}
+                        f" no race, {chosen.name} for the whole run"}
     return InversionResult(
         x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
         iterations=done + main.iterations, seconds=time.perf_counter() - started,
