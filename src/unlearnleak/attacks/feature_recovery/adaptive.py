@@ -12,7 +12,11 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
    ``race_share`` of one trajectory costs): every candidate runs its own recipe — optimiser, start, space,
    priors, schedule compressed to its share — fitted to a random ``1 − race_holdout`` share of ∇*'s
    coordinates (the output layer's, from which labels and features are read, always fitted).
-2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation).
+2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation), and
+   pick, among the candidates within ``(1 + race_tolerance)`` × the lowest held-out cost, the one whose image
+   has the lowest total variation: several recipes may explain ∇* about equally well on a trained network,
+   where a fast weak-prior recipe fits the gradient with colour noise; among near-equal explanations the
+   smoother image is the likelier photo (``race_tolerance`` = 0: the lowest held-out cost alone).
 3. **Continue** the winner from its iterate, with its recipe and prior weight, on all of ∇* for the rest of the
    budget, its schedule restarted at ``race_continue_lr`` × its learning rate (with ``restarts`` = R > 1, the R
    best restarts of the winner's recipe).
@@ -52,7 +56,7 @@ from unlearnleak.attacks.feature_recovery.inversion import (
     InversionResult,
     run_inversion,
 )
-from unlearnleak.attacks.feature_recovery.priors import Prior
+from unlearnleak.attacks.feature_recovery.priors import Prior, total_variation
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
 
@@ -190,8 +194,11 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
             iterates.append(part.candidates[r])
             heldout.append(float(scores[r]))
             fitted.append(float(part.restart_costs[r]))
-    order = sorted(range(len(records)), key=lambda i: heldout[i])
-    winner = order[0]
+    lowest = min(heldout)
+    tvs = [float(total_variation(x)) for x in iterates]
+    eligible = [i for i in range(len(records)) if heldout[i] <= (1 + config.race_tolerance) * lowest]
+    winner = min(eligible, key=lambda i: (tvs[i], heldout[i]))
+    order = [winner, *sorted((i for i in range(len(records)) if i != winner), key=lambda i: heldout[i])]
     chosen = contestants[records[winner]["index"]]
     keep = [i for i in order if records[i]["index"] == records[winner]["index"]][:config.restarts]
     race_seconds = time.perf_counter() - started
@@ -206,7 +213,8 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
                          feature_phase=False, priors=chosen.priors)
     record = {
         "raced": True, "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
-        "heldout_costs": heldout, "fit_costs": fitted, "winner": winner,
+        "heldout_costs": heldout, "fit_costs": fitted, "total_variation": tvs, "eligible": eligible,
+        "tolerance": config.race_tolerance, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": per_candidate if time_budget is None else None, "seconds": race_seconds,
