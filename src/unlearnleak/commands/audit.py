@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[int | None, typer.Option(help="Query budget per model (input rows).")] = None,
         rate_limit: Annotated[float | None, typer.Option(help="Most requests per second per endpoint.")] = None,
         preset: Annotated[str, typer.Option(
-            help="Feature-recovery preset: best (adaptive) | paper | smooth | tabular.")] = "best",
+            help="Feature-recovery preset: best (races recipes) | paper | modern | smooth | tabular.")] = "best",
         iterations: Annotated[int | None, typer.Option(help="Feature-recovery steps (preset default).")] = None,
         restarts: Annotated[int | None, typer.Option(help="Feature-recovery restarts (preset default).")] = None,
         time_budget: Annotated[float | None, typer.Option(help="Seconds for the feature-recovery optimisation.")]

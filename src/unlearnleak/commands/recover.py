@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default PAIR/recovery).")]
         = None,
         preset: Annotated[str, typer.Option(
-            help="Inversion preset: best (adaptive prior) | paper | smooth | tabular.")] = "best",
+            help="Inversion preset: best (races paper, modern, smooth) | paper | modern | smooth | tabular.")] = "best",
         labels: Annotated[str | None, typer.Option(
             help="Known labels, comma-separated (e.g. 3,5); default: inferred from the gradient.")] = None,
         iterations: Annotated[int | None, typer.Option(help="Optimisation steps (preset default).", min=1)]

@@ -41,11 +41,12 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
         pair: θ, θ_u and the architecture.
         knowledge: what the server also knows (θ0, N, k, kind of unlearning, labels); None: nothing.
             The result's ``config["knowledge_used"]`` names the parts that were used.
-        preset: an inversion preset name or a config: ``"best"`` (the default: adapts its TV weight to the
-            target by gradient cross-validation when the budget affords the race, else spends it all on one
-            trajectory at TV 0.01; ``adaptive.py``), ``"paper"`` (the official recipe),
-            ``"smooth"`` (the former default, fixed TV 0.3), ``"tabular"``. For tabular models ``"best"``
-            means ``"tabular"``. The adaptive choice is recorded in ``Reconstruction.config["race"]``.
+        preset: an inversion preset name or a config: ``"best"`` (the default: races the complete recipes
+            ``paper``, ``modern`` and ``smooth`` on half of ∇* and keeps the one that explains the other half —
+            when the budget gives each ≥ 250 steps, else runs ``modern`` alone; ``adaptive.py``), ``"paper"``
+            (the official recipe), ``"modern"`` (breaching's modern recipe), ``"smooth"`` (strong TV and
+            feature matching), ``"tabular"``. For tabular models ``"best"`` means ``"tabular"``. The adaptive
+            choice is recorded in ``Reconstruction.config["race"]``.
         labels: the k labels if known (default ``knowledge.labels``); None infers them from ∇*.
         iterations, restarts: override the preset's.
         device: ``"cpu"`` or ``"cuda"``.
