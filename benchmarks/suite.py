@@ -184,7 +184,8 @@ def _ours(name: str, pair: ModelPair, knowledge: ServerKnowledge, truth: tuple[t
               "sec_per_iter": rec.seconds / max(rec.iterations, 1), "preset": rec.preset, "method": rec.method,
               "cost": rec.best_cost, "error": None,
               "race": None if not race else {k: race.get(k) for k in ("raced", "chosen_recipe", "chosen_weight",
-                                                                         "heldout_costs", "candidates")}}
+                                                                         "heldout_costs", "total_variation",
+                                                                         "eligible", "candidates")}}
     matched = rec.x.detach().cpu()[torch.tensor(scored["assignment"], dtype=torch.long)] if image else None
     return result, matched
 
