@@ -36,7 +36,6 @@ from suite import RESULTS, _base, append_row, build_pair, interval, read_rows
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery.decoder import DECODER_FORMAT, DecoderConfig, cached_decoder, penultimate
 from unlearnleak.attacks.feature_recovery.learned_prior import (
-    RACE_SHARE,
     REFINE,
     WEIGHTS,
     LearnedPrior,
@@ -50,7 +49,7 @@ from unlearnleak.metrics import psnr
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.storage import environment_record, write_json_atomic
 
-VERSION = 1
+VERSION = 2  # 2: the decoder races as a candidate beside the default's recipes (adaptive.Candidate)
 METHODS = ("learned", "decoder", "default", "own_mean_colour", "thumbnail_4x4", "dataset_mean_colour")
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -68,7 +67,7 @@ def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace
     obj = {"v": VERSION, "case": case.name, "config": case.config(n_train=setting.n).model_dump(
         mode="json", exclude={"data_dir"}), "setting": setting.name, "sample": sample,
         "iterations": args.iterations, "decoder": DecoderConfig(**json.loads(args.decoder)).model_dump(mode="json"),
-        "refine": REFINE.model_dump(mode="json"), "weights": WEIGHTS, "race_share": RACE_SHARE,
+        "refine": REFINE.model_dump(mode="json"), "weights": WEIGHTS,
         "decoder_format": DECODER_FORMAT}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -154,6 +153,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["learned_minus_own_mean_psnr"] = interval([r["learned"]["psnr"] - r["own_mean_colour"]["psnr"]
                                                          for r in rs])
         entry["chosen_weights"] = sorted({(r.get("race") or {}).get("chosen_weight") for r in rs}, key=str)
+        entry["chosen_recipes"] = [(r.get("race") or {}).get("chosen_recipe") for r in rs]
         entry["seconds_each"] = sum(r["learned"]["seconds"] for r in rs) / len(rs)
         table.append(entry)
     return table

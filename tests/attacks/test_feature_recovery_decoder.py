@@ -10,8 +10,7 @@ from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery import recover
 from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, cached_decoder, penultimate, train_decoder
-from unlearnleak.attacks.feature_recovery.inversion import preset
-from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, deleted_features
+from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, decoder_candidate, deleted_features
 from unlearnleak.attacks.feature_recovery.priors import PRIORS, DecodedImage
 from unlearnleak.attacks.feature_recovery.public_data import public_images
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
@@ -96,19 +95,22 @@ def test_the_cache_misses_then_hits_and_keys_on_model_and_data(tmp_path: Path) -
     assert len({info["path"], info_data["path"], info_model["path"]}) == 3
 
 
-def test_the_decoded_prior_applies_only_with_reference_images() -> None:
-    assert "decoded" in PRIORS
-    model = build_model(ModelSpec("cnn_nobn", SHAPE, 5, (0.5,) * 3, (0.25,) * 3, {"width": 8}))
+def test_the_decoded_prior_is_the_mean_squared_distance_to_its_reference() -> None:
     reference = _images(2)
-    kwargs = {"config": preset("best"), "model": model, "target": None, "labels": torch.tensor([0, 1]),
-              "input_shape": SHAPE}
-    assert DecodedImage.build(1.0, **kwargs) is None  # type: ignore[arg-type]
-    with DecodedImage.reference_images(reference):
-        prior = DecodedImage.build(1.0, **kwargs)  # type: ignore[arg-type]
-        assert DecodedImage.build(1.0, **{**kwargs, "labels": torch.tensor([0])}) is None  # k differs  # type: ignore[arg-type]
-    assert DecodedImage.build(1.0, **kwargs) is None  # type: ignore[arg-type]
-    assert prior is not None and float(prior.penalty(reference)) == 0.0
+    prior = DecodedImage(1.0, reference)
+    assert prior.name == "decoded" and "decoded" not in PRIORS  # built around a tensor: passed as an instance
+    assert float(prior.penalty(reference)) == 0.0
     assert float(prior.penalty(reference + 0.1)) == pytest.approx(0.01, rel=1e-5)
+
+
+def test_the_decoder_candidate_starts_from_the_decoded_image_and_races_its_prior_weight() -> None:
+    decoded = _images(2)
+    labels = torch.tensor([1, 1])  # two samples of one class share a decoded image: the second is perturbed
+    cand = decoder_candidate(decoded, labels, (3.0, 10.0, 30.0), seed=0)
+    assert cand.weights == (10.0, 3.0, 30.0) and cand.alone and cand.prior == "decoded"
+    assert cand.init is not None and torch.equal(cand.init[0], decoded[0]) and not torch.equal(cand.init[1], decoded[1])
+    assert isinstance(cand.priors[0], DecodedImage) and torch.equal(cand.priors[0].reference, cand.init)
+    assert not cand.config.race
 
 
 def test_recover_says_when_the_learned_prior_is_off_and_refuses_another_preset() -> None:
@@ -117,7 +119,7 @@ def test_recover_says_when_the_learned_prior_is_off_and_refuses_another_preset()
     rec = recover(pair, iterations=3, seed=0)
     assert rec.config["learned_prior"] == {"status": "off", "reason": "no public data given"} and rec.decoded is None
     prior = LearnedPrior(public_images(_images(16), "smooth noise", SHAPE), TINY)
-    with pytest.raises(ConfigError, match="not preset 'paper'"):
+    with pytest.raises(ConfigError, match="not inside preset 'paper'"):
         recover(pair, preset="paper", iterations=3, learned_prior=prior)
 
 
@@ -125,13 +127,28 @@ def test_recover_with_the_learned_prior_returns_the_decoded_image_and_its_record
     x, y = _images(1, seed=3), torch.tensor([2])
     pair = _pair(x, y)
     prior = LearnedPrior(public_images(_images(32, seed=1), "smooth noise", SHAPE), TINY, weights=(0.0, 1.0))
-    rec = recover(pair, iterations=120, seed=0, learned_prior=prior)
+    rec = recover(pair, iterations=120, seed=0, learned_prior=prior, race_min_steps=0)
     record = rec.config["learned_prior"]
     assert record["status"] == "on" and record["decoder_model"] == "original" and record["features"] == "exact (k = 1)"
     assert record["decoder"]["cache"] == "miss" and record["data"]["images"] == 32
     assert rec.decoded is not None and rec.decoded.shape == rec.x.shape == (1, *SHAPE)
-    assert rec.config["race"]["raced"] and rec.config["race"]["chosen_weight"] in (0.0, 1.0)
-    assert rec.iterations == 120 and rec.preset == "best+learned_prior"
+    race = rec.config["race"]
+    # the decoder races beside the default's three recipes, one restart per weight of its prior, on held-out costs
+    assert race["raced"] and [c["recipe"] for c in race["candidates"]] == ["paper", "modern", "smooth", "decoder",
+                                                                          "decoder"]
+    assert [c["weight"] for c in race["candidates"][3:]] == [1.0, 0.0]
+    assert all(c["own_start"] for c in race["candidates"][3:]) and len(race["heldout_costs"]) == 5
+    assert race["chosen_recipe"] in ("paper", "modern", "smooth", "decoder")
+    assert rec.preset == "best+learned_prior"
+
+
+def test_a_budget_too_short_to_race_runs_the_decoder_candidate_alone() -> None:
+    x, y = _images(1, seed=3), torch.tensor([2])
+    pair = _pair(x, y)
+    prior = LearnedPrior(public_images(_images(32, seed=1), "smooth noise", SHAPE), TINY)
+    rec = recover(pair, iterations=40, seed=0, learned_prior=prior)
+    assert not rec.config["race"]["raced"] and rec.config["race"]["chosen_recipe"] == "decoder"
+    assert rec.iterations == 40 and rec.decoded is not None
 
 
 @pytest.mark.shared_data

@@ -96,7 +96,7 @@ def test_recover_refuses_bad_public_data(pair_dir: Path, tmp_path: Path, make: o
 def test_recover_refuses_public_data_with_another_preset(pair_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "out"), "--preset", "paper",
                                  "--public-data", str(_images(tmp_path / "public"))])
-    one_error(result, "--public-data refines the decoded image with its own recipe, not --preset paper")
+    one_error(result, "--public-data races the decoded image beside the default's recipes, not inside --preset paper")
 
 
 def test_an_experiment_cell_reports_the_learned_prior_and_the_decoder_alone(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "deleted (ground truth)" in result.output
+    assert "verdict: label leaked: class 1 (b) was deleted" in result.output
+    assert "mean Δ p_c" not in result.output and "log-odds" in result.output
     record = json.loads((out / "guess.json").read_text())
     assert record["guess"]["predicted"] == [1] and record["deleted_labels"] == [1]
     assert record["guess"]["level"] == 0.05 and record["guess"]["p_value"] <= 0.05
@@ -60,15 +62,18 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
     assert record["guess"]["queries_unlearned"] == 20
     for name in ("confidence_change.png", "probes.png", "probes/probes.safetensors"):
         assert (out / name).is_file(), name
-    again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes")])
+    again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes"), "--json"])
     assert again.exit_code == 0, again.output
-    replayed = json.loads(again.output.strip().splitlines()[-1])
+    summary = json.loads(again.stdout)  # --json: one JSON document on stdout, nothing else
+    assert summary["out"] is None and summary["leaked"] is True and summary["deleted"] == [1]
+    assert summary["verdict"].startswith("label leaked: class 1 (b) was deleted")
+    replayed = summary["guess"]
     assert replayed["statistic"] == "log_odds" and replayed["ranked"][0] == 1
     assert replayed["changes"][1] < -2.5  # the output bias of class 1 was lowered by 3: its log-odds fall ≈ 3
     chosen = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes"),
-                                      "--calibration", "gaussian", "--level", "0.01", "--test", "robust"])
+                                      "--calibration", "gaussian", "--level", "0.01", "--test", "robust", "--json"])
     assert chosen.exit_code == 0, chosen.output
-    verdict = json.loads(chosen.output.strip().splitlines()[-1])
+    verdict = json.loads(chosen.stdout)["guess"]
     assert verdict["calibration"] == "gaussian" and verdict["level"] == 0.01 and verdict["test"] == "robust"
     assert verdict["predicted"] == [1]
 

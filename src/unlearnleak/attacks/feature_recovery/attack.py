@@ -16,10 +16,10 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
-from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig, invert
+from unlearnleak.attacks.feature_recovery.adaptive import Candidate, invert
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
-from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_off, prepare_refinement
-from unlearnleak.attacks.feature_recovery.learned_prior import refine as learned_prior_refine
+from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_off, prepare_learned_prior
 from unlearnleak.attacks.feature_recovery.result import Reconstruction
 from unlearnleak.attacks.feature_recovery.tabular import analytic_applicable, recover_row
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient, TargetMode, target_gradient
@@ -43,11 +43,12 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
         pair: θ, θ_u and the architecture.
         knowledge: what the server also knows (θ0, N, k, kind of unlearning, labels); None: nothing.
             The result's ``config["knowledge_used"]`` names the parts that were used.
-        preset: an inversion preset name or a config: ``"best"`` (the default: adapts its TV weight to the
-            target by gradient cross-validation when the budget affords the race, else spends it all on one
-            trajectory at TV 0.01; ``adaptive.py``), ``"paper"`` (the official recipe),
-            ``"smooth"`` (the former default, fixed TV 0.3), ``"tabular"``. For tabular models ``"best"``
-            means ``"tabular"``. The adaptive choice is recorded in ``Reconstruction.config["race"]``.
+        preset: an inversion preset name or a config: ``"best"`` (the default: races the complete recipes
+            ``paper``, ``modern`` and ``smooth`` on half of ∇* and keeps the one that explains the other half —
+            when the budget gives each ≥ 250 steps, else runs ``modern`` alone; ``adaptive.py``), ``"paper"``
+            (the official recipe), ``"modern"`` (breaching's modern recipe), ``"smooth"`` (strong TV and
+            feature matching), ``"tabular"``. For tabular models ``"best"`` means ``"tabular"``. The adaptive
+            choice is recorded in ``Reconstruction.config["race"]``.
         labels: the k labels if known (default ``knowledge.labels``); None infers them from ∇*.
         iterations, restarts: override the preset's.
         device: ``"cpu"`` or ``"cuda"``.
@@ -59,8 +60,9 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
             gradient explains ∇* better (lower ``gradient_cost``).
         time_budget: seconds for the optimisation (the iteration count is fitted to it).
         learned_prior: the server's public images (``learned_prior.LearnedPrior``): decode the deleted
-            samples' features read off ∇* with a decoder trained on them, then refine from the decoded image
-            with its raced prior (images, default preset only). None: off. The decoded images alone are
+            samples' features read off ∇* with a decoder trained on them; the decoded image races beside the
+            default's recipes as a start and a prior whose weight is raced (images, default preset only). None:
+            off. The decoded images alone are
             returned in ``Reconstruction.decoded``; ``config["learned_prior"]`` records what was done (or why
             it was off).
         **overrides: further ``InversionConfig`` fields, e.g. ``bn_prior=0``.
@@ -109,16 +111,14 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
         config = PRESETS.get(preset_name)
     config = config.with_overrides(iterations=iterations, restarts=restarts, **overrides)
     decoded, prior_record = None, learned_prior_off()
+    candidates: list[Candidate] = []
     if learned_prior is not None:
-        recipe, decoded, prior_record = prepare_refinement(learned_prior, preset, pair, knowledge, target, model,
-                                                           labels_used, kind, iterations=iterations, **overrides)
+        candidates, decoded, prior_record = prepare_learned_prior(learned_prior, preset, pair, knowledge, target,
+                                                                  model, labels_used, kind, seed=seed)
         if decoded is not None:
-            config, preset_name = recipe, f"{preset_name}+learned_prior"
-    if decoded is not None and learned_prior is not None:
-        result = learned_prior_refine(model, target, labels_used, shape, config, decoded, learned_prior.weights,
-                                      seed=seed, time_budget=time_budget)
-    else:
-        result = invert(model, target, labels_used, shape, config, seed=seed, time_budget=time_budget)
+            preset_name = f"{preset_name}+learned_prior"
+    result = invert(model, target, labels_used, shape, config, seed=seed, time_budget=time_budget,
+                    candidates=candidates)
     timings = {"label_seconds": label_seconds, **result.timings}
     if closed_form:  # an image MLP: the closed form competes with the inversion on the attacker's own score
         analytic = _analytic(model, target, labels_used, source, label_scores, started, label_seconds, used,

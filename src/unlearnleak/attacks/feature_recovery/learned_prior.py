@@ -10,17 +10,18 @@
 2. **Decode** with a decoder trained on the server's public images (``decoder.py``): on θ0 when the server
    knows it (one decoder then serves every θ fine-tuned from θ0; benchmarks/decoder_prior.py measures the
    cost of using θ0's decoder on θ's features), else on the model the inversion runs on.
-3. **Refine** by gradient matching from the decoded image, with the penalty ``w·‖x − x_dec‖²`` (the
-   registered prior ``decoded``) whose weight w is raced as the TV weight is in ``adaptive.py``: candidates
-   fit a random half of ∇*'s coordinates for ``RACE_SHARE`` of the run, the lowest cosine cost on the
-   held-out half wins and continues on all of ∇*.
+3. **Race** the decoded image as one candidate of the default's recipe race (``adaptive.Candidate``): the
+   ``REFINE`` recipe started from the decoded image, with the penalty ``w·‖x − x_dec‖²`` (the prior
+   ``decoded``) whose weight w is raced among ``WEIGHTS``, one restart each, beside the ``paper``, ``modern``
+   and ``smooth`` recipes; every candidate fits part of ∇*'s coordinates and is scored on the held-out rest,
+   never on the truth, and the winner continues on all of ∇*. When the budget cannot afford the race, the
+   decoder candidate (its middle weight) runs alone.
 
 The decoded image alone is returned too (``DecodedStart.x``): it is a feature-inversion attack of its own.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +31,9 @@ import torch
 from torch import nn
 
 from unlearnleak.attacks.closed_forms import output_layer, penultimate_features
-from unlearnleak.attacks.feature_recovery.adaptive import holdout_mask
+from unlearnleak.attacks.feature_recovery.adaptive import Candidate
 from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, cached_decoder
-from unlearnleak.attacks.feature_recovery.inversion import (
-    GradientMatcher,
-    InversionConfig,
-    InversionResult,
-    run_inversion,
-)
+from unlearnleak.attacks.feature_recovery.inversion import InversionConfig
 from unlearnleak.attacks.feature_recovery.priors import DecodedImage
 from unlearnleak.attacks.feature_recovery.public_data import PublicImages, load_public_images, public_images
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
@@ -49,14 +45,12 @@ from unlearnleak.pair import ModelPair
 TrainOn = Literal["auto", "base", "attacked"]
 OFF_REASON = "no public data given"
 
-# The refinement's recipe: Adam from the decoded start, cosine decay, feature matching, keep-best.
+# The decoder candidate's recipe: Adam from the decoded start, cosine decay, feature matching, keep-best.
 REFINE = InversionConfig(
     iterations=2000, restarts=1, lr=0.01, optimizer="adam", signed=False, schedule="cosine", init="gray",
     boxed=True, cost="cosine", total_variation=0.01, feature_match=1.0, keep_best=True,
 )
 WEIGHTS = (3.0, 10.0, 30.0)  # raced weights of the decoded prior
-RACE_SHARE = 0.3  # share of the iterations (or of the time budget) the race takes
-RACE_MIN_STEPS = 30  # below this many race steps per candidate: no race, the middle weight for the whole run
 
 
 @dataclass(frozen=True)
@@ -163,88 +157,39 @@ def learned_prior_off(reason: str | None = None) -> dict[str, Any]:
     return {"status": "off", "reason": reason or OFF_REASON}
 
 
-def prepare_refinement(prior: LearnedPrior, preset: str | InversionConfig, pair: ModelPair,
-                       knowledge: ServerKnowledge, target: TargetGradient, model: nn.Module, labels: torch.Tensor,
-                       kind: str, *, iterations: int | None = None,
-                       **overrides: Any) -> tuple[InversionConfig, torch.Tensor | None, dict[str, Any]]:
-    """The refinement's recipe, the decoded images (None when the prior does not apply) and the record.
+def prepare_learned_prior(prior: LearnedPrior, preset: str | InversionConfig, pair: ModelPair,
+                          knowledge: ServerKnowledge, target: TargetGradient, model: nn.Module, labels: torch.Tensor,
+                          kind: str, *, seed: int = 0) -> tuple[list[Candidate], torch.Tensor | None, dict[str, Any]]:
+    """The decoder's race candidate (none when the prior does not apply), the decoded images and the record.
 
-    The recipe is ``REFINE`` for the default preset (``best``) or the given ``InversionConfig``, with the
-    caller's ``iterations`` and inversion ``overrides``; another named preset is refused (it is a different
-    recipe, e.g. ``paper`` must stay exactly the paper's).
+    Only the default preset (``best``, which races recipes) or an ``InversionConfig`` takes the candidate; another
+    named preset is refused (it is one fixed recipe, e.g. ``paper`` must stay exactly the paper's).
 
     Raises:
         ConfigError: a named preset other than ``best``.
     """
     if kind != "image":
-        return REFINE, None, learned_prior_off("not used: tabular rows (the learned prior decodes images)")
+        return [], None, learned_prior_off("not used: tabular rows (the learned prior decodes images)")
     if isinstance(preset, str) and preset != "best":
-        raise ConfigError(f"the learned prior refines the decoded image with its own recipe, not preset "
-                          f"{preset!r}; use the default preset (best) with public data, or drop the public data "
-                          "to run that preset")
-    recipe = preset if isinstance(preset, InversionConfig) else REFINE
-    recipe = recipe.with_overrides(iterations=iterations, **overrides)
+        raise ConfigError(f"the learned prior races the decoded image beside the default's recipes, not inside "
+                          f"preset {preset!r}; use the default preset (best) with public data, or drop the public "
+                          "data to run that preset")
     start = decoded_start(pair, knowledge, target, model, labels, prior)
     if isinstance(start, str):
-        return recipe, None, learned_prior_off(f"not used: {start}")
-    return recipe, start.x, start.record
+        return [], None, learned_prior_off(f"not used: {start}")
+    return [decoder_candidate(start.x, labels, prior.weights, seed=seed)], start.x, start.record
 
 
-def refine(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
-           config: InversionConfig, start: torch.Tensor, weights: tuple[float, ...], *, seed: int = 0,
-           time_budget: float | None = None) -> InversionResult:
-    """Gradient matching from ``start`` (k, C, H, W) with the decoded prior; its weight raced among
-    ``weights`` when the budget affords ``RACE_MIN_STEPS`` steps per candidate (module docstring)."""
-    started = time.perf_counter()
-    device = next(model.parameters()).device
-    target = target.to(device)
-    k = int(labels.numel())
-    start = _separate_repeats(start, labels, seed).to(device)
-    m = len(weights)
-    race_iterations = round(RACE_SHARE * config.iterations)
-    config = config.with_overrides(race=(), prune_at=())
-    with DecodedImage.reference_images(start):
-        if m == 1 or race_iterations < RACE_MIN_STEPS:
-            chosen = weights[0] if m == 1 else sorted(weights)[m // 2]
-            result = run_inversion(model, target, labels, input_shape, config.with_overrides(
-                restarts=1, priors={**config.priors, "decoded": chosen}), seed=seed, time_budget=time_budget,
-                init=start.unsqueeze(0), feature_phase=False)
-            record = {"raced": False, "chosen_weight": chosen, "candidates": list(weights),
-                      "reason": "one weight given" if m == 1 else
-                      f"{race_iterations} race steps < {RACE_MIN_STEPS}: the middle weight for the whole run"}
-            return _with_record(result, record, started)
-        fit = holdout_mask(target.flat().numel(), 0.5, seed)
-        candidates = torch.tensor(weights, dtype=torch.float64)
-        race_config = config.with_overrides(restarts=m, iterations=race_iterations, keep_best=True)
-        part = run_inversion(model, target, labels, input_shape, race_config, seed=seed, log_every=0,
-                             time_budget=None if time_budget is None else RACE_SHARE * time_budget,
-                             init=start.unsqueeze(0).expand(m, k, *input_shape).contiguous(),
-                             prior_weights={"decoded": candidates}, mask=fit, feature_phase=False)
-        assert part.candidates is not None
-        held_out = GradientMatcher(model, target, labels.to(device), config, mask=1 - fit, input_shape=input_shape)
-        with held_out.hooks():
-            scores = held_out.score(part.candidates, full=False).double().cpu()
-        winner = int(scores.argmin())
-        chosen = float(candidates[winner])
-        remaining = None if time_budget is None else max(time_budget - (time.perf_counter() - started), 1e-3)
-        main = run_inversion(model, target, labels, input_shape, config.with_overrides(
-            restarts=1, iterations=max(1, config.iterations - part.iterations),
-            priors={**config.priors, "decoded": chosen}), seed=seed, time_budget=remaining,
-            init=part.candidates[winner:winner + 1], feature_phase=False)
-    record = {"raced": True, "candidates": list(weights), "heldout_costs": scores.tolist(),
-              "fit_costs": part.restart_costs.tolist(), "chosen_weight": chosen, "iterations": part.iterations}
-    result = InversionResult(
-        x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
-        iterations=part.iterations + main.iterations, seconds=main.seconds, timings=dict(main.timings),
-        history=main.history, candidates=main.candidates, alive=main.alive)
-    return _with_record(result, record, started)
-
-
-def _with_record(result: InversionResult, record: dict[str, Any], started: float) -> InversionResult:
-    return InversionResult(
-        x=result.x, restart_costs=result.restart_costs, best_restart=result.best_restart,
-        iterations=result.iterations, seconds=time.perf_counter() - started, timings=dict(result.timings),
-        history=result.history, race=record, candidates=result.candidates, alive=result.alive)
+def decoder_candidate(decoded: torch.Tensor, labels: torch.Tensor, weights: Sequence[float], *, seed: int = 0,
+                      recipe: InversionConfig = REFINE) -> Candidate:
+    """The race candidate of the learned prior: ``recipe`` started from the decoded images (k, C, H, W), with the
+    ``decoded`` prior pulling towards them, its weight raced among ``weights`` (the middle one first: it runs
+    alone when the budget cannot afford the race)."""
+    start = _separate_repeats(decoded, labels, seed)
+    ordered = sorted(weights)
+    middle = ordered.pop(len(ordered) // 2)
+    return Candidate("decoder", recipe.with_overrides(race=(), prune_at=()), prior=DecodedImage.name,
+                     weights=(middle, *ordered), init=start, priors=(DecodedImage(0.0, start),), alone=True)
 
 
 def _separate_repeats(start: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
