@@ -122,3 +122,33 @@ def test_an_experiment_cell_reports_the_learned_prior_and_the_decoder_alone(tmp_
     console.print(headline_table([row, off]))
     text = console.export_text()
     assert "learned prior: on; decoder alone" in text and "learned prior: off — no public data given" in text
+
+
+def test_recover_refuses_a_decoder_cache_trained_for_another_model(pair_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A's cached decoder sitting where B's would be (a copied cache, a hash collision): one error, exit 2,
+    no results folder; never decoded with the wrong decoder."""
+    from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, cache_path, decoder_key
+    from unlearnleak.attacks.feature_recovery.public_data import load_public_images
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UNLEARNLEAK_CACHE_DIR", str(cache))
+    public = _images(tmp_path / "public")
+    first = runner.invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "a"), "--iterations", "3",
+                                "--public-data", str(public)])
+    assert first.exit_code == 0, first.output
+    (trained,) = (cache / "decoders").glob("*.safetensors")
+    torch.manual_seed(1)
+    other = build_model(SPEC).eval()
+    other_dir = tmp_path / "pair_b"
+    ModelPair(SPEC, state_of(other), {k: v + 1e-3 if v.is_floating_point() else v
+                                      for k, v in state_of(other).items()}).save(other_dir)
+    ServerKnowledge(n_forget=1).save(other_dir)
+    data = load_public_images(str(public), input_shape=SPEC.input_shape)
+    target = cache_path(decoder_key(SPEC, state_of(other), data, DecoderConfig()), cache)
+    target.write_bytes(trained.read_bytes())
+    out = tmp_path / "b"
+    result = runner.invoke(app, ["recover", str(other_dir), "--out", str(out), "--iterations", "3", "--no-eval",
+                                 "--public-data", str(public)])
+    one_error(result, "trained for another model's weights", "refusing to use it", "delete the file to retrain")
+    assert not out.exists()

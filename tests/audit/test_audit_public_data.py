@@ -79,7 +79,7 @@ def test_audit_refuses_bad_public_data(user_pair: Any, white_box_args: Callable[
     _refused([*base, "--public-data", str(empty)], out, "holds no image files")
     _refused([*base, "--public-data", "cifar10", "--data-dir", str(tmp_path / "no-data")], out, "--public-data cifar10")
     _refused([*base, "--public-data", str(_images(tmp_path / "ok")), "--preset", "paper"], out,
-             "not --preset paper")
+             "not inside --preset paper")
 
 
 def test_audit_refuses_public_data_without_a_white_box_image_model(tmp_path: Path) -> None:
@@ -87,3 +87,23 @@ def test_audit_refuses_public_data_without_a_white_box_image_model(tmp_path: Pat
     _refused(["audit", "--original-endpoint", "http://127.0.0.1:9/v2/models/a", "--unlearned-endpoint",
               "http://127.0.0.1:9/v2/models/b", "--input-shape", "3,8,8", "--num-classes", "10", "--out", str(out),
               "--public-data", str(_images(tmp_path / "public", size=8))], out, "--public-data feeds the white-box")
+
+
+def test_audit_refuses_a_decoder_cache_trained_for_another_model(
+        user_pair: Any, white_box_args: Callable[..., list[str]], tmp_path: Path, monkeypatch: Any) -> None:
+    """B's cache entry replaced by A's decoder (a copied cache folder): one error, exit 2, no results folder."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UNLEARNLEAK_CACHE_DIR", str(cache))
+    public = str(_images(tmp_path / "public"))
+    a = white_box_args(user_pair, tmp_path / "a", "--per-class", "0", "--iterations", "3", "--public-data", public)
+    assert runner.invoke(app, a).exit_code == 0
+    (decoder_a,) = (cache / "decoders").glob("*.safetensors")
+    swapped = [str(user_pair.unlearned) if v == str(user_pair.original) else
+               str(user_pair.original) if v == str(user_pair.unlearned) else v for v in a]  # θ ↔ θ_u: another θ
+    b = [str(tmp_path / "b") if v == str(tmp_path / "a") else v for v in swapped]
+    assert runner.invoke(app, b).exit_code == 0
+    (decoder_b,) = set((cache / "decoders").glob("*.safetensors")) - {decoder_a}
+    decoder_b.write_bytes(decoder_a.read_bytes())
+    out = tmp_path / "c"
+    _refused([str(out) if v == str(tmp_path / "b") else v for v in b], out,
+             "trained for another model's weights", "refusing to use it")
