@@ -18,6 +18,8 @@ own decoder and decodes the deleted sample's features with both.
     python benchmarks/decoder_prior.py --case convnet16-60 --samples 8 --iterations 300
     python benchmarks/decoder_prior.py --split heldout --samples 8 --iterations 300 --jobs 2
     python benchmarks/decoder_prior.py --summary-only --markdown
+    python benchmarks/decoder_prior.py --case bn-gelu-tanh --setting approx-k1-N32 --samples 4 --iterations 2000 \
+        --out benchmarks/results/decoder_prior_heldout_2000.jsonl
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from suite import RESULTS, _base, append_row, build_pair, interval, read_rows
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery.decoder import DECODER_FORMAT, DecoderConfig, cached_decoder, penultimate
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS
 from unlearnleak.attacks.feature_recovery.learned_prior import (
     REFINE,
     WEIGHTS,
@@ -62,12 +65,20 @@ def public_rows(case: Case) -> Any:
                             "images)", spec.input_shape)
 
 
+def candidate_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoder candidate's recipe and raced weights from ``--decoder-recipe`` / ``--decoder-weights``."""
+    recipe = REFINE if args.decoder_recipe == "refine" else PRESETS.get(args.decoder_recipe)
+    weights = tuple(json.loads(args.decoder_weights)) if args.decoder_weights else WEIGHTS
+    return {"recipe": recipe.with_overrides(race=(), prune_at=()), "weights": weights}
+
+
 def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace) -> str:
     """A hash of what determines a cell's numbers."""
     obj = {"v": VERSION, "case": case.name, "config": case.config(n_train=setting.n).model_dump(
         mode="json", exclude={"data_dir"}), "setting": setting.name, "sample": sample,
         "iterations": args.iterations, "decoder": DecoderConfig(**json.loads(args.decoder)).model_dump(mode="json"),
-        "refine": REFINE.model_dump(mode="json"), "weights": WEIGHTS,
+        "refine": candidate_options(args)["recipe"].model_dump(mode="json"),
+        "weights": candidate_options(args)["weights"],
         "decoder_format": DECODER_FORMAT}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -78,7 +89,7 @@ def run_cell(case: Case, setting: Setting, sample: int, args: argparse.Namespace
     pair, knowledge, truth_x, truth_y, _ = build_pair(case, setting, sample, "cpu")
     mode = "approximate" if setting.method == "approx" else "exact"
     spec = FeatureRecoverySpec(mode=mode, iterations=args.iterations)
-    prior = LearnedPrior(public_rows(case), DecoderConfig(**json.loads(args.decoder)))
+    prior = LearnedPrior(public_rows(case), DecoderConfig(**json.loads(args.decoder)), **candidate_options(args))
     row: dict[str, Any] = {"key": cell_key(case, setting, sample, args), "case": case.name, "split": case.split,
                            "setting": setting.name, "sample": sample, "iterations": args.iterations}
     for name, learned in (("default", None), ("learned", prior)):
@@ -200,6 +211,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--decoder", default="{}", help="DecoderConfig fields as JSON (default: the defaults)")
+    parser.add_argument("--decoder-recipe", default="refine",
+                        help="the decoder candidate's recipe: refine (learned_prior.REFINE) or a preset name")
+    parser.add_argument("--decoder-weights", default="", help="its raced prior weights as JSON (default: WEIGHTS)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lpips", action="store_true", help="also LPIPS (slower)")
     parser.add_argument("--cross", type=int, default=0, help="θ0-vs-θ decoder check on this many samples per case")
@@ -229,7 +243,8 @@ def main() -> int:
             print(f"{case.name:22s} {setting.name:14s} #{sample}  learned {row['learned']['psnr']:.2f}  decoder "
                   f"{row['decoder']['psnr']:.2f}  default {row['default']['psnr']:.2f}  own mean "
                   f"{row['own_mean_colour']['psnr']:.2f}  thumb {row['thumbnail_4x4']['psnr']:.2f} dB  "
-                  f"(w {(row['race'] or {}).get('chosen_weight')}, {row['cell_seconds']:.0f} s)", flush=True)
+                  f"(won: {(row['race'] or {}).get('chosen_recipe')}, w {(row['race'] or {}).get('chosen_weight')}, "
+                  f"{row['cell_seconds']:.0f} s)", flush=True)
         for case in selected:
             for sample in range(args.cross):
                 print(json.dumps({"cross": cross_check(case, case.settings[0], sample, args)}), flush=True)

@@ -63,6 +63,7 @@ class LearnedPrior:
     train_on: TrainOn = "auto"
     cache_dir: str | None = None
     weights: tuple[float, ...] = WEIGHTS
+    recipe: InversionConfig = REFINE  # the decoder candidate's recipe (from the decoded start, with its prior)
 
     def __post_init__(self) -> None:
         if not self.weights or any(w < 0 for w in self.weights) or len(set(self.weights)) != len(self.weights):
@@ -177,7 +178,7 @@ def prepare_learned_prior(prior: LearnedPrior, preset: str | InversionConfig, pa
     start = decoded_start(pair, knowledge, target, model, labels, prior)
     if isinstance(start, str):
         return [], None, learned_prior_off(f"not used: {start}")
-    return [decoder_candidate(start.x, labels, prior.weights, seed=seed)], start.x, start.record
+    return [decoder_candidate(start.x, labels, prior.weights, seed=seed, recipe=prior.recipe)], start.x, start.record
 
 
 def decoder_candidate(decoded: torch.Tensor, labels: torch.Tensor, weights: Sequence[float], *, seed: int = 0,
