@@ -211,8 +211,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--decoder", default="{}", help="DecoderConfig fields as JSON (default: the defaults)")
-    parser.add_argument("--decoder-recipe", default="refine",
-                        help="the decoder candidate's recipe: refine (learned_prior.REFINE) or a preset name")
+    parser.add_argument("--decoder-recipe", default="modern",
+                        help="the decoder candidate's recipe: a preset name (default: modern, the library's) or "
+                             "refine (learned_prior.REFINE, the former one)")
     parser.add_argument("--decoder-weights", default="", help="its raced prior weights as JSON (default: WEIGHTS)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lpips", action="store_true", help="also LPIPS (slower)")
