@@ -26,7 +26,7 @@ weights). Candidates that need data a preset cannot name — their own starting 
 around a tensor (e.g. a decoded image and a prior pulling towards it) — are passed as one parameter::
 
     invert(model, target, labels, shape, preset("best"),
-           candidates=[Candidate("decoder", REFINE, prior="decoded", weights=(10.0, 3.0, 30.0),
+           candidates=[Candidate("decoder", preset("modern"), prior="decoded", weights=(1.0, 0.1, 10.0),
                                  init=decoded, priors=(DecodedImage(0.0, decoded),), alone=True)])
 
 They race beside the configured recipes on the same held-out score, and win or lose like them; a config
