@@ -11,7 +11,7 @@ Prints a per-sample table, saves grids (ground truth | recovered) to ``--out``, 
 
     python benchmarks/feature_recovery.py                 # the benchmark (2-core CPU: ~80 min)
     python benchmarks/feature_recovery.py --jobs 2        # two samples at a time, one thread each (~40 min)
-    python benchmarks/feature_recovery.py --ablation      # + each `best` ingredient removed in turn
+    python benchmarks/feature_recovery.py --ablation      # + each `smooth` ingredient removed in turn
     python benchmarks/feature_recovery.py --quick         # 2 samples × 200 iterations, a smoke run
 """
 
@@ -34,7 +34,7 @@ import torch
 
 from common import bench_config
 from unlearnleak.attacks.feature_recovery import preset
-from unlearnleak.attacks.feature_recovery.inversion import invert
+from unlearnleak.attacks.feature_recovery.adaptive import invert
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
 from unlearnleak.cache import cache_dir
@@ -54,9 +54,10 @@ from unlearnleak.training import evaluate
 Attacked = tuple[ModelPair, ServerKnowledge]  # what the server attack receives
 
 MODES = ("approx", "exact")
-# Each `best` ingredient, removed (or replaced by the paper's choice) one at a time for --ablation.
+# Each ingredient of `smooth` (the default of issue 3, whose ablation README.md reports), removed (or replaced by
+# the paper's choice) one at a time for --ablation.
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "best": {},
+    "smooth": {},
     "no feature matching (gradient only)": {"feature_match": 0.0, "feature_phase": 0.0},
     "no feature-only phase": {"feature_phase": 0.0},
     "TV 1e-2 (paper's weight)": {"total_variation": 0.01},
@@ -161,10 +162,10 @@ def run_sample(job: tuple[str, int, Attacked, torch.Tensor, torch.Tensor, int, a
 
 
 def ablate(job: tuple[dict[str, Any], Attacked, torch.Tensor, torch.Tensor, float, argparse.Namespace]) -> float:
-    """PSNR of `best` with ``overrides`` on one approximate-unlearning sample, at that sample's budget."""
+    """PSNR of `smooth` with ``overrides`` on one approximate-unlearning sample, at that sample's budget."""
     overrides, pair, truth_x, truth_y, budget, args = job
     torch.set_num_threads(args.threads)
-    ev = attack(pair, "best", args, (truth_x, truth_y), budget=budget, overrides=overrides)
+    ev = attack(pair, "smooth", args, (truth_x, truth_y), budget=budget, overrides=overrides)
     assert ev.scores is not None
     return float(ev.scores["samples"][0]["psnr"])
 

@@ -6,7 +6,10 @@ reaches is measured by ``python benchmarks/suite.py --pretrain-only`` and record
 
 SPLIT (fixed; shared with the inversion-engine work — do not move cases between halves):
 TUNING = ConvNet θ0 after one epoch, LeNet, CNN without BN (random θ0), tabular rows.
-HELD-OUT = ConvNet θ0 ~60 %, ResNet-18 narrow, MLP, CIFAR-100, RetinaMNIST, BN/GELU CNN with tanh head.
+HELD-OUT = ConvNet θ0 ~60 %, ResNet-18 narrow, MLP, CIFAR-100, RetinaMNIST, BN/GELU CNN with tanh head;
+added with issue 16 (architectures in ``suite_models.py``, never used for tuning): a VGG-style CNN with batch
+norm, a ResNet-style CNN with GroupNorm, and the paper-scale ConvNet (width 64, θ0 after one epoch of the
+official pretraining recipe).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import suite_models  # noqa: F401  (registers vgg_bn and resnet_gn)
 from unlearnleak.registry import Registry
 from unlearnleak.scenario import ScenarioConfig
 from unlearnleak.training import TrainConfig
@@ -109,6 +113,19 @@ _add(Case("retinamnist-convnet16", "heldout", "retinamnist", "convnet", {"width"
 _add(Case("bn-gelu-tanh", "heldout", "cifar10", "cnn_bn_gelu", {"width": 16, "hidden": 64}, 16000, _sgd(2),
           note="CNN with BN, GELU and a tanh hidden head, θ0 2 epochs on 4,000 public CIFAR-10 images"))
 
+_add(Case("vgg-bn", "heldout", "cifar10", "vgg_bn", {"width": 16, "hidden": 128}, 12000, _sgd(3, milestones=(2,)),
+          note="VGG-style CNN (conv-BN-ReLU ×2 per stage, 3 stages, 2-layer head), θ0 3 epochs on 8,000 public images"))
+_add(Case("resnet-gn", "heldout", "cifar10", "resnet_gn", {"width": 16, "groups": 4}, 12000,
+          _sgd(3, milestones=(2,)),
+          note="ResNet-style CNN with GroupNorm (4 groups) and SiLU, θ0 3 epochs on 8,000 public images"))
+# The paper-scale case (issue 16): the official ConvNet width 64, θ0 after ONE epoch of the official pretraining
+# recipe (PAPER.md §5: SGD without momentum, lr 0.1, wd 5e-4, batch 128, drop_last, crop + flip), on the 12,000
+# public images of the shared subset; N = 32, k = 1, 8 photos, 1,000 iterations (`--iterations 1000`).
+_add(Case("convnet64-paper", "heldout", "cifar10", "convnet", {"width": 64}, 8000,
+          TrainConfig(epochs=1, lr=0.1, momentum=0.0, weight_decay=5e-4, batch_size=128, augment=True,
+                      drop_last=True),
+          note="the paper's ConvNet (width 64), θ0 one epoch of the official recipe on 12,000 public images"))
+
 # --- GPU only (item 7): the paper's width, run with the paper's 10,000 × 5 budget; see benchmarks/README.md ----
 _add(Case("convnet64-gpu", "gpu", "cifar10", "convnet", {"width": 64}, 8000,
           TrainConfig(epochs=30, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128, augment=True,
@@ -124,4 +141,4 @@ def cases(split: str = "all", names: list[str] | None = None) -> list[Case]:
 
 
 _ORDER = ["convnet16-1ep", "lenet", "cnn-nobn-random", "tabular-mlp", "convnet16-60", "resnet18-w8", "mlp-cifar10",
-          "cifar100-convnet16", "retinamnist-convnet16", "bn-gelu-tanh"]
+          "cifar100-convnet16", "retinamnist-convnet16", "bn-gelu-tanh", "vgg-bn", "resnet-gn", "convnet64-paper"]

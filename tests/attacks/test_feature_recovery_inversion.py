@@ -86,7 +86,7 @@ def test_batched_restarts_equal_the_loop() -> None:
 
 def test_restart_bookkeeping_and_pruning() -> None:
     model, target, y = _model_and_target()
-    cfg = preset("best", iterations=16, restarts=4, prune_at=(0.5,), keep_best=True)
+    cfg = preset("paper", iterations=16, restarts=4, prune_at=(0.5,), keep_best=True)
     result = invert(model, target, y, (3, 16, 16), cfg, seed=0)
     assert result.x.shape == (2, 3, 16, 16) and result.iterations == 16
     assert result.restart_costs.shape == (4,) and torch.isfinite(result.restart_costs).all()
@@ -94,11 +94,14 @@ def test_restart_bookkeeping_and_pruning() -> None:
     assert float(result.x.min()) >= 0 and float(result.x.max()) <= 1  # boxed
 
 
-def test_time_budget_fits_the_iterations() -> None:
+@pytest.mark.parametrize("name", ["paper", "best"])
+def test_time_budget_fits_the_iterations(name: str) -> None:
     model, target, y = _model_and_target()
-    cfg = preset("best", iterations=1_000_000, restarts=2)
+    cfg = preset("paper", iterations=1_000_000, restarts=2)
+    cfg = cfg if name == "paper" else preset("best", iterations=1_000_000)
     invert(model, target, y, (3, 16, 16), cfg.with_overrides(iterations=1))  # one-time torch.func set-up
     started = time.perf_counter()
     result = invert(model, target, y, (3, 16, 16), cfg, time_budget=1.0)
     assert time.perf_counter() - started < 6.0
-    assert 7 <= result.iterations < 1_000_000
+    # paper: the count is fitted to the budget; best: each of its 3 recipes raced ≥ 1 step, the winner went on
+    assert (7 if name == "paper" else 4) <= result.iterations < 1_000_000

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearnleak.attacks.feature_recovery import Reconstruction, recover
+from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetMode
 from unlearnleak.attacks.label_inference import (
     PROBE_GENERATORS,
@@ -53,18 +54,23 @@ class FeatureRecoveryConfig(BaseModel):
 class FeatureRecovery:
     """The white-box server attack: recover D_u from (θ, θ_u) and the declared knowledge (PAPER.md §2)."""
 
-    def __init__(self, config: FeatureRecoveryConfig | None = None, **settings: Any) -> None:
+    def __init__(self, config: FeatureRecoveryConfig | None = None, *, learned_prior: LearnedPrior | None = None,
+                 **settings: Any) -> None:
         self.config = config or FeatureRecoveryConfig(**settings)
+        self.learned_prior = learned_prior  # the server's public images (None: the learned prior is off)
 
     def attack(self, pair: ModelPair, knowledge: ServerKnowledge | None = None) -> Reconstruction:
         """The reconstruction; its ``config["knowledge_used"]`` names the knowledge parts used."""
         c = self.config
         return recover(pair, knowledge, preset=c.preset, iterations=c.iterations, restarts=c.restarts,
                        device=c.device, seed=c.seed, mode=c.mode, k=c.k, time_budget=c.time_budget,
-                       **c.overrides)
+                       learned_prior=self.learned_prior, **c.overrides)
 
     def __repr__(self) -> str:
-        return _repr(self, self.config)
+        text = _repr(self, self.config)
+        if self.learned_prior is None:
+            return text
+        return f"{text[:-1]}, learned_prior={self.learned_prior.data.source!r})"
 
 
 class LabelInferenceConfig(BaseModel):

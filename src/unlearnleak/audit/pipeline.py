@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,10 @@ def _device(attack: FeatureRecovery | None) -> str:
 
 def _save_reconstruction(out: Path, rec: Reconstruction, spec: ModelSpec) -> None:
     key = "images" if rec.kind == "image" else "rows"
-    save_tensors_atomic(out / RECONSTRUCTIONS_FILE, {key: rec.x.float().cpu(), "labels": rec.labels.cpu()},
+    tensors = {key: rec.x.float().cpu(), "labels": rec.labels.cpu()}
+    if rec.decoded is not None:
+        tensors["decoded"] = rec.decoded.float().cpu()  # the learned prior's decoded images alone
+    save_tensors_atomic(out / RECONSTRUCTIONS_FILE, tensors,
                         {"format": FORMAT, "units": "pixels in [0, 1]" if key == "images" else "model input units"})
 
 
@@ -250,6 +253,9 @@ def _evaluate(rec: Reconstruction, truth: tuple[torch.Tensor, torch.Tensor | Non
             present = [v for v in values if v is not None]
             result["mean"][name] = sum(present) / len(present) if present else None
     result["labels_known"] = y is not None
+    if rec.decoded is not None:  # the learned prior's decoded images alone: a feature-inversion attack of its own
+        alone = evaluate_reconstruction(replace(rec, x=rec.decoded), x, labels, None)
+        result["decoder_alone"] = {"mean": alone["mean"], "psnr": [s["psnr"] for s in alone["samples"]]}
     return result
 
 
@@ -282,6 +288,16 @@ def verdict(report: dict[str, Any]) -> list[str]:
                      f"{len(weights['labels'])} deleted sample(s) ({weights['source']}){known}; the recovered input "
                      f"reproduces the weight change with gradient cosine {1 - cost:.3f} (1 = exactly); knowledge "
                      f"used: {', '.join(fr['knowledge_used']) or 'θ and θ_u only'}.")
+    prior = None if fr is None else fr["result"]["config"].get("learned_prior")
+    if prior is not None and prior.get("status") != "on":
+        lines.append(f"learned prior: off — {prior.get('reason')}")
+    elif prior is not None:
+        lines.append(f"learned prior: on — decoder trained on {prior['decoder_model']}'s features of "
+                     f"{prior['data']['source']}; the decoded image raced as a start and a prior beside the "
+                     f"other recipes.")
+    if evaluation is not None and "decoder_alone" in evaluation:
+        lines.append(f"Decoder alone (feature inversion from the features ∇* gives away): PSNR "
+                     f"{evaluation['decoder_alone']['mean']['psnr']:.2f} dB.")
     if evaluation is not None and "psnr" in evaluation["mean"]:
         m = evaluation["mean"]
         image = image_verdict(m.get("psnr"), {name: {metric: m.get(f"{name}_{metric}") for metric in

@@ -155,7 +155,8 @@ def register(app: typer.Typer) -> None:
         redirects: Annotated[str | None, typer.Option(
             help="Black-box: none (default: a redirect is an error) | same-origin.")] = None,
         preset: Annotated[str | None, typer.Option(
-            help="Feature-recovery preset: best (adaptive, default) | paper | smooth | tabular.")] = None,
+            help="Feature-recovery preset: best (races recipes, default) | paper | modern | smooth | tabular.")]
+        = None,
         iterations: Annotated[int | None, typer.Option(help="Feature-recovery steps (preset default).")] = None,
         restarts: Annotated[int | None, typer.Option(help="Feature-recovery restarts (preset default).")] = None,
         time_budget: Annotated[float | None, typer.Option(help="Seconds for the feature-recovery optimisation.")]
@@ -175,6 +176,12 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON summary (verdict lines, report path, partial or not) instead.")]
         = False,
+        public_data: Annotated[str | None, typer.Option(
+            help="White-box learned prior: the server's own images (not D_ft, not D_u): a dataset NAME[start:stop] "
+                 "read from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
+                 "(docs/feature_recovery.md). Default: off.")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset named by --public-data.")]
+        = None,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
         import torch
@@ -230,6 +237,16 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--labels must lie in [0, {num_classes}), got {labels!r}")
         if unlearning not in (None, "exact", "approximate"):
             raise ConfigError(f"--unlearning must be exact or approximate, got {unlearning!r}")
+        if public_data is not None:
+            if not white:
+                raise ConfigError("--public-data feeds the white-box feature recovery; give the model files "
+                                  "(--model-def, --original, --unlearned) or drop --public-data")
+            if shape is None:
+                raise ConfigError("--public-data: the learned prior decodes images; this model takes table rows "
+                                  "(--features), so drop --public-data")
+            if preset not in (None, "best"):
+                raise ConfigError(f"--public-data races the decoded image beside the default's recipes, not inside "
+                                  f"--preset {preset}; drop --preset (or --public-data)")
         label_attack = None
         if per_class:
             from unlearnleak.attacks.label_inference import PROBE_GENERATORS
@@ -267,9 +284,16 @@ def register(app: typer.Typer) -> None:
                 ServerKnowledge(**declared)  # type: ignore[arg-type]  # checked before any model is built
             except Exception as exc:
                 raise ConfigError(f"--train-size/--forget-size/--labels: {exc}") from None
+            learned = None
+            if public_data is not None:  # read and checked before any model is built
+                from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior
+                from unlearnleak.attacks.feature_recovery.public_data import load_public_images
+
+                learned = LearnedPrior(load_public_images(public_data, data_dir=data_dir, input_shape=dims))
+                inputs["public_data"] = learned.data.describe()
             feature = FeatureRecovery(FeatureRecoveryConfig(
                 preset=preset or "best", iterations=iterations, restarts=restarts, seed=seed,
-                time_budget=time_budget, device=device, k=forget_size))
+                time_budget=time_budget, device=device, k=forget_size), learned_prior=learned)
             truth = read_ground_truth(ground_truth) if ground_truth is not None else None
             if truth is not None:
                 check_ground_truth(truth, dims, num_classes, forget_size, f"--ground-truth {ground_truth}")

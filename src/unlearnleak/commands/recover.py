@@ -72,7 +72,8 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 k: int | None = None, device: str = "cpu", seed: int = 0, time_budget: float | None = None,
                 overrides: list[str] | None = None, evaluate: bool = True,
                 lpips_path: str | None = None, overwrite: bool = False,
-                model_def: str | None = None) -> dict[str, Any]:
+                model_def: str | None = None, public_data: str | None = None,
+                data_dir: str | Path | None = None) -> dict[str, Any]:
     """Check every input, then attack the pair in ``pair_dir`` through the pipeline and publish ``out``.
 
     Every input (the output folder, the pair, the options, the ground truth, the LPIPS weights) is checked
@@ -103,6 +104,18 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                          what="--set (inversion settings)")
     config.with_overrides(iterations=iterations, restarts=restarts)
     _check_k_and_labels(pair, knowledge, k, labels)
+    learned = None
+    if public_data is not None:
+        from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior
+        from unlearnleak.attacks.feature_recovery.public_data import load_public_images
+
+        if not image:
+            raise ConfigError("--public-data: the learned prior decodes images; this pair's model takes table rows, "
+                              "so drop --public-data")
+        if preset != "best":
+            raise ConfigError(f"--public-data races the decoded image beside the default's recipes, not inside "
+                              f"--preset {preset}; drop --preset (or --public-data)")
+        learned = LearnedPrior(load_public_images(public_data, data_dir=data_dir, input_shape=pair.spec.input_shape))
     truth = _load_ground_truth(pair_dir) if evaluate else None
     lpips = None
     if lpips_path is not None or (image and truth is not None):
@@ -122,9 +135,10 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                                time_budget=time_budget, overrides={key: getattr(config, key) for key in set_keys})
 
     ev = recover_and_evaluate(pair, knowledge, spec, truth, seed=seed, device=device, lpips=lpips, k=k,
-                              labels=labels, transform=transform)
+                              labels=labels, transform=transform, learned_prior=learned)
     header = {"format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
-              "labels_given": labels}
+              "labels_given": labels, "learned_prior": ev.reconstruction.config.get("learned_prior"),
+              "decoder_alone": ev.decoder_alone()}
     return publish_recovery(out, ev, truth=truth, header=header, started=started, overwrite=overwrite)
 
 
@@ -186,6 +200,16 @@ def _summary_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def _learned_prior_line(results: dict[str, Any]) -> str:
+    record = results.get("learned_prior") or {}
+    if record.get("status") != "on":
+        return f"learned prior: off — {record.get('reason', 'no public data given')}"
+    alone = results.get("decoder_alone")
+    scored = f"; the decoded image alone: PSNR {_fmt(alone.get('psnr'))} dB" if alone else ""
+    return f"learned prior: on (decoder trained on {record.get('decoder_model')}'s features, " \
+           f"cache {record.get('decoder', {}).get('cache')}){scored}"
+
+
 def recovery_entry(results: dict[str, Any]) -> dict[str, Any] | None:
     """The recover results in the shape of a run row's ``feature_recovery`` entry (for the shared verdict)."""
     evaluation = results.get("evaluation")
@@ -211,7 +235,8 @@ def summary(results: dict[str, Any], folder: Path) -> dict[str, Any]:
             "labels": gradient_label_phrase(evaluation.get("label_accuracy"), len(evaluation.get("samples") or [])
                                             or None),
             "mean": evaluation.get("mean"), "label_accuracy": evaluation.get("label_accuracy"),
-            "baselines": results.get("baselines"), "seconds": results.get("total_seconds")}
+            "baselines": results.get("baselines"), "seconds": results.get("total_seconds"),
+            "learned_prior": _learned_prior_line(results), "decoder_alone": results.get("decoder_alone")}
 
 
 def _fmt(value: Any) -> str:
@@ -230,7 +255,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default PAIR/recovery).")]
         = None,
         preset: Annotated[str, typer.Option(
-            help="Inversion preset: best (adaptive prior) | paper | smooth | tabular.")] = "best",
+            help="Inversion preset: best (races paper, modern, smooth) | paper | modern | smooth | tabular.")] = "best",
         labels: Annotated[str | None, typer.Option(
             help="Known labels, comma-separated (e.g. 3,5); default: inferred from the gradient.")] = None,
         iterations: Annotated[int | None, typer.Option(help="Optimisation steps (preset default).", min=1)]
@@ -255,6 +280,12 @@ def register(app: typer.Typer) -> None:
         model_def: Annotated[str | None, typer.Option(
             help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
         = None,
+        public_data: Annotated[str | None, typer.Option(
+            help="Learned prior: the server's own images (not D_ft, not D_u): a dataset NAME[start:stop] read "
+                 "from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
+                 "(docs/feature_recovery.md). Default: off.")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset named by --public-data.")]
+        = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON summary (verdict, means, baselines, folder) instead of the tables.")]
         = False,
@@ -265,7 +296,8 @@ def register(app: typer.Typer) -> None:
         results = run_recover(pair_dir, folder, preset=preset, labels=_parse_labels(labels),
                               iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
                               seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
-                              lpips_path=lpips, overwrite=overwrite, model_def=model_def)
+                              lpips_path=lpips, overwrite=overwrite, model_def=model_def,
+                              public_data=public_data, data_dir=data_dir)
         info = summary(results, folder)
         if as_json:
             typer.echo(json.dumps(info, allow_nan=False, default=_json_number))
@@ -275,6 +307,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"verdict: {info['verdict']}")
         if info["labels"]:
             typer.echo(info["labels"])
+        typer.echo(_learned_prior_line(results))
         typer.echo(f"results written to {folder} ({', '.join(info['files'])})")
 
 

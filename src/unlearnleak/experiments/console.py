@@ -86,7 +86,18 @@ def _recovery_cell(fr: dict[str, Any] | None) -> str:
         text += f"\n{verdict.sentence.split(':')[0]}"
     k = len(fr.get("samples") or []) or None
     phrase = gradient_label_phrase(m.get("label_accuracy"), k)
-    return f"{text}\n{phrase}" if phrase else text
+    text = f"{text}\n{phrase}" if phrase else text
+    return f"{text}{learned_prior_line(fr)}"
+
+
+def learned_prior_line(fr: dict[str, Any]) -> str:
+    """"learned prior: off — why" or the decoded image alone's PSNR/SSIM/LPIPS (images; "" without a record)."""
+    record, alone = fr.get("learned_prior"), fr.get("decoder_alone")
+    if not record:
+        return ""
+    if record.get("status") != "on":
+        return f"\nlearned prior: off — {record.get('reason')}"
+    return "\nlearned prior: on" + (f"; decoder alone {_triple(alone, ('psnr', 'ssim', 'lpips'))}" if alone else "")
 
 
 def _label_cell(li: dict[str, Any] | None) -> str:

@@ -85,6 +85,7 @@ class FeatureRecoveryEvaluation:
     tabular: dict[str, float | None] | None = None  # tabular rows: tabular_errors of the matched rows
     artifacts: Mapping[str, str] = field(default_factory=dict)
     attacked: str | None = None  # what the server attacked when θ is an ensemble (SISA: the member that moved)
+    decoder_scores: dict[str, Any] | None = None  # the learned prior's decoded images alone, scored (or None)
 
     @property
     def image(self) -> bool:
@@ -108,6 +109,14 @@ class FeatureRecoveryEvaluation:
         out["label_accuracy"] = self.scores["label_accuracy"]
         return out
 
+    def decoder_alone(self) -> dict[str, Any] | None:
+        """The decoded images alone (a feature-inversion attack), scored like the reconstruction; None when
+        the learned prior was off or there is no ground truth."""
+        if self.decoder_scores is None:
+            return None
+        mean = self.decoder_scores["mean"]
+        return {m: (mean.get(m) if m in self.metrics else None) for m in IMAGE_METRICS}
+
     def samples(self) -> list[dict[str, Any]]:
         """Per ground-truth sample: its metrics and the true and recovered labels."""
         if self.scores is None:
@@ -123,6 +132,7 @@ class FeatureRecoveryEvaluation:
                 "seconds": rec.seconds, "target_cosine": self.target_cosine, "image": self.image,
                 "label_source": rec.label_source, "metrics": self.metric_means(), "samples": self.samples(),
                 "baselines": self.baselines, "artifacts": dict(self.artifacts),
+                "learned_prior": rec.config.get("learned_prior"), "decoder_alone": self.decoder_alone(),
                 **({} if self.attacked is None else {"attacked": self.attacked})}
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, evaluate_reconstruction
+from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_for
 from unlearnleak.attacks.interface import FeatureRecovery, FeatureRecoveryConfig
 from unlearnleak.attacks.label_inference import DecisionConfig, ProbeSet, generate_probes, infer_label
 from unlearnleak.data import Dataset
@@ -78,7 +79,8 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
                          truth: tuple[torch.Tensor, torch.Tensor] | None, *, seed: int = 0, device: str = "cpu",
                          lpips: LPIPS | None = None, metrics: Sequence[str] = IMAGE_METRICS, k: int | None = None,
                          labels: Sequence[int] | None = None, transform: Any = None,
-                         feature_mean: torch.Tensor | None = None) -> FeatureRecoveryEvaluation:
+                         feature_mean: torch.Tensor | None = None,
+                         learned_prior: LearnedPrior | None = None) -> FeatureRecoveryEvaluation:
     """The server attack on ``pair`` (with the declared ``knowledge``), evaluated against ``truth`` = D_u.
 
     Args:
@@ -89,6 +91,8 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
         labels: labels the server knows (declared as knowledge, so the result says they were used).
         transform, feature_mean: tabular rows: the dataset's transform (errors in original units) and the
             feature-mean row of data the attacker holds (the baseline).
+        learned_prior: the server's public images for the learned prior (None: off); the decoded images
+            alone are scored too (``FeatureRecoveryEvaluation.decoder_scores``).
     """
     pair, knowledge, attacked = server_view(pair, knowledge)  # a served ensemble (SISA): its moved member
     if labels is not None:
@@ -99,7 +103,7 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
                                    overrides=dict(spec.overrides))
     total = None if spec.time_budget is not None else spec.iterations or PRESETS.get(spec.preset).iterations
     with iteration_progress("feature recovery: inversion steps", total):
-        rec = FeatureRecovery(config).attack(pair, knowledge)
+        rec = FeatureRecovery(config, learned_prior=learned_prior).attack(pair, knowledge)
     metrics = tuple(m for m in metrics if m in IMAGE_METRICS)
     if truth is None:
         return FeatureRecoveryEvaluation(spec, rec, None, None, metrics, attacked=attacked)
@@ -109,8 +113,10 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
     scores = evaluate_reconstruction(rec, gt_x, gt_y, scorer, std=pair.spec.std if image else None,
                                      transform=None if image else transform)
     if image:
+        decoded = None if rec.decoded is None else evaluate_reconstruction(
+            replace(rec, x=rec.decoded), gt_x, gt_y, scorer, std=pair.spec.std)
         return FeatureRecoveryEvaluation(spec, rec, scores, image_baselines(gt_x, pair.spec.mean, scorer), metrics,
-                                         attacked=attacked)
+                                         decoder_scores=decoded, attacked=attacked)
     matched = rec.x.detach().cpu()[torch.tensor(scores["assignment"], dtype=torch.long)]
     return FeatureRecoveryEvaluation(spec, rec, scores, tabular_baselines(gt_x, feature_mean, transform), metrics,
                                      tabular=tabular_errors(matched, gt_x, transform), attacked=attacked)
@@ -324,10 +330,14 @@ def execute_cell(config: ExperimentConfig, folder: Path, *,
         if not image:  # the tabular baseline: the mean row of the pool rows outside D_ft (data a user may hold)
             public = scn.train.x[scn.public_indices()]
             feature_mean = public.float().mean(dim=0) if public.shape[0] else None
+        learned = None if fr_spec.learned_prior is None else learned_prior_for(
+            fr_spec.learned_prior, pretraining=scn.train.x[scn.config.holdout:], dataset=scn.config.dataset,
+            holdout=scn.config.holdout, data_dir=scn.config.data_dir, input_shape=scn.pair.spec.input_shape,
+            cache_dir=scn.config.cache_dir)
         recovery = recover_and_evaluate(
             prepared.served_pair, scn.knowledge, fr_spec, truth, seed=seed, device=device,
             lpips=_lpips_for(config, image), metrics=config.metrics, transform=scn.train.transform,
-            feature_mean=feature_mean)
+            feature_mean=feature_mean, learned_prior=learned)
         recovery = write_recovery(recovery, folder, truth=truth, class_names=names)
     if li_spec is not None and "label_inference" in attacks:
         _say(progress, "label inference")

@@ -22,6 +22,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
+from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.config import (
     apply_override,
@@ -64,6 +65,39 @@ class DefenseSpec(BaseModel):
         return self
 
 
+class LearnedPriorSpec(BaseModel):
+    """The learned prior of feature recovery (docs/feature_recovery.md, "Learned prior (decoder)"): the server's
+    own images a decoder is trained on, and its settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # "pretraining": the scenario's θ0 pretraining rows (train rows >= holdout, the server's own data); or a
+    # registered dataset NAME (its train split, optionally rows NAME[start:stop]) read from the scenario's
+    # data_dir; or a folder of image files (docs/feature_recovery.md).
+    public_data: str = "pretraining"
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
+    train_on: Literal["auto", "base", "attacked"] = "auto"  # auto: θ0 when the server knows it
+    weights: tuple[float, ...] | None = None  # raced weights of the decoded prior (None: the default)
+
+    @field_validator("public_data")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        from unlearnleak.attacks.feature_recovery.public_data import names_dataset
+
+        text = value.strip()
+        if text == "pretraining" or names_dataset(text) or Path(text).expanduser().is_dir():
+            return text
+        raise ValueError(f"public_data {value!r} is neither 'pretraining', a registered dataset (e.g. cifar10 or "
+                         "cifar10[8000:]) nor an existing folder of images; check the name or path")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (not value or any(w < 0 for w in value) or len(set(value)) != len(value)):
+            raise ValueError(f"weights must be distinct numbers >= 0, got {list(value)}")
+        return value
+
+
 class FeatureRecoverySpec(BaseModel):
     """The server's white-box attack: preset, budget, target mode and inversion overrides."""
 
@@ -75,6 +109,7 @@ class FeatureRecoverySpec(BaseModel):
     mode: TargetMode = "auto"  # auto: exact when the scenario's unlearning is exact, else approximate
     time_budget: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds per attack
     overrides: dict[str, Any] = Field(default_factory=dict)  # InversionConfig fields (e.g. total_variation)
+    learned_prior: LearnedPriorSpec | None = None  # None: off ("learned prior: off — no public data given")
 
     @field_validator("preset")
     @classmethod

@@ -5,12 +5,13 @@ and inverts ∇* — by optimisation for images (presets ``best`` and ``paper``)
 rows. ``evaluate_reconstruction`` scores the result against the ground truth. See docs/feature_recovery.md.
 """
 
+from unlearnleak.attacks.feature_recovery.adaptive import Candidate, invert
 from unlearnleak.attacks.feature_recovery.attack import evaluate_reconstruction, gradient_cost, recover
 from unlearnleak.attacks.feature_recovery.inversion import (
     PRESETS,
     InversionConfig,
     InversionResult,
-    invert,
+    RaceEntry,
     preset,
 )
 from unlearnleak.attacks.feature_recovery.labels import LabelEstimate, infer_labels
@@ -21,9 +22,11 @@ from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient,
 __all__ = [
     "PRESETS",
     "RECONSTRUCTION_FILE",
+    "Candidate",
     "InversionConfig",
     "InversionResult",
     "LabelEstimate",
+    "RaceEntry",
     "Reconstruction",
     "TargetGradient",
     "analytic_applicable",

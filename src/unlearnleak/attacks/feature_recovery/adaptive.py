@@ -1,176 +1,275 @@
-"""The adaptive default: choose the TV weight per target by gradient cross-validation (issue 8, item 1).
+"""The adaptive default: race complete recipes on part of ∇* and keep the one that explains the rest (issue 16).
 
-No fixed prior strength serves every model: where ∇* is informative (an untrained network, no batch norm)
-a strong TV prior erases the detail it carries; where it says little (a trained BN network) a weak prior
-lets the optimisation fit noise. The attacker holds only the weights and ∇* (and θ0, N, k when known), so
-the choice is made from ∇* alone:
+No single recipe serves every model: where ∇* is informative (an untrained network, no batch norm) the paper's
+signed AdamW with a weak TV prior recovers the photo almost exactly; on trained networks with normalisation
+layers it returns colour noise while breaching's ``modern`` recipe (soft sign, patterned start, colour TV,
+feature term) or a strong TV prior (``smooth``) recovers a recognisable image. The attacker holds only the
+weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alone:
 
-0. **Only if the budget affords it** (``race_min_steps``): a race must give each candidate ~150 steps to
-   tell the weights apart, and a shorter one leaves the winner a fraction of the budget; below that, the
-   whole budget goes to one trajectory at the configured ``total_variation`` (from ``short_init``).
-1. **Race** (``race_share`` of the iterations or of the time budget): one restart per candidate TV weight,
-   all from the same starting point, optimised as one batch on a random ``1 − race_holdout`` share of ∇*'s
-   coordinates.
-2. **Score** each candidate by the cosine cost on the *held-out* coordinates. A prior too weak for the target
-   over-fits the noise (or the ambiguity) of the fitted coordinates, which the held-out ones do not share;
-   a prior too strong cannot fit either half. Unlike the training cost, the held-out cost does not simply
-   reward the weakest prior.
-3. **Continue** the winner's iterate on all of ∇* with its weight for the rest of the run (with
-   ``restarts`` = R > 1, the R best candidates' iterates, all at the winner's weight).
+0. **Only if the budget affords it** (``race_min_steps``): below that, the whole budget goes to one trajectory
+   of ``short_recipe``.
+1. **Race** (``race_share`` of the budget, split evenly over the candidates' restarts, so the race costs what
+   ``race_share`` of one trajectory costs): every candidate runs its own recipe — optimiser, start, space,
+   priors, schedule compressed to its share — fitted to a random ``1 − race_holdout`` share of ∇*'s
+   coordinates (the output layer's, from which labels and features are read, always fitted).
+2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation), and
+   pick, among the candidates within ``(1 + race_tolerance)`` × the lowest held-out cost, the one whose image
+   has the lowest total variation: several recipes may explain ∇* about equally well on a trained network,
+   where a fast weak-prior recipe fits the gradient with colour noise; among near-equal explanations the
+   smoother image is the likelier photo (``race_tolerance`` = 0: the lowest held-out cost alone).
+3. **Continue** the winner from its iterate, with its recipe and prior weight, on all of ∇* for the rest of the
+   budget, its schedule restarted at ``race_continue_lr`` × its learning rate (with ``restarts`` = R > 1, the R
+   best restarts of the winner's recipe).
+
+**Candidates.** ``config.race`` names them (``RaceEntry``: a preset, the prior whose weight varies, the
+weights). Candidates that need data a preset cannot name — their own starting images, or an extra prior built
+around a tensor (e.g. a decoded image and a prior pulling towards it) — are passed as one parameter::
+
+    invert(model, target, labels, shape, preset("best"),
+           candidates=[Candidate("decoder", preset("modern"), prior="decoded", weights=(1.0, 0.1, 10.0),
+                                 init=decoded, priors=(DecodedImage(0.0, decoded),), alone=True)])
+
+They race beside the configured recipes on the same held-out score, and win or lose like them; a config
+without a race plus candidates races the config itself against them. Every candidate restart counts in the
+budget split, so more candidates mean shorter legs; below ``race_min_steps`` the first candidate marked
+``alone=True`` (else ``short_recipe``) runs alone for the whole budget.
 
 The choice (candidates, held-out and fitted costs, winner) is returned in ``InversionResult.race``.
-Measurements that led to this design: benchmarks/tune_inversion.py, benchmarks/tune_short.py and
-docs/feature_recovery.md.
+Measurements that led to this design: benchmarks/tune_recipes.py and docs/feature_recovery.md.
 """
 
 from __future__ import annotations
 
-import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from unlearnleak.attacks.closed_forms import num_logits, output_layer
 from unlearnleak.attacks.feature_recovery.inversion import (
+    PRESETS,
     GradientMatcher,
     InversionConfig,
     InversionResult,
-    initial_inputs,
     run_inversion,
 )
+from unlearnleak.attacks.feature_recovery.priors import Prior, total_variation
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
+from unlearnleak.errors import ConfigError
+
+__all__ = ["Candidate", "candidates_of", "holdout_mask", "invert", "invert_adaptive"]
 
 PROBE_STEPS = 3  # steps of the single trajectory that measure its step time (kept when no race follows)
 
 
-def holdout_mask(n: int, share: float, seed: int) -> torch.Tensor:
-    """(n,) float 0/1 mask, 1 on the coordinates the race FITS (about 1 − share of them); seeded."""
+@dataclass(frozen=True)
+class Candidate:
+    """One contestant of the race: a complete recipe, and the weights of one of its priors to try (one restart
+    each; ``()``: the recipe's own weights, one restart). Optionally its own start ``init`` (k, *input_shape) in
+    [0, 1] pixels, shared by its restarts, and ``priors`` built by the caller (added to the recipe's). With
+    ``alone``, it (its first weight) is the single trajectory when the budget cannot afford the race."""
+
+    name: str
+    config: InversionConfig
+    prior: str | None = None
+    weights: tuple[float, ...] = ()
+    init: torch.Tensor | None = None
+    priors: tuple[Prior, ...] = ()
+    alone: bool = False  # when the budget cannot afford the race: run this candidate alone (not short_recipe)
+
+    def __post_init__(self) -> None:
+        if self.config.race:
+            raise ConfigError(f"race candidate {self.name!r} races itself; give it a plain recipe")
+        if self.weights and self.prior is None:
+            raise ConfigError(f"race candidate {self.name!r} lists weights but no prior to weigh")
+
+    @property
+    def restarts(self) -> int:
+        """Restarts this candidate runs in the race (one per weight)."""
+        return max(1, len(self.weights))
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One record per restart: the recipe's name, the varied prior and its weight."""
+        weights = self.weights or (None,)
+        return [{"recipe": self.name, "prior": self.prior, "weight": w, "own_start": self.init is not None}
+                for w in weights]
+
+
+def candidates_of(config: InversionConfig) -> list[Candidate]:
+    """The configured race as candidates (a config without a race is one candidate: itself)."""
+    if not config.race:
+        return [Candidate("configured", config.with_overrides(race=()))]
+    return [Candidate(e.recipe, PRESETS.get(e.recipe), e.prior, e.weights) for e in config.race]
+
+
+def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
+           config: InversionConfig, *, seed: int = 0, time_budget: float | None = None, log_every: int = 100,
+           candidates: Sequence[Candidate] = ()) -> InversionResult:
+    """Run the inversion and return the best restart; with ``config.race`` or ``candidates`` the adaptive one.
+
+    Args:
+        model: the attacked model (θ or θ0, see ``target.invert_on``) in eval mode, on the target device.
+        target: ∇* (moved to the model's device here).
+        labels: (k,) labels the dummy samples are optimised with.
+        input_shape: one input's shape, (C, H, W) or (D,).
+        config: the inversion configuration (``preset(...)``).
+        seed: seeds the restarts' starting points (and the race's coordinate split).
+        time_budget: seconds; if set, the iteration count is fitted to it after a short calibration (the
+            schedule follows the fitted count) and the run stops at the budget at the latest.
+        log_every: record the best cost every this many iterations in ``history``.
+        candidates: extra race candidates (images only), e.g. with their own start and prior.
+    """
+    if (config.race or candidates) and len(input_shape) == 3:
+        return invert_adaptive(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
+                               log_every=log_every, candidates=candidates)
+    return run_inversion(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
+                         log_every=log_every)
+
+
+def holdout_mask(model: nn.Module, target: TargetGradient, share: float, seed: int) -> torch.Tensor:
+    """(P,) float 0/1 mask, 1 on the coordinates the race FITS (about 1 − share of them); seeded.
+
+    The output layer's coordinates are always fitted: the labels and the penultimate features are read off
+    them, so a candidate that matches those features would match the held-out part of that layer for free."""
     generator = torch.Generator().manual_seed(seed + 7919)
-    return (torch.rand(n, generator=generator) >= share).to(torch.float64)
+    mask = (torch.rand(target.flat().numel(), generator=generator) >= share).to(torch.float64)
+    try:
+        name, _ = output_layer(model, num_logits(model))
+    except ConfigError:
+        return mask
+    offset = 0
+    for param, tensor in zip(target.names, target.tensors, strict=True):
+        if param in (f"{name}.weight", f"{name}.bias"):
+            mask[offset:offset + tensor.numel()] = 1.0
+        offset += tensor.numel()
+    return mask
 
 
 def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
                     config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
-                    log_every: int = 100) -> InversionResult:
-    """Race ``config.race`` TV weights, score them on held-out coordinates of ∇*, continue the winner.
-
-    With ``race_rounds`` = r > 1 the race is successive halving: r rounds of equal steps per candidate, after
-    each of which only the better half (by held-out cost, at least ``restarts``) goes on, each from its own
-    iterate; the race as a whole takes ``race_share`` of the iterations or of the time budget.
-    """
+                    log_every: int = 100, candidates: Sequence[Candidate] = ()) -> InversionResult:
+    """Race the candidates (``config.race`` and ``candidates``), score them on held-out coordinates of ∇*,
+    continue the winner."""
     started = time.perf_counter()
     device = next(model.parameters()).device
     target = target.to(device)
-    candidates = torch.tensor(config.race, dtype=torch.float64)
-    m = candidates.numel()
-    fit = holdout_mask(target.flat().numel(), config.race_holdout, seed)
-    rounds = _round_sizes(m, config.race_rounds, config.restarts)
-    race_iterations = max(1, round(config.race_share * config.iterations))
-    start = initial_inputs(config.with_overrides(restarts=1), (int(labels.numel()), *input_shape),
-                           torch.Generator().manual_seed(seed))  # one starting point for every candidate
+    contestants = candidates_of(config) + list(candidates)
+    n = sum(c.restarts for c in contestants)
+    k = int(labels.numel())
+    per_candidate = config.race_share * config.iterations / n
     if config.race_min_steps:
-        short = _short_budget(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
-                              started=started)
+        short = _short_budget(model, target, labels, input_shape, config, contestants, seed=seed,
+                              time_budget=time_budget, started=started, n=n)
         if short is not None:
             return short
-    held_out = GradientMatcher(model, target, labels.to(device), config.with_overrides(race=()), mask=1 - fit,
+    fit = holdout_mask(model, target, config.race_holdout, seed)
+    held_out = GradientMatcher(model, target, labels.to(device), InversionConfig(cost="cosine"), mask=1 - fit,
                                input_shape=input_shape)
+    race_time = None if time_budget is None else config.race_share * time_budget
+    records: list[dict[str, Any]] = []
+    iterates: list[torch.Tensor] = []
+    heldout: list[float] = []
+    fitted: list[float] = []
     steps = 0
-    alive = torch.arange(m)
-    x = start.expand(m, *start.shape[1:])
-    history: list[dict[str, Any]] = []
-    fit_costs = torch.full((m,), float("nan"), dtype=torch.float64)
-    heldout_costs = torch.full((m,), float("nan"), dtype=torch.float64)
-    race_steps = 0
-    for j, size in enumerate(rounds):
-        if j:  # successive halving: the better ``size`` of the survivors go on, from their iterates
-            keep = heldout_costs[alive].argsort()[:size]
-            alive, x = alive[keep], x[keep.to(x.device)]
-        share = size / sum(rounds)  # of the race's time: equal steps per candidate in every round
-        its = max(1, race_iterations // len(rounds) if j < len(rounds) - 1 else race_iterations - race_steps)
-        race_config = config.with_overrides(race=(), restarts=int(alive.numel()), prune_at=(), keep_best=True,
-                                            iterations=its)
-        deadline = None if time_budget is None else config.race_share * time_budget * share
-        part = run_inversion(model, target, labels, input_shape, race_config, seed=seed, time_budget=deadline,
-                             log_every=0, init=x, prior_weights={"total_variation": candidates[alive]}, mask=fit)
+    for j, cand in enumerate(contestants):
+        run_config = cand.config.with_overrides(
+            restarts=cand.restarts, prune_at=(), keep_best=True, race=(),
+            iterations=config.iterations if race_time is not None else max(1, round(per_candidate)))
+        init = None if cand.init is None else cand.init.expand(cand.restarts, *cand.init.shape)
+        weights = {cand.prior: torch.tensor(cand.weights, dtype=torch.float64)} \
+            if cand.weights and cand.prior else None
+        deadline = None if race_time is None else race_time * cand.restarts / n
+        part = run_inversion(model, target, labels, input_shape, run_config, seed=seed + 101 * j,
+                             time_budget=deadline, log_every=0, init=init, prior_weights=weights, mask=fit,
+                             priors=cand.priors)
         assert part.candidates is not None
-        x = part.candidates
-        steps += part.iterations
-        race_steps += part.iterations
         with held_out.hooks():
-            heldout_costs[alive] = held_out.score(x, full=False).double().cpu()
-        fit_costs[alive] = part.restart_costs.double().cpu()
-        history.append({"candidates": candidates[alive].tolist(), "iterations": part.iterations,
-                        "heldout_costs": heldout_costs[alive].tolist()})
-    order = heldout_costs[alive].argsort()[:config.restarts]  # restarts > 1: the best few, at the winner's weight
-    winner = int(alive[order[0]])
-    chosen = float(candidates[winner])
+            scores = held_out.score(part.candidates.to(device), full=False).double().cpu()
+        steps += part.iterations * cand.restarts
+        for r, record in enumerate(cand.describe()):
+            records.append({**record, "iterations": part.iterations, "index": j})
+            iterates.append(part.candidates[r])
+            heldout.append(float(scores[r]))
+            fitted.append(float(part.restart_costs[r]))
+    lowest = min(heldout)
+    tvs = [float(total_variation(x)) for x in iterates]
+    eligible = [i for i in range(len(records)) if heldout[i] <= (1 + config.race_tolerance) * lowest]
+    winner = min(eligible, key=lambda i: (tvs[i], heldout[i]))
+    order = [winner, *sorted((i for i in range(len(records)) if i != winner), key=lambda i: heldout[i])]
+    chosen = contestants[records[winner]["index"]]
+    keep = [i for i in order if records[i]["index"] == records[winner]["index"]][:config.restarts]
     race_seconds = time.perf_counter() - started
-    main_config = config.with_overrides(race=(), total_variation=chosen,
-                                        iterations=max(1, config.iterations - steps))
+    remaining_steps = max(1, config.iterations - steps)
+    main_config = chosen.config.with_overrides(restarts=len(keep), race=(), iterations=remaining_steps,
+                                               lr=chosen.config.lr * config.race_continue_lr)
+    weights = {chosen.prior: torch.tensor([records[i]["weight"] for i in keep], dtype=torch.float64)} \
+        if chosen.weights and chosen.prior else None
     remaining = None if time_budget is None else max(time_budget - race_seconds, 1e-3)
     main = run_inversion(model, target, labels, input_shape, main_config, seed=seed, time_budget=remaining,
-                         log_every=log_every, init=x[order.to(x.device)], feature_phase=False)
+                         log_every=log_every, init=torch.stack([iterates[i] for i in keep]), prior_weights=weights,
+                         feature_phase=False, priors=chosen.priors)
     record = {
-        "candidates": candidates.tolist(), "heldout_costs": heldout_costs.tolist(),
-        "fit_costs": fit_costs.tolist(), "chosen_total_variation": chosen, "rounds": history,
-        "holdout_share": config.race_holdout, "iterations": steps, "seconds": race_seconds, "raced": True,
+        "raced": True, "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
+        "heldout_costs": heldout, "fit_costs": fitted, "total_variation": tvs, "eligible": eligible,
+        "tolerance": config.race_tolerance, "winner": winner,
+        "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
+        "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
+        "steps_per_candidate": per_candidate if time_budget is None else None, "seconds": race_seconds,
+        "samples": k,
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
-    main_history = [(it + steps, cost) for it, cost in main.history]
     return InversionResult(
         x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
         iterations=steps + main.iterations, seconds=time.perf_counter() - started, timings=timings,
-        history=main_history, race=record, candidates=main.candidates, alive=main.alive)
-
-
-def _round_sizes(m: int, rounds: int, keep: int) -> list[int]:
-    """Candidates alive in each round of successive halving: m, ⌈m/2⌉, …, never below ``keep`` (or 2)."""
-    sizes = [m]
-    while len(sizes) < rounds and sizes[-1] > max(2, keep):
-        sizes.append(max(math.ceil(sizes[-1] / 2), keep, 2))
-    return sizes
+        history=[(it + steps, cost) for it, cost in main.history], race=record, candidates=main.candidates,
+        alive=main.alive)
 
 
 def _short_budget(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
-                  config: InversionConfig, *, seed: int, time_budget: float | None,
-                  started: float) -> InversionResult | None:
-    """When the budget cannot give every candidate ``race_min_steps`` steps: no race, the configured
-    ``total_variation`` for the whole budget (``restarts`` restarts from the seed's ``short_init`` starting
-    points). None when the race is affordable.
+                  config: InversionConfig, contestants: list[Candidate], *, seed: int, time_budget: float | None,
+                  started: float, n: int) -> InversionResult | None:
+    """When the budget cannot give every candidate restart ``race_min_steps`` steps: no race, one trajectory for
+    the whole budget — of the first candidate marked ``alone``, else of ``short_recipe`` (default: the first
+    candidate's recipe). None when the race is affordable.
 
-    A race that short cannot tell the weights apart (at equal short horizons the strongest prior leads on every
-    score, held-out included; docs/feature_recovery.md) and costs the winner most of its steps. Iterations:
-    each candidate would run ``race_share`` × iterations steps. Time: the first ``PROBE_STEPS`` steps of the
-    plain run measure its step time t (per restart); the race would give each of the m candidates
-    race_share × budget / (m·t) steps (batched restarts cost less than m·t, so this errs towards no race);
-    those first steps are kept when no race follows.
+    Iterations: each candidate restart would run ``race_share`` × iterations / n steps. Time: the first
+    ``PROBE_STEPS`` steps of the single trajectory measure its step time t; each would get ``race_share`` ×
+    budget / (n·t) steps; those first steps are kept when no race follows.
     """
-    m, restarts = len(config.race), config.restarts
-    plain = config.with_overrides(race=(), prune_at=(), init=config.short_init)
-    init = initial_inputs(plain, (int(labels.numel()), *input_shape), torch.Generator().manual_seed(seed))
-    done = 0
+    chosen = next((c for c in contestants if c.alone), None)
+    if chosen is None:
+        chosen = Candidate(config.short_recipe, PRESETS.get(config.short_recipe)) if config.short_recipe \
+            else contestants[0]
+    plain = chosen.config.with_overrides(race=(), prune_at=(), restarts=config.restarts, iterations=config.iterations)
+    weights = {chosen.prior: torch.full((config.restarts,), chosen.weights[0], dtype=torch.float64)} \
+        if chosen.weights and chosen.prior else None
+    own = None if chosen.init is None else chosen.init.expand(config.restarts, *chosen.init.shape)
+    done, init = 0, own
     if time_budget is None:
-        affordable = config.race_share * config.iterations
+        affordable = config.race_share * config.iterations / n
     else:
         probe = run_inversion(model, target, labels, input_shape,
-                              plain.with_overrides(iterations=PROBE_STEPS, keep_best=False), seed=seed,
-                              log_every=0, init=init)
+                              plain.with_overrides(iterations=PROBE_STEPS, keep_best=False), seed=seed, log_every=0,
+                              init=own, prior_weights=weights, priors=chosen.priors)
         assert probe.candidates is not None
-        per_step = probe.seconds / max(probe.iterations, 1) / restarts
-        affordable = config.race_share * time_budget / (m * per_step)
+        per_step = probe.seconds / max(probe.iterations, 1) / config.restarts
+        affordable = config.race_share * time_budget / (n * per_step)
         init, done = probe.candidates, probe.iterations
     if affordable >= config.race_min_steps:
         return None
     remaining = None if time_budget is None else max(time_budget - (time.perf_counter() - started), 1e-3)
-    main = run_inversion(model, target, labels, input_shape, plain.with_overrides(iterations=max(
-        1, config.iterations - done)), seed=seed, time_budget=remaining, init=init, feature_phase=done == 0)
-    record = {"raced": False, "candidates": list(config.race), "chosen_total_variation": config.total_variation,
-              "init": plain.init,
+    main = run_inversion(model, target, labels, input_shape,
+                         plain.with_overrides(iterations=max(1, config.iterations - done)), seed=seed,
+                         time_budget=remaining, init=init, feature_phase=done == 0, prior_weights=weights,
+                         priors=chosen.priors)
+    record = {"raced": False, "chosen_recipe": chosen.name,
+              "candidates": [r for c in contestants for r in c.describe()],
               "steps_per_candidate": affordable, "min_steps": config.race_min_steps,
               "reason": f"the budget affords ~{affordable:.0f} race steps per candidate (< {config.race_min_steps}):"
-                        f" no race, TV {config.total_variation:g} from a {plain.init} start for the whole run"}
+                        f" no race, {chosen.name} for the whole run"}
     return InversionResult(
         x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
         iterations=done + main.iterations, seconds=time.perf_counter() - started,

@@ -16,8 +16,10 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
-from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig, invert
+from unlearnleak.attacks.feature_recovery.adaptive import Candidate, invert
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
+from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_off, prepare_learned_prior
 from unlearnleak.attacks.feature_recovery.result import Reconstruction
 from unlearnleak.attacks.feature_recovery.tabular import analytic_applicable, recover_row
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient, TargetMode, target_gradient
@@ -33,18 +35,20 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
             labels: torch.Tensor | Sequence[int] | None = None, iterations: int | None = None,
             restarts: int | None = None, device: str | torch.device = "cpu", seed: int = 0,
             mode: TargetMode = "auto", k: int | None = None, method: Method = "auto",
-            time_budget: float | None = None, **overrides: Any) -> Reconstruction:
+            time_budget: float | None = None, learned_prior: LearnedPrior | None = None,
+            **overrides: Any) -> Reconstruction:
     """Recover the unlearned samples from θ and θ_u (and θ0, N, k when the knowledge declares them).
 
     Args:
         pair: θ, θ_u and the architecture.
         knowledge: what the server also knows (θ0, N, k, kind of unlearning, labels); None: nothing.
             The result's ``config["knowledge_used"]`` names the parts that were used.
-        preset: an inversion preset name or a config: ``"best"`` (the default: adapts its TV weight to the
-            target by gradient cross-validation when the budget affords the race, else spends it all on one
-            trajectory at TV 0.01; ``adaptive.py``), ``"paper"`` (the official recipe),
-            ``"smooth"`` (the former default, fixed TV 0.3), ``"tabular"``. For tabular models ``"best"``
-            means ``"tabular"``. The adaptive choice is recorded in ``Reconstruction.config["race"]``.
+        preset: an inversion preset name or a config: ``"best"`` (the default: races the complete recipes
+            ``paper``, ``modern`` and ``smooth`` on half of ∇* and keeps the one that explains the other half —
+            when the budget gives each ≥ 250 steps, else runs ``modern`` alone; ``adaptive.py``), ``"paper"``
+            (the official recipe), ``"modern"`` (breaching's modern recipe), ``"smooth"`` (strong TV and
+            feature matching), ``"tabular"``. For tabular models ``"best"`` means ``"tabular"``. The adaptive
+            choice is recorded in ``Reconstruction.config["race"]``.
         labels: the k labels if known (default ``knowledge.labels``); None infers them from ∇*.
         iterations, restarts: override the preset's.
         device: ``"cpu"`` or ``"cuda"``.
@@ -55,6 +59,12 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
             ``auto``: the closed form for such rows; for such images (MLPs) both, keeping the one whose
             gradient explains ∇* better (lower ``gradient_cost``).
         time_budget: seconds for the optimisation (the iteration count is fitted to it).
+        learned_prior: the server's public images (``learned_prior.LearnedPrior``): decode the deleted
+            samples' features read off ∇* with a decoder trained on them; the decoded image races beside the
+            default's recipes as a start and a prior whose weight is raced (images, default preset only). None:
+            off. The decoded images alone are
+            returned in ``Reconstruction.decoded``; ``config["learned_prior"]`` records what was done (or why
+            it was off).
         **overrides: further ``InversionConfig`` fields, e.g. ``bn_prior=0``.
 
     Raises:
@@ -90,28 +100,40 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
         raise ConfigError("analytic recovery needs k = 1 and a model whose first layer is Linear with a bias "
                           "on the whole (flattened) input")
     if closed_form and (kind == "tabular" or method == "analytic"):
-        return _analytic(model, target, labels_used, source, label_scores, started, label_seconds, used, kind,
-                         shape)
+        rec = _analytic(model, target, labels_used, source, label_scores, started, label_seconds, used, kind, shape)
+        reason = "tabular rows (the learned prior decodes images)" if kind == "tabular" else "analytic method"
+        return replace(rec, config={**rec.config, "learned_prior": learned_prior_off(
+            None if learned_prior is None else f"not used: {reason}")})
     if isinstance(preset, InversionConfig):
         config, preset_name = preset, "custom"
     else:
         preset_name = "tabular" if kind == "tabular" and preset == "best" else preset
         config = PRESETS.get(preset_name)
     config = config.with_overrides(iterations=iterations, restarts=restarts, **overrides)
-    result = invert(model, target, labels_used, tuple(spec.input_shape), config, seed=seed, time_budget=time_budget)
+    decoded, prior_record = None, learned_prior_off()
+    candidates: list[Candidate] = []
+    if learned_prior is not None:
+        candidates, decoded, prior_record = prepare_learned_prior(learned_prior, preset, pair, knowledge, target,
+                                                                  model, labels_used, kind, seed=seed)
+        if decoded is not None:
+            preset_name = f"{preset_name}+learned_prior"
+    result = invert(model, target, labels_used, shape, config, seed=seed, time_budget=time_budget,
+                    candidates=candidates)
     timings = {"label_seconds": label_seconds, **result.timings}
     if closed_form:  # an image MLP: the closed form competes with the inversion on the attacker's own score
         analytic = _analytic(model, target, labels_used, source, label_scores, started, label_seconds, used,
                              kind, shape)
         if float(analytic.restart_costs[0]) < gradient_cost(model, target, result.x, labels_used):
-            return replace(analytic, timings={**timings, "analytic_won": 1.0})
+            return replace(analytic, timings={**timings, "analytic_won": 1.0}, decoded=decoded,
+                           config={**analytic.config, "learned_prior": prior_record})
     return Reconstruction(
         x=result.x, labels=labels_used, label_source=source, kind=kind, method="inversion",  # type: ignore[arg-type]
         target_mode=target.mode, restart_costs=result.restart_costs, best_restart=result.best_restart,
         iterations=result.iterations, seconds=time.perf_counter() - started, preset=preset_name,
         config={**config.model_dump(mode="json"), "seed": seed, "target": target.describe(),
-                "time_budget": time_budget, "device": str(device), "knowledge_used": used, "race": result.race},
-        label_scores=label_scores, timings=timings,
+                "time_budget": time_budget, "device": str(device), "knowledge_used": used, "race": result.race,
+                "learned_prior": prior_record},
+        label_scores=label_scores, timings=timings, decoded=decoded,
     )
 
 

@@ -7,14 +7,20 @@ The engine optimises R restarts × k samples at once. Each restart's cost is
 with the objective (``objectives.py``: global cosine, or the mean of per-parameter-tensor cosines) and the
 priors (``priors.py``: total variation, batch-norm statistics, penultimate-feature matching) small
 registered classes; the prior weights may differ per restart (the adaptive preset races them, ``adaptive.py``).
+Which recipes exist (``PRESETS``): ``paper`` (the official code's), ``modern`` (breaching's ``modern`` recipe
+re-implemented from its definitions: Adam with a soft sign, warm-up and cosine decay, a patterned start in the
+model's normalised input space, colour TV with double opponents, a penultimate-feature term), ``smooth`` (a
+strong TV prior with feature matching) and ``best``, the adaptive default that races them (``adaptive.py``).
 With R > 1 the input gradient of every restart's cost comes from one ``vmap(grad(cost))`` call (``torch.func``,
 double back-propagation inside); a single restart (or ``batched=False``) uses plain autograd, which is
 cheaper for one — the numbers are the same. The optimiser is ``torch.optim`` (Adam or AdamW; the paper's
-"signed" gradient replaces ``.grad`` by its sign before the step), the schedule ``torch.optim.lr_scheduler``.
+"signed" gradient replaces ``.grad`` by its sign before the step, the "soft" sign by tanh(s·g)/s with s falling
+linearly from 1 towards 0 over the run), the schedule ``torch.optim.lr_scheduler``.
 
-Models take raw inputs (``Normalized`` wrappers, DEV_CONTRACT.md), so x is optimised in [0, 1] pixel
-space and the model sees exactly the normalised input the optimisation used — also when restarts are
-scored (the official code scores the raw input, a bug not copied here; PAPER.md §10.2).
+Models take raw inputs (``Normalized`` wrappers, DEV_CONTRACT.md), so x lives in [0, 1] pixel space and the
+model sees exactly the normalised input the optimisation used — also when restarts are scored (the official
+code scores the raw input, a bug not copied here; PAPER.md §10.2). ``space="normalised"`` optimises
+z = (x − mean)/std instead (x = mean + std·z): the step sizes, the start and the sign act on z, as in breaching.
 """
 
 from __future__ import annotations
@@ -29,18 +35,54 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from unlearnleak.attacks.closed_forms import penultimate_features as _penultimate_features
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
-from unlearnleak.attacks.feature_recovery.priors import PRIORS, Prior, build_priors, total_variation
+from unlearnleak.attacks.feature_recovery.priors import (
+    PRIORS,
+    Prior,
+    build_priors,
+    input_normalisation,
+    total_variation,
+)
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
 from unlearnleak.registry import Registry
 
-__all__ = ["PRESETS", "GradientMatcher", "InversionConfig", "InversionResult", "invert", "learning_rate",
+__all__ = ["PRESETS", "GradientMatcher", "InversionConfig", "InversionResult", "RaceEntry", "learning_rate",
            "penultimate_features", "preset", "run_inversion", "total_variation"]
+
+PATTERN = 4  # side of the tile of the "patterned" start (breaching's ``patterned-4``)
+
+
+class RaceEntry(BaseModel):
+    """One recipe in the adaptive race: a preset (optimiser, start, space, priors) and the weights of one of its
+    priors to try, one restart each (``()``: the preset's own weight, one restart)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipe: str
+    prior: str = "total_variation"
+    weights: tuple[float, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> RaceEntry:
+        if self.recipe not in PRESETS:
+            raise ValueError(f"unknown race recipe {self.recipe!r}; choose one of {PRESETS.names()}")
+        if PRESETS.get(self.recipe).race:
+            raise ValueError(f"race recipe {self.recipe!r} races itself; name a plain recipe")
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown race prior {self.prior!r}; choose one of {PRIORS.names()}")
+        if any(w < 0 for w in self.weights) or len(set(self.weights)) != len(self.weights):
+            raise ValueError(f"race weights must be distinct and >= 0, got {self.weights}")
+        return self
+
+    @property
+    def restarts(self) -> int:
+        """Restarts this entry runs in the race (one per weight)."""
+        return max(1, len(self.weights))
 
 
 class InversionConfig(BaseModel):
@@ -56,38 +98,39 @@ class InversionConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)  # AdamW's decoupled decay (PyTorch's AdamW default is 0.01)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
-    signed: bool = False  # replace the input gradient by its sign before the optimiser step
+    # The input gradient before the optimiser step: as it is (False), its sign (True), or the "soft" sign
+    # tanh(s·g)/s with s = 1 − t/T (close to the sign early, to the raw gradient late; breaching's ``modern``).
+    signed: bool | Literal["soft"] = False
     schedule: Literal["constant", "step", "cosine"] = "cosine"
-    warmup: float = Field(0.0, ge=0, lt=1)  # fraction of the iterations with a linear lr warm-up
-    init: Literal["randn", "rand", "gray"] = "randn"  # N(0,1) | U(0,1) | 0.5 + N(0, 0.1²)
+    warmup: float = Field(0.0, ge=0, lt=1)  # fraction of each phase's steps with a linear lr warm-up from 0
+    # N(0,1) | U(0,1) | 0.5 + N(0, 0.1²) | a 4×4 tile of N(0,1) repeated over the image — drawn in ``space``
+    init: Literal["randn", "rand", "gray", "patterned"] = "randn"
+    space: Literal["pixel", "normalised"] = "pixel"  # optimise x in [0, 1] or z = (x − mean)/std
     boxed: bool = True  # clamp x to [0, 1] before every step (images)
     cost: str = "cosine"  # an OBJECTIVES name: "cosine" | "layer_cosine"
     total_variation: float = Field(0.0, ge=0)
     bn_prior: float = Field(0.0, ge=0)  # weight of the batch-norm statistics prior
-    bn_first_multiplier: float = Field(1.0, ge=0)  # extra weight of the first batch-norm layer's term
-    bn_layers: int | None = Field(None, ge=1)  # use only the first this many batch-norm layers (None: all)
     feature_match: float = Field(0.0, ge=0)  # weight of matching the penultimate features read off ∇* (k = 1)
     priors: dict[str, float] = Field(default_factory=dict)  # further registered priors (PRIORS) → weight
     feature_phase: float = Field(0.0, ge=0, lt=1)  # share of the run matching only features + priors (cheap)
-    coarse_to_fine: tuple[int, ...] = ()  # image sides of coarse phases, e.g. (8, 16): x = upsample(z_coarse)
-    coarse_share: float = Field(0.5, gt=0, lt=1)  # share of the gradient phase spent at the coarse sides
     keep_best: bool = False  # return each restart's best iterate (by gradient cost), not its last
     prune_at: tuple[float, ...] = ()  # fractions of the run at which the worse half of the restarts stops
-    # Adaptive prior strength (adaptive.py): race these TV weights for race_share of the run, fitting ∇* on a
-    # random half of its coordinates and scoring the held-out half; then continue the winner. () = off.
-    race: tuple[float, ...] = ()
-    race_share: float = Field(0.5, gt=0, lt=1)
+    # The adaptive race (adaptive.py): these recipes run for race_share of the budget on a random half of ∇*'s
+    # coordinates, are scored on the held-out half, and the winner continues on all of ∇*. () = off.
+    race: tuple[RaceEntry, ...] = ()
+    race_share: float = Field(0.75, gt=0, lt=1)
     race_holdout: float = Field(0.5, gt=0, lt=1)  # share of ∇*'s coordinates held out to score the race
-    race_rounds: int = Field(1, ge=1)  # successive halving: rounds, after each the better half goes on
     race_min_steps: int = Field(0, ge=0)  # race only if each candidate gets this many steps (else one trajectory)
-    short_init: Literal["randn", "rand", "gray"] | None = None  # init of that one trajectory (None: ``init``)
+    race_continue_lr: float = Field(1.0, gt=0)  # factor on the winner's learning rate when it continues
+    # The pick: among the candidates whose held-out cost is within (1 + race_tolerance) × the lowest, the one whose
+    # image has the lowest total variation (0: the lowest held-out cost alone).
+    race_tolerance: float = Field(0.0, ge=0)
+    short_recipe: str | None = None  # the preset run alone when the race is unaffordable (None: the first entry)
 
     @model_validator(mode="after")
     def _check(self) -> InversionConfig:
         if any(not 0 < f < 1 for f in self.prune_at) or list(self.prune_at) != sorted(self.prune_at):
             raise ValueError(f"prune_at must be increasing fractions in (0, 1), got {self.prune_at}")
-        if list(self.coarse_to_fine) != sorted(set(self.coarse_to_fine)) or any(v < 1 for v in self.coarse_to_fine):
-            raise ValueError(f"coarse_to_fine must be increasing image sides, got {self.coarse_to_fine}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
         if self.cost not in OBJECTIVES:
@@ -95,8 +138,8 @@ class InversionConfig(BaseModel):
         unknown = [n for n in self.priors if n not in PRIORS]
         if unknown or any(w < 0 for w in self.priors.values()):
             raise ValueError(f"priors must map registered priors {PRIORS.names()} to weights >= 0, got {self.priors}")
-        if any(w < 0 for w in self.race) or len(set(self.race)) != len(self.race):
-            raise ValueError(f"race must list distinct TV weights >= 0, got {self.race}")
+        if self.short_recipe is not None and (self.short_recipe not in PRESETS or PRESETS.get(self.short_recipe).race):
+            raise ValueError(f"short_recipe must name a preset that does not race, got {self.short_recipe!r}")
         return self
 
     def with_overrides(self, **overrides: Any) -> InversionConfig:
@@ -114,26 +157,34 @@ PRESETS.register("paper")(InversionConfig(
     iterations=10_000, restarts=5, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True,
     schedule="step", init="randn", boxed=True, cost="cosine", total_variation=1e-2,
 ))
-_SMOOTH = dict(
-    iterations=2000, restarts=1, lr=0.1, optimizer="adam", signed=False, schedule="cosine", init="rand",
-    boxed=True, cost="cosine", total_variation=0.3, feature_match=1.0, feature_phase=0.3, keep_best=True,
-)
-PRESETS.register("best")(InversionConfig(
-    # The project's default, adaptive (adaptive.py, docs/feature_recovery.md): the paper's optimiser (randn init,
-    # signed AdamW lr 0.04, ×0.5 steps, boxed) with the TV weight chosen per target: five weights race for half
-    # of the run (one restart each, one batch, on half of ∇*'s coordinates), the one with the lowest cosine
-    # cost on the held-out half continues on all of ∇*. Only when the budget gives each candidate ≥ 150 steps
-    # (a shorter race cannot tell the weights apart); else the whole budget goes to one trajectory at TV 0.01
-    # from a gray start (0.5 + N(0, 0.1²)).
-    # Measured in benchmarks/tune_inversion.py and tune_short.py (tuning cases only).
-    iterations=2000, restarts=1, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True, schedule="step",
-    init="randn", boxed=True, cost="cosine", keep_best=True, race=(0.003, 0.01, 0.03, 0.1, 0.3), race_share=0.5,
-    race_min_steps=150, total_variation=0.01, short_init="gray",
+PRESETS.register("modern")(InversionConfig(
+    # breaching's ``modern`` attack (JonasGeiping/breaching, config/attack/modern.yaml), re-implemented from its
+    # definitions: in the normalised input space, a patterned 4×4 start, Adam lr 0.1 with the soft sign, a
+    # linear warm-up (breaching: 50 steps; here 5 % of the run, 50 at 1,000 iterations) then cosine decay to 0,
+    # boxed, one global cosine, colour TV with double opponents 0.1 and the penultimate features' mean
+    # squared error 0.1. Differences: keep-best by the gradient cost (breaching: by the total objective).
+    iterations=2000, restarts=1, lr=0.1, optimizer="adam", signed="soft", schedule="cosine", warmup=0.05,
+    init="patterned", space="normalised", boxed=True, cost="cosine", priors={"colour_tv": 0.1, "feature_mse": 0.1},
+    keep_best=True,
 ))
 PRESETS.register("smooth")(InversionConfig(
-    # The former default (issue 3): a fixed strong TV prior (0.3), tuned on the pretrained ConvNet-16. Strong
-    # where ∇* says little (trained BN nets), ~8 dB too smooth where ∇* is informative (random θ0, no BN).
-    **_SMOOTH,
+    # The default of issue 3: a fixed strong TV prior (0.3) with feature matching, tuned on the pretrained
+    # ConvNet-16. Strong where ∇* says little (trained BN nets), too smooth where ∇* is informative.
+    iterations=2000, restarts=1, lr=0.1, optimizer="adam", signed=False, schedule="cosine", init="rand",
+    boxed=True, cost="cosine", total_variation=0.3, feature_match=1.0, feature_phase=0.3, keep_best=True,
+))
+PRESETS.register("best")(InversionConfig(
+    # The project's default, adaptive (adaptive.py, docs/feature_recovery.md): three complete recipes race on
+    # half of ∇*'s coordinates for 3/4 of the budget (a quarter each) and are scored on the other half; the
+    # winner is the smoothest image (lowest TV) among those whose held-out cost is within 1.75× the lowest; it
+    # continues on all of ∇* at 0.3× its learning rate. Only when each leg gets ≥ 250 steps (≥ 1,000
+    # iterations): shorter legs mis-rank the recipes; then the whole budget goes to `modern`.
+    # Measured on the suite's tuning cases: benchmarks/tune_recipes.py.
+    iterations=2000, restarts=1, keep_best=True,
+    race=(RaceEntry(recipe="paper", prior="total_variation", weights=(0.01,)),
+          RaceEntry(recipe="modern", prior="colour_tv", weights=(0.1,)),
+          RaceEntry(recipe="smooth", prior="total_variation", weights=(0.3,))),
+    race_share=0.75, race_min_steps=250, race_continue_lr=0.3, race_tolerance=0.75, short_recipe="modern",
 ))
 PRESETS.register("tabular")(InversionConfig(
     # Rows: no image priors, no box; used when the analytic recovery does not apply (k > 1, no bias).
@@ -184,16 +235,20 @@ def penultimate_features(model: nn.Module, target: TargetGradient,
     return _penultimate_features(model, dict(zip(target.names, target.tensors, strict=True)), num_classes)
 
 
+FEATURE_PRIORS = ("feature_match", "feature_mse")  # priors that enable the cheap feature-only phase
+
+
 class GradientMatcher:
     """The per-restart cost and its input gradient, with every constant prepared once.
 
     ``mask`` (P,) restricts the objective to some coordinates of ∇* (gradient cross-validation);
-    ``extra_priors`` names priors to build even at weight 0, so that their weight can be raced per restart.
+    ``extra_priors`` names priors to build even at weight 0, so that their weight can be raced per restart;
+    ``prior_instances`` are priors the caller built (e.g. around a decoded image).
     """
 
     def __init__(self, model: nn.Module, target: TargetGradient, labels: torch.Tensor, config: InversionConfig,
                  *, mask: torch.Tensor | None = None, extra_priors: tuple[str, ...] = (),
-                 input_shape: tuple[int, ...] | None = None) -> None:
+                 input_shape: tuple[int, ...] | None = None, prior_instances: tuple[Prior, ...] = ()) -> None:
         self.model = model.eval()
         self.config = config
         named = dict(model.named_parameters())
@@ -220,10 +275,11 @@ class GradientMatcher:
                                    None if mask is None else mask.to(device=device, dtype=dtype))
         self.full_objective = objective(self.target, self.segments, self.n_segments) if mask is not None \
             else self.objective
-        self.priors: list[Prior] = build_priors(config, model, target, self.labels, input_shape, extra_priors)
+        self.priors: list[Prior] = build_priors(config, model, target, self.labels, input_shape, extra_priors,
+                                                prior_instances)
         self.prior_names = [p.name for p in self.priors]
         self.default_weights = torch.tensor([p.weight for p in self.priors], device=device, dtype=dtype)
-        self.feature_prior = next((p for p in self.priors if p.name == "feature_match"), None)
+        self.feature_prior = next((p for p in self.priors if p.name in FEATURE_PRIORS), None)
 
     def __repr__(self) -> str:
         return f"GradientMatcher(objective={self.objective!r}, priors={self.priors!r})"
@@ -303,14 +359,63 @@ class GradientMatcher:
             yield
 
 
+@dataclass(frozen=True)
+class Space:
+    """Where the optimiser lives: x = shift + scale·p (pixel space: p = x; normalised: p = (x − mean)/std)."""
+
+    shift: torch.Tensor | None = None  # broadcasts on (…, C, H, W); None: the identity
+    scale: torch.Tensor | None = None
+
+    @staticmethod
+    def of(model: nn.Module, config: InversionConfig) -> Space:
+        """The configured space for ``model`` (its ``Normalized`` constants; none: pixel space)."""
+        norm = input_normalisation(model) if config.space == "normalised" else None
+        return Space() if norm is None else Space(norm[0], norm[1])
+
+    def to_x(self, p: torch.Tensor) -> torch.Tensor:
+        return p if self.shift is None or self.scale is None else self.shift + self.scale * p
+
+    def to_p(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.shift is None or self.scale is None else (x - self.shift) / self.scale
+
+    def grad_p(self, gx: torch.Tensor) -> torch.Tensor:
+        """∂/∂p from ∂/∂x (chain rule of the affine map)."""
+        return gx if self.scale is None else gx * self.scale
+
+    def clamp_(self, p: torch.Tensor) -> None:
+        """Project p onto the box x ∈ [0, 1], in place."""
+        if self.shift is None or self.scale is None:
+            p.clamp_(0, 1)
+        else:
+            p.clamp_(min=(-self.shift / self.scale).to(p), max=((1 - self.shift) / self.scale).to(p))
+
+    def to(self, device: torch.device | str) -> Space:
+        if self.shift is None or self.scale is None:
+            return self
+        return Space(self.shift.to(device), self.scale.to(device))
+
+
 def initial_inputs(config: InversionConfig, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Restart starting points, shape (R, k, …), drawn on the CPU (the same on every device)."""
+    """Restart starting points in the optimiser's space, shape (R, k, …), drawn on the CPU (the same on every
+    device). randn and patterned are drawn in ``config.space``; rand and gray are pixel values."""
     full = (config.restarts, *shape)
     if config.init == "randn":
         return torch.randn(full, generator=generator)
     if config.init == "rand":
         return torch.rand(full, generator=generator)
+    if config.init == "patterned" and len(shape) == 4:  # (k, C, H, W): tile a PATTERN × PATTERN draw
+        h, w = shape[-2:]
+        tile = torch.randn((config.restarts, *shape[:-2], PATTERN, PATTERN), generator=generator)
+        return tile.repeat(1, 1, 1, math.ceil(h / PATTERN), math.ceil(w / PATTERN))[..., :h, :w].contiguous()
+    if config.init == "patterned":
+        return torch.randn(full, generator=generator)  # rows have no pattern to tile
     return 0.5 + 0.1 * torch.randn(full, generator=generator)
+
+
+def _start(config: InversionConfig, shape: tuple[int, ...], generator: torch.Generator, space: Space) -> torch.Tensor:
+    """Starting points in the optimiser's space (rand and gray are pixel values, mapped into it)."""
+    drawn = initial_inputs(config, shape, generator)
+    return space.to_p(drawn) if config.init in ("rand", "gray") else drawn
 
 
 OPTIMIZERS: Registry[Callable[[list[torch.Tensor], InversionConfig], torch.optim.Optimizer]] = Registry(
@@ -350,9 +455,10 @@ def _prune(run: _Run, optimizer: torch.optim.Optimizer, keep: torch.Tensor) -> N
 
 
 def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: int, deadline: float | None, *,
-              gradient_phase: bool, log_every: int,
-              to_input: Callable[[torch.Tensor], torch.Tensor] = lambda z: z, prune: bool = True) -> None:
-    """``iterations`` optimiser steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule."""
+              gradient_phase: bool, log_every: int, space: Space, prune: bool = True) -> None:
+    """``iterations`` optimiser steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule.
+
+    ``run.x`` holds the optimiser's variable p (``space``); ``step_fn`` takes and returns pixel-space values."""
     optimizer = OPTIMIZERS.get(config.optimizer)([run.x], config)
     horizon = [iterations]  # the schedule's length; refitted to the deadline below
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -363,16 +469,23 @@ def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: i
     t = 0
     while t < horizon[0]:
         if config.boxed:
-            run.x.clamp_(0, 1)
-        g, costs = step_fn(run.x, run.weights[run.alive])
+            space.clamp_(run.x)
+        x = space.to_x(run.x)
+        g, costs = step_fn(x, run.weights[run.alive])
         if gradient_phase:
             run.costs = costs
             if config.keep_best:
                 improved = costs < run.best_cost[run.alive]
                 run.best_cost[run.alive] = torch.where(improved, costs, run.best_cost[run.alive])
                 shape = (-1, *[1] * (run.x.dim() - 1))
-                run.best_x[run.alive] = torch.where(improved.view(shape), to_input(run.x), run.best_x[run.alive])
-        run.x.grad = g.sign() if config.signed else g
+                run.best_x[run.alive] = torch.where(improved.view(shape), x, run.best_x[run.alive])
+        g = space.grad_p(g)
+        if config.signed == "soft":  # tanh(s·g)/s, s falling linearly from 1 (breaching's soft sign)
+            s = 1.0 - t / horizon[0]
+            g = torch.tanh(g * s) / s
+        elif config.signed:
+            g = g.sign()
+        run.x.grad = g
         optimizer.step()
         scheduler.step()
         t += 1
@@ -398,37 +511,6 @@ def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: i
     run.x.grad = None
 
 
-def _resize(z: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """(R, k, C, h, w) → (R, k, C, *size): area-average down, bilinear up."""
-    if tuple(z.shape[-2:]) == tuple(size):
-        return z
-    r, k = z.shape[:2]
-    mode = "area" if size[0] < z.shape[-2] else "bilinear"
-    flat = F.interpolate(z.flatten(0, 1), size=size, mode=mode)
-    return flat.reshape(r, k, *flat.shape[1:]).contiguous()
-
-
-def _upsampler(size: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """z (…, C, h, w) → bilinear upsampling to ``size`` (the coarse parameterisation of an image)."""
-    def up(z: torch.Tensor) -> torch.Tensor:
-        lead = z.shape[:-3]
-        out = F.interpolate(z.reshape(-1, *z.shape[-3:]), size=size, mode="bilinear", align_corners=False)
-        return out.reshape(*lead, *out.shape[1:])
-    return up
-
-
-def _composed(step: StepFn, to_input: Callable[[torch.Tensor], torch.Tensor] | None) -> StepFn:
-    """The gradient with respect to a parameter z of a cost on ``to_input(z)`` (chain rule via vjp)."""
-    if to_input is None:
-        return step
-
-    def fn(z: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = vjp(to_input, z)
-        gx, cost = step(out[0], w)
-        return out[1](gx)[0], cost
-    return fn
-
-
 def _stepper(cost: Callable[..., tuple[torch.Tensor, torch.Tensor]], batched: bool) -> StepFn:
     """(x (R, k, …), weights (R, n)) → (input gradients, objective costs (R,)).
 
@@ -450,36 +532,12 @@ def _stepper(cost: Callable[..., tuple[torch.Tensor, torch.Tensor]], batched: bo
     return step
 
 
-def invert(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
-           config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
-           log_every: int = 100) -> InversionResult:
-    """Run the inversion and return the best restart; with ``config.race`` the adaptive one (``adaptive.py``).
-
-    Args:
-        model: the attacked model (θ or θ0, see ``target.invert_on``) in eval mode, on the target device.
-        target: ∇* (moved to the model's device here).
-        labels: (k,) labels the dummy samples are optimised with.
-        input_shape: one input's shape, (C, H, W) or (D,).
-        config: the inversion configuration (``preset(...)``).
-        seed: seeds the restarts' starting points (and the race's coordinate split).
-        time_budget: seconds; if set, the iteration count is fitted to it after a short calibration (the
-            schedule follows the fitted count) and the run stops at the budget at the latest.
-        log_every: record the best cost every this many iterations in ``history``.
-    """
-    if config.race and len(input_shape) == 3:
-        from unlearnleak.attacks.feature_recovery.adaptive import invert_adaptive
-        return invert_adaptive(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
-                               log_every=log_every)
-    return run_inversion(model, target, labels, input_shape, config, seed=seed, time_budget=time_budget,
-                         log_every=log_every)
-
-
 def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
                   config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
                   log_every: int = 100, init: torch.Tensor | None = None,
                   prior_weights: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
-                  feature_phase: bool = True) -> InversionResult:
-    """One inversion with a fixed recipe (the engine under ``invert``).
+                  feature_phase: bool = True, priors: tuple[Prior, ...] = ()) -> InversionResult:
+    """One inversion with a fixed recipe (the engine under ``adaptive.invert``).
 
     With ``feature_phase`` > 0 (and penultimate features readable from ∇*, k = 1) the first share of the
     iterations (or of the time budget) matches only the features and the priors — one forward and one
@@ -487,10 +545,12 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
     the gradient, each phase with its own learning-rate schedule.
 
     Args (beyond ``invert``'s):
-        init: starting points (R, k, …) instead of the configured initialisation.
+        init: starting points (R, k, …) in pixel space instead of the configured initialisation.
         prior_weights: prior name → (R,) weights per restart (others keep the configured weight).
         mask: (P,) 0/1 coordinates of ∇* the objective sees (gradient cross-validation).
         feature_phase: False skips the feature-only phase (a run continued from a raced start).
+        priors: priors built by the caller, added to the configured ones (their weights as built, or raced
+            by name through ``prior_weights``).
     """
     started = time.perf_counter()
     device = next(model.parameters()).device
@@ -498,50 +558,36 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
     k = int(labels.shape[0])
     prior_weights = prior_weights or {}
     matcher = GradientMatcher(model, target.to(device), labels, config, mask=mask,
-                              extra_priors=tuple(prior_weights), input_shape=input_shape)
+                              extra_priors=tuple(prior_weights), input_shape=input_shape, prior_instances=priors)
+    space = Space.of(model, config).to(device) if len(input_shape) == 3 else Space()
     if init is None:
-        x = initial_inputs(config, (k, *input_shape), torch.Generator().manual_seed(seed)).to(device)  # (R, k, …)
+        x = _start(config, (k, *input_shape), torch.Generator().manual_seed(seed), space.to("cpu")).to(device)
     else:
-        x = init.detach().clone().to(device)
+        x = space.to_p(init.detach().clone().to(device))  # (R, k, …) in the optimiser's space
     restarts = x.shape[0]
     weights = matcher.default_weights.expand(restarts, -1).clone()  # (R, n_priors)
     for name, values in prior_weights.items():
         if name in matcher.prior_names:
             weights[:, matcher.prior_names.index(name)] = values.to(weights)
-    run = _Run(x=x, alive=torch.arange(restarts, device=device), weights=weights, best_x=x.clone(),
+    run = _Run(x=x, alive=torch.arange(restarts, device=device), weights=weights, best_x=space.to_x(x).clone(),
                best_cost=torch.full((restarts,), float("inf"), device=device),
                final_costs=torch.full((restarts,), float("nan"), device=device),
                costs=torch.zeros(restarts, device=device))
-    step_grad = _stepper(matcher.cost, config.batched)
     share = config.feature_phase if matcher.feature_prior is not None and feature_phase else 0.0
     timings: dict[str, float] = {}
-    full = tuple(input_shape[1:]) if len(input_shape) == 3 else ()
-    sides = [v for v in config.coarse_to_fine if full and v < min(full)]
-    phases: list[tuple[float, tuple[int, ...]]] = []  # (share of the run, image size of the parameter)
-    rest = 1.0 - share
-    for side in sides:
-        phases.append((rest * config.coarse_share / len(sides), (side, side)))
-    phases.append((rest * (1 - config.coarse_share) if sides else rest, full))
     with matcher.hooks():
-        elapsed_share = 0.0
         if share > 0:
-            elapsed_share = share
             deadline = started + share * time_budget if time_budget is not None else None
             _optimise(run, _stepper(matcher.feature_cost, config.batched), config,
-                      max(1, round(share * config.iterations)), deadline, gradient_phase=False, log_every=log_every)
+                      max(1, round(share * config.iterations)), deadline, gradient_phase=False, log_every=log_every,
+                      space=space)
             timings["feature_phase_iterations"] = run.iterations
             timings["feature_phase_seconds"] = time.perf_counter() - started
-        for i, (part, size) in enumerate(phases):
-            last = i == len(phases) - 1
-            elapsed_share += part
-            run.x = _resize(run.x, size) if size else run.x
-            coarse = _upsampler(full) if size and size != full else None
-            deadline = started + elapsed_share * time_budget if time_budget is not None else None
-            iterations = config.iterations - run.iterations if last else round(part * config.iterations)
-            _optimise(run, _composed(step_grad, coarse), config, max(1, iterations), deadline,
-                      gradient_phase=True, log_every=log_every, to_input=coarse or (lambda z: z), prune=last)
+        deadline = started + time_budget if time_budget is not None else None
+        _optimise(run, _stepper(matcher.cost, config.batched), config, max(1, config.iterations - run.iterations),
+                  deadline, gradient_phase=True, log_every=log_every, space=space)
         optimise_seconds = time.perf_counter() - started
-        x = run.x.detach()  # at full resolution: the last phase always is
+        x = space.to_x(run.x.detach())
         if config.boxed:
             x = x.clamp(0, 1)
         final = matcher.score(x, full=False)

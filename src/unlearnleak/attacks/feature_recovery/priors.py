@@ -5,6 +5,8 @@ on table rows), may install forward hooks on the attacked model to see activatio
 returns its *unweighted* penalty after each forward pass (``penalty``); the engine weighs it — per restart,
 so that the adaptive preset can race several weights in one batch. Adding a prior is one class here (or
 anywhere, registered in ``PRIORS``) and its test; it is switched on with ``InversionConfig.priors``.
+A prior that needs data the configuration cannot name (e.g. a decoded image) is passed as a built instance
+instead (``run_inversion(..., priors=[...])``, ``adaptive.Candidate(priors=...)``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from unlearnleak.attacks.closed_forms import num_logits, penultimate_features
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
+from unlearnleak.models import Normalized
 from unlearnleak.registry import Registry
 
 if TYPE_CHECKING:
@@ -89,44 +93,31 @@ class BatchNormStatistics(Prior):
     """DeepInversion: the inputs' batch-norm statistics match the attacked model's running statistics.
 
     Σ_layers ‖μ(h) − μ_BN‖ + ‖σ²(h) − σ²_BN‖ over the inputs h of the (trained) batch-norm layers, which a
-    white-box server holds; the first layer's term can be weighted up (``bn_first_multiplier``).
+    white-box server holds.
     """
 
     name = "bn_prior"
 
-    def __init__(self, weight: float, first_multiplier: float = 1.0, layers: int | None = None) -> None:
+    def __init__(self, weight: float) -> None:
         super().__init__(weight)
-        self.first_multiplier = first_multiplier
-        self.layers = layers
         self._terms: list[torch.Tensor] = []
-
-    def __repr__(self) -> str:
-        return (f"BatchNormStatistics(weight={self.weight:g}, first_multiplier={self.first_multiplier:g}, "
-                f"layers={self.layers})")
-
-    @classmethod
-    def build(cls, weight: float, *, config: InversionConfig, model: nn.Module, target: TargetGradient,
-              labels: torch.Tensor, input_shape: tuple[int, ...] | None) -> Prior | None:
-        return cls(weight, config.bn_first_multiplier, config.bn_layers)
 
     @contextmanager
     def hooks(self, model: nn.Module) -> Iterator[None]:
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                 and m.running_mean is not None and m.running_var is not None and _trained(m)][:self.layers]
+                 and m.running_mean is not None and m.running_var is not None and _trained(m)]
 
-        def make_hook(module: nn.modules.batchnorm._BatchNorm, scale: float) -> Callable[..., None]:
+        def make_hook(module: nn.modules.batchnorm._BatchNorm) -> Callable[..., None]:
             def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
                 h = inputs[0]
                 dims = [0, *range(2, h.dim())]
                 mean = h.mean(dim=dims)
                 var = h.var(dim=dims, unbiased=False)
                 assert module.running_mean is not None and module.running_var is not None
-                self._terms.append(scale * ((mean - module.running_mean).norm()
-                                            + (var - module.running_var).norm()))
+                self._terms.append((mean - module.running_mean).norm() + (var - module.running_var).norm())
             return hook
 
-        handles = [m.register_forward_pre_hook(make_hook(m, self.first_multiplier if i == 0 else 1.0))
-                   for i, m in enumerate(norms)]
+        handles = [m.register_forward_pre_hook(make_hook(m)) for m in norms]
         try:
             yield
         finally:
@@ -189,6 +180,66 @@ class FeatureMatching(Prior):
         return (h - self.features).pow(2).sum() / self.scale
 
 
+@PRIORS.register("feature_mse")
+class FeatureMeanSquare(FeatureMatching):
+    """The penultimate features as in ``feature_match``, scored by their mean squared error (breaching's
+    ``features`` regulariser, Geiping et al.): mean((h − h*)²), in the units of the features themselves."""
+
+    name = "feature_mse"
+
+    def __repr__(self) -> str:
+        return f"FeatureMeanSquare(weight={self.weight:g}, d={self.features.numel()})"
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._captured:
+            return x.new_zeros(())
+        return (self._captured[0].reshape(-1) - self.features).pow(2).mean()
+
+
+def input_normalisation(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean, std) of the model's input normaliser (``models.Normalized``), shaped to broadcast on (…, C, H, W)
+    or (…, D); None for a model that takes its inputs unnormalised."""
+    for module in model.modules():
+        if isinstance(module, Normalized):
+            return module.mean.detach(), module.std.detach()
+    return None
+
+
+@PRIORS.register("colour_tv")
+class ColourTotalVariation(Prior):
+    """Isotropic colour TV with double opponents, on the normalised image (as breaching's ``modern`` recipe).
+
+    z = (x − mean)/std; the channels R, G, B and the opponent pairs R−G, R−B, G−B; per pixel the forward
+    differences dx, dy (the image zero-padded past its right and bottom edges, so the border is pulled towards
+    the dataset mean), and mean over channels and pixels of sqrt((|dx| + ε)² + (|dy| + ε)²). Differences
+    between colour channels penalise colour noise, which plain TV on each channel does not see as such.
+    """
+
+    name = "colour_tv"
+    images_only = True
+    eps = 1e-8
+
+    def __init__(self, weight: float, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+        super().__init__(weight)
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def build(cls, weight: float, *, config: InversionConfig, model: nn.Module, target: TargetGradient,
+              labels: torch.Tensor, input_shape: tuple[int, ...] | None) -> Prior | None:
+        if input_shape is not None and (len(input_shape) != 3 or input_shape[0] != 3):
+            return None  # colour opponents need three channels
+        norm = input_normalisation(model)
+        return cls(weight, *(norm if norm is not None else (None, None)))
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        z = x if self.mean is None or self.std is None else (x - self.mean) / self.std  # (k, 3, H, W)
+        z = torch.cat([z, z[:, 0:1] - z[:, 1:2], z[:, 0:1] - z[:, 2:3], z[:, 1:2] - z[:, 2:3]], dim=1)
+        padded = F.pad(z, (0, 1, 0, 1))
+        dx = padded[..., :-1, 1:] - z
+        dy = padded[..., 1:, :-1] - z
+        return ((dx.abs() + self.eps).pow(2) + (dy.abs() + self.eps).pow(2)).sqrt().mean()
+
+
 def configured_weights(config: InversionConfig) -> dict[str, float]:
     """Prior name → weight from the configuration (dedicated fields, then ``config.priors``); zeros dropped."""
     weights: dict[str, Any] = {"total_variation": config.total_variation, "bn_prior": config.bn_prior,
@@ -197,15 +248,49 @@ def configured_weights(config: InversionConfig) -> dict[str, float]:
 
 
 def build_priors(config: InversionConfig, model: nn.Module, target: TargetGradient, labels: torch.Tensor,
-                 input_shape: tuple[int, ...] | None, extra: tuple[str, ...] = ()) -> list[Prior]:
-    """The priors of a run, in a fixed order; ``extra`` names priors to build even at weight 0 (races)."""
+                 input_shape: tuple[int, ...] | None, extra: tuple[str, ...] = (),
+                 instances: tuple[Prior, ...] = ()) -> list[Prior]:
+    """The priors of a run, in a fixed order; ``extra`` names priors to build even at weight 0 (races);
+    ``instances`` are priors built by the caller (appended as they are, names must be new)."""
     weights = configured_weights(config)
     for name in extra:
-        weights.setdefault(name, 0.0)
+        if name not in {p.name for p in instances}:
+            weights.setdefault(name, 0.0)
     priors = []
     for name, weight in weights.items():
         prior = PRIORS.get(name).build(weight, config=config, model=model, target=target, labels=labels,
                                        input_shape=input_shape)
         if prior is not None:
             priors.append(prior)
-    return priors
+    clash = {p.name for p in priors} & {p.name for p in instances}
+    if clash:
+        raise ValueError(f"priors {sorted(clash)} are both configured and passed as instances")
+    return [*priors, *instances]
+
+
+class DecodedImage(Prior):
+    """The learned prior: stay near the image a decoder trained on the server's own data produced from the
+    features read off ∇* (``learned_prior.py``). Penalty: the mean squared pixel distance ‖x − x_dec‖²/n.
+
+    Built around its tensor by the caller and passed as an instance (``adaptive.Candidate(priors=...)``); its
+    weight is raced by name (``decoded``) like a configured prior's."""
+
+    name = "decoded"
+    images_only = True
+
+    def __init__(self, weight: float, reference: torch.Tensor) -> None:
+        super().__init__(weight)
+        self.reference = reference.detach()  # (k, C, H, W)
+
+    def __repr__(self) -> str:
+        return f"DecodedImage(weight={self.weight:g}, shape={tuple(self.reference.shape)})"
+
+    @contextmanager
+    def hooks(self, model: nn.Module) -> Iterator[None]:
+        """Move the reference to the model's device and dtype (the run may be on a GPU)."""
+        first = next(model.parameters())
+        self.reference = self.reference.to(device=first.device, dtype=first.dtype)
+        yield
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.reference).pow(2).mean()

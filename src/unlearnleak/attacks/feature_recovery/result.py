@@ -42,6 +42,7 @@ class Reconstruction:
     config: Mapping[str, Any] = field(default_factory=dict)
     label_scores: torch.Tensor | None = None  # (C,) output-layer entries of ∇* when labels were inferred
     timings: Mapping[str, float] = field(default_factory=dict)
+    decoded: torch.Tensor | None = None  # (k, …) the learned prior's decoded images alone (None: prior off)
 
     @property
     def k(self) -> int:
@@ -68,6 +69,8 @@ class Reconstruction:
         tensors = {"x": self.x, "labels": self.labels, "restart_costs": self.restart_costs}
         if self.label_scores is not None:
             tensors["label_scores"] = self.label_scores
+        if self.decoded is not None:
+            tensors["decoded"] = self.decoded
         meta = {k: v for k, v in self.summary().items() if k not in ("labels", "restart_costs", "label_scores")}
         return save_tensors_atomic(path, tensors, {"reconstruction": json.dumps(meta, default=str)})
 
@@ -88,4 +91,4 @@ class Reconstruction:
                    restart_costs=tensors["restart_costs"], best_restart=int(meta["best_restart"]),
                    iterations=int(meta["iterations"]), seconds=float(meta["seconds"]), preset=meta["preset"],
                    config=meta.get("config", {}), label_scores=tensors.get("label_scores"),
-                   timings=meta.get("timings", {}))
+                   timings=meta.get("timings", {}), decoded=tensors.get("decoded"))

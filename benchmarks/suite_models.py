@@ -1,0 +1,95 @@
+"""Architectures only the suite's held-out half uses (issue 16, item 4): no inversion tuning has seen them.
+
+Registered in the model registry when this module is imported (``suite_cases.py`` does; so does breaching's
+runner, through the job's ``model_modules``). They need nothing but torch, so breaching's own environment can
+build them too.
+
+- ``vgg_bn``: a VGG-style CNN, two 3×3 conv-BN-ReLU layers per stage (three stages, max-pooled), then a
+  two-layer classifier head with ReLU.
+- ``resnet_gn``: a ResNet-style CNN with GroupNorm (4 groups) instead of batch norm, one basic block per stage
+  (widths w, 2w, 4w), SiLU activations, global average pooling and a linear head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from unlearnleak.models import register_model
+
+
+def _image(name: str, input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 3:
+        raise ValueError(f"{name} needs image input (C, H, W), got {input_shape}")
+
+
+class VGGBN(nn.Module):
+    """[conv-BN-ReLU ×2, max-pool] × 3 at widths w, 2w, 4w, then Linear → ReLU → Linear."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16, hidden: int = 128) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = input_shape[0]
+        for mult in (1, 2, 4):
+            for _ in range(2):
+                layers += [nn.Conv2d(c, width * mult, 3, padding=1), nn.BatchNorm2d(width * mult), nn.ReLU()]
+                c = width * mult
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            flat = int(self.features(torch.zeros(1, *input_shape)).shape[1])
+        self.classifier = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class GNBlock(nn.Module):
+    """Two 3×3 conv-GroupNorm layers with SiLU and a (1×1-projected) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, groups: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(groups, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                          nn.GroupNorm(groups, c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.silu(self.norm1(self.conv1(x)))
+        return F.silu(self.norm2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetGN(nn.Module):
+    """Stem conv-GN-SiLU, one GNBlock per stage at widths w, 2w (stride 2), 4w (stride 2), pool, fc."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16, groups: int = 4) -> None:
+        super().__init__()
+        w = int(width)
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1, bias=False), nn.GroupNorm(groups, w),
+                                  nn.SiLU())
+        self.stages = nn.Sequential(GNBlock(w, w, 1, groups), GNBlock(w, 2 * w, 2, groups),
+                                    GNBlock(2 * w, 4 * w, 2, groups))
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.stages(self.stem(x))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+@register_model("vgg_bn")
+def vgg_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, hidden: int = 128) -> nn.Module:
+    """VGG-style CNN with batch norm (held-out suite case)."""
+    _image("vgg_bn", input_shape)
+    return VGGBN(input_shape, num_classes, width, hidden)
+
+
+@register_model("resnet_gn")
+def resnet_gn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, groups: int = 4) -> nn.Module:
+    """ResNet-style CNN with GroupNorm (held-out suite case)."""
+    _image("resnet_gn", input_shape)
+    return ResNetGN(input_shape, num_classes, width, groups)

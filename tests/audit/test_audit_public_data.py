@@ -1,0 +1,109 @@
+"""`unlearnleak audit --public-data`: the learned prior on a user's own pair, and every bad input refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from unlearnleak.cli import app
+
+runner = CliRunner()
+
+
+def _images(folder: Path, count: int = 12, size: int = 32, mode: str = "RGB") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)).convert(mode).save(
+            folder / f"photo{i:02d}.png")
+    return folder
+
+
+def test_audit_without_public_data_says_the_learned_prior_is_off(
+        user_pair: Any, white_box_args: Callable[..., list[str]], tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--per-class", "0", "--iterations", "3"))
+    assert result.exit_code == 0, result.output
+    assert "learned prior: off — no public data given" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert "learned prior: off — no public data given" in report["verdict"]
+
+
+def test_audit_with_a_folder_of_public_images_decodes_and_reports_the_decoder_alone(
+        user_pair: Any, white_box_args: Callable[..., list[str]], tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    public = _images(tmp_path / "public")
+    result = runner.invoke(app, white_box_args(
+        user_pair, out, "--per-class", "0", "--iterations", "20", "--public-data", str(public),
+        "--ground-truth", str(user_pair.truth)))
+    assert result.exit_code == 0, result.output
+    assert "learned prior: on — decoder trained on original's features" in result.output
+    assert "Decoder alone (feature inversion from the features ∇* gives away): PSNR" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["inputs"]["public_data"]["images"] == 12
+    assert report["attacks"][0]["result"]["config"]["learned_prior"]["status"] == "on"
+    assert isinstance(report["evaluation"]["decoder_alone"]["mean"]["psnr"], float)
+    assert load_file(str(out / "reconstructions.safetensors"))["decoded"].shape == (1, 3, 32, 32)
+
+
+def _refused(args: list[str], out: Path, *words: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1, result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
+    assert not out.exists()
+
+
+def test_audit_refuses_bad_public_data(user_pair: Any, white_box_args: Callable[..., list[str]],
+                                       tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    base = white_box_args(user_pair, out, "--per-class", "0", "--iterations", "3")
+    _refused([*base, "--public-data", str(tmp_path / "nowhere")], out, "--public-data", "no such folder")
+    _refused([*base, "--public-data", str(_images(tmp_path / "small", size=16))], out,
+             "photo00.png is 16×16 pixels, but the model takes 32×32")
+    _refused([*base, "--public-data", str(_images(tmp_path / "rgba", mode="RGBA"))], out,
+             "photo00.png is a RGBA image", "3-channel")
+    broken = _images(tmp_path / "broken", count=2)
+    (broken / "photo01.png").write_bytes(b"not an image")
+    _refused([*base, "--public-data", str(broken)], out, "cannot read image photo01.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused([*base, "--public-data", str(empty)], out, "holds no image files")
+    _refused([*base, "--public-data", "cifar10", "--data-dir", str(tmp_path / "no-data")], out, "--public-data cifar10")
+    _refused([*base, "--public-data", str(_images(tmp_path / "ok")), "--preset", "paper"], out,
+             "not inside --preset paper")
+
+
+def test_audit_refuses_public_data_without_a_white_box_image_model(tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    _refused(["audit", "--original-endpoint", "http://127.0.0.1:9/v2/models/a", "--unlearned-endpoint",
+              "http://127.0.0.1:9/v2/models/b", "--input-shape", "3,8,8", "--num-classes", "10", "--out", str(out),
+              "--public-data", str(_images(tmp_path / "public", size=8))], out, "--public-data feeds the white-box")
+
+
+def test_audit_refuses_a_decoder_cache_trained_for_another_model(
+        user_pair: Any, white_box_args: Callable[..., list[str]], tmp_path: Path, monkeypatch: Any) -> None:
+    """B's cache entry replaced by A's decoder (a copied cache folder): one error, exit 2, no results folder."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UNLEARNLEAK_CACHE_DIR", str(cache))
+    public = str(_images(tmp_path / "public"))
+    a = white_box_args(user_pair, tmp_path / "a", "--per-class", "0", "--iterations", "3", "--public-data", public)
+    assert runner.invoke(app, a).exit_code == 0
+    (decoder_a,) = (cache / "decoders").glob("*.safetensors")
+    swapped = [str(user_pair.unlearned) if v == str(user_pair.original) else
+               str(user_pair.original) if v == str(user_pair.unlearned) else v for v in a]  # θ ↔ θ_u: another θ
+    b = [str(tmp_path / "b") if v == str(tmp_path / "a") else v for v in swapped]
+    assert runner.invoke(app, b).exit_code == 0
+    (decoder_b,) = set((cache / "decoders").glob("*.safetensors")) - {decoder_a}
+    decoder_b.write_bytes(decoder_a.read_bytes())
+    out = tmp_path / "c"
+    _refused([str(out) if v == str(tmp_path / "b") else v for v in b], out,
+             "trained for another model's weights", "refusing to use it")
