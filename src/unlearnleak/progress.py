@@ -29,6 +29,21 @@ ESTIMATE_ABOVE_S = 60.0  # say the estimate for steps projected to take longer t
 DEFAULT_INTERVAL_S = 30.0
 
 
+_UNCOUNTED = "_unlearnleak_uncounted"
+
+
+def uncounted(optimizer: Any) -> Any:
+    """Mark ``optimizer`` so that a progress count of optimisation steps (e.g. inversion steps) leaves its steps
+    out: training a helper network inside an attack is not one of the attack's steps. Returns it."""
+    setattr(optimizer, _UNCOUNTED, True)
+    return optimizer
+
+
+def counted(optimizer: Any) -> bool:
+    """Whether ``optimizer``'s steps belong in a count of optimisation steps (see :func:`uncounted`)."""
+    return not getattr(optimizer, _UNCOUNTED, False)
+
+
 def progress_mode() -> Mode:
     """How progress is shown now: ``off``, ``bar`` (rich, on a terminal) or ``lines`` (plain, periodic)."""
     value = os.environ.get("UNLEARNLEAK_PROGRESS", "auto").strip().lower()

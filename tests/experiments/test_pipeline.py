@@ -233,6 +233,14 @@ def test_iteration_progress_counts_optimiser_steps_only_inside_its_block(monkeyp
         assert bar.done == 5 and bar.total == 5
     step()  # the hook is gone with the block
     assert bar.done == 5
+    from unlearnleak.progress import uncounted
+
+    helper = uncounted(torch.optim.Adam([x], lr=0.1))  # e.g. the learned prior's decoder, trained in the attack
+    with iteration_progress("steps", total=1) as bar:
+        assert bar is not None
+        step()
+        helper.step()
+        assert bar.done == 1  # the helper's steps are not inversion steps (no 175 % bars)
     monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "0")
     with iteration_progress("steps", total=5) as off:
         step()

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.progress import Task, progress_mode
+from unlearnleak.progress import Task, counted, progress_mode
 from unlearnleak.verdicts import feature_recovery_verdict, gradient_label_phrase, label_verdict
 
 WIDE = 10_000  # columns off a terminal: a table keeps its natural width, however long its paths
@@ -47,7 +47,7 @@ def iteration_progress(description: str, total: int | None) -> Iterator[Task | N
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     step = Task(description, total)
-    handle = register_optimizer_step_post_hook(lambda *_: step.advance())
+    handle = register_optimizer_step_post_hook(lambda optimizer, *_: step.advance() if counted(optimizer) else None)
     try:
         yield step
     finally:

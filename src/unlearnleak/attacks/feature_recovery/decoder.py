@@ -40,7 +40,7 @@ from unlearnleak.attacks.feature_recovery.public_data import PublicImages
 from unlearnleak.cache import cache_dir as user_cache_dir
 from unlearnleak.errors import CheckpointError, ConfigError
 from unlearnleak.models import ModelSpec
-from unlearnleak.progress import track
+from unlearnleak.progress import track, uncounted
 from unlearnleak.storage import save_tensors_atomic
 
 DECODER_FORMAT = "unlearnleak.decoder/2"  # the architecture's version (part of every cache key)
@@ -151,7 +151,7 @@ def train_decoder(model: nn.Module, images: torch.Tensor, num_classes: int, conf
     n = x.shape[0]
     per_epoch = math.ceil(n / config.batch_size)
     total = config.epochs * per_epoch
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
+    optimizer = uncounted(torch.optim.Adam(decoder.parameters(), lr=config.lr))  # its own progress: epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
     feature_from = None
     if config.feature_weight:
