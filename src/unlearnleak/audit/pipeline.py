@@ -183,9 +183,13 @@ def _labels_section(outcome: AuditOutcome) -> dict[str, Any] | None:
                                    "scores": None if rec.label_scores is None else rec.label_scores.tolist()}
     if li is not None and li.guess is not None:
         g = li.guess
-        section["from_predictions"] = {"predicted": list(g.predicted), "best": g.best, "detected": g.detected,
+        section["from_predictions"] = {"verdict": g.verdict, "reason": g.reason, "lacking": list(g.lacking),
+                                       "predicted": list(g.predicted), "best": g.best, "detected": g.detected,
+                                       "ranked": list(g.ranked), "p_value": g.p_value, "level": g.level,
                                        "confidence_changes": [None if math.isnan(v) else v for v in g.changes],
-                                       "statistic": g.statistic, "detection_level": g.center - g.z * g.scale}
+                                       "probe_counts": list(g.probe_counts), "statistic": g.statistic,
+                                       "detection_level": g.threshold, "queries_original": g.queries_original,
+                                       "queries_unlearned": g.queries_unlearned}
     return section or None
 
 
@@ -228,7 +232,10 @@ def verdict(report: dict[str, Any]) -> list[str]:
     if pred is not None:
         changes = pred["confidence_changes"]
         best = pred["best"]
-        if pred["detected"]:
+        if pred.get("verdict") == "no_verdict":
+            lines.append(f"NO LABEL VERDICT (black-box): classes {pred['lacking']} have too few probes "
+                         f"({pred['reason']}); nothing was ranked or tested.")
+        elif pred["detected"]:
             lines.append(f"LABEL LEAKED (black-box): class {best}'s confidence fell by {changes[best]:+.3g} "
                          f"({pred['statistic']}), beyond the detection level {pred['detection_level']:+.3g} set "
                          f"by the other classes' spread: a user with these queries can tell which class was deleted.")

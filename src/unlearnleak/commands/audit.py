@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import EXIT_NO_VERDICT, handle_errors
 
 
 def parse_ints(text: str | None, flag: str, *, low: int = 0) -> tuple[int, ...] | None:
@@ -210,4 +210,6 @@ def register(app: typer.Typer) -> None:
         if outcome.interrupted:
             typer.echo("interrupted: the finished stages are kept, marked partial", err=True)
             raise typer.Exit(130)
+        if outcome.labels is not None and outcome.labels.guess is not None and not outcome.labels.guess.has_verdict:
+            raise typer.Exit(EXIT_NO_VERDICT)  # label inference could give no verdict (classes lack probes)
 

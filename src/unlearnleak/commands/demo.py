@@ -116,8 +116,11 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console,
     table.add_column(f"mean Δ confidence ({guess.statistic.replace('_', '-')})", justify="right")
     for c in guess.ranked[:5]:
         table.add_row(names[c], f"{guess.changes[c]:+.2e}")
-    verdict = (f"{names[guess.best]} (stands out from the other classes' spread)" if guess.detected else
-               f"{names[guess.best]} by the paper's argmin rule, but within the spread across probes")
+    if guess.best is None:
+        verdict = guess.no_verdict_line(names)
+    else:
+        verdict = (f"{names[guess.best]} (stands out from the other classes' spread)" if guess.detected else
+                   f"{names[guess.best]} by the paper's argmin rule, but within the spread across probes")
     table.caption = (f"deleted: {names[deleted]} ({scn.forget_y.numel()} samples); inferred: {verdict}; "
                      f"chance {ev.chance:.2f}; queries: {ev.probes.total_queries} to θ (probe generation), "
                      f"{guess.queries_unlearned} to θ_u; plot: {plot}")

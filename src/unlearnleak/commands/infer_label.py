@@ -15,19 +15,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
+from unlearnleak.commands.common import EXIT_NO_VERDICT, check_device_flag, handle_errors, positive_finite
 
 MAX_PER_CLASS = 100_000  # the attack config's bound (experiments.schema.LabelInferenceSpec)
 
 
 def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | None) -> Table:
-    """The ranked classes with their confidence changes, the guess and the queries spent."""
+    """The ranked classes with their confidence changes, the guess and the queries spent (a guess with a
+    verdict; without one, print ``guess.no_verdict_line()`` instead)."""
     names = class_names or [str(c) for c in range(len(guess.changes))]
     verdict = ", ".join(names[c] for c in guess.predicted) if guess.detected else "no detectable change"
     table = Table(title=f"Label inference ({guess.generator} probes): {verdict}")
     table.add_column("rank", justify="right")
     table.add_column("class")
-    table.add_column("mean Δ p_c", justify="right")
+    table.add_column("mean Δ " + ("log-odds" if guess.statistic == "log_odds" else "p_c"), justify="right")
     table.add_column("probes", justify="right")
     table.add_column("", justify="left")
     for rank, c in enumerate(guess.ranked, start=1):
@@ -41,8 +42,9 @@ def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | 
                       "—" if math.isnan(change) else f"{change:+.3e}", str(guess.probe_counts[c]), ", ".join(marks))
     level = "uncalibrated threshold" if guess.level is None else f"false-detection level {guess.level:g}"
     p_value = "" if guess.p_value is None else f", p = {guess.p_value:.2g}"
-    table.caption = (f"{level}{p_value}: threshold {guess.center - guess.z * guess.scale:+.3e} (center "
-                     f"{guess.center:+.2e} − {guess.z:.3g}·{guess.scale:.2e}; {guess.calibration_source}); "
+    threshold = ("none (nothing can be detected)" if guess.threshold is None else
+                 f"{guess.threshold:+.3e} (center {guess.center:+.2e} − {guess.z:.3g}·{guess.scale:.2e})")
+    table.caption = (f"{level}{p_value}: threshold {threshold}; {guess.calibration_source}; "
                      f"queries: original {guess.queries_original}, unlearned {guess.queries_unlearned}")
     return table
 
@@ -69,6 +71,9 @@ def register(app: typer.Typer) -> None:
         test: Annotated[str, typer.Option(
             help="Centre/spread of the other classes' changes: student (mean/std), robust (median/MAD), "
                  "lower.")] = "student",
+        min_per_class: Annotated[int, typer.Option(
+            help="A verdict needs at least this many probes per class (predicted as it by θ); fewer for any "
+                 "class: 'no verdict', exit status 3.", min=1)] = 3,
         seed: Annotated[int, typer.Option(help="Seed of the probe generator.", min=0)] = 0,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Generator parameter, e.g. --set threshold=0.999 (see docs/label_inference.md).")] = None,
@@ -141,7 +146,8 @@ def register(app: typer.Typer) -> None:
                 public = _public_data(meta, public_split, data_dir)
         attack = LabelInferenceSpec(generator=generator, per_class=per_class, top_k=top_k,
                                     statistic=statistic, level=level, calibration=calibration,
-                                    test=test, max_seconds=max_seconds, params=params)
+                                    test=test, min_per_class=min_per_class, max_seconds=max_seconds,
+                                    params=params)
         original = ModelOracle.from_pair(pair, "original", budget=budget, device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
         white_box = pair.model("original", device) if probes is None and generator == "gradient" else None
@@ -151,6 +157,13 @@ def register(app: typer.Typer) -> None:
         # ---- the attack (pipeline), then what the user sees -------------------------------------------------
         ev = infer_and_evaluate(original, unlearned, attack, deleted, public=public, seed=seed, device=device,
                                 probes=probes, white_box=white_box)
+        if not ev.guess.has_verdict:  # one line, the documented exit status; nothing is ranked
+            typer.echo(ev.guess.no_verdict_line(class_names))
+            if out is not None:
+                publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None,
+                                  overwrite=overwrite)
+                typer.echo(f"results written to {out}", err=True)
+            raise typer.Exit(EXIT_NO_VERDICT)
         Console().print(guess_table(ev.guess, class_names, deleted))
         if ev.probes.notes:
             typer.echo(f"note: {ev.probes.notes}")

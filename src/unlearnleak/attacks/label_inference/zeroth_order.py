@@ -71,6 +71,7 @@ from unlearnleak.attacks.label_inference.probes import (
     noise_init,
     register_generator,
 )
+from unlearnleak.attacks.label_inference.starts import ClassSchedule, StartPool, StartSettings
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import Oracle
 
@@ -99,8 +100,8 @@ class CoordinateAdam:
         self.optimizer.step()
 
 
-class ZooConfig(GeneratorConfig):
-    """The paper's ZOO settings (PAPER.md §4.2)."""
+class ZooConfig(GeneratorConfig, StartSettings):
+    """The paper's ZOO settings (PAPER.md §4.2); ``start="noise"`` for the paper's starts (starts.py)."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)  # accept when θ's p_c reaches this
     nb_parallel: int = Field(1024, ge=1)  # coordinates per iteration, 2 queries each
@@ -146,6 +147,8 @@ class ZooProbes(ProbeGenerator):
         numel = math.prod(oracle.input_shape)
         if cfg.nb_parallel > numel:
             raise ConfigError(f"zoo: nb_parallel={cfg.nb_parallel} exceeds the {numel} input coordinates")
+        if cfg.start == "class":
+            self._pool = StartPool.build(oracle, cfg.pool, jobs.seed, public)
         pending = iter(jobs)
         active: list[tuple[Job, Generator[torch.Tensor, torch.Tensor, Made], torch.Tensor]] = []
         exhausted = False
@@ -182,7 +185,10 @@ class ZooProbes(ProbeGenerator):
         best: tuple[float, torch.Tensor, torch.Tensor] | None = None
         steps = 0
         for init in range(1, cfg.max_inits + 1):
-            x = noise_init(shape, job.generator)
+            if self._pool is not None:  # probe j's starts: the pool's ranks j·max_inits … for its class
+                x = self._pool.start(job.target, job.index * cfg.max_inits + init - 1)[0]
+            else:
+                x = noise_init(shape, job.generator)
             proba = yield x
             sent += 1
             loss = float(ce_loss(proba, job.target)[0])
@@ -267,8 +273,9 @@ class ZooProbes(ProbeGenerator):
 
 
 # -------------------------------------------------------------------------------------------------- nes
-class NesConfig(GeneratorConfig):
-    """Our query-efficient black-box generator (see the module docstring)."""
+class NesConfig(GeneratorConfig, StartSettings):
+    """Our query-efficient black-box generator (see the module docstring); starts and per-class attempts:
+    starts.py."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)
     tiles: tuple[int, ...] = (4, 8, 16)  # coarse-to-fine: z has shape (C, tile, tile), upsampled to (H, W)
@@ -313,25 +320,31 @@ class NesProbes(ProbeGenerator):
         side = min(oracle.input_shape[1:])
         tiles = tuple(t for t in cfg.tiles if t <= side) or (side,)  # small images: drop the finer tiles
         cfg = cfg.model_copy(update={"tiles": tiles})
-        pending = iter(jobs)  # lazy: a probe's state is allocated only when it joins the population
-        active: list[_NesState] = []
-        exhausted = False
-        while not exhausted or active:
+        pool = self._pool = StartPool.build(oracle, cfg.pool, jobs.seed, public) if cfg.start == "class" else None
+        schedule = self._schedule = ClassSchedule(jobs.classes, jobs.per_class, cfg.max_attempts, cfg.class_budget)
+        active: list[_NesState] = []  # a probe's state is allocated only when it joins the population
+        while True:
             if limits.expired():  # checked before any new probe is allocated
                 return
-            while not exhausted and len(active) < cfg.population:
-                job = next(pending, None)
-                if job is None:
-                    exhausted = True
-                else:
-                    active.append(_NesState(job, oracle.input_shape, cfg))
+            live = _live_queries(active)
+            while len(active) < cfg.population:
+                c = schedule.next_class(live)
+                if c is None:
+                    break
+                job = jobs.job(c, schedule.attempts[c] - 1)
+                active.append(_NesState(job, oracle.input_shape, cfg, pool))
             if not active:
                 return
             self._step(oracle, active, cfg)
+            live = _live_queries(active)
             still: list[_NesState] = []
             for s in active:
+                if not s.finished and schedule.over_budget(s.job.target, live.get(s.job.target, 0)):
+                    s.finished = True  # the class spent its budget: keep the best iterate reached
                 if s.finished:
-                    yield s.job, s.made()
+                    made = s.made()
+                    schedule.finished(s.job.target, made.accepted, made.queries)
+                    yield s.job, made
                 else:
                     still.append(s)
             active = still
@@ -376,11 +389,19 @@ class NesProbes(ProbeGenerator):
             s.take(z[best], rows[best][None])
 
 
+def _live_queries(states: list[_NesState]) -> dict[int, int]:
+    """Queries spent so far by the running probes, per class."""
+    live: dict[int, int] = {}
+    for s in states:
+        live[s.job.target] = live.get(s.job.target, 0) + s.queries
+    return live
+
+
 class _NesState:
     """One probe under optimisation: its base image, its tiled perturbation z, the best iterate, its cost."""
 
-    def __init__(self, job: Job, shape: tuple[int, ...], cfg: NesConfig) -> None:
-        self.job, self.shape, self.cfg = job, shape, cfg
+    def __init__(self, job: Job, shape: tuple[int, ...], cfg: NesConfig, pool: StartPool | None = None) -> None:
+        self.job, self.shape, self.cfg, self.pool = job, shape, cfg, pool
         self.queries, self.steps, self.inits = 0, 0, 0
         self.best: tuple[float, torch.Tensor, torch.Tensor] | None = None
         self.accepted = False
@@ -389,7 +410,11 @@ class _NesState:
 
     def _new_start(self) -> None:
         self.inits += 1
-        self.base = noise_init(self.shape, self.job.generator)  # (1, C, H, W)
+        if self.pool is not None:  # attempt j's starts: the pool's ranks j·max_inits … for its class
+            rank = self.job.index * self.cfg.max_inits + self.inits - 1
+            self.base = self.pool.start(self.job.target, rank)[0]  # (1, C, H, W)
+        else:
+            self.base = noise_init(self.shape, self.job.generator)
         self.level = 0
         self.z = self._zeros()
         self.avg: torch.Tensor | None = None  # running average of the unit gradient estimates
