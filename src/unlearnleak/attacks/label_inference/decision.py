@@ -66,7 +66,8 @@ class DecisionConfig(BaseModel):
     atol: float = Field(1e-9, ge=0)  # changes this small are float rounding, not signal
     requery_original: bool = False  # re-query θ instead of reusing the stored answers
     statistic: Statistic = "log_odds"  # "probability": the paper's Eq. 11
-    min_per_class: int = Field(MIN_PER_CLASS, ge=1)  # fewer probes for any class: no verdict
+    min_per_class: int = Field(MIN_PER_CLASS, ge=1)  # fewer probes for any class: no verdict (at most the
+    # number the probe set asked per class, so that 2 probes per class asked and made gives a verdict)
 
     @field_validator("calibration")
     @classmethod
@@ -196,6 +197,9 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
     start = unlearned.queries
     after = unlearned.predict_proba(probes.x)
     spent_unlearned = unlearned.queries - start
+    asked = probes.params.get("per_class")
+    if isinstance(asked, int) and 1 <= asked < config.min_per_class:  # the minimum is at most what was asked
+        config = config.model_copy(update={"min_per_class": asked})
     d = decide(before, after, before.argmax(dim=1), config, probes.generator, calibration, target=probes.target)
     no_verdict = LabelGuess(
         ranked=(), changes=tuple(float(v) for v in d.means), probe_counts=tuple(int(v) for v in d.counts),
@@ -222,6 +226,6 @@ def _lacking_reason(probes: ProbeSet, lacking: list[int]) -> str:
                if any(part.strip().startswith(f"class {c}:") for c in lacking)]
     if clauses:
         return "; ".join(clauses)
-    counts = probes.class_counts()
-    return "; ".join(f"class {c}: {counts[c]} of the {int((probes.target == c).sum())} probes made for it are "
-                     f"predicted {c} by θ" for c in lacking)
+    counts, made = probes.class_counts(), torch.bincount(probes.target, minlength=probes.num_classes).tolist()
+    return "probes θ predicts as their class / probes made, per class: " + ", ".join(
+        f"{c}: {counts[c]}/{made[c]}" for c in lacking)
