@@ -42,7 +42,17 @@ import torch
 from safetensors.torch import load_file
 
 from label_cases import LABEL_CASES, LabelCase
-from unlearnleak.attacks.label_inference import ProbeSet, generate_probes
+from unlearnleak.attacks.label_inference import (
+    PROBE_GENERATORS,
+    ProbeSet,
+    calibrate_on_nulls,
+    gap_statistic,
+    generate_probes,
+    null_statistic,
+)
+from unlearnleak.attacks.label_inference.calibration import calibrate
+from unlearnleak.attacks.label_inference.decision import confidence_changes
+from unlearnleak.errors import ConfigError
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.oracle import ModelOracle
 from unlearnleak.scenario import ForgetConfig, build_scenario, choose_forget
@@ -138,8 +148,13 @@ def collect(args: argparse.Namespace, case: LabelCase) -> None:
         else:
             oracle = ModelOracle(theta, num_classes=k, input_shape=shape, device=args.device)
             target = theta if gen == "gradient" else oracle
-            probes = generate_probes(gen, target, k, per_class, shape, args.seed, public=scn.public,
-                                     max_seconds=args.probe_seconds, device=args.device, **params)
+            try:
+                probes = generate_probes(gen, target, k, per_class, shape, args.seed, public=scn.public,
+                                         max_seconds=args.probe_seconds, device=args.device, **params)
+            except ConfigError as exc:  # e.g. no probe within the time box: recorded, the other sets go on
+                print(f"[{case.name}] {name}: {exc}", flush=True)
+                meta_probes[name] = {"generator": gen, "per_class": per_class, "params": params, "failed": str(exc)}
+                continue
             probes.save(folder)
         counts = probes.class_counts()
         print(f"[{case.name}] {name}: {len(probes)} probes ({probes.num_accepted} accepted), on target per class "
@@ -235,77 +250,103 @@ VARIANTS = [(stat, test, cal) for stat in ("log_odds", "probability")
                               ("robust", "null_pairs"), ("lower", "null_pairs"), ("student", "null_pairs_marginal"),
                               ("lower", "null_pairs_marginal"))]
 LEVEL = 0.05
+MIN_PER_CLASS = 3  # the decision's default: a case whose probe set lacks a class gives no verdict
 
 
-def _tune(pair: dict[str, Any]) -> bool:
+def _tune(split: str, pair: dict[str, Any]) -> bool:
+    if split != "tune":
+        return False
     return pair["seed"] % 2 == 0 if pair["kind"] != "deletion" else pair["class"] in TUNE_CLASSES
 
 
-def analyse(out: Path) -> dict[str, Any]:
-    """Choose the rule variant on the tuning half, report false and true detections on the held-out half."""
-    meta = json.loads((out / "pairs.json").read_text())
-    answers = load_file(str(out / "answers.safetensors"))
-    pairs, k = meta["pairs"], int(meta["num_classes"])
-    probes = {g: ProbeSet.load(out / f"probes_{g}") for g in meta["generators"]}
-    means: dict[tuple[str, str, int], torch.Tensor] = {}  # (generator, statistic, pair) → (K,) class means
-    for g, ps in probes.items():
-        for stat in ("log_odds", "probability"):
-            for i in range(len(pairs)):
-                _, m, _ = confidence_changes(ps.original_proba, answers[f"{i}|{g}"], ps.predicted, stat)
-                means[(g, stat, i)] = m
+def analyse(out: Path, cases: list[str]) -> dict[str, Any]:
+    """Choose the rule on the tuning half, report false and true detections on the held-out half."""
+    pairs: list[dict[str, Any]] = []  # every pair of every case, with its case and half
+    means: dict[tuple[str, str, int], torch.Tensor] = {}  # (probe set, statistic, pair) → (K,) class means
+    lacking: dict[tuple[str, str], list[int]] = {}  # (case, probe set) → classes without enough probes
+    cost: dict[str, dict[str, Any]] = {}
+    metas = {c: json.loads((out / c / "pairs.json").read_text()) for c in cases}
+    sets = [name for name in metas[cases[0]]["probes"]
+            if all(name in m["probes"] and "failed" not in m["probes"][name] for m in metas.values())]
+    generators = {name: metas[cases[0]]["probes"][name]["generator"] for name in sets}
+    for case, meta in metas.items():
+        offset = len(pairs)
+        pairs += [p | {"case": case, "split": meta["split"]} for p in meta["pairs"]]
+        for name in sets:
+            probes = ProbeSet.load(out / case / f"probes_{name}")
+            answers = load_file(str(out / case / f"answers_{name}.safetensors"))
+            keep = probes.on_target
+            lacking[(case, name)] = probes.lacking(MIN_PER_CLASS)
+            cost.setdefault(name, {})[case] = {"queries": probes.total_queries, "probes": len(probes),
+                                               "seconds": round(probes.seconds, 1),
+                                               "on_target_per_class": probes.class_counts()}
+            for stat in ("log_odds", "probability"):
+                for i in range(len(meta["pairs"])):
+                    _, m, _ = confidence_changes(probes.original_proba[keep], answers[str(i)][keep],
+                                                 probes.target[keep], stat)
+                    means[(name, stat, offset + i)] = m
+    k = int(metas[cases[0]]["num_classes"])
+    tuning_nulls = [i for i, p in enumerate(pairs) if p["kind"] != "deletion" and _tune(p["split"], p)]
     rows: dict[str, Any] = {}
     for stat, test, cal in VARIANTS:
         name = f"{stat}/{test}/{cal}"
         rows[name] = {}
-        for g in probes:
-            ts = [null_statistic(means[(g, stat, i)], test=test) for i in range(len(pairs))]
-            best = [int(torch.nan_to_num(means[(g, stat, i)], nan=math.inf).argmin()) for i in range(len(pairs))]
+        for g in sets:
             if cal.startswith("null_pairs"):  # the default training-conditional rank, or the marginal one
-                tune_null = [means[(g, stat, i)] for i, p in enumerate(pairs) if p["kind"] != "deletion" and _tune(p)]
-                calibration = calibrate_on_nulls(tune_null, level=LEVEL, test=test, source="tuning half",
+                calibration = calibrate_on_nulls([means[(g, stat, i)] for i in tuning_nulls], level=LEVEL, test=test,
+                                                 source="tuning half",
                                                  **({"confidence": None} if cal.endswith("marginal") else {}))
             else:
                 gap = gap_statistic(torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.long), [0], test)
                 calibration = calibrate(cal, level=LEVEL, gap=gap, test=test, statistic=stat, generator=g,
                                         top_k=1, z=3.0)
-            rows[name][g] = _rates(pairs, ts, best, calibration.threshold) | {"threshold": calibration.threshold}
-    chosen = _choose(rows, list(probes))
-    table = _null_table(meta, means, pairs)
-    write_json_atomic(out / "null_changes.json", table)
-    summary = {"level": LEVEL, "chosen": chosen, "variants": rows, "probes": meta["probes"],
+            verdicts = []
+            for i, p in enumerate(pairs):
+                m = means[(g, stat, i)]
+                if lacking[(p["case"], g)]:
+                    verdicts.append(("no_verdict", None))
+                    continue
+                t = null_statistic(m, test=test)
+                best = int(torch.nan_to_num(m, nan=math.inf).argmin())
+                verdicts.append(("detected" if t > calibration.threshold else "not_detected", best))
+            rows[name][g] = _rates(pairs, verdicts, cases) | {"threshold": calibration.threshold}
+    chosen = _choose(rows, sets)
+    default = _default_set(rows[chosen], sets, generators)
+    write_json_atomic(out / "null_changes.json", _null_table(metas, means, pairs, tuning_nulls, sets, generators))
+    summary = {"level": LEVEL, "chosen": chosen, "default_set": default, "variants": rows, "cost": cost,
+               "generators": generators, "cases": {c: {"split": m["split"], "note": m.get("note", ""),
+                                                       "metrics": m["metrics"]} for c, m in metas.items()},
+               "lacking": {f"{c}/{g}": v for (c, g), v in lacking.items()},
                "pairs": {"null": sum(p["kind"] != "deletion" for p in pairs),
                          "deletion": sum(p["kind"] == "deletion" for p in pairs)},
-               "split": {"tuning": "even null seeds, deletions of classes 0-4",
-                         "held_out": "odd null seeds, deletions of classes 5-9"}}
+               "split": {"tuning": "tuning cases: even null seeds, deletions of classes 0-4",
+                         "held_out": "tuning cases: odd null seeds, classes 5-9; held-out cases: every pair"}}
     write_json_atomic(out / "summary.json", summary)
-    _print(rows, chosen, list(probes))
-    return {"chosen": chosen, "held_out": {g: rows[chosen][g]["held_out"] for g in probes}}
+    _print(rows, chosen, sets)
+    return {"chosen": chosen, "default_set": default,
+            "held_out": {g: rows[chosen][g]["held_out"] for g in sets}}
 
 
-def _repeat(pair: dict[str, Any]) -> bool:
-    """Exact unlearning of a whole class is the same θ_u for every deletion seed: counted once."""
-    return (pair["kind"] == "deletion" and pair["method"] == "exact" and pair["fraction"] == 1.0
-            and pair.get("seed", 0) > 0)
-
-
-def _rates(pairs: list[dict[str, Any]], ts: list[float], best: list[int], threshold: float) -> dict[str, Any]:
-    """False-detection rates per null kind and true-detection rates per method × p_u, on both halves."""
+def _rates(pairs: list[dict[str, Any]], verdicts: list[tuple[str, int | None]], cases: list[str]) -> dict[str, Any]:
+    """False-detection rates per null kind and true-detection rates per method × p_u, per half (and, on the
+    held-out half, per case); a pair without a verdict counts as not detected and is counted apart."""
     out: dict[str, Any] = {}
-    for half, keep in (("tuning", True), ("held_out", False)):
-        sel = [i for i, p in enumerate(pairs) if _tune(p) == keep and not _repeat(p)]
-        res: dict[str, Any] = {}
+    halves = [("tuning", lambda p: _tune(p["split"], p)), ("held_out", lambda p: not _tune(p["split"], p))]
+    halves += [(f"held_out/{c}", lambda p, c=c: p["case"] == c and not _tune(p["split"], p)) for c in cases]
+    for half, keep in halves:
+        sel = [i for i, p in enumerate(pairs) if keep(p)]
+        res: dict[str, Any] = {"no_verdict": sum(verdicts[i][0] == "no_verdict" for i in sel), "pairs": len(sel)}
         for kind in (*NULL_KINDS, "all_null"):
             idx = [i for i in sel
                    if pairs[i]["kind"] == kind or (kind == "all_null" and pairs[i]["kind"] != "deletion")]
-            hits = sum(ts[i] > threshold for i in idx)
-            res[f"false/{kind}"] = _rate(hits, len(idx))
+            res[f"false/{kind}"] = _rate(sum(verdicts[i][0] == "detected" for i in idx), len(idx))
         for m in METHODS:
             for frac in FRACTIONS:
                 idx = [i for i in sel if pairs[i]["kind"] == "deletion" and pairs[i]["method"] == m
                        and pairs[i]["fraction"] == frac]
-                res[f"true/{m}/{frac}"] = _rate(sum(ts[i] > threshold and best[i] == pairs[i]["class"] for i in idx),
+                res[f"true/{m}/{frac}"] = _rate(sum(verdicts[i] == ("detected", pairs[i]["class"]) for i in idx),
                                                 len(idx))
-                res[f"argmin/{m}/{frac}"] = _rate(sum(best[i] == pairs[i]["class"] for i in idx), len(idx))
+                res[f"argmin/{m}/{frac}"] = _rate(sum(verdicts[i][1] == pairs[i]["class"] for i in idx), len(idx))
         out[half] = res
     return out
 
@@ -315,38 +356,52 @@ def _rate(hits: int, n: int) -> dict[str, Any]:
     return {"rate": hits / n if n else None, "hits": hits, "n": n, "ci95": [lo, hi]}
 
 
-def _choose(rows: dict[str, Any], generators: list[str]) -> str:
+def _power(half: dict[str, Any]) -> float:
+    vals = [v["rate"] for key, v in half.items() if key.startswith("true/") and v["rate"] is not None]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def _choose(rows: dict[str, Any], sets: list[str]) -> str:
     """The variant with the highest mean true-detection rate on the tuning half among those whose tuning
-    false-detection rate is ≤ LEVEL for every generator."""
+    false-detection rate is ≤ LEVEL for every probe set."""
     def ok(name: str) -> bool:
-        return all((rows[name][g]["tuning"]["false/all_null"]["rate"] or 0.0) <= LEVEL for g in generators)
+        return all((rows[name][g]["tuning"]["false/all_null"]["rate"] or 0.0) <= LEVEL for g in sets)
 
     def power(name: str) -> float:
-        vals = [v["rate"] for g in generators for key, v in rows[name][g]["tuning"].items()
-                if key.startswith("true/") and v["rate"] is not None]
-        return sum(vals) / len(vals) if vals else 0.0
+        return sum(_power(rows[name][g]["tuning"]) for g in sets) / len(sets)
 
     candidates = [n for n in rows if ok(n) and not n.endswith(("/fixed", "_marginal"))] or list(rows)
     return max(candidates, key=power)
 
 
-def _null_table(meta: dict[str, Any], means: dict[tuple[str, str, int], torch.Tensor],
-                pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The tuning half's null class means per generator and statistic: the package's null_pairs table."""
+def _default_set(by_set: dict[str, Any], sets: list[str], generators: dict[str, str]) -> str:
+    """The black-box probe set with the highest mean true-detection rate on the tuning half (chosen rule)."""
+    black_box = [g for g in sets if PROBE_GENERATORS.get(generators[g]).black_box] or sets
+    return max(black_box, key=lambda g: _power(by_set[g]["tuning"]))
+
+
+def _null_table(metas: dict[str, Any], means: dict[tuple[str, str, int], torch.Tensor], pairs: list[dict[str, Any]],
+                tuning_nulls: list[int], sets: list[str], generators: dict[str, str]) -> dict[str, Any]:
+    """The tuning half's null class means per generator and statistic: the package's null_pairs table.
+
+    A generator's entry comes from the probe set named after it (its default settings)."""
     changes: dict[str, dict[str, list[list[float]]]] = {}
-    for (g, stat, i), m in means.items():
-        if pairs[i]["kind"] != "deletion" and _tune(pairs[i]):
-            changes.setdefault(g, {}).setdefault(stat, []).append([float(v) for v in m])
-    model = {"lenet": "LeNet", "convnet": "ConvNet-16"}.get(str(meta.get("model", "lenet")), str(meta.get("model")))
-    return {"setting": f"benchmarks/label_calibration.py tuning half: {model} on CIFAR-10, θ fine-tuned on 500 "
-                       "samples; null θ_u = one more SGD step, or a handful of samples deleted by gradient ascent "
-                       "or exact retraining", "num_classes": meta["num_classes"], "changes": changes}
+    for g in sets:
+        if g != generators[g]:
+            continue
+        for stat in ("log_odds", "probability"):
+            changes.setdefault(g, {})[stat] = [[float(v) for v in means[(g, stat, i)]] for i in tuning_nulls]
+    tune = [f"{c} ({m.get('note', '')})" for c, m in metas.items() if m["split"] == "tune"]
+    return {"setting": "benchmarks/label_calibration.py tuning half: " + "; ".join(tune) + " — CIFAR-10, θ "
+                       "fine-tuned on 500 samples; null θ_u = one more SGD step, or a handful of samples deleted by "
+                       "gradient ascent or exact retraining", "num_classes": metas[next(iter(metas))]["num_classes"],
+            "pairs": len(tuning_nulls), "changes": changes}
 
 
-def _print(rows: dict[str, Any], chosen: str, generators: list[str]) -> None:
+def _print(rows: dict[str, Any], chosen: str, sets: list[str]) -> None:
     print(f"chosen on the tuning half: {chosen}")
     for name, by_g in rows.items():
-        for g in generators:
+        for g in sets:
             h = by_g[g]["held_out"]
             false = " ".join(f"{kind}={_fmt(h[f'false/{kind}'])}" for kind in NULL_KINDS)
             true = " ".join(f"{m[:3]}{f}={_fmt(h[f'true/{m}/{f}'])}" for m in METHODS for f in FRACTIONS)
@@ -355,43 +410,51 @@ def _print(rows: dict[str, Any], chosen: str, generators: list[str]) -> None:
 
 
 def _cell(r: dict[str, Any]) -> str:
+    if r["rate"] is None:
+        return "n/a"
     lo, hi = r["ci95"]
-    return f"{100 * r['rate']:.1f} % ({r['hits']}/{r['n']}; {100 * lo:.0f}–{100 * hi:.0f})"
+    return f"{100 * r['rate']:.0f} % ({r['hits']}/{r['n']}; {100 * lo:.0f}–{100 * hi:.0f})"
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """False detections per rule × generator × null kind, true detections of the chosen rule, and the
-    tuning/held-out means per rule (all rates held out unless the column says tuning)."""
-    rows, chosen = summary["variants"], summary["chosen"]
-    generators = list(next(iter(rows.values())))
-    out = ["| rule | generator | one more SGD step | handful, gradient ascent | handful, exact | all null |",
-           "|---|---|---|---|---|---|"]
-    for name in rows:
-        if "/null_pairs" not in name and not name.endswith("/fixed") and name != "log_odds/student/gaussian":
-            continue
-        for g in generators:
-            h = rows[name][g]["held_out"]
-            label = f"`{name}`" + (" (chosen)" if name == chosen else "")
-            out.append(f"| {label} | {g} | " + " | ".join(_cell(h[f"false/{kind}"]) for kind in
-                                                            (*NULL_KINDS, "all_null")) + " |")
-    out += ["", f"True detections (detected and named right) on held-out deletions, rule `{chosen}`; in brackets "
-            "the argmin accuracy (detected or not):", "",
-            "| generator | threshold τ | method | p_u = 0.1 | p_u = 0.5 | p_u = 1.0 |", "|---|---|---|---|---|---|"]
-    for g in generators:
+    """The power table of the chosen rule (probe set × method × p_u, with the false-detection row and the query
+    cost), per held-out case, and the tuning/held-out means of every rule (held out unless a column says tuning)."""
+    rows, chosen, cost = summary["variants"], summary["chosen"], summary["cost"]
+    sets = list(next(iter(rows.values())))
+    cases = list(summary["cases"])
+    out = [f"Chosen on the tuning half: rule `{chosen}`, default probe set `{summary['default_set']}`.", "",
+           "| probes | method | p_u = 0.1 | p_u = 0.5 | p_u = 1.0 | false detections (all nulls) | queries to θ per "
+           "case |", "|---|---|---|---|---|---|---|"]
+    for g in sets:
         h = rows[chosen][g]["held_out"]
+        queries = ", ".join(f"{c} {cost[g][c]['queries']:,}" for c in cases)
         for m in METHODS:
             cells = [f"{_cell(h[f'true/{m}/{f}'])} [{h[f'argmin/{m}/{f}']['rate']:.2f}]" for f in FRACTIONS]
-            out.append(f"| {g} | {rows[chosen][g]['threshold']:.2f} | {m} | " + " | ".join(cells) + " |")
+            out.append(f"| {g} | {m} | " + " | ".join(cells) + f" | {_cell(h['false/all_null'])} | {queries} |")
+    out += ["", "Per held-out case (chosen rule): detected at p_u = 0.1 / p_u ≥ 0.5 (both methods), false detections, "
+            "pairs without a verdict:", "", "| probes | case | p_u = 0.1 | p_u ≥ 0.5 | false | no verdict |",
+            "|---|---|---|---|---|---|"]
+    for g in sets:
+        for c in cases:
+            h = rows[chosen][g][f"held_out/{c}"]
+            low = _pool(h, (0.1,))
+            high = _pool(h, (0.5, 1.0))
+            out.append(f"| {g} | {c} | {_cell(low)} | {_cell(high)} | {_cell(h['false/all_null'])} | "
+                       f"{h['no_verdict']}/{h['pairs']} |")
     out += ["", "| rule | tuning: mean true / max false | held-out: mean true / max false |", "|---|---|---|"]
     for name, by_g in rows.items():
         cols = []
         for half in ("tuning", "held_out"):
-            true = [v["rate"] for g in generators for key, v in by_g[g][half].items()
-                    if key.startswith("true/") and v["rate"] is not None]
-            false = max(by_g[g][half]["false/all_null"]["rate"] for g in generators)
-            cols.append(f"{sum(true) / len(true):.2f} / {100 * false:.1f} %")
+            false = max(by_g[g][half]["false/all_null"]["rate"] or 0.0 for g in sets)
+            cols.append(f"{sum(_power(by_g[g][half]) for g in sets) / len(sets):.2f} / {100 * false:.1f} %")
         out.append(f"| `{name}`{' (chosen)' if name == chosen else ''} | {cols[0]} | {cols[1]} |")
     return "\n".join(out)
+
+
+def _pool(half: dict[str, Any], fractions: tuple[float, ...]) -> dict[str, Any]:
+    hits = sum(half[f"true/{m}/{f}"]["hits"] for m in METHODS for f in fractions)
+    n = sum(half[f"true/{m}/{f}"]["n"] for m in METHODS for f in fractions)
+    return _rate(hits, n)
 
 
 def _fmt(r: dict[str, Any]) -> str:

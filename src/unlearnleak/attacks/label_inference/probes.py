@@ -206,7 +206,7 @@ class ProbeGenerator(ABC):
         if self._pool is not None:
             extra.update({"pool_source": self._pool.source, "pool_size": len(self._pool),
                           "pool_predicted": self._pool.predicted_counts()})
-        missing = self._missing_notes(classes, target_t, proba, made, extra)
+        missing = self._missing_notes(classes, target_t, proba, made, extra, stopped=bool(notes))
         notes = "; ".join(n for n in (notes, missing) if n)
         return ProbeSet(
             x=x, target=target_t, original_proba=proba,
@@ -218,7 +218,7 @@ class ProbeGenerator(ABC):
             total_queries=total, seconds=time.perf_counter() - started, black_box=self.black_box, notes=notes)
 
     def _missing_notes(self, classes: list[int], target: torch.Tensor, proba: torch.Tensor,
-                       made: list[tuple[Job, Made]], extra: dict[str, Any]) -> str:
+                       made: list[tuple[Job, Made]], extra: dict[str, Any], stopped: bool = False) -> str:
         """One clause per class that ends with no probe θ predicts as it, saying what was tried."""
         on_target = proba.argmax(dim=1) == target
         clauses = []
@@ -228,10 +228,13 @@ class ProbeGenerator(ABC):
             tried = [m for j, m in made if j.target == c]
             best = max((float(m.proba[0, c]) for m in tried if m.proba is not None), default=math.nan)
             reached = "" if math.isnan(best) else f"; the best reached p_{c} = {best:.2g}"
-            if "class_attempts" in extra:
+            if stopped and not tried:
+                clauses.append(f"class {c}: the run stopped before a probe of it was finished")
+            elif "class_attempts" in extra:
                 pool = (f"; {extra['pool_predicted'][c]} of {extra['pool_size']} {extra['pool_source']} starts "
                         f"were predicted {c}" if "pool_predicted" in extra else "")
-                clauses.append(f"class {c}: no probe after {extra['class_attempts'][i]} attempts and "
+                n = extra["class_attempts"][i]
+                clauses.append(f"class {c}: no probe after {n} attempt{'' if n == 1 else 's'} and "
                                f"{extra['class_queries'][i]:,} queries{reached}{pool}")
             else:
                 clauses.append(f"class {c}: {self._why_missing(c, len(tried))}{reached}")

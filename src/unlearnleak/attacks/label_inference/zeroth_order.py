@@ -324,7 +324,10 @@ class NesProbes(ProbeGenerator):
         schedule = self._schedule = ClassSchedule(jobs.classes, jobs.per_class, cfg.max_attempts, cfg.class_budget)
         active: list[_NesState] = []  # a probe's state is allocated only when it joins the population
         while True:
-            if limits.expired():  # checked before any new probe is allocated
+            if limits.expired():  # no new probe; the running ones are kept as they are, flagged unfinished
+                for s in active:
+                    if s.best is not None:
+                        yield s.job, s.made(unfinished=True)
                 return
             live = _live_queries(active)
             while len(active) < cfg.population:
@@ -455,7 +458,7 @@ class _NesState:
             self.base, self.level = x, self.level + 1  # bake the coarse perturbation in, refine
             self.z, self.history, self.avg = self._zeros(), [], None
 
-    def made(self) -> Made:
+    def made(self, unfinished: bool = False) -> Made:
         assert self.best is not None
         return Made(x=self.best[1], accepted=self.accepted, queries=self.queries, steps=self.steps,
-                    inits=self.inits, proba=self.best[2])
+                    inits=self.inits, proba=self.best[2], unfinished=unfinished)
