@@ -103,7 +103,10 @@ PROBE_SETS = ("public=public:50", "nes=nes:10", "gradient=gradient:10")
 
 
 def parse_probe_sets(items: list[str]) -> dict[str, tuple[str, int, dict[str, Any]]]:
-    """NAME=GENERATOR:PER_CLASS[:key=value,...] → {name: (generator, per_class, params)}."""
+    """NAME=GENERATOR:PER_CLASS[:key=value,...] → {name: (generator, per_class, params)}.
+
+    The generator gets the case's public data when it is ``public`` or when the params say ``data=public``
+    (``nes`` then starts from public samples, starts.py); otherwise it works from θ's answers alone."""
     import yaml
 
     out: dict[str, tuple[str, int, dict[str, Any]]] = {}
@@ -148,9 +151,11 @@ def collect(args: argparse.Namespace, case: LabelCase) -> None:
         else:
             oracle = ModelOracle(theta, num_classes=k, input_shape=shape, device=args.device)
             target = theta if gen == "gradient" else oracle
+            settings = {key: v for key, v in params.items() if key != "data"}
+            public = scn.public if gen == "public" or params.get("data") == "public" else None
             try:
-                probes = generate_probes(gen, target, k, per_class, shape, args.seed, public=scn.public,
-                                         max_seconds=args.probe_seconds, device=args.device, **params)
+                probes = generate_probes(gen, target, k, per_class, shape, args.seed, public=public,
+                                         max_seconds=args.probe_seconds, device=args.device, **settings)
             except ConfigError as exc:  # e.g. no probe within the time box: recorded, the other sets go on
                 print(f"[{case.name}] {name}: {exc}", flush=True)
                 meta_probes[name] = {"generator": gen, "per_class": per_class, "params": params, "failed": str(exc)}

@@ -103,3 +103,18 @@ def test_public_probes_name_a_class_theta_never_predicts(collapsed: Normalized) 
     missing = int(y[0]) - 1 if int(y[0]) > 0 else K - 1
     assert missing in probes.lacking()
     assert f"class {missing}:" in probes.notes
+
+
+def test_a_class_budget_caps_each_class_and_failed_attempts_are_retried(collapsed: Normalized) -> None:
+    oracle = ModelOracle(collapsed, num_classes=K, input_shape=SHAPE)
+    budget, per_class = 300, 2
+    probes = generate_probes("nes", oracle, K, per_class, SHAPE, seed=0, max_steps=40, class_budget=budget,
+                             threshold=0.999)
+    step = 2 * 10 + 3  # queries of one nes step (10 antithetic directions, 3 line-search points)
+    spent, attempts = probes.params["class_queries"], probes.params["class_attempts"]
+    # the budget is checked after every step of the class's running attempts: at most one step (and a start)
+    # over it per running attempt
+    assert all(q <= budget + per_class * (step + 1) for q in spent), spent
+    assert all(a <= per_class * 3 for a in attempts)  # max_attempts = 3 per probe asked for
+    assert probes.total_queries == oracle.queries == sum(spent) + len(probes) + probes.params["pool_size"]
+    assert len(probes) <= per_class * K

@@ -35,12 +35,19 @@ Start = Literal["class", "noise"]
 
 
 class StartSettings(BaseModel):
-    """Where probes start and how many tries each class gets (shared by the iterative generators)."""
+    """Where probes start (shared by the iterative generators)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     start: Start = "class"  # "class": the best pool candidates for the class; "noise": the paper's noise
     pool: int = Field(200, ge=1)  # candidate starts, one query each, shared by all classes
+
+
+class ScheduleSettings(BaseModel):
+    """How many tries each class gets (generators that schedule attempts per class)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     max_attempts: int = Field(3, ge=1)  # attempts per probe asked for (failed attempts are retried)
     class_budget: int | None = Field(None, ge=1)  # queries per class (None: only the per-probe limits)
 

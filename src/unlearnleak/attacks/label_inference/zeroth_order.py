@@ -71,7 +71,7 @@ from unlearnleak.attacks.label_inference.probes import (
     noise_init,
     register_generator,
 )
-from unlearnleak.attacks.label_inference.starts import ClassSchedule, StartPool, StartSettings
+from unlearnleak.attacks.label_inference.starts import ClassSchedule, ScheduleSettings, StartPool, StartSettings
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import Oracle
 
@@ -273,7 +273,7 @@ class ZooProbes(ProbeGenerator):
 
 
 # -------------------------------------------------------------------------------------------------- nes
-class NesConfig(GeneratorConfig, StartSettings):
+class NesConfig(GeneratorConfig, StartSettings, ScheduleSettings):
     """Our query-efficient black-box generator (see the module docstring); starts and per-class attempts:
     starts.py."""
 
