@@ -13,9 +13,11 @@ every probe from noise then makes probes for those classes only and spends its w
   log p_c − max_{j≠c} log p_j (computed from the answers), and attempt j of class c starts from the
   j-th best (``start="noise"`` keeps the paper's start).
 - **a per-class schedule** (:class:`ClassSchedule`): attempts are started round-robin over the classes
-  that still lack probes; a class whose attempt fails gets another attempt (from its next start), up to
-  ``max_attempts`` per probe asked for and ``class_budget`` queries, so a hard class is retried and an easy
-  class cannot eat the budget. A class that ends with no probe is named in the probe set's notes with why.
+  that still lack probes, at most ``running_per_class`` of a class at a time; a class whose attempt fails gets
+  another attempt (from its next start), up to ``max_attempts`` per probe asked for and ``class_budget``
+  queries, so a hard class is retried and an easy class cannot eat the budget. Once a class has a probe, its
+  later attempts start from that probe plus a little noise (``reuse_sigma``): a hard class costs one search,
+  not one per probe. A class that ends with no probe is named in the probe set's notes with why.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class ScheduleSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_attempts: int = Field(3, ge=1)  # attempts per probe asked for (failed attempts are retried)
-    class_budget: int | None = Field(None, ge=1)  # queries per class (None: only the per-probe limits)
+    class_budget: int | None = Field(5_000, ge=1)  # queries per class (None: only the per-probe limits)
+    running_per_class: int = Field(2, ge=1)  # a class's attempts that run side by side
+    reuse_sigma: float = Field(0.03, ge=0)  # later attempts start at a found probe + N(0, σ²) noise (0: off)
 
 
 class PublicData(Protocol):
@@ -146,6 +150,7 @@ class ClassSchedule:
     per_class: int
     max_attempts: int
     class_budget: int | None
+    running_per_class: int = 1_000_000
     accepted: dict[int, int] = field(default_factory=dict)
     running: dict[int, int] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
@@ -159,6 +164,7 @@ class ClassSchedule:
     def wants(self, c: int, live: int = 0) -> bool:
         """Whether class ``c`` may start another attempt (``live``: queries its running attempts spent)."""
         return (self.accepted[c] + self.running[c] < self.per_class
+                and self.running[c] < self.running_per_class
                 and self.attempts[c] < self.per_class * self.max_attempts
                 and not self.over_budget(c, live))
 
