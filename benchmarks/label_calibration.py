@@ -316,7 +316,8 @@ def analyse(out: Path, cases: list[str]) -> dict[str, Any]:
                 verdicts.append(("detected" if t > calibration.threshold else "not_detected", best))
             rows[name][g] = _rates(pairs, verdicts, cases) | {"threshold": calibration.threshold}
     chosen = _choose(rows, sets)
-    default = _default_set(rows[chosen], sets, generators)
+    default = _default_set(rows[chosen], sets, generators,
+                           {name: metas[cases[0]]["probes"][name].get("params", {}) for name in sets})
     write_json_atomic(out / "null_changes.json", _null_table(metas, means, pairs, tuning_nulls, sets, generators))
     summary = {"level": LEVEL, "chosen": chosen, "default_set": default, "variants": rows, "cost": cost,
                "generators": generators, "cases": {c: {"split": m["split"], "note": m.get("note", ""),
@@ -379,10 +380,13 @@ def _choose(rows: dict[str, Any], sets: list[str]) -> str:
     return max(candidates, key=power)
 
 
-def _default_set(by_set: dict[str, Any], sets: list[str], generators: dict[str, str]) -> str:
-    """The black-box probe set with the highest mean true-detection rate on the tuning half (chosen rule)."""
-    black_box = [g for g in sets if PROBE_GENERATORS.get(generators[g]).black_box] or sets
-    return max(black_box, key=lambda g: _power(by_set[g]["tuning"]))
+def _default_set(by_set: dict[str, Any], sets: list[str], generators: dict[str, str],
+                 params: dict[str, dict[str, Any]]) -> str:
+    """The probe set a user without data can run (black-box, no public data) with the highest mean
+    true-detection rate on the tuning half (chosen rule): the default of `infer-label`."""
+    free = [g for g in sets if PROBE_GENERATORS.get(generators[g]).black_box and generators[g] != "public"
+            and params[g].get("data") != "public"] or sets
+    return max(free, key=lambda g: _power(by_set[g]["tuning"]))
 
 
 def _null_table(metas: dict[str, Any], means: dict[tuple[str, str, int], torch.Tensor], pairs: list[dict[str, Any]],
@@ -427,7 +431,7 @@ def markdown(summary: dict[str, Any]) -> str:
     rows, chosen, cost = summary["variants"], summary["chosen"], summary["cost"]
     sets = list(next(iter(rows.values())))
     cases = list(summary["cases"])
-    out = [f"Chosen on the tuning half: rule `{chosen}`, default probe set `{summary['default_set']}`.", "",
+    out = [f"Chosen on the tuning half: rule `{chosen}`; data-free probe set `{summary['default_set']}`.", "",
            "| probes | method | p_u = 0.1 | p_u = 0.5 | p_u = 1.0 | false detections (all nulls) | queries to θ per "
            "case |", "|---|---|---|---|---|---|---|"]
     for g in sets:
