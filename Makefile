@@ -14,12 +14,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q -c constraints.txt -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+# `make test TEST_EXTRAS=test,integration` adds the server stack (MLServer, Ray, Playwright); CI does.
+TEST_EXTRAS ?= test
+comma := ,
+TEST_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
+
+$(TEST_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(TEST_EXTRAS)]'
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(TEST_STAMP)
 
 ## Set up and run the main job on the embedded offline default (real CIFAR-10 photos shipped with a dependency).
 demo: install
@@ -29,7 +34,7 @@ demo: install
 test: install-test lint typecheck pytest
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts examples
 
 typecheck: install-test
 	$(BIN)/mypy src

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cli_checks import one_error
 from unlearnleak.cli import app
-from unlearnleak.data.cli import data_app
+from unlearnleak.commands.data import data_app
 
 runner = CliRunner()
 

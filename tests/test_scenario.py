@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_saved_run_has_manifest_and_ground_truth(tmp_path: Path) -> None:
     assert meta["forget_indices"] == scn.forget_indices.tolist()
     assert {"original_test_accuracy", "unlearned_test_accuracy", "original_forget_accuracy"} <= set(meta["metrics"])
     assert meta["metrics"]["base_test_accuracy"] > 0.5  # six epochs on real digits already learn something
-    assert meta["environment"]["versions"]["torch"].startswith("2.13")
+    assert meta["environment"]["versions"]["torch"] == version("torch")  # whichever the declared range installed
     assert meta["config"]["seed"] == 0
     pair, knowledge = load_pair_folder(tmp_path)
     assert knowledge.base is not None and knowledge.n_train == 64 and knowledge.unlearning == "exact"

@@ -25,3 +25,8 @@ class CheckpointError(UnlearnleakError):
 
 class QueryBudgetExceeded(UnlearnleakError):
     """A black-box oracle was asked for more queries than its budget allows."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks folded into '; ' (messages are one line)."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())

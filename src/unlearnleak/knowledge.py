@@ -7,17 +7,14 @@ and report which parts they used (DESIGN.md, "threat models in the types").
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from unlearnleak.errors import CheckpointError
-from unlearnleak.storage import save_tensors_atomic, write_json_atomic
+from unlearnleak.storage import check_finite, read_json_object, read_safetensors, save_tensors_atomic, write_json_atomic
 
 StateDict = dict[str, torch.Tensor]
 UnlearningKind = Literal["exact", "approximate"]
@@ -119,36 +116,3 @@ class ServerKnowledge:
                        batch_size=data.get("batch_size"))
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
-
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object, read without trusting its types."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    except OSError as exc:
-        raise CheckpointError(f"{path} cannot be read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got a {type(data).__name__}")
-    return data
-
-
-def read_safetensors(path: Path, what: str) -> StateDict:
-    """A safetensors file as a state dict (nothing is unpickled)."""
-    if not path.is_file():
-        raise CheckpointError(f"{path} ({what}) is missing")
-    try:
-        return dict(load_file(str(path)))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} ({what}) is not a readable safetensors file: {exc}") from exc
-
-
-def check_finite(state: StateDict, what: str) -> None:
-    """Refuse weights holding NaN or Inf: ``"θ_u has non-finite values in <key>"``."""
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(f"{what} has non-finite values in {key} ({bad} of {value.numel()} entries "
-                                  f"are NaN or Inf); the checkpoint is corrupt — re-export it")
-

@@ -19,9 +19,9 @@ from typing import Any, Literal
 import torch
 
 from unlearnleak.errors import CheckpointError
-from unlearnleak.knowledge import ServerKnowledge, check_finite, read_json_object, read_safetensors
+from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, Normalized, build_model, check_state, load_weights
-from unlearnleak.storage import save_tensors_atomic, write_json_atomic
+from unlearnleak.storage import check_finite, read_json_object, read_safetensors, save_tensors_atomic, write_json_atomic
 
 StateDict = dict[str, torch.Tensor]
 Which = Literal["original", "unlearned", "base"]

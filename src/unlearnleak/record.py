@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from unlearnleak.errors import CheckpointError
-from unlearnleak.knowledge import read_json_object, read_safetensors
-from unlearnleak.storage import save_tensors_atomic, write_json_atomic
+from unlearnleak.storage import read_json_object, read_safetensors, save_tensors_atomic, write_json_atomic
 
 RECORD_FILE = "record.json"
 GROUND_TRUTH_FILE = "ground_truth.safetensors"

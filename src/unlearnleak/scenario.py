@@ -7,18 +7,16 @@ or a fraction of one class's rows in D_ft. The ground truth (D_u) is kept beside
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import inspect
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -26,8 +24,7 @@ from safetensors.torch import load_file
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.devices import check_device
-from unlearnleak.errors import ConfigError, UnlearnleakError
-from unlearnleak.experiments.config import one_line
+from unlearnleak.errors import ConfigError, UnlearnleakError, one_line
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import MODELS, ModelSpec, build_model, load_weights
 from unlearnleak.pair import ModelPair, StateDict, Which
@@ -110,6 +107,8 @@ class ScenarioConfig(BaseModel):
     model: str = "convnet"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)  # default: DEFAULT_MODEL_KWARGS[model] or {}
     holdout: int = Field(4000, ge=1)  # first rows of the train split: the private pool D_ft is drawn from
+    # at most this many public rows (the first ones after the holdout) pretrain θ0; None: all of them
+    pretrain_rows: int | None = Field(None, ge=1)
     pretrain: TrainConfig = Field(default_factory=_default_pretrain)
     finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(freeze_bn=True))
     n_train: int = Field(32, ge=1)  # N = |D_ft|
@@ -199,11 +198,15 @@ def model_spec(config: ScenarioConfig, data: Dataset) -> ModelSpec:
                      mean=data.mean, std=data.std, kwargs=dict(config.model_kwargs))
 
 
-def _load_splits(config: ScenarioConfig) -> tuple[Dataset, Dataset | None]:
-    train_set = load_dataset(config.dataset, config.train_split, config.data_dir, **config.dataset_options)
-    test_set = None
-    if config.test_split is not None:
-        test_set = load_dataset(config.dataset, config.test_split, config.data_dir, **config.dataset_options)
+def _load_splits(config: ScenarioConfig, loaded: tuple[Dataset, Dataset | None] | None = None
+                 ) -> tuple[Dataset, Dataset | None]:
+    if loaded is not None:  # already loaded for another config of the same data (a sweep's preflight)
+        train_set, test_set = loaded
+    else:
+        train_set = load_dataset(config.dataset, config.train_split, config.data_dir, **config.dataset_options)
+        test_set = None
+        if config.test_split is not None:
+            test_set = load_dataset(config.dataset, config.test_split, config.data_dir, **config.dataset_options)
     if config.holdout >= len(train_set):
         raise ConfigError(f"holdout={config.holdout} leaves no public pretraining rows in the "
                           f"{len(train_set)}-row train split of {config.dataset!r}; lower `holdout`")
@@ -221,22 +224,14 @@ def pretrained_base(config: ScenarioConfig, train_set: Dataset | None = None) ->
            "files": [f.sha256 for f in train_set.provenance.files], "n": len(train_set),
            "spec": spec.to_dict(), "pretrain": config.pretrain.model_dump(mode="json"), "seed": seed,
            "version": 1}
+    if config.pretrain_rows is not None:  # only when set, so that the cache keys of earlier θ0s still hold
+        key["pretrain_rows"] = config.pretrain_rows
     digest = _hash(key)
     path = cache_dir(config.cache_dir) / "pretrained" / f"{config.dataset}-{config.model}-{digest}.safetensors"
-    with _build_lock(path):  # parallel cells that share θ0 pretrain it once; the others wait, then load it
-        return _cached_or_pretrained(config, train_set, spec, key, path, seed)
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock beside ``path`` (POSIX flock; released when the holder exits or dies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # parallel cells that share θ0 pretrain it once; the others wait, then load it (released if the holder dies)
+    with FileLock(path.with_name(path.name + ".lock")):
+        return _cached_or_pretrained(config, train_set, spec, key, path, seed)
 
 
 def _cached_or_pretrained(config: ScenarioConfig, train_set: Dataset, spec: ModelSpec, key: dict[str, Any],
@@ -251,7 +246,9 @@ def _cached_or_pretrained(config: ScenarioConfig, train_set: Dataset, spec: Mode
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not trusted
     torch.manual_seed(seed)  # parameter initialisation
     model = build_model(spec)
-    public = train_set.subset(torch.arange(config.holdout, len(train_set)))
+    end = len(train_set) if config.pretrain_rows is None else min(len(train_set),
+                                                                   config.holdout + config.pretrain_rows)
+    public = train_set.subset(torch.arange(config.holdout, end))
     started = time.perf_counter()
     train(model, public.x, public.y, config.pretrain, seed=seed, device=config.device, desc="pretraining θ0")
     state = state_of(model)
@@ -300,13 +297,15 @@ class ScenarioPlan:
     positions: torch.Tensor  # positions of D_u within D_ft (sorted)
 
 
-def plan_scenario(config: ScenarioConfig) -> ScenarioPlan:
+def plan_scenario(config: ScenarioConfig, splits: tuple[Dataset, Dataset | None] | None = None) -> ScenarioPlan:
     """Load the data and check every choice that could fail later (model fit, forget set, cache), training nothing.
+
+    ``splits``: the (train, test) datasets when already loaded for ``config``'s data (else they are loaded).
 
     Raises:
         ConfigError / DataError: naming the key to change and how.
     """
-    train_set, test_set = _load_splits(config)
+    train_set, test_set = _load_splits(config, splits)
     spec = model_spec(config, train_set)
     check_model_fits(spec, config.dataset)
     generator = torch.Generator().manual_seed(config.seed)

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from unlearnleak.progress import track
+from unlearnleak.progress import Task, task
 
 
 class TrainConfig(BaseModel):
@@ -69,24 +69,36 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfi
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(config.milestones), gamma=config.gamma)
     image = x.dim() == 4
-    for epoch in range(config.epochs):
-        order = epoch_order(x.shape[0], generator, keep)
-        n = order.numel()
-        bs = min(config.batch_size, n) if n else 1
-        n_batches = n // bs if config.drop_last else -(-n // bs)
-        model.eval() if config.freeze_bn else model.train()
-        for b in track(range(n_batches), f"{desc} epoch {epoch + 1}/{config.epochs}", total=n_batches):
-            idx = order[b * bs:(b + 1) * bs]
-            xb = x[idx]
-            if config.augment and image:
-                xb = augment_batch(xb, generator)
-            xb, yb = xb.to(device), y[idx].to(device)
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-        sched.step()
+    rows = x.shape[0] if keep is None else int(keep.sum())
+    size = min(config.batch_size, rows) if rows else 1
+    per_epoch = rows // size if config.drop_last else -(-rows // size)
+    with task(f"{desc} ({config.epochs} epochs of {per_epoch} batches)", config.epochs * per_epoch) as step:
+        for _ in range(config.epochs):
+            _epoch(model, x, y, config, opt, generator, keep, image, device, step)
+            sched.step()
     return model.eval()
+
+
+def _epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, opt: torch.optim.Optimizer,
+           generator: torch.Generator, keep: torch.Tensor | None, image: bool, device: str | torch.device,
+           step: Task) -> None:
+    """One pass over the (kept) rows in a fresh seeded order, one progress step per batch."""
+    order = epoch_order(x.shape[0], generator, keep)
+    n = order.numel()
+    bs = min(config.batch_size, n) if n else 1
+    n_batches = n // bs if config.drop_last else -(-n // bs)
+    model.eval() if config.freeze_bn else model.train()
+    for b in range(n_batches):
+        idx = order[b * bs:(b + 1) * bs]
+        xb = x[idx]
+        if config.augment and image:
+            xb = augment_batch(xb, generator)
+        xb, yb = xb.to(device), y[idx].to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        step.advance()
 
 
 @torch.no_grad()

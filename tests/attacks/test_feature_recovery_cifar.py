@@ -37,5 +37,8 @@ def test_cifar_image_recovered_well_above_random(shared_data: Path) -> None:
     random_image = float(psnr(torch.rand(x.shape, generator=torch.Generator().manual_seed(1)), x)[0])
     gray_image = float(psnr(torch.full_like(x, 0.5), x)[0])
     assert result["label_accuracy"] == 1.0 and rec.label_source == "inferred"
+    # Measured (issue 19): 14.73 / 14.84 / 14.85 dB with torch's AVX512 / AVX2 / SSE kernels (ATEN_CPU_CAPABILITY,
+    # ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS; 1 and 2 threads alike) against random 8.88 and gray 12.97 dB:
+    # the margins below leave 0.8 dB, six times that spread (gray + 1.5 left 0.26 dB).
     assert recovered > random_image + 5.0, (recovered, random_image)
-    assert recovered > gray_image + 1.5, (recovered, gray_image)
+    assert recovered > gray_image + 1.0, (recovered, gray_image)

@@ -88,3 +88,27 @@ def test_user_errors_exit_2(pair_dir: Path, tmp_path: Path, args: list[str], mes
 def test_missing_pair_folder_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["recover", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "manifest.json" in result.output
+
+
+def test_recover_says_its_verdict_beside_the_baselines_and_json_is_one_document(pair_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    from unlearnleak.verdicts import image_verdict
+
+    args = ["recover", str(pair_dir), "--iterations", "6", "--restarts", "1", "--set", "bn_prior=0"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    base = {name: values["psnr"] for name, values in results["baselines"].items()}
+    expected = image_verdict(results["evaluation"]["mean"]["psnr"], base)
+    assert expected is not None and f"verdict: {expected.sentence}" in result.stdout
+    for row in ("baseline: the dataset's mean colour", "baseline: a 4×4 thumbnail of the photo", "mean"):
+        assert row in result.stdout, row
+    assert "labels read from the weight change: 2 of 2 right" in result.stdout
+    assert not any(line.lstrip().startswith("{") for line in result.stdout.splitlines())  # no stray JSON line
+    quiet = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--json"])
+    assert quiet.exit_code == 0, quiet.output
+    summary = json.loads(quiet.stdout)  # the whole of stdout is one JSON document
+    assert summary["out"] == str(tmp_path / "b") and summary["verdict"] == expected.sentence
+    assert summary["leaked"] is expected.leaked and summary["level"] == expected.level
+    assert set(summary["baselines"]) == {"dataset_mean_colour", "own_mean_colour", "thumbnail_4x4"}
+    assert "results.json" in summary["files"] and summary["label_accuracy"] == 1.0

@@ -53,6 +53,8 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "deleted (ground truth)" in result.output
+    assert "verdict: label leaked: class 1 (b) was deleted" in result.output
+    assert "mean Δ p_c" not in result.output and "log-odds" in result.output
     record = json.loads((out / "guess.json").read_text())
     assert record["guess"]["predicted"] == [1] and record["deleted_labels"] == [1]
     assert record["guess"]["level"] == 0.05 and record["guess"]["p_value"] <= 0.05
@@ -60,15 +62,18 @@ def test_infer_label_writes_guess_figures_and_probes(app: typer.Typer, pair_dir:
     assert record["guess"]["queries_unlearned"] == 20
     for name in ("confidence_change.png", "probes.png", "probes/probes.safetensors"):
         assert (out / name).is_file(), name
-    again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes")])
+    again = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes"), "--json"])
     assert again.exit_code == 0, again.output
-    replayed = json.loads(again.output.strip().splitlines()[-1])
+    summary = json.loads(again.stdout)  # --json: one JSON document on stdout, nothing else
+    assert summary["out"] is None and summary["leaked"] is True and summary["deleted"] == [1]
+    assert summary["verdict"].startswith("label leaked: class 1 (b) was deleted")
+    replayed = summary["guess"]
     assert replayed["statistic"] == "log_odds" and replayed["ranked"][0] == 1
     assert replayed["changes"][1] < -2.5  # the output bias of class 1 was lowered by 3: its log-odds fall ≈ 3
     chosen = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(out / "probes"),
-                                      "--calibration", "gaussian", "--level", "0.01", "--test", "robust"])
+                                      "--calibration", "gaussian", "--level", "0.01", "--test", "robust", "--json"])
     assert chosen.exit_code == 0, chosen.output
-    verdict = json.loads(chosen.output.strip().splitlines()[-1])
+    verdict = json.loads(chosen.stdout)["guess"]
     assert verdict["calibration"] == "gaussian" and verdict["level"] == 0.01 and verdict["test"] == "robust"
     assert verdict["predicted"] == [1]
 
@@ -98,8 +103,10 @@ def test_no_verdict_is_one_line_and_exit_status_3(app: typer.Typer, pair_dir: Pa
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(tmp_path / "few")])
     assert result.exit_code == EXIT_NO_VERDICT == 3
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("no verdict: class 4 (e) has fewer than 3 probes"), lines
-    assert "nan" not in result.output.lower() and "rank" not in result.output.lower()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("no verdict on the label: class 4 (e) has fewer than 3 probes"), lines
+    assert "nan" not in result.output.lower() and "nothing was ranked or tested" in lines[0]
+    assert "largest confidence drop" not in result.output and "1st" not in result.output
     out = tmp_path / "out"
     written = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(tmp_path / "few"),
                                        "--out", str(out)])
@@ -107,3 +114,7 @@ def test_no_verdict_is_one_line_and_exit_status_3(app: typer.Typer, pair_dir: Pa
     record = json.loads((out / "guess.json").read_text())
     assert record["guess"]["verdict"] == "no_verdict" and record["guess"]["lacking"] == [4]
     assert record["guess"]["ranked"] == [] and record["evaluation"]["correct"] is None
+    as_json = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(tmp_path / "few"), "--json"])
+    summary = json.loads(as_json.stdout)
+    assert as_json.exit_code == 3 and summary["state"] == "no_verdict" and not summary["leaked"]
+    assert summary["verdict"].startswith("no verdict on the label: class 4")

@@ -117,7 +117,7 @@ def test_a_class_without_probes_gives_no_verdict_and_no_ranking() -> None:
     record = guess.to_dict()
     assert record["changes"][2] is None and record["z"] is None and record["threshold"] is None
     line = guess.no_verdict_line(list("abcdefghij"))
-    assert line.startswith("no verdict: class 2 (c) has fewer than 3 probes") and "nan" not in line.lower()
+    assert line.startswith("no verdict on the label: class 2 (c) has fewer than 3 probes") and "nan" not in line.lower()
     assert "nan" not in guess.summary().lower()
 
 

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from unlearnleak.cli import app
+from unlearnleak.metrics import load_lpips
+from unlearnleak.verdicts import image_verdict
 
 runner = CliRunner()
 
@@ -34,7 +36,17 @@ def test_white_box_audit_of_a_users_own_files(user_pair: Any, white_box_args: Ca
     images = load_file(str(out / "reconstructions.safetensors"))["images"]
     assert images.shape == (1, 3, 32, 32) and float(images.min()) >= 0 and float(images.max()) <= 1
     assert (out / "reconstructions.png").is_file()
-    assert "IMAGE LEAKED" in result.output and "report written to" in result.output
+    image = image_verdict(m["psnr"], {name: {k: m[f"{name}_{k}"] for k in ("psnr", "ssim", "lpips")}
+                                      for name in ("own_mean_colour", "thumbnail_4x4")},
+                          ssim=m["ssim"], lpips=m["lpips"])
+    assert image is not None and f"Image: {image.sentence}." in result.output  # the shared wording
+    assert "IMAGE LEAKED" not in result.output and "report written to" in result.output
+    assert "dataset_mean_colour_psnr" not in m  # no --mean given: the dataset's mean colour is unknown
+    # LPIPS is scored whenever its weights are found (docs/metrics.md), else reported as absent, never 0
+    assert (m["lpips"] is None) == (load_lpips() is None)
+    assert report["evaluation"]["lpips_available"] is (load_lpips() is not None)
+    page = (out / "report.html").read_text()
+    assert "tables/audit_samples.csv" not in page and "unlearnleak report AUDIT_DIR" in page  # no such files yet
     assert report["environment"]["versions"]["torch"]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from unlearnleak.data.cli import data_app
+from unlearnleak.commands.data import data_app
 from unlearnleak.data.files import LAYOUTS
 
 Writers = dict[str, Callable[..., dict[str, np.ndarray]]]

@@ -116,7 +116,9 @@ def test_image_recovery_beats_the_mean_colour(image_rows: Any) -> None:
 
     At 300 iterations this cell measured 21.5 dB against 14.4 (dataset mean colour) and 17.1 (own mean colour),
     on 1 and 2 threads alike; at 120 iterations it sat within 0.3 dB of the dataset's mean colour, a margin
-    that another CPU could flip (issue 19)."""
+    that another CPU could flip (issue 19). With torch's AVX2 and SSE kernels instead of AVX512
+    (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS: how another CPU computes) it measured
+    20.1 and 19.4 dB (SSIM 0.54, 0.52 against 0.14): the 3 dB margin keeps 2 dB to spare."""
     fr = image_rows[0]["feature_recovery"]
     assert fr["metrics"]["psnr"] > fr["baselines"]["dataset_mean_colour"]["psnr"] + 3
     assert fr["metrics"]["psnr"] > fr["baselines"]["own_mean_colour"]["psnr"]
@@ -207,7 +209,9 @@ def test_headline_table_shows_each_row_with_its_baseline(image_rows: Any, digits
     text = console.export_text()
     fr = image_rows[0]["feature_recovery"]
     assert f"{fr['metrics']['psnr']:.2f}" in text and f"{fr['baselines']['dataset_mean_colour']['psnr']:.2f}" in text
-    assert "best 3 ✓ (deleted 3)" in text and "01234567" in text and "device: no GPU" in text
+    assert "01234567" in text and "device: no GPU" in text
+    assert "right: class 3 was deleted" in text  # the shared label phrase (unlearnleak.verdicts)
+    assert "labels read from the weight change" in text and "label from ∇*" not in text
 
 
 def test_iteration_progress_counts_optimiser_steps_only_inside_its_block(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,14 +225,14 @@ def test_iteration_progress_counts_optimiser_steps_only_inside_its_block(monkeyp
         x.pow(2).sum().backward()
         optimizer.step()
 
-    monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "1")
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "lines")
     with iteration_progress("steps", total=5) as bar:
         assert bar is not None
         for _ in range(5):
             step()
-        assert bar.tasks[0].completed == 5 and bar.tasks[0].total == 5
+        assert bar.done == 5 and bar.total == 5
     step()  # the hook is gone with the block
-    assert bar.tasks[0].completed == 5
+    assert bar.done == 5
     monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "0")
     with iteration_progress("steps", total=5) as off:
         step()

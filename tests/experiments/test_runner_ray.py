@@ -13,10 +13,12 @@ import pytest
 from rich.console import Console
 from runner_cells import CELL_FN, markers
 
+from extras import require_integration
 from unlearnleak.experiments.runner import read_results, run_experiment
 from unlearnleak.experiments.schema import ExperimentConfig, expand_cells
 
-ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'unlearnleak[ray]' (the test extra has it)")
+require_integration("ray", "the Ray executor")
+import ray  # noqa: E402  (after the check above, which skips or fails with the reason)
 
 
 @pytest.fixture

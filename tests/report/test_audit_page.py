@@ -50,7 +50,14 @@ def test_report_command_reads_an_audit_folder(audit_dir: Path, tmp_path: Path) -
     out = tmp_path / "rep"
     result = runner.invoke(app, ["report", str(audit_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert (out / "index.html").read_text() == (audit_dir / "report.html").read_text()
+    page, own = (out / "index.html").read_text(), (audit_dir / "report.html").read_text()
+    # the same page, except that only the report's names the table files written beside it
+    files = re.compile(r'<p class="note">Files: tables/[^<]*</p>|<p class="note">These tables as CSV[^<]*'
+                       r'<code>[^<]*</code>\.</p>')
+    assert files.sub("", page) == files.sub("", own)
+    assert "tables/audit_samples.csv" in page and "tables/" not in own
+    for name in re.findall(r"Files: tables/(\w+)\.csv", page):
+        assert (out / "tables" / f"{name}.csv").is_file() and (out / "tables" / f"{name}.md").is_file()
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["confidence_change.png", "reconstructions.png"]
     assert {p.name for p in (out / "tables").iterdir()} >= {"audit_samples.csv", "audit_summary.md",
                                                             "audit_labels.csv"}

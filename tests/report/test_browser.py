@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from extras import in_ci, require_integration
 from unlearnleak.cli import app
 
 CHROMIUM = Path(os.environ.get("UNLEARNLEAK_CHROMIUM", "/usr/bin/chromium"))
@@ -23,19 +24,16 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 runner = CliRunner()
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless system Chromium through Playwright (skipped outside CI when Chromium is not installed)."""
+    require_integration("playwright", "it drives the system Chromium")
     if not CHROMIUM.is_file():
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"CI: {CHROMIUM} is missing; .ci/run installs Debian's chromium (apt-get install chromium)")
         pytest.skip(f"headless Chromium not installed at {CHROMIUM} (apt-get install -y chromium); under CI=true "
                     f"this test runs")
-    from playwright.sync_api import sync_playwright  # the `test` extra: pip install -e '.[test]'
+    from playwright.sync_api import sync_playwright  # the `integration` extra
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)

@@ -158,3 +158,42 @@ def test_pool_reports_over_a_swept_key_like_over_seeds(k_sweep: Path) -> None:
     assert "(n=6)" in (k_sweep / "report" / "tables" / "label_inference.md").read_text()
     one_error(_report(str(k_sweep), "--pool", "scenario.n_train", "--overwrite"),
               "--pool scenario.n_train", "scenario.forget.k")
+
+
+def test_report_says_each_groups_result_in_words_including_below_a_baseline(k_sweep: Path) -> None:
+    import csv
+
+    from unlearnleak.report.tables import sample_values
+    from unlearnleak.verdicts import image_verdict
+
+    result = _report(str(k_sweep))
+    assert result.exit_code == 0, result.output
+    out = k_sweep / "report"
+    with (out / "tables" / "verdicts.csv").open() as handle:
+        lines = list(csv.DictReader(handle))
+    rows = [json.loads(line) for line in (k_sweep / "results.jsonl").read_text().splitlines()]
+    page = (out / "index.html").read_text()
+    assert 'id="verdicts"' in page and page.index('id="verdicts"') < page.index('id="headline"')
+    for line in lines:  # one per k: the shared rule applied to the group's mean PSNR and baselines
+        k = int(line["scenario.forget.k"])
+        group = [r for r in rows if r.get("status") == "ok" and r["params"]["scenario.forget.k"] == k]
+        fr = [r for r in group if r.get("feature_recovery")]
+        psnrs = [v for v in sample_values(fr, "psnr") if v is not None]
+        base = {name: {m: _mean([r["feature_recovery"]["baselines"][name][m] for r in fr]) for m in ("psnr", "ssim")}
+                for name in ("dataset_mean_colour", "own_mean_colour", "thumbnail_4x4")}
+        ssim = _mean([v for v in sample_values(fr, "ssim") if v is not None])
+        verdict = image_verdict(sum(psnrs) / len(psnrs), base, ssim=ssim)  # no LPIPS in these rows
+        assert verdict is not None and line["feature_recovery"].startswith(verdict.sentence.split(" vs ")[0])
+        assert ("below" in line["feature_recovery"]) == bool(verdict.below)
+        assert line["label_inference"].startswith(("label leaked", "no label leak shown"))
+        assert html_escape(line["feature_recovery"]) in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

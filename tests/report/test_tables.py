@@ -81,7 +81,7 @@ def test_a_retried_cell_counts_once_and_errors_are_listed(k_sweep: Path) -> None
     data = load_run(k_sweep)
     assert data.superseded == 1 and len(data.rows) == len(rows)
     names = [t.name for t in all_tables(data.rows)]
-    assert names == ["headline", "feature_recovery", "label_inference", "errors", "cells"]
+    assert names == ["verdicts", "headline", "feature_recovery", "label_inference", "errors", "cells"]
     errors = next(t for t in all_tables(data.rows) if t.name == "errors")
     assert len(errors.rows) == 1 and "k=5" in errors.display_rows[0][1]
 

@@ -74,15 +74,53 @@ def _state_of(obj: object, path: Path, flag: str) -> StateDict:
     return dict(obj)
 
 
-def to_normalized_layout(state: StateDict, model: Normalized) -> StateDict:
-    """``state`` in the keys of ``model`` (our wrapper): adds ``net.`` and the declared mean/std if missing."""
+def to_normalized_layout(state: StateDict, model: Normalized, what: str = "checkpoint") -> StateDict:
+    """``state`` in the keys of ``model`` (our wrapper): adds ``net.`` and the declared mean/std if missing.
+
+    Each tensor's kind of dtype must match the model's: floating weights stay floating (an int64 or complex
+    checkpoint is refused rather than silently cast), integer buffers stay integer.
+    """
     expected = model.state_dict()
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    if set(state) == set(expected):
-        return state
-    if not any(k.startswith("net.") for k in state):
+    if set(state) != set(expected) and not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items()}
         state.setdefault("mean", expected["mean"].clone())
         state.setdefault("std", expected["std"].clone())
+    check_dtypes(state, expected, what)
     return state
+
+
+def check_dtypes(state: StateDict, expected: StateDict, what: str) -> None:
+    """Refuse complex tensors, and integer or boolean values where the model holds floating ones (and back)."""
+    for key, value in state.items():
+        want = expected.get(key)
+        if want is None:
+            continue  # an unexpected key: check_state names it
+        if value.is_complex() or value.is_floating_point() != want.is_floating_point():
+            got, wanted = (str(t.dtype).removeprefix("torch.") for t in (value, want))
+            raise CheckpointError(f"{what}: {key} holds {got} values but the model's {key} is {wanted}; save the "
+                                  f"real-valued weights the model was trained with (e.g. model.float().state_dict())")
+
+
+def check_ground_truth(truth: tuple[torch.Tensor, torch.Tensor | None], input_shape: tuple[int, ...],
+                       num_classes: int, k: int | None, what: str) -> None:
+    """The deleted samples match the model's input shape and classes (and k if declared), before any compute."""
+    x, y = truth
+    shape = tuple(int(v) for v in input_shape)
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+        raise CheckpointError(f"{what} holds samples of shape {tuple(x.shape)}; expected (k, "
+                              f"{', '.join(map(str, shape))}) for this model's input")
+    if not bool(torch.isfinite(x).all()):
+        raise CheckpointError(f"{what} holds non-finite values")
+    if len(shape) == 3 and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise CheckpointError(f"{what} holds pixels in [{float(x.min()):.4g}, {float(x.max()):.4g}]; images must be "
+                              f"in [0, 1] (divide 8-bit images by 255)")
+    if k is not None and x.shape[0] != k:
+        raise CheckpointError(f"{what} holds {x.shape[0]} samples but --forget-size says k = {k}")
+    if y is not None:
+        if y.numel() != x.shape[0]:
+            raise CheckpointError(f"{what} holds {y.numel()} labels for {x.shape[0]} samples")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise CheckpointError(f"{what} holds labels {sorted(set(y.tolist()))[:10]}; labels must lie in "
+                                  f"[0, {num_classes}) (--num-classes {num_classes})")

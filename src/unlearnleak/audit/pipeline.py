@@ -21,16 +21,25 @@ from unlearnleak.attacks.feature_recovery import Reconstruction, evaluate_recons
 from unlearnleak.attacks.interface import FeatureRecovery, LabelInference, LabelInferenceResult
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
-from unlearnleak.knowledge import ServerKnowledge, check_finite, read_safetensors
-from unlearnleak.metrics import baseline_images, psnr
+from unlearnleak.experiments.console import iteration_progress
+from unlearnleak.knowledge import ServerKnowledge
+from unlearnleak.metrics import baseline_images, image_metrics, load_lpips, psnr
 from unlearnleak.models import ModelSpec, build_model, check_state
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.pair import ModelPair
-from unlearnleak.storage import environment_record, save_tensors_atomic, write_json_atomic
+from unlearnleak.storage import (
+    check_finite,
+    environment_record,
+    read_safetensors,
+    save_tensors_atomic,
+    write_json_atomic,
+)
 
 REPORT_FILE = "report.json"
 RECONSTRUCTIONS_FILE = "reconstructions.safetensors"
 FORMAT = "unlearnleak.audit/1"
+# LabelGuess fields the shared label verdict (unlearnleak.verdicts) uses when a guess records them
+LABEL_EXTRA = ("state", "verdict", "lacking", "classes_without_probes", "rank", "min_per_class", "reason")
 
 
 def pair_from_files(model_def: str, *, original: str | Path, unlearned: str | Path, input_shape: Sequence[int],
@@ -54,7 +63,7 @@ def pair_from_files(model_def: str, *, original: str | Path, unlearned: str | Pa
                                ("--base", base, "θ0")):
         if path is None:
             continue
-        state = to_normalized_layout(read_checkpoint(path, flag), model)
+        state = to_normalized_layout(read_checkpoint(path, flag), model, f"{flag} {path} ({symbol})")
         check_state(model, state, f"{flag} {path} ({symbol})")
         check_finite(state, f"{symbol} ({flag} {path})")
         states[flag] = state
@@ -126,7 +135,8 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     try:
         if pair is not None and feature_recovery is not None:
             t0 = time.perf_counter()
-            rec = feature_recovery.attack(pair, knowledge)
+            with iteration_progress("feature recovery: inversion steps", _steps(feature_recovery)):
+                rec = feature_recovery.attack(pair, knowledge)
             outcome.reconstruction = rec
             report["timing"]["feature_recovery_seconds"] = time.perf_counter() - t0
             report["attacks"].append({"name": "feature_recovery", "attack": repr(feature_recovery),
@@ -154,7 +164,9 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
         report["partial"], report["partial_reason"] = True, "interrupted (Ctrl-C); the finished stages are kept"
     report["labels"] = _labels_section(outcome)
     if ground_truth is not None and outcome.reconstruction is not None:
-        report["evaluation"] = _evaluate(outcome.reconstruction, ground_truth, pair)
+        given_mean = (inputs or {}).get("mean")
+        report["evaluation"] = _evaluate(outcome.reconstruction, ground_truth,
+                                         None if pair is None or given_mean is None else pair.spec.mean)
     report["queries"] = _queries(original_oracle, unlearned_oracle)
     report["timing"]["total_seconds"] = time.perf_counter() - started
     outcome.verdict = verdict(report)
@@ -163,6 +175,16 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     write_json_atomic(out / REPORT_FILE, report)
     _html(out)
     return outcome
+
+
+def _steps(attack: FeatureRecovery) -> int | None:
+    """The inversion's optimiser steps, for its progress (None: bounded by time, not steps)."""
+    from unlearnleak.attacks.feature_recovery import PRESETS
+
+    config = attack.config
+    if config.time_budget is not None:
+        return None
+    return config.iterations or (PRESETS.get(config.preset).iterations if config.preset in PRESETS else None)
 
 
 def _device(attack: FeatureRecovery | None) -> str:
@@ -190,27 +212,43 @@ def _labels_section(outcome: AuditOutcome) -> dict[str, Any] | None:
                                        "probe_counts": list(g.probe_counts), "statistic": g.statistic,
                                        "detection_level": g.threshold, "queries_original": g.queries_original,
                                        "queries_unlearned": g.queries_unlearned}
+        extra = g.to_dict()  # the verdict state, the classes lacking probes, the minimum and why
+        section["from_predictions"].update({k: extra[k] for k in LABEL_EXTRA if k in extra})
     return section or None
 
 
-def image_baselines(truth: torch.Tensor, dataset_mean: Sequence[float] | None) -> dict[str, torch.Tensor]:
-    """Per-sample PSNR of each baseline (``unlearnleak.metrics.baselines``), keyed ``<name>_psnr``."""
-    return {f"{name}_psnr": psnr(images, truth) for name, images in baseline_images(truth, dataset_mean).items()}
+def image_baselines(truth: torch.Tensor, dataset_mean: Sequence[float] | None,
+                    lpips: Any = None) -> dict[str, list[float | None]]:
+    """Per-sample PSNR, SSIM and LPIPS (None without its weights or for small images) of each baseline
+    (``unlearnleak.metrics.baselines``), keyed ``<name>_psnr``, ``<name>_ssim``, ``<name>_lpips``."""
+    out: dict[str, list[float | None]] = {}
+    for name, images in baseline_images(truth, dataset_mean).items():
+        rows = image_metrics(images, truth, lpips=lpips)
+        out[f"{name}_psnr"] = [float(v) for v in psnr(images, truth).tolist()]
+        for metric in ("ssim", "lpips"):
+            out[f"{name}_{metric}"] = [row[metric] for row in rows]
+    return out
 
 
 def _evaluate(rec: Reconstruction, truth: tuple[torch.Tensor, torch.Tensor | None],
-              pair: ModelPair | None) -> dict[str, Any]:
+              dataset_mean: Sequence[float] | None) -> dict[str, Any]:
+    """Score the reconstruction (PSNR, SSIM, LPIPS when its weights are found) and each baseline's PSNR;
+    ``dataset_mean``: the user's normalisation mean (--mean), the dataset's mean colour; None: not given."""
     x, y = truth
     if tuple(x.shape) != tuple(rec.x.shape):
         raise ConfigError(f"--ground-truth holds shape {tuple(x.shape)} but the reconstruction is "
                           f"{tuple(rec.x.shape)}; give the k deleted samples (or --forget-size k)")
     labels = y if y is not None else rec.labels
-    result = evaluate_reconstruction(rec, x, labels, None)
-    if rec.kind == "image":
-        for name, values in image_baselines(x.float(), None if pair is None else pair.spec.mean).items():
-            for sample, v in zip(result["samples"], values.tolist(), strict=True):
+    image = rec.kind == "image"
+    lpips = load_lpips() if image else None  # None when no weights are found: LPIPS is then reported as n/a
+    result = evaluate_reconstruction(rec, x, labels, lpips)
+    result["lpips_available"] = lpips is not None if image else None
+    if image:
+        for name, values in image_baselines(x.float(), dataset_mean, lpips).items():
+            for sample, v in zip(result["samples"], values, strict=True):
                 sample[name] = v
-            result["mean"][name] = float(values.mean())
+            present = [v for v in values if v is not None]
+            result["mean"][name] = sum(present) / len(present) if present else None
     result["labels_known"] = y is not None
     return result
 
@@ -225,40 +263,38 @@ def _queries(original: Oracle | None, unlearned: Oracle | None) -> dict[str, Any
 
 
 def verdict(report: dict[str, Any]) -> list[str]:
-    """Plain-language lines: what leaked, and how confidently."""
+    """Plain-language lines: what leaked, in the shared wording of unlearnleak.verdicts (baselines, p-values)."""
+    from unlearnleak.verdicts import gradient_label_phrase, image_verdict, label_verdict, tabular_verdict
+
     lines: list[str] = []
     labels = report.get("labels") or {}
     pred = labels.get("from_predictions")
     if pred is not None:
-        changes = pred["confidence_changes"]
-        best = pred["best"]
-        if pred.get("verdict") == "no_verdict":
-            lines.append(f"NO LABEL VERDICT (black-box): classes {pred['lacking']} have too few probes "
-                         f"({pred['reason']}); nothing was ranked or tested.")
-        elif pred["detected"]:
-            lines.append(f"LABEL LEAKED (black-box): class {best}'s confidence fell by {changes[best]:+.3g} "
-                         f"({pred['statistic']}), beyond the detection level {pred['detection_level']:+.3g} set "
-                         f"by the other classes' spread: a user with these queries can tell which class was deleted.")
-        else:
-            lines.append(f"No detectable label leak (black-box): no class's confidence change stands out from the "
-                         f"spread across probes (largest drop: class {best}, {changes[best]:+.3g}); more probes may "
-                         f"still reveal it.")
+        lines.append(f"Label inference (black-box): {label_verdict(pred).sentence}.")
     weights = labels.get("from_weights")
     fr = next((a for a in report["attacks"] if a["name"] == "feature_recovery"), None)
+    evaluation = report.get("evaluation")
     if fr is not None and weights is not None:
         cost = fr["result"]["best_cost"]
-        lines.append(f"White-box: the weight change points at {len(weights['labels'])} deleted sample(s) of "
-                     f"class(es) {weights['labels']} ({weights['source']}); the recovered input explains it with "
-                     f"gradient cosine {1 - cost:.3f} (1 = perfectly); knowledge used: "
-                     f"{', '.join(fr['knowledge_used']) or 'θ and θ_u only'}.")
-    evaluation = report.get("evaluation")
+        known = "" if evaluation is None or not evaluation.get("labels_known") else \
+            f" ({gradient_label_phrase(evaluation.get('label_accuracy'), len(evaluation['samples']))})"
+        lines.append(f"Feature recovery (white-box): the weight change names class(es) {weights['labels']} for the "
+                     f"{len(weights['labels'])} deleted sample(s) ({weights['source']}){known}; the recovered input "
+                     f"reproduces the weight change with gradient cosine {1 - cost:.3f} (1 = exactly); knowledge "
+                     f"used: {', '.join(fr['knowledge_used']) or 'θ and θ_u only'}.")
     if evaluation is not None and "psnr" in evaluation["mean"]:
         m = evaluation["mean"]
-        leaked = m["psnr"] > m["thumbnail_4x4_psnr"]
-        lines.append(f"{'IMAGE LEAKED' if leaked else 'Image not recovered beyond a thumbnail'}: PSNR "
-                     f"{m['psnr']:.2f} dB vs {m['thumbnail_4x4_psnr']:.2f} dB for a 4×4 thumbnail and "
-                     f"{m['own_mean_colour_psnr']:.2f} dB for its own mean colour (label accuracy "
-                     f"{evaluation['label_accuracy']:.2f}).")
+        image = image_verdict(m.get("psnr"), {name: {metric: m.get(f"{name}_{metric}") for metric in
+                                                     ("psnr", "ssim", "lpips")}
+                                              for name in ("dataset_mean_colour", "own_mean_colour", "thumbnail_4x4")
+                                              if m.get(f"{name}_psnr") is not None},
+                              ssim=m.get("ssim"), lpips=m.get("lpips"))
+        if image is not None:
+            lines.append(f"Image: {image.sentence}.")
+    elif evaluation is not None and "mse" in evaluation["mean"]:
+        rows = tabular_verdict(evaluation["mean"].get("mse"), evaluation["mean"].get("feature_mean_mse"))
+        if rows is not None:
+            lines.append(f"Rows: {rows.sentence}.")
     if report.get("partial"):
         lines.append(f"PARTIAL: {report['partial_reason']}")
     return lines or ["Nothing was attacked."]

@@ -16,6 +16,52 @@ import typer
 
 from unlearnleak.commands.common import EXIT_NO_VERDICT, handle_errors
 
+ENDPOINT_TIMEOUT = 60.0  # seconds for one request, from connecting to the last byte, retries included
+MAX_ENDPOINT_TIMEOUT = 3600.0
+ENDPOINT_DEADLINE = 6 * 3600.0  # seconds for all the requests of one black-box audit
+MAX_INPUT_VALUES = 1 << 24  # values in one input row (3×2365×2365): beyond, a typo rather than a model
+MAX_CLASSES = 1_000_000
+
+WHITE_BOX_ONLY = frozenset({"--model-kwargs", "--base", "--train-size", "--forget-size", "--unlearning", "--mean",
+                            "--std", "--labels", "--preset", "--iterations", "--restarts", "--time-budget",
+                            "--ground-truth", "--device"})
+BLACK_BOX_ONLY = frozenset({"--budget", "--rate-limit", "--endpoint-outputs", "--endpoint-timeout",
+                            "--endpoint-deadline", "--redirects"})
+
+
+def mode_options(*, white: bool, black: bool, given: dict[str, object], label_options: dict[str, object],
+                 per_class: int) -> None:
+    """Refuse options that do not apply in the audit's mode (files: white-box; endpoints: black-box)."""
+    from unlearnleak.errors import ConfigError
+
+    if white == black:
+        raise ConfigError("give either files (--model-def, --original, --unlearned) or endpoints "
+                          "(--original-endpoint, --unlearned-endpoint), not both and not neither")
+    stray = sorted(flag for flag, value in given.items()
+                   if value is not None and flag in (BLACK_BOX_ONLY if white else WHITE_BOX_ONLY))
+    if stray:
+        mode, why = (("black-box", "they concern the endpoints, and this audit reads files") if white else
+                     ("white-box", "they concern the files or the feature recovery, and this audit queries "
+                                   "endpoints"))
+        raise ConfigError(f"{', '.join(stray)} {'applies' if len(stray) == 1 else 'apply'} only to a {mode} audit "
+                          f"({why}); remove {'it' if len(stray) == 1 else 'them'}")
+    unused = sorted(flag for flag, value in label_options.items() if value is not None)
+    if per_class == 0 and unused:
+        raise ConfigError(f"{', '.join(unused)} set the label inference, which --per-class 0 skips; remove "
+                          f"{'it' if len(unused) == 1 else 'them'} or give --per-class >= 1")
+
+
+def check_seconds(value: float | None, flag: str, default: float, most: float | None) -> float:
+    """``value`` (or ``default``) as a finite number of seconds > 0 (and <= ``most``)."""
+    from unlearnleak.errors import ConfigError
+
+    if value is None:
+        return default
+    if not (math.isfinite(value) and value > 0) or (most is not None and value > most):
+        bound = f" and at most {most:g}" if most is not None else ""
+        raise ConfigError(f"{flag} must be a finite number of seconds > 0{bound}, got {value}")
+    return value
+
 
 def parse_ints(text: str | None, flag: str, *, low: int = 0) -> tuple[int, ...] | None:
     """``"3,32,32"`` → (3, 32, 32), refusing anything else with a one-line error naming ``flag``."""
@@ -96,17 +142,26 @@ def register(app: typer.Typer) -> None:
         original_endpoint: Annotated[str | None, typer.Option(
             help="Black-box: θ's V2 endpoint, e.g. http://host:8080/v2/models/original.")] = None,
         unlearned_endpoint: Annotated[str | None, typer.Option(help="Black-box: θ_u's V2 endpoint.")] = None,
-        endpoint_outputs: Annotated[str, typer.Option(help="What the endpoints return: probabilities | logits.")]
-        = "probabilities",
-        budget: Annotated[int | None, typer.Option(help="Query budget per model (input rows).")] = None,
-        rate_limit: Annotated[float | None, typer.Option(help="Most requests per second per endpoint.")] = None,
-        preset: Annotated[str, typer.Option(
-            help="Feature-recovery preset: best (adaptive) | paper | smooth | tabular.")] = "best",
+        endpoint_outputs: Annotated[str | None, typer.Option(
+            help="Black-box: what the endpoints return: probabilities (default) | logits.")] = None,
+        budget: Annotated[int | None, typer.Option(help="Black-box: query budget per endpoint (input rows).")]
+        = None,
+        rate_limit: Annotated[float | None, typer.Option(
+            help="Black-box: most requests per second per endpoint (>= 0.01).")] = None,
+        endpoint_timeout: Annotated[float | None, typer.Option(
+            help=f"Black-box: seconds for one request, retries included (default {ENDPOINT_TIMEOUT:g}).")] = None,
+        endpoint_deadline: Annotated[float | None, typer.Option(
+            help=f"Black-box: seconds for all requests of the audit (default {ENDPOINT_DEADLINE:g}).")] = None,
+        redirects: Annotated[str | None, typer.Option(
+            help="Black-box: none (default: a redirect is an error) | same-origin.")] = None,
+        preset: Annotated[str | None, typer.Option(
+            help="Feature-recovery preset: best (adaptive, default) | paper | smooth | tabular.")] = None,
         iterations: Annotated[int | None, typer.Option(help="Feature-recovery steps (preset default).")] = None,
         restarts: Annotated[int | None, typer.Option(help="Feature-recovery restarts (preset default).")] = None,
         time_budget: Annotated[float | None, typer.Option(help="Seconds for the feature-recovery optimisation.")]
         = None,
-        generator: Annotated[str, typer.Option(help="Label-inference probe generator: nes | zoo.")] = "nes",
+        generator: Annotated[str | None, typer.Option(help="Label-inference probe generator: nes (default) | zoo.")]
+        = None,
         per_class: Annotated[int, typer.Option(help="Label-inference probes per class (0: skip).")] = 5,
         max_seconds: Annotated[float | None, typer.Option(help="Stop making probes after this long.")] = None,
         set_: Annotated[list[str] | None, typer.Option(
@@ -114,10 +169,18 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed of both attacks.")] = 0,
         ground_truth: Annotated[Path | None, typer.Option(
             help="safetensors with the deleted 'images' (or 'rows') and 'labels', to score the recovery.")] = None,
-        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-        overwrite: Annotated[bool, typer.Option(help="Replace an existing results folder.")] = False,
+        device: Annotated[str | None, typer.Option(help="White-box: cpu (default) or cuda.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing results folder.")]
+        = False,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON summary (verdict lines, report path, partial or not) instead.")]
+        = False,
     ) -> None:
-        """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
+        """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box).
+
+        Exit status: 0 done, 2 bad input, 3 the black-box label inference has no verdict (a class lacks probes;
+        the report and the other results are kept), 130 interrupted.
+        """
         import torch
 
         from unlearnleak.attacks.interface import (
@@ -127,19 +190,28 @@ def register(app: typer.Typer) -> None:
             LabelInferenceConfig,
         )
         from unlearnleak.audit import pair_from_files, read_ground_truth, run_audit
+        from unlearnleak.audit.checkpoint import check_ground_truth
         from unlearnleak.devices import check_device
         from unlearnleak.errors import ConfigError
         from unlearnleak.knowledge import ServerKnowledge
-        from unlearnleak.oracle_http import HttpOracle
+        from unlearnleak.oracle_http import HttpOracle, check_rate_limit
+        from unlearnleak.safe_http import REDIRECT_POLICIES, Deadline
         from unlearnleak.storage import check_output_folder, output_folder
 
-        check_device(device)
+        mode_options(white=any(v is not None for v in (model_def, original, unlearned)),
+                     black=any(v is not None for v in (original_endpoint, unlearned_endpoint)),
+                     given={"--model-kwargs": model_kwargs, "--base": base, "--train-size": train_size,
+                            "--forget-size": forget_size, "--unlearning": unlearning, "--mean": mean, "--std": std,
+                            "--labels": labels, "--preset": preset, "--iterations": iterations,
+                            "--restarts": restarts, "--time-budget": time_budget, "--ground-truth": ground_truth,
+                            "--device": device, "--budget": budget, "--rate-limit": rate_limit,
+                            "--endpoint-outputs": endpoint_outputs, "--endpoint-timeout": endpoint_timeout,
+                            "--endpoint-deadline": endpoint_deadline, "--redirects": redirects},
+                     label_options={"--generator": generator, "--set": set_ or None, "--max-seconds": max_seconds},
+                     per_class=per_class)
+        white = original_endpoint is None and unlearned_endpoint is None
+        device = check_device(device or "cpu")
         check_output_folder(out, overwrite=overwrite)
-        white = any(v is not None for v in (model_def, original, unlearned))
-        black = any(v is not None for v in (original_endpoint, unlearned_endpoint))
-        if white == black:
-            raise ConfigError("give either files (--model-def, --original, --unlearned) or endpoints "
-                              "(--original-endpoint, --unlearned-endpoint), not both and not neither")
         shape = parse_ints(input_shape, "--input-shape", low=1)
         if (shape is None) == (features is None):
             raise ConfigError("describe the input with exactly one of --input-shape C,H,W or --features D")
@@ -147,9 +219,14 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--input-shape must be C,H,W (three integers), got {input_shape!r}")
         if features is not None and features < 1:
             raise ConfigError(f"--features must be >= 1, got {features}")
-        if num_classes is None or num_classes < 2:
-            raise ConfigError(f"--num-classes must be given and >= 2, got {num_classes}")
         dims = shape if shape is not None else (int(features or 0),)
+        if math.prod(dims) > MAX_INPUT_VALUES:
+            raise ConfigError(f"one input of shape {dims} holds {math.prod(dims):,} values, more than the "
+                              f"{MAX_INPUT_VALUES:,} the audit accepts; check --input-shape / --features")
+        if num_classes is None or not 2 <= num_classes <= MAX_CLASSES:
+            raise ConfigError(f"--num-classes must be given, between 2 and {MAX_CLASSES:,}, got {num_classes}")
+        if not 0 <= seed < 2 ** 63:
+            raise ConfigError(f"--seed must be an integer in [0, 2**63), got {seed}")
         if per_class < 0:
             raise ConfigError(f"--per-class must be >= 0 (0 skips label inference), got {per_class}")
         known_labels = parse_ints(labels, "--labels")
@@ -162,30 +239,52 @@ def register(app: typer.Typer) -> None:
             from unlearnleak.attacks.label_inference import PROBE_GENERATORS
             from unlearnleak.experiments.config import load_config
 
-            params = load_config(PROBE_GENERATORS.get(generator).Config, None, list(set_ or [])).model_dump()
+            generator = generator or "nes"
+            probes = PROBE_GENERATORS.get(generator)
+            if not probes.black_box or probes.needs_public:
+                usable = [n for n in PROBE_GENERATORS.names() if PROBE_GENERATORS.get(n).black_box
+                          and not PROBE_GENERATORS.get(n).needs_public]
+                missing = "the weights" if not probes.black_box else "public data"
+                raise ConfigError(f"--generator {generator} needs {missing}, which the audit's label inference "
+                                  f"(queries only) does not have; use one of {', '.join(usable)}")
+            if probes.image_only and len(dims) != 3:
+                raise ConfigError(f"--generator {generator} needs image inputs (--input-shape C,H,W); for --features "
+                                  "use --generator zoo")
+            params = load_config(probes.Config, None, list(set_ or [])).model_dump()
             label_attack = LabelInference(LabelInferenceConfig(generator=generator, per_class=per_class, seed=seed,
                                                                max_seconds=max_seconds, params=params))
-        truth = read_ground_truth(ground_truth) if ground_truth is not None else None
         inputs: dict[str, Any] = {"model_def": model_def, "model_kwargs": parse_kwargs(model_kwargs),
                                   "original": str(original) if original else original_endpoint,
                                   "unlearned": str(unlearned) if unlearned else unlearned_endpoint,
                                   "input_shape": list(dims), "num_classes": num_classes, "budget": budget,
+                                  "mean": mean, "std": std,
                                   "ground_truth": str(ground_truth) if ground_truth else None}
         if white:
             if model_def is None or original is None or unlearned is None:
                 raise ConfigError("a white-box audit needs --model-def, --original and --unlearned")
+            from unlearnleak.attacks.feature_recovery import PRESETS
+
+            PRESETS.get(preset or "best")  # an unknown preset fails here, listing the known ones
+            declared = {"n_train": train_size, "n_forget": forget_size, "unlearning": unlearning,
+                        "labels": known_labels}
+            try:
+                ServerKnowledge(**declared)  # type: ignore[arg-type]  # checked before any model is built
+            except Exception as exc:
+                raise ConfigError(f"--train-size/--forget-size/--labels: {exc}") from None
+            feature = FeatureRecovery(FeatureRecoveryConfig(
+                preset=preset or "best", iterations=iterations, restarts=restarts, seed=seed,
+                time_budget=time_budget, device=device, k=forget_size))
+            truth = read_ground_truth(ground_truth) if ground_truth is not None else None
+            if truth is not None:
+                check_ground_truth(truth, dims, num_classes, forget_size, f"--ground-truth {ground_truth}")
             pair, theta0 = pair_from_files(
                 model_def, original=original, unlearned=unlearned, input_shape=dims, num_classes=num_classes,
                 mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std", positive=True),
                 model_kwargs=inputs["model_kwargs"], base=base)
             try:
-                knowledge = ServerKnowledge(base=theta0, n_train=train_size, n_forget=forget_size,
-                                            unlearning=unlearning, labels=known_labels)  # type: ignore[arg-type]
+                knowledge = ServerKnowledge(base=theta0, **declared)  # type: ignore[arg-type]
             except Exception as exc:
                 raise ConfigError(f"--base/--train-size/--forget-size/--labels: {exc}") from None
-            feature = FeatureRecovery(FeatureRecoveryConfig(
-                preset=preset, iterations=iterations, restarts=restarts, seed=seed, time_budget=time_budget,
-                device=device, k=forget_size))
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, pair=pair, knowledge=knowledge, feature_recovery=feature,
                                label_inference=label_attack, ground_truth=truth, inputs=inputs)
@@ -194,8 +293,21 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("a black-box audit needs --original-endpoint and --unlearned-endpoint")
             if label_attack is None:
                 raise ConfigError("a black-box audit runs label inference: --per-class must be >= 1")
+            if budget is not None and budget < 1:
+                raise ConfigError(f"--budget must be >= 1 input row per endpoint (leave it out for no limit), "
+                                  f"got {budget}")
+            check_rate_limit(rate_limit)
+            timeout = check_seconds(endpoint_timeout, "--endpoint-timeout", ENDPOINT_TIMEOUT, MAX_ENDPOINT_TIMEOUT)
+            seconds = check_seconds(endpoint_deadline, "--endpoint-deadline", ENDPOINT_DEADLINE, None)
+            if endpoint_outputs not in (None, "probabilities", "logits"):
+                raise ConfigError(f"--endpoint-outputs must be probabilities or logits, got {endpoint_outputs!r}")
+            if redirects not in (None, *REDIRECT_POLICIES):
+                raise ConfigError(f"--redirects must be one of {', '.join(REDIRECT_POLICIES)}, got {redirects!r}")
+            deadline = Deadline(seconds, f"--endpoint-deadline {seconds:g} s")
             oracles = [HttpOracle(url, num_classes=num_classes, input_shape=dims, budget=budget,
-                                  rate_limit=rate_limit, outputs=endpoint_outputs, flag=flag)
+                                  rate_limit=rate_limit, outputs=endpoint_outputs or "probabilities", flag=flag,
+                                  timeout=timeout, deadline=deadline,
+                                  redirects="same-origin" if redirects == "same-origin" else "none")
                        for url, flag in ((original_endpoint, "--original-endpoint"),
                                          (unlearned_endpoint, "--unlearned-endpoint"))]
             for oracle in oracles:
@@ -204,9 +316,15 @@ def register(app: typer.Typer) -> None:
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, original_oracle=oracles[0], unlearned_oracle=oracles[1],
                                label_inference=label_attack, inputs=inputs)
-        for line in outcome.verdict:
-            typer.echo(line)
-        typer.echo(f"report written to {out / 'report.json'}")
+        if as_json:
+            typer.echo(json.dumps({"out": str(out), "report": str(out / "report.json"),
+                                   "page": str(out / "report.html"), "verdict": outcome.verdict,
+                                   "partial": outcome.report.get("partial"),
+                                   "partial_reason": outcome.report.get("partial_reason")}))
+        else:
+            for line in outcome.verdict:
+                typer.echo(line)
+            typer.echo(f"report written to {out / 'report.json'} (page: {out / 'report.html'})")
         if outcome.interrupted:
             typer.echo("interrupted: the finished stages are kept, marked partial", err=True)
             raise typer.Exit(130)

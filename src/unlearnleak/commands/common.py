@@ -17,8 +17,8 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from unlearnleak.errors import ConfigError, UnlearnleakError
-from unlearnleak.experiments.config import one_line, validation_message
+from unlearnleak.errors import ConfigError, UnlearnleakError, one_line
+from unlearnleak.experiments.config import validation_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,10 +22,12 @@ from rich.table import Table
 from unlearnleak.commands.common import check_device_flag, handle_errors
 from unlearnleak.commands.scenario import scenario_table
 from unlearnleak.experiments import pipeline
+from unlearnleak.experiments.console import heading, output_console
 from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, FeatureRecoverySpec, LabelInferenceSpec
 from unlearnleak.scenario import ScenarioConfig
 from unlearnleak.storage import check_output_folder, environment_record, output_folder, write_json_atomic
 from unlearnleak.training import TrainConfig
+from unlearnleak.verdicts import feature_recovery_verdict, gradient_label_phrase, label_verdict
 
 
 def feature_recovery_config(seed: int, device: str) -> ScenarioConfig:
@@ -89,14 +93,17 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
         lp = "n/a" if s.get("lpips") is None else f"{s['lpips']:.3f}"
         table.add_row(str(scn.forget_indices[s["index"]].item()), names[s["true_label"]], names[s["label"]],
                       f"{s['psnr']:.2f}", f"{s['ssim']:.3f}", lp, f"{rec.seconds:.1f}")
-    flat = (ev.baselines or {}).get("dataset_mean_colour", {})
-    table.caption = (f"ground truth (top) and recovery (bottom): {grid}; without the pair, the dataset's mean colour "
-                     f"scores {flat.get('psnr', float('nan')):.2f} dB")
     console.print(table)
+    verdict = feature_recovery_verdict(ev.to_row())
+    labels = gradient_label_phrase(ev.scores["label_accuracy"], len(ev.scores["samples"]))
+    for line in (f"verdict: {verdict.sentence}" if verdict else None, labels):
+        if line:
+            console.print(line, markup=False, highlight=False)
+    console.print(f"ground truth (top) and recovery (bottom): {grid}", markup=False, highlight=False)
     if ev.scores["mean"].get("lpips") is None:
         console.print("LPIPS unavailable: no weights found (see docs/metrics.md); reported as n/a, not 0.")
     return {"scenario": dict(scn.record.metrics), "attack": rec.summary(), "evaluation": ev.scores,
-            "grid": str(grid), "row": result.row()}
+            "grid": str(grid), "row": result.row(), "verdict": None if verdict is None else verdict.sentence}
 
 
 def run_label_inference(out: Path, seed: int, device: str, console: Console,
@@ -113,21 +120,19 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console,
     plot = shown / pipeline.CONFIDENCE_FILE
     table = Table(title="Label inference (user, black-box): which class was deleted?")
     table.add_column("class")
-    table.add_column(f"mean Δ confidence ({guess.statistic.replace('_', '-')})", justify="right")
+    table.add_column(f"mean change of its {guess.statistic.replace('_', '-')} (negative: fell)", justify="right")
     for c in guess.ranked[:5]:
         table.add_row(names[c], f"{guess.changes[c]:+.2e}")
-    if guess.best is None:
-        verdict = guess.no_verdict_line(names)
-    else:
-        verdict = (f"{names[guess.best]} (stands out from the other classes' spread)" if guess.detected else
-                   f"{names[guess.best]} by the paper's argmin rule, but within the spread across probes")
-    table.caption = (f"deleted: {names[deleted]} ({scn.forget_y.numel()} samples); inferred: {verdict}; "
-                     f"chance {ev.chance:.2f}; queries: {ev.probes.total_queries} to θ (probe generation), "
-                     f"{guess.queries_unlearned} to θ_u; plot: {plot}")
+    table.caption = (f"the 5 classes whose confidence fell most; deleted: {names[deleted]} "
+                     f"({scn.forget_y.numel()} samples)")
     console.print(table)
+    verdict = label_verdict({**guess.to_dict(), "best": guess.best}, names, [deleted])
+    console.print(f"verdict: {verdict.sentence} (chance {ev.chance:.2f})", markup=False, highlight=False)
+    console.print(f"confidence changes of every class: {plot}", markup=False, highlight=False)
     return {"scenario": dict(scn.record.metrics), "deleted_class": deleted, "guess": guess.to_dict(),
             "correct_argmin": guess.best == deleted, "detected": guess.detected,
-            "probe_queries": ev.probes.total_queries, "plot": str(plot), "row": result.row()}
+            "probe_queries": ev.probes.total_queries, "plot": str(plot), "row": result.row(),
+            "verdict": verdict.sentence}
 
 
 def register(app: typer.Typer) -> None:
@@ -142,17 +147,19 @@ def register(app: typer.Typer) -> None:
         iterations: Annotated[int, typer.Option(help="Inversion iterations for feature recovery.", min=1)] = 600,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder --out.")]
         = False,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON summary (verdicts, files) instead of the tables.")] = False,
     ) -> None:
         """Run both attacks end to end on real data shipped with the dependencies (offline)."""
         check_device_flag(device)
         check_output_folder(out, overwrite=overwrite)
-        console = Console()
+        console = Console(file=io.StringIO()) if as_json else output_console()
         started = time.perf_counter()
         with output_folder(out, overwrite=overwrite) as staged:
-            console.rule("1. Feature recovery on real CIFAR-10 photos")
+            heading(console, "1. Feature recovery on real CIFAR-10 photos")
             fr = run_feature_recovery(staged / "feature_recovery", seed, device, iterations, console,
                                       shown=out / "feature_recovery")
-            console.rule("2. Label inference on real handwritten digits")
+            heading(console, "2. Label inference on real handwritten digits")
             li = run_label_inference(staged / "label_inference", seed, device, console, shown=out / "label_inference")
             summary = {"feature_recovery": fr, "label_inference": li, "seconds": time.perf_counter() - started,
                        "configs": {"feature_recovery": feature_recovery_config(seed, device).model_dump(mode="json"),
@@ -163,8 +170,14 @@ def register(app: typer.Typer) -> None:
                            "label_inference": label_inference_experiment(seed, device).model_dump(mode="json")},
                        "environment": environment_record()}
             write_json_atomic(staged / "summary.json", summary)
+        if as_json:
+            typer.echo(json.dumps({"out": str(out), "seconds": summary["seconds"],
+                                   "feature_recovery": {"verdict": fr["verdict"], "grid": fr["grid"]},
+                                   "label_inference": {"verdict": li["verdict"], "plot": li["plot"]}}))
+            return
         rows = [part["row"] for part in (fr, li) if "row" in part]
         if rows:
             console.print(pipeline.headline_table(rows, title="Demo: headline metrics"))
         console.print(f"demo finished in {summary['seconds']:.0f} s; results in {out}/ (summary.json, "
-                      f"feature_recovery/reconstruction.png, label_inference/confidence_change.png)")
+                      f"feature_recovery/reconstruction.png, label_inference/confidence_change.png)",
+                      markup=False, highlight=False)

@@ -12,40 +12,45 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from unlearnleak.commands.common import EXIT_NO_VERDICT, check_device_flag, handle_errors, positive_finite
+from unlearnleak.experiments.console import output_console
 
 MAX_PER_CLASS = 100_000  # the attack config's bound (experiments.schema.LabelInferenceSpec)
+
+
+STATISTIC_WORDS = {"log_odds": "log-odds", "probability": "probability"}
 
 
 def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | None) -> Table:
     """The ranked classes with their confidence changes, the guess and the queries spent (a guess with a
     verdict; without one, print ``guess.no_verdict_line()`` instead)."""
     names = class_names or [str(c) for c in range(len(guess.changes))]
-    verdict = ", ".join(names[c] for c in guess.predicted) if guess.detected else "no detectable change"
+    verdict = ", ".join(names[c] for c in guess.predicted) if guess.detected else "no significant change"
     table = Table(title=f"Label inference ({guess.generator} probes): {verdict}")
     table.add_column("rank", justify="right")
     table.add_column("class")
-    table.add_column("mean Δ " + ("log-odds" if guess.statistic == "log_odds" else "p_c"), justify="right")
+    statistic = STATISTIC_WORDS.get(guess.statistic, guess.statistic)
+    table.add_column(f"mean change of the class's {statistic} (negative: fell)", justify="right")
     table.add_column("probes", justify="right")
     table.add_column("", justify="left")
     for rank, c in enumerate(guess.ranked, start=1):
         change = guess.changes[c]
         marks = []
         if c in guess.significant:
-            marks.append("detected")
+            marks.append("significant")
         if deleted and c in deleted:
             marks.append("deleted (ground truth)")
         table.add_row(str(rank), f"{c} {names[c]}" if class_names else str(c),
                       "—" if math.isnan(change) else f"{change:+.3e}", str(guess.probe_counts[c]), ", ".join(marks))
     level = "uncalibrated threshold" if guess.level is None else f"false-detection level {guess.level:g}"
     p_value = "" if guess.p_value is None else f", p = {guess.p_value:.2g}"
-    threshold = ("none (nothing can be detected)" if guess.threshold is None else
-                 f"{guess.threshold:+.3e} (center {guess.center:+.2e} − {guess.z:.3g}·{guess.scale:.2e})")
-    table.caption = (f"{level}{p_value}: threshold {threshold}; {guess.calibration_source}; "
-                     f"queries: original {guess.queries_original}, unlearned {guess.queries_unlearned}")
+    queries = f"queries: {guess.queries_original} to θ, {guess.queries_unlearned} to θ_u"
+    table.caption = (f"{level}{p_value} ({guess.calibration} calibration, guess.json says how): a class counts as "
+                     f"significant when its change is below {guess.threshold:+.3e}, the other classes' center minus "
+                     f"{guess.z:.3g} × their spread; {queries}" if guess.threshold is not None else
+                     f"{level}: too few probed classes to calibrate a threshold; {queries}")
     return table
 
 
@@ -94,8 +99,14 @@ def register(app: typer.Typer) -> None:
         model_def: Annotated[str | None, typer.Option(
             help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
         = None,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON summary (verdict, guess, folder) instead of the table.")] = False,
     ) -> None:
-        """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most."""
+        """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most.
+
+        Exit status: 0 with a verdict (detected or not), 3 for "no verdict" (a class has fewer than
+        --min-per-class probes that θ predicts as it: nothing is ranked or tested), 2 for bad input.
+        """
         from unlearnleak.attacks.label_inference import PROBE_GENERATORS
         from unlearnleak.attacks.label_inference.calibration import CALIBRATORS, Test
         from unlearnleak.attacks.label_inference.decision import STATISTICS
@@ -157,21 +168,32 @@ def register(app: typer.Typer) -> None:
         # ---- the attack (pipeline), then what the user sees -------------------------------------------------
         ev = infer_and_evaluate(original, unlearned, attack, deleted, public=public, seed=seed, device=device,
                                 probes=probes, white_box=white_box)
+        from unlearnleak.verdicts import label_verdict
+
+        verdict = label_verdict({**ev.guess.to_dict(), "best": ev.guess.best}, class_names, deleted)
+        written = None
+        if out is not None:
+            publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None, overwrite=overwrite)
+            written = sorted(p.name for p in out.iterdir())
+        if as_json:
+            typer.echo(json.dumps({"out": None if out is None else str(out), "files": written,
+                                   "verdict": verdict.sentence, "state": verdict.level, "leaked": verdict.leaked,
+                                   "guess": ev.guess.to_dict(), "deleted": deleted,
+                                   "notes": ev.probes.notes or None}))
+            if not ev.guess.has_verdict:
+                raise typer.Exit(EXIT_NO_VERDICT)
+            return
         if not ev.guess.has_verdict:  # one line, the documented exit status; nothing is ranked
-            typer.echo(ev.guess.no_verdict_line(class_names))
+            typer.echo(verdict.sentence)
             if out is not None:
-                publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None,
-                                  overwrite=overwrite)
                 typer.echo(f"results written to {out}", err=True)
             raise typer.Exit(EXIT_NO_VERDICT)
-        Console().print(guess_table(ev.guess, class_names, deleted))
+        output_console().print(guess_table(ev.guess, class_names, deleted))
         if ev.probes.notes:
             typer.echo(f"note: {ev.probes.notes}")
-        if out is None:
-            typer.echo(json.dumps(ev.guess.to_dict()))
-            return
-        publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None, overwrite=overwrite)
-        typer.echo(f"results written to {out}")
+        typer.echo(f"verdict: {verdict.sentence}")
+        typer.echo(f"results written to {out}" if out is not None else
+                   "nothing written: pass --out DIR to keep the guess, its figure and the probes")
 
 
 def _load_probes(folder: Path, num_classes: int, input_shape: tuple[int, ...]) -> Any:

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
+from unlearnleak.experiments.console import output_console
 
 GROUND_TRUTH_FILE = "ground_truth.safetensors"
 MODES = ("auto", "approximate", "exact")
@@ -149,7 +149,14 @@ def _check_k_and_labels(pair: Any, knowledge: Any, k: int | None, labels: list[i
                           f"got {labels}")
 
 
+BASELINE_ROWS = (("dataset_mean_colour", "baseline: the dataset's mean colour"),
+                 ("own_mean_colour", "baseline: the photo's own mean colour"),
+                 ("thumbnail_4x4", "baseline: a 4×4 thumbnail of the photo"),
+                 ("feature_mean", "baseline: the feature-mean row"))
+
+
 def _summary_table(results: dict[str, Any]) -> Table:
+    """Per recovered sample its scores and labels, their mean, and the same scores of each trivial baseline."""
     rec = results["reconstruction"]
     table = Table(title=f"Feature recovery ({rec['preset']}, ∇* {rec['target_mode']}, "
                         f"labels {rec['label_source']})")
@@ -170,9 +177,41 @@ def _summary_table(results: dict[str, Any]) -> Table:
         table.add_row(str(s["index"]), *(_fmt(s.get(key)) for key in keys),
                       f"{s['label']} ({s['true_label']}){'' if s['label_correct'] else ' ✗'}")
     table.add_row("mean", *(_fmt(evaluation["mean"].get(key)) for key in keys),
-                  f"acc {evaluation['label_accuracy']:.2f}")
+                  f"{evaluation['label_accuracy']:.0%} right")
+    baselines = results.get("baselines") or {}
+    for name, title in BASELINE_ROWS:
+        if name in baselines:
+            table.add_row(title, *(_fmt(baselines[name].get(key)) for key in keys), "")
     table.caption = f"{rec['iterations']} iterations, {rec['seconds']:.1f} s, best restart {rec['best_restart']}"
     return table
+
+
+def recovery_entry(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The recover results in the shape of a run row's ``feature_recovery`` entry (for the shared verdict)."""
+    evaluation = results.get("evaluation")
+    if evaluation is None:
+        return None
+    mean = dict(evaluation["mean"])
+    mean["label_accuracy"] = evaluation.get("label_accuracy")
+    return {"image": "psnr" in mean, "metrics": mean, "baselines": results.get("baselines") or {},
+            "samples": evaluation["samples"]}
+
+
+def summary(results: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """What `recover --json` prints: the folder, the verdict in words and the numbers behind it."""
+    from unlearnleak.verdicts import feature_recovery_verdict, gradient_label_phrase
+
+    entry = recovery_entry(results)
+    verdict = feature_recovery_verdict(entry)
+    evaluation = results.get("evaluation") or {}
+    return {"out": str(folder), "files": sorted(p.name for p in folder.iterdir()),
+            "verdict": None if verdict is None else verdict.sentence,
+            "leaked": None if verdict is None else verdict.leaked, "level": None if verdict is None else verdict.level,
+            "below_baselines": None if verdict is None else list(verdict.below),
+            "labels": gradient_label_phrase(evaluation.get("label_accuracy"), len(evaluation.get("samples") or [])
+                                            or None),
+            "mean": evaluation.get("mean"), "label_accuracy": evaluation.get("label_accuracy"),
+            "baselines": results.get("baselines"), "seconds": results.get("total_seconds")}
 
 
 def _fmt(value: Any) -> str:
@@ -216,6 +255,9 @@ def register(app: typer.Typer) -> None:
         model_def: Annotated[str | None, typer.Option(
             help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
         = None,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON summary (verdict, means, baselines, folder) instead of the tables.")]
+        = False,
     ) -> None:
         """Recover the unlearned samples from θ and θ_u (white-box server attack, PAPER.md §2)."""
         check_device_flag(device)
@@ -224,7 +266,17 @@ def register(app: typer.Typer) -> None:
                               iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
                               seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
                               lpips_path=lpips, overwrite=overwrite, model_def=model_def)
-        Console().print(_summary_table(results))
-        typer.echo(f"results written to {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})")
-        typer.echo(json.dumps({"out": str(folder), **({"psnr_mean": results["evaluation"]["mean"].get("psnr")}
-                                                       if results["evaluation"] else {})}))
+        info = summary(results, folder)
+        if as_json:
+            typer.echo(json.dumps(info, allow_nan=False, default=_json_number))
+            return
+        output_console().print(_summary_table(results))
+        if info["verdict"]:
+            typer.echo(f"verdict: {info['verdict']}")
+        if info["labels"]:
+            typer.echo(info["labels"])
+        typer.echo(f"results written to {folder} ({', '.join(info['files'])})")
+
+
+def _json_number(value: Any) -> Any:
+    raise TypeError(f"not JSON: {value!r}")

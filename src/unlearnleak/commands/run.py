@@ -11,7 +11,9 @@ import typer
 
 from unlearnleak.commands.common import handle_errors
 from unlearnleak.errors import ConfigError
-from unlearnleak.experiments.schema import ExperimentConfig
+from unlearnleak.experiments.schema import with_grid
+
+__all__ = ["register", "with_grid"]
 
 EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C (128 + SIGINT)
 EXIT_CELLS_FAILED = 1
@@ -38,43 +40,16 @@ AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster a
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Delete what --out holds and start afresh.")]
 CellFnOpt = Annotated[str, typer.Option("--cell-fn", help="Advanced: the function that runs one cell, "
                                                           "module:function(config, cell_dir) -> row.")]
+ModelDefOpt = Annotated[list[str] | None, typer.Option(
+    "--model-def", help="Your model code that the config names as scenario.model (path/to/file.py:Class or "
+                        "package.module:Class); a config never runs code you did not name here (repeatable).")]
 GridOpt = Annotated[list[str] | None, typer.Option(
     "--grid", help="Add or replace a swept key: key=\\[v1,v2], e.g. --grid scenario.n_train=[8,32] (repeatable).")]
 
 
-def with_grid(config: ExperimentConfig, grid: list[str]) -> ExperimentConfig:
-    """``config`` with each ``key=[v1, v2]`` of ``grid`` added to (or replacing) its sweep; cells validated."""
-    import yaml
-    from pydantic import ValidationError
-
-    from unlearnleak.experiments.config import one_line, validation_message
-    from unlearnleak.experiments.schema import expand_cells
-
-    sweep = dict(config.sweep)
-    for item in grid:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--grid {item!r} must look like key=[v1, v2], e.g. --grid scenario.n_train=[8,32]")
-        try:
-            values = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--grid {item!r}: cannot parse the values ({one_line(str(exc))}); write a YAML "
-                              f"list, e.g. {key}=[8, 32]") from exc
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"--grid {item!r}: the values must be a non-empty YAML list, e.g. {key}=[8, 32]")
-        sweep[key] = values
-    try:  # the sweep's own checks (reserved keys, zipped lengths)
-        ExperimentConfig.model_validate({**config.model_dump(mode="json"), "sweep": sweep})
-    except ValidationError as exc:
-        raise ConfigError(validation_message(exc, "--grid", model=ExperimentConfig)) from exc
-    updated = config.model_copy(update={"sweep": sweep})  # keeps which fields were set (e.g. model_kwargs)
-    expand_cells(updated)  # a bad value fails now, naming its key
-    return updated
-
-
 def _command(kind: str, config: Path, out: Path, sets: list[str], quick: bool, grid: list[str], executor: str,
-             workers: int | None, address: str | None, cell_fn: str, threads: int | None) -> list[str]:
+             workers: int | None, address: str | None, cell_fn: str, threads: int | None,
+             model_defs: list[str]) -> list[str]:
     """The command line that reruns (resumes) this run; --overwrite is left out on purpose."""
     argv = ["unlearnleak", *(["--threads", str(threads)] if threads else []), kind, str(config), "--out", str(out)]
     argv += ["--quick"] if quick else []
@@ -82,6 +57,8 @@ def _command(kind: str, config: Path, out: Path, sets: list[str], quick: bool, g
         argv += ["--set", s]
     for g in grid:
         argv += ["--grid", g]
+    for m in model_defs:
+        argv += ["--model-def", m]
     argv += [] if executor == "local" else ["--executor", executor]
     argv += [] if workers is None else ["--workers", str(workers)]
     argv += [] if address is None else ["--address", address]
@@ -93,11 +70,11 @@ def _command(kind: str, config: Path, out: Path, sets: list[str], quick: bool, g
 
 def list_configs() -> None:
     """Print the shipped configs: name, kind (run or sweep), expected runtime and the description's first line."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from unlearnleak.experiments.config import read_yaml_mapping
+    from unlearnleak.experiments.console import output_console
     from unlearnleak.experiments.schema import resolve_config_path, shipped_configs
 
     table = Table(title="shipped experiment configs (unlearnleak run|sweep NAME --out RUN_DIR [--quick])")
@@ -109,30 +86,34 @@ def list_configs() -> None:
         table.add_row(*(Text(cell) for cell in (name, f"{len(data.get('sweep') or {})} swept key(s)",
                                                 str(data.get("expected_runtime") or "?"),
                                                 description[0] if description else "")))
-    Console().print(table)
+    output_console().print(table)  # full width off a terminal: names and runtimes are copied from here
 
 
 def _execute(ctx: typer.Context, kind: str, config_path: Path | None, out: Path | None, sets: list[str] | None,
              quick: bool, grid: list[str] | None, executor: str, workers: int | None, address: str | None,
-             overwrite: bool, cell_fn: str, list_: bool) -> None:
+             overwrite: bool, cell_fn: str, list_: bool, model_defs: list[str] | None) -> None:
     from unlearnleak.experiments.runner import RunInterrupted, run_experiment
     from unlearnleak.experiments.schema import load_experiment
 
     if list_:
+        given = [flag for flag, value in (("CONFIG", config_path), ("--out", out), ("--set", sets),
+                                          ("--grid", grid), ("--model-def", model_defs)) if value]
+        if given:
+            raise ConfigError(f"--list lists the shipped configs and runs nothing; drop {', '.join(given)} "
+                              f"(or drop --list to run)")
         list_configs()
         return
     if config_path is None or out is None:
         missing = "CONFIG (a YAML file or a shipped name, see --list)" if config_path is None else "--out RUN_DIR"
         raise ConfigError(f"missing {missing}; usage: unlearnleak {kind} CONFIG --out RUN_DIR")
-    sets, grid = list(sets or []), list(grid or [])
-    config = load_experiment(config_path, sets, quick)
-    if grid:
-        config = with_grid(config, grid)
+    sets, grid, model_defs = list(sets or []), list(grid or []), list(model_defs or [])
+    config = load_experiment(config_path, sets, quick, grid=grid, model_defs=model_defs)
     if kind == "sweep" and not config.sweep:
         raise ConfigError(f"{config_path} has no `sweep:` section and no --grid was given: add one "
                           "(e.g. --grid scenario.n_train=[8,32]) or run it with `unlearnleak run`")
     threads = ctx.find_root().params.get("threads")
-    argv = _command(kind, config_path, out, sets, quick, grid, executor, workers, address, cell_fn, threads)
+    argv = _command(kind, config_path, out, sets, quick, grid, executor, workers, address, cell_fn, threads,
+                    model_defs)
     try:
         rows = run_experiment(config, out, executor=executor, workers=workers, address=address,
                               overwrite=overwrite, cell_fn=cell_fn, threads=threads,
@@ -153,18 +134,22 @@ def _execute(ctx: typer.Context, kind: str, config_path: Path | None, out: Path 
 def run_command(ctx: typer.Context, config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
                 quick: QuickOpt = False, executor: ExecutorOpt = "local", workers: WorkersOpt = None,
                 address: AddressOpt = None, overwrite: OverwriteOpt = False,
-                cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell", list_: ListOpt = False) -> None:
+                cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell", list_: ListOpt = False,
+                model_def: ModelDefOpt = None) -> None:
     """Run one experiment: its grid (`sweep:`) × seeds, one cell each; re-running the same command resumes it."""
-    _execute(ctx, "run", config, out, set_, quick, None, executor, workers, address, overwrite, cell_fn, list_)
+    _execute(ctx, "run", config, out, set_, quick, None, executor, workers, address, overwrite, cell_fn, list_,
+             model_def)
 
 
 @handle_errors
 def sweep_command(ctx: typer.Context, config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
                   quick: QuickOpt = False, grid: GridOpt = None, executor: ExecutorOpt = "local",
                   workers: WorkersOpt = None, address: AddressOpt = None, overwrite: OverwriteOpt = False,
-                  cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell", list_: ListOpt = False) -> None:
+                  cell_fn: CellFnOpt = "unlearnleak.experiments.pipeline:run_cell", list_: ListOpt = False,
+                  model_def: ModelDefOpt = None) -> None:
     """Run the grid of a config's `sweep:` (× seeds), one cell per point; re-running resumes it."""
-    _execute(ctx, "sweep", config, out, set_, quick, grid, executor, workers, address, overwrite, cell_fn, list_)
+    _execute(ctx, "sweep", config, out, set_, quick, grid, executor, workers, address, overwrite, cell_fn, list_,
+             model_def)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,25 +1,30 @@
-"""Fetch a dataset's official archive, check its published MD5, and extract it safely into the data folder.
+"""Fetch a dataset's official archive, check its size and published MD5, and extract it safely into the data folder.
 
 The bytes are streamed to a temporary file beside the destination while the MD5 is computed; only a
-verified file is renamed into place. Archives are extracted member by member after rejecting absolute
-paths, ``..`` components, links and anything outside the dataset's official top folder (and with
-``tarfile``'s ``filter="data"``), into a temporary folder that is then moved into place.
-``base_url`` (or ``$UNLEARNLEAK_DOWNLOAD_MIRROR``) replaces the official host: the file is then fetched
-from ``<base_url>/<official file name>``. urllib only: no extra dependency.
+verified file is renamed into place, and the temporary file is removed on any failure, Ctrl-C or SIGTERM.
+The transport is :class:`unlearnleak.safe_http.SafeHttp`: http(s) only, no redirects from a mirror (the
+official hosts may redirect within their own origin), a body larger than the official file (or the bound
+in :data:`MAX_BYTES`) refused before it is written in full, a deadline for the whole download and a minimum
+transfer rate. Archives are extracted member by member after rejecting absolute paths, ``..`` components,
+links and anything outside the dataset's official top folder (and with ``tarfile``'s ``filter="data"``),
+into a temporary folder that is then moved into place. ``base_url`` (or ``$UNLEARNLEAK_DOWNLOAD_MIRROR``)
+replaces the official host: the file is then fetched from ``<base_url>/<official file name>``; a
+``file://`` base URL copies from a local folder under the same checks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import shutil
+import signal
+import stat
 import tarfile
 import tempfile
-import urllib.error
+import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -37,10 +42,27 @@ from rich.progress import (
 from unlearnleak.data.base import DATASET_INFO, DATASETS, resolve_data_dir
 from unlearnleak.data.files import CHUNK_BYTES, LAYOUTS, Layout, files_present, manual_steps
 from unlearnleak.errors import ConfigError, DownloadError
-from unlearnleak.progress import progress_enabled
+from unlearnleak.progress import Task, progress_mode
+from unlearnleak.safe_http import HttpError, Limits, SafeHttp, check_url, origin
 
 MIRROR_ENV = "UNLEARNLEAK_DOWNLOAD_MIRROR"
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 60.0  # seconds to connect, and of silence tolerated on the connection
+MIN_RATE = (16 << 10, 60.0)  # a transfer that brings less than 16 KiB in a minute is stopped
+DEADLINE_RATE = 100 << 10  # the default deadline lets the largest accepted file arrive at 100 KiB/s ...
+DEADLINE_BASE = 600.0  # ... plus ten minutes
+
+_MIB = 1 << 20
+MAX_BYTES: dict[str, int] = {
+    # The official files' sizes in bytes (a larger body cannot be the official file):
+    "cifar10": 170_498_071, "cifar100": 169_001_437, "stl10": 2_640_397_119, "retinamnist": 3_291_041,
+    # MedMNIST: bounds, the uncompressed images and labels of every split (n × (784·C + 8)) plus 1 MiB:
+    "pathmnist": 107_180 * (784 * 3 + 8) + _MIB, "dermamnist": 10_015 * (784 * 3 + 8) + _MIB,
+    "octmnist": 109_309 * (784 + 8) + _MIB, "pneumoniamnist": 5_856 * (784 + 8) + _MIB,
+    "breastmnist": 780 * (784 + 8) + _MIB, "bloodmnist": 17_092 * (784 * 3 + 8) + _MIB,
+    "tissuemnist": 236_386 * (784 + 8) + _MIB, "organamnist": 58_850 * (784 + 8) + _MIB,
+    "organcmnist": 23_660 * (784 + 8) + _MIB, "organsmnist": 25_221 * (784 + 8) + _MIB,
+}
+"""The largest body accepted for each download: more is refused before it is all written to disk."""
 
 
 def downloadable() -> list[str]:
@@ -55,17 +77,23 @@ def download_url(name: str, base_url: str | None = None) -> str:
     if not mirror:
         return layout.url
     _check_mirror(mirror, "--mirror" if base_url else f"${MIRROR_ENV}")
-    return f"{mirror.rstrip('/')}/{layout.archive_name}"
+    return f"{mirror.rstrip('/')}/{urllib.parse.quote(layout.archive_name)}"
 
 
 def _check_mirror(mirror: str, source: str) -> None:
-    """A mirror must be an http(s)/ftp URL with a host, or a file:// URL (checked before any download)."""
-    parts = urllib.parse.urlsplit(mirror)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https", "ftp", "file") or (scheme != "file" and not parts.netloc) \
-            or any(c.isspace() for c in mirror):
-        raise ConfigError(f"{source} {mirror!r} is not a URL; give the base URL of a folder serving the "
-                          "official file names, e.g. https://example.org/datasets or file:///srv/datasets")
+    """A mirror is an http(s) URL with a host, or a file:// URL of a local folder (checked before any download)."""
+    if mirror.lower().startswith("file:"):
+        parts = urllib.parse.urlsplit(mirror)
+        if parts.netloc not in ("", "localhost") or not parts.path or parts.query or parts.fragment \
+                or any(c.isspace() or ord(c) < 0x20 for c in mirror):
+            raise ConfigError(f"{source} {mirror!r} is not a file:// URL of a local folder; give e.g. "
+                              "file:///srv/datasets")
+        return
+    try:
+        check_url(mirror, source)
+    except HttpError as exc:
+        raise ConfigError(f"{exc}; give the base URL of a folder serving the official file names, e.g. "
+                          "https://example.org/datasets or file:///srv/datasets") from None
 
 
 def check_data_dir(root: Path) -> None:
@@ -81,15 +109,18 @@ def check_data_dir(root: Path) -> None:
 
 
 def download(name: str, data_dir: str | Path | None = None, *, base_url: str | None = None,
-             timeout: float = DEFAULT_TIMEOUT, force: bool = False, progress: bool = True) -> Path:
+             timeout: float = DEFAULT_TIMEOUT, deadline: float | None = None, force: bool = False,
+             progress: bool = True) -> Path:
     """Download, verify and install dataset ``name`` under the data folder.
 
     Args:
         name: a registered dataset with an official download (see :func:`downloadable`).
         data_dir: the data folder (default: ``$UNLEARNLEAK_DATA_DIR``, else ``./data``).
         base_url: a mirror serving the official file names (default: ``$UNLEARNLEAK_DOWNLOAD_MIRROR``,
-            else the official host).
+            else the official host). A mirror's redirects are refused; the official hosts may redirect
+            within their own origin.
         timeout: seconds to wait for the server on connect and on each read.
+        deadline: seconds the whole download may take (default: :func:`default_deadline`).
         force: download again even when the files are already present.
         progress: show a progress bar on stderr (also off when ``$UNLEARNLEAK_PROGRESS`` is 0).
 
@@ -97,8 +128,8 @@ def download(name: str, data_dir: str | Path | None = None, *, base_url: str | N
         The installed dataset folder (archives) or file (MedMNIST ``.npz``).
 
     Raises:
-        DownloadError: offline, HTTP error, checksum mismatch, or an unsafe / corrupt archive.
-        ConfigError: ``name`` is unknown or needs no download.
+        DownloadError: offline, HTTP error, too large, too slow, checksum mismatch, or an unsafe / corrupt archive.
+        ConfigError: ``name`` is unknown or needs no download, or a setting is out of range.
     """
     layout = _layout(name)
     root = resolve_data_dir(data_dir)
@@ -106,8 +137,13 @@ def download(name: str, data_dir: str | Path | None = None, *, base_url: str | N
     if files_present(name, root) and not force:
         return target
     url = download_url(name, base_url)
+    seconds = check_deadline(name, deadline)
+    if not (timeout > 0 and timeout < float("inf")):
+        raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout}")
     check_data_dir(root)
-    with _verified_download(name, url, root, layout.md5, timeout, progress) as tmp:
+    mirrored = url != layout.url
+    with _terminate_as_interrupt(), \
+            _verified_download(name, url, root, layout.md5, timeout, seconds, mirrored, progress) as tmp:
         if layout.archive == "tar.gz":
             safe_extract(tmp, root, layout.top_folder)
         else:
@@ -117,6 +153,42 @@ def download(name: str, data_dir: str | Path | None = None, *, base_url: str | N
         raise DownloadError(f"{name}: the download from {url} did not provide every expected file; "
                             f"to install by hand, {manual_steps(name, root)}.")
     return target
+
+
+def max_bytes(name: str) -> int:
+    """The largest body accepted for ``name`` (its official size, or a bound)."""
+    return MAX_BYTES[name]
+
+
+def default_deadline(name: str) -> float:
+    """Seconds a download of ``name`` may take by default: its largest size at 100 KiB/s, plus ten minutes."""
+    return DEADLINE_BASE + max_bytes(name) / DEADLINE_RATE
+
+
+def check_deadline(name: str, deadline: float | None) -> float:
+    """``deadline`` (or the default for ``name``) as a finite number of seconds > 0."""
+    if deadline is None:
+        return default_deadline(name)
+    if not (deadline > 0 and deadline < float("inf")):
+        raise ConfigError(f"--timeout must be a finite number of seconds > 0 for the whole download, got {deadline}")
+    return deadline
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a scheduler) stops the download like Ctrl-C: its temporary files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _layout(name: str) -> Layout:
@@ -130,14 +202,14 @@ def _layout(name: str) -> Layout:
 
 
 @contextmanager
-def _verified_download(name: str, url: str, root: Path, md5: str, timeout: float, progress: bool
-                       ) -> Iterator[Path]:
+def _verified_download(name: str, url: str, root: Path, md5: str, timeout: float, deadline: float, mirrored: bool,
+                       progress: bool) -> Iterator[Path]:
     """Stream ``url`` to a temporary file in ``root``, check its MD5, yield it; always clean it up."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=root)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            got = _stream(name, url, out, root, timeout, progress)
+            got = _stream(name, url, out, root, timeout, deadline, mirrored, progress)
         if got != md5:
             raise DownloadError(f"{name}: checksum mismatch for {url}: expected md5 {md5}, got {got}. The "
                                 "partial file was deleted; try again, or check that the mirror serves the "
@@ -152,31 +224,94 @@ def _offline(name: str, url: str, root: Path, why: str) -> DownloadError:
                          f"refused; to install by hand, {manual_steps(name, root)}.")
 
 
-def _stream(name: str, url: str, out: BinaryIO, root: Path, timeout: float, progress: bool) -> str:
+def _stream(name: str, url: str, out: BinaryIO, root: Path, timeout: float, deadline: float, mirrored: bool,
+            progress: bool) -> str:
     """Copy ``url`` into ``out`` in chunks with a progress bar; return the hex MD5 of the bytes."""
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "unlearnleak-data-download"})
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        raise _offline(name, url, root, f"the server answered HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise _offline(name, url, root, str(reason)) from exc
     digest = hashlib.md5(usedforsecurity=False)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    show = progress and progress_enabled()
-    with response, Progress(*columns, console=Console(stderr=True), disable=not show) as bar:
-        length = response.headers.get("Content-Length")
-        task = bar.add_task(f"{name}", total=int(length) if length and length.isdigit() else None)
-        try:
-            while chunk := response.read(CHUNK_BYTES):
-                digest.update(chunk)
-                out.write(chunk)
-                bar.advance(task, len(chunk))
-        except (OSError, http.client.HTTPException) as exc:
-            raise _offline(name, url, root, f"the transfer broke off ({exc})") from exc
+    mode = progress_mode() if progress else "off"
+    cap = max_bytes(name)
+    # a rich bar with transfer speed on a terminal; periodic plain lines (in bytes) off one
+    lines = Task(f"downloading {name} (bytes)", None, mode="lines" if mode == "lines" else "off")
+    with lines, Progress(*columns, console=Console(stderr=True), disable=mode != "bar") as bar:
+        task = bar.add_task(f"{name}", total=None)
+
+        def sink(chunk: bytes) -> None:
+            digest.update(chunk)
+            out.write(chunk)
+            bar.advance(task, len(chunk))
+            lines.advance(len(chunk))
+
+        def on_length(length: int | None) -> None:
+            bar.update(task, total=length)
+            lines.total = length
+
+        if url.lower().startswith("file:"):
+            _copy_local(name, url, cap, sink, on_length)
+        else:
+            _fetch(name, url, root, timeout, deadline, mirrored, cap, sink, on_length)
     return digest.hexdigest()
+
+
+def _fetch(name: str, url: str, root: Path, timeout: float, deadline: float, mirrored: bool, cap: int,
+           sink: Callable[[bytes], None], on_length: Callable[[int | None], None]) -> None:
+    """GET ``url`` through the hardened client into ``sink``; every failure is one DownloadError."""
+    scheme, host, port = origin(url)
+    where = f"{name} {'mirror' if mirrored else 'download'}"
+    limits = Limits(connect_timeout=min(timeout, 30.0), read_timeout=timeout, request_timeout=deadline,
+                    max_bytes=cap, retries=2, backoff=1.0, redirects="none" if mirrored else "same-origin",
+                    min_rate=MIN_RATE)
+    try:
+        client = SafeHttp(f"{scheme}://{host}:{port}", what=where, limits=limits,
+                          user_agent="unlearnleak-data-download")
+        try:
+            client.request("GET", url, sink=sink, on_length=on_length)
+        finally:
+            client.close()
+    except HttpError as exc:
+        if exc.kind in ("unreachable", "status"):
+            raise _offline(name, url, root, str(exc).removeprefix(f"{where} {url} ")) from None
+        hint = {"too-large": f"the official file is at most {cap:,} bytes, so this is not it; check the mirror",
+                "timeout": "try again later, or raise --timeout if the connection is just slow",
+                "slow": "try again later, or use another mirror",
+                "redirect": "give the mirror's final URL"}.get(exc.kind, "check the mirror")
+        raise DownloadError(f"{exc}; nothing was installed: {hint}") from None
+
+
+def _copy_local(name: str, url: str, cap: int, sink: Callable[[bytes], None],
+                on_length: Callable[[int | None], None]) -> None:
+    """A ``file://`` URL: the local regular file, under the same size cap."""
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+
+    def unreadable(exc: OSError) -> DownloadError:
+        return DownloadError(f"{name}: cannot read {path} ({exc.strerror or exc}); check the file:// mirror, "
+                             "which must hold the official file names")
+
+    try:
+        source = path.open("rb")
+        info = os.fstat(source.fileno())
+    except OSError as exc:
+        raise unreadable(exc) from None
+    with source:
+        if not stat.S_ISREG(info.st_mode):
+            raise DownloadError(f"{name}: {path} is not a regular file; check the file:// mirror")
+        if info.st_size > cap:
+            raise DownloadError(f"{name}: {path} holds {info.st_size:,} bytes, more than the official file's "
+                                f"{cap:,}; it is not the official file")
+        on_length(info.st_size)
+        total = 0
+        while True:
+            try:
+                chunk = source.read(CHUNK_BYTES)
+            except OSError as exc:
+                raise unreadable(exc) from None
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > cap:
+                raise DownloadError(f"{name}: {path} grew beyond the official file's {cap:,} bytes while read")
+            sink(chunk)
 
 
 def _check_member(member: tarfile.TarInfo, top_folder: str, archive: Path) -> None:

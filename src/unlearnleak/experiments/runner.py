@@ -2,14 +2,15 @@
 
 RUN_DIR/experiment.yaml  the effective config;  run.json  provenance (command, versions, git revision, executor,
 times, cells);  results.jsonl  one row per finished cell (one write per line);  cells/<hash>/  the cell's files
-(staged in cells/.<hash>.partial, then renamed). A re-run skips cells with an "ok" row and retries the rest.
+(staged in cells/.<hash>.partial, then renamed);  .unlearnleak.lock  held by the one run writing the folder.
+A re-run skips cells whose "ok" row holds their result and retries the rest; no symbolic link is followed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -22,21 +23,34 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unlearnleak.errors import CheckpointError, ConfigError
-from unlearnleak.experiments.console import headline_table
+from unlearnleak.experiments.console import headline_table, output_console
 from unlearnleak.experiments.executors import CellOutcome, CellTask, Executor, make_executor, resolve_cell_fn
 from unlearnleak.experiments.executors.cell import ERROR_FILE
+from unlearnleak.experiments.preflight import check_cells
+from unlearnleak.experiments.rows import ATTACKS, result_problem, valid_cell_name
 from unlearnleak.experiments.schema import Cell, ExperimentConfig, expand_cells
-from unlearnleak.progress import progress_enabled
-from unlearnleak.storage import check_creatable, environment_record, to_json, write_json_atomic, write_text_atomic
+from unlearnleak.progress import Task, progress_enabled, say, task
+from unlearnleak.storage import (
+    check_creatable,
+    environment_record,
+    refuse_link,
+    remove_tree,
+    signals_held,
+    stop_signals_interrupt,
+    to_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 DEFAULT_CELL_FN = "unlearnleak.experiments.pipeline:run_cell"
 EXPERIMENT_FILE = "experiment.yaml"
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 CELLS_DIR = "cells"
+LOCK_FILE = ".unlearnleak.lock"  # held (flock) by the one run writing the folder
+OVERWRITTEN_PREFIX = ".overwritten-"  # --overwrite moves the old contents here, then deletes them
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -60,49 +74,50 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: s
     :class:`RunInterrupted` after keeping every finished cell.
     """
     run_dir = Path(run_dir)
-    console = console or Console()
+    console = console or output_console()
     cells = expand_cells(config)
     _check_distinct(cells)
     engine = make_executor(executor, workers=workers, address=address, threads=threads)
     resolve_cell_fn(cell_fn)
     try:
-        previous = _check_run_dir(run_dir, cells, overwrite)
+        _check_run_dir(run_dir, cells, overwrite)
         tasks = [CellTask(cell=c.hash, config=c.config.model_dump(mode="json"), cell_fn=cell_fn,
                           device=c.config.device, threads=threads) for c in cells]
         engine.preflight(tasks)
+        if cell_fn == DEFAULT_CELL_FN:  # data, model fit, forget sets, cache folder: once, here, for every cell
+            finished = set() if overwrite else set(_finished_rows(run_dir, cells)[0])
+            check_cells([c for c in cells if c.hash not in finished])
         # ---- nothing was written before this line ----
-        if overwrite and run_dir.exists():
-            _remove_run_dir(run_dir)
-            previous = None
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _clean_staging(run_dir)
-        done, notes = _load_results(run_dir, {c.hash for c in cells})
-        for note in notes:
-            _say(console, note)
-        write_text_atomic(run_dir / EXPERIMENT_FILE, experiment_yaml(config))
-        todo = [t for t in tasks if t.cell not in done]
-        if done:
-            _say(console, f"resuming {run_dir}: {len(done)} of {len(cells)} cells already finished, "
-                          f"{len(todo)} to run")
-        record = _start_record(previous, config, cells, engine, todo, cell_fn, address, argv)
-        write_json_atomic(run_dir / RUN_FILE, record)
-        rows = dict(done)
-        params = {c.hash: c.params for c in cells}
-        status = "failed"
-        try:
-            with _terminate_as_interrupt():
-                _run_cells(engine, todo, run_dir, params, rows, console)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            finished = sum(1 for r in rows.values() if r["status"] == "ok")
-            running = len(todo) - sum(1 for t in todo if t.cell in rows)
-            raise RunInterrupted(
-                f"interrupted: {finished} of {len(cells)} cells are finished and kept in {run_dir} "
-                f"({running} unfinished will run on resume); run the same command again to resume",
-                finished, len(cells)) from None
-        finally:
-            _finish_record(run_dir, record, status, todo, rows)
+        with _locked_run_dir(run_dir, cells, overwrite) as previous:
+            _clean_staging(run_dir)
+            done, notes = _load_results(run_dir, cells)
+            for note in notes:
+                _say(console, note)
+            write_text_atomic(run_dir / EXPERIMENT_FILE, experiment_yaml(config))
+            todo = [t for t in tasks if t.cell not in done]
+            if done:
+                _say(console, f"resuming {run_dir}: {len(done)} of {len(cells)} cells already finished, "
+                              f"{len(todo)} to run")
+            record = _start_record(previous, config, cells, engine, todo, cell_fn, address, argv)
+            write_json_atomic(run_dir / RUN_FILE, record)
+            rows = dict(done)
+            params = {c.hash: c.params for c in cells}
+            status = "failed"
+            try:
+                with stop_signals_interrupt():
+                    _run_cells(engine, todo, run_dir, params, rows, console)
+                status = "finished"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                finished_count = sum(1 for r in rows.values() if r["status"] == "ok")
+                running = len(todo) - sum(1 for t in todo if t.cell in rows)
+                raise RunInterrupted(
+                    f"interrupted: {finished_count} of {len(cells)} cells are finished and kept in {run_dir} "
+                    f"({running} unfinished will run on resume); run the same command again to resume",
+                    finished_count, len(cells)) from None
+            finally:
+                with signals_held():
+                    _finish_record(run_dir, record, status, todo, rows)
     finally:
         engine.close()
     ordered = [rows[c.hash] for c in cells if c.hash in rows]
@@ -135,11 +150,10 @@ def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
 def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: dict[str, dict[str, Any]],
                rows: dict[str, dict[str, Any]], console: Console) -> None:
     show = progress_enabled() and len(todo) > 1
-    if not show:  # one cell (or bars off): let the cell show its own progress when it runs in this process
+    if not show:  # one cell (or progress off): let the cell show its own progress when it runs in this process
         todo = [replace(t, quiet=False) for t in todo]
     failed = 0
-    with _cell_progress(show, len(todo), console) as progress:
-        task_id = progress.add_task("cells", total=len(todo)) if progress is not None else None
+    with _cell_progress(show, len(todo)) as progress:
 
         def on_done(task: CellTask, outcome: CellOutcome) -> None:
             nonlocal failed
@@ -153,45 +167,29 @@ def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: di
             rows[task.cell] = row
             if row["status"] != "ok":
                 failed += 1
-                # above the live bar when there is one (it owns the terminal), else on the run's console
-                _say(progress.console if progress is not None else console,
-                     f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}")
-            if progress is not None and task_id is not None:
-                progress.update(task_id, advance=1,
-                                description=f"cells ({failed} failed)" if failed else "cells")
+                message = f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}"
+                if progress is not None:
+                    say(message)  # above the live bar, when there is one
+                else:
+                    _say(console, message)
+            if progress is not None:
+                progress.describe(f"cells ({failed} failed)" if failed else "cells")
+                progress.advance()
 
         engine.run(todo, on_done)
 
 
 @contextmanager
-def _cell_progress(show: bool, total: int, console: Console) -> Iterator[Progress | None]:
+def _cell_progress(show: bool, total: int) -> Iterator[Task | None]:
+    """The run's progress over cells (a bar on a terminal, periodic lines in a log), kept when it ends."""
     if not show:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    with task("cells", total, keep=True) as progress:
         yield progress
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a batch scheduler's time limit, `kill`, `timeout`) stops the run like Ctrl-C: cells kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -224,11 +222,19 @@ def _check_distinct(cells: list[Cell]) -> None:
 
 
 def _check_run_dir(run_dir: Path, cells: list[Cell], overwrite: bool) -> dict[str, Any] | None:
-    """The existing run record of ``run_dir`` if it holds this experiment; None for a new folder."""
+    """The existing run record of ``run_dir`` if it holds this experiment; None for a new folder (reads only)."""
+    refuse_link(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
     check_creatable(run_dir, f"--out {run_dir}: cannot write it,", "choose another --out")
-    if not run_dir.is_dir() or not any(run_dir.iterdir()) or overwrite:
+    if not run_dir.is_dir():
+        return None
+    for name in (EXPERIMENT_FILE, RUN_FILE, RESULTS_FILE, CELLS_DIR, LOCK_FILE):
+        if (run_dir / name).is_symlink():
+            raise ConfigError(f"--out {run_dir}: {name} is a symbolic link (to {os.readlink(run_dir / name)}); a run "
+                              "folder's files must be inside it: choose another --out, or pass --overwrite to "
+                              "start afresh")
+    if overwrite or not _holds_files(run_dir):
         return None
     record_path = run_dir / RUN_FILE
     if not record_path.is_file():
@@ -251,19 +257,78 @@ def _check_run_dir(run_dir: Path, cells: list[Cell], overwrite: bool) -> dict[st
     return record
 
 
-def _remove_run_dir(run_dir: Path) -> None:
-    """--overwrite: move the old folder aside, then delete it (a crash leaves a hidden sibling, not a mix)."""
-    aside = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
-    os.replace(run_dir, aside)
-    shutil.rmtree(aside, ignore_errors=True)
+def _holds_files(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything but a lock file (left by a run that stopped before writing)."""
+    return any(entry.name != LOCK_FILE for entry in run_dir.iterdir())
+
+
+@contextmanager
+def _locked_run_dir(run_dir: Path, cells: list[Cell], overwrite: bool) -> Iterator[dict[str, Any] | None]:
+    """Create ``run_dir`` if needed and hold its lock (one run per folder); yield its run record (re-read under the
+    lock). A second run on the same folder is refused in one line. A folder this call created is removed again
+    if a check under the lock fails before anything is written.
+    """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+        created = True
+    except FileExistsError:
+        created = False
+    handle = _lock(run_dir)  # refused: the folder is another run's (even if this call created it), left alone
+    try:
+        try:
+            previous = _check_run_dir(run_dir, cells, overwrite)  # again: another run may have finished meanwhile
+            if overwrite and _holds_files(run_dir):
+                _empty_run_dir(run_dir)
+                previous = None
+        except BaseException:
+            if created and not _holds_files(run_dir):
+                remove_tree(run_dir)
+            raise
+        yield previous
+    finally:
+        os.close(handle)
+
+
+def _lock(run_dir: Path) -> int:
+    """An exclusive lock on ``run_dir``/.unlearnleak.lock (flock: released when this process exits or dies)."""
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise ConfigError(f"--out {run_dir} is in use by another `unlearnleak run|sweep` ({who}); wait for it to "
+                          "finish (or stop it), then run this command again to resume; or choose another --out"
+                          ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
+def _empty_run_dir(run_dir: Path) -> None:
+    """--overwrite: move everything but the lock into a hidden folder, then delete it (never following links)."""
+    trash = run_dir / f"{OVERWRITTEN_PREFIX}{os.getpid()}"
+    trash.mkdir()
+    for entry in list(run_dir.iterdir()):
+        if entry.name not in (LOCK_FILE, trash.name):
+            os.replace(entry, trash / entry.name)
+    remove_tree(trash)
 
 
 def _clean_staging(run_dir: Path) -> None:
-    """Remove cell folders a crash left half-published (they are not results: their cells rerun)."""
+    """Remove what a crash left half-done: cell folders being published, an interrupted --overwrite."""
+    leftovers = list(run_dir.glob(f"{OVERWRITTEN_PREFIX}*"))
     cells_dir = run_dir / CELLS_DIR
-    if cells_dir.is_dir():
-        for leftover in [*cells_dir.glob(".*.partial"), *cells_dir.glob(".*.old")]:
-            shutil.rmtree(leftover, ignore_errors=True)
+    if cells_dir.is_dir() and not cells_dir.is_symlink():
+        leftovers += [*cells_dir.glob(".*.partial"), *cells_dir.glob(".*.old")]
+    for leftover in leftovers:
+        remove_tree(leftover)
 
 
 def _parse_results(path: Path) -> tuple[list[dict[str, Any]], bytes]:
@@ -279,7 +344,7 @@ def _parse_results(path: Path) -> tuple[list[dict[str, Any]], bytes]:
             continue
         try:
             row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("cell"), str) or "status" not in row:
+            if not isinstance(row, dict) or not valid_cell_name(row.get("cell")) or "status" not in row:
                 raise ValueError("not a row object with `cell` and `status`")
         except ValueError as exc:
             raise CheckpointError(f"{path} line {number} is not a result row ({exc}); delete that line (its "
@@ -288,11 +353,16 @@ def _parse_results(path: Path) -> tuple[list[dict[str, Any]], bytes]:
     return rows, torn
 
 
-def _load_results(run_dir: Path, hashes: set[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """The "ok" rows by cell; torn lines and failed cells are dropped from the file (rewritten atomically)."""
+def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str, Any]], list[str], bool]:
+    """(the "ok" rows that hold a whole result, by cell; notes on what runs again; whether the file needs a rewrite).
+
+    Reads only. A row that says "ok" but lacks the result its config asks for (or names a file that is missing,
+    or reached through a symbolic link) does not count: its cell runs again.
+    """
     path = run_dir / RESULTS_FILE
     rows, torn = _parse_results(path)
-    unknown = sorted({r["cell"] for r in rows} - hashes)
+    by_hash = {c.hash: c for c in cells}
+    unknown = sorted({r["cell"] for r in rows} - set(by_hash))
     if unknown:
         raise CheckpointError(f"{path} holds rows of cells that are not in this experiment ({', '.join(unknown[:3])}"
                               "); it was edited or copied in: pass --overwrite to start afresh")
@@ -300,17 +370,35 @@ def _load_results(run_dir: Path, hashes: set[str]) -> tuple[dict[str, dict[str, 
     for row in rows:
         latest.pop(row["cell"], None)
         latest[row["cell"]] = row
-    done = {cell: row for cell, row in latest.items() if row["status"] == "ok"}
-    failed = len(latest) - len(done)
+    done: dict[str, dict[str, Any]] = {}
     notes = []
+    failed = 0
+    for cell, row in latest.items():
+        if row["status"] != "ok":
+            failed += 1
+            continue
+        config = by_hash[cell].config
+        enabled = [name for name in ATTACKS if getattr(config.attacks, name) is not None]
+        problem = result_problem(row, run_dir, enabled=enabled)
+        if problem is not None:
+            notes.append(f"cell {cell} {_params_text(by_hash[cell].params)}: its row says ok, but {problem}; "
+                         "it runs again")
+            continue
+        done[cell] = row
     if torn:
-        notes.append(f"{path}: discarded a torn last line ({len(torn)} bytes, from a write cut short by a crash); "
-                     "its cell runs again")
+        notes.insert(0, f"{path}: discarded a torn last line ({len(torn)} bytes, from a write cut short by a "
+                        "crash); its cell runs again")
     if failed:
         notes.append(f"retrying {failed} cell(s) that failed last time (their tracebacks: "
                      f"{run_dir / CELLS_DIR}/<hash>/{ERROR_FILE})")
-    if torn or len(done) != len(rows):
-        write_text_atomic(path, "".join(to_json(row) + "\n" for row in done.values()))
+    return done, notes, bool(torn) or len(done) != len(rows)
+
+
+def _load_results(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The finished rows by cell; torn lines, failed and incomplete rows are dropped from the file (atomically)."""
+    done, notes, rewrite = _finished_rows(run_dir, cells)
+    if rewrite:
+        write_text_atomic(run_dir / RESULTS_FILE, "".join(to_json(row) + "\n" for row in done.values()))
     return done, notes
 
 
@@ -319,9 +407,9 @@ def _publish_cell(run_dir: Path, cell: str, artifacts: dict[str, bytes]) -> None
     cells_dir = run_dir / CELLS_DIR
     staged, final, old = cells_dir / f".{cell}.partial", cells_dir / cell, cells_dir / f".{cell}.old"
     for leftover in (staged, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    staged.mkdir(parents=True)
+        remove_tree(leftover)
+    cells_dir.mkdir(exist_ok=True)
+    staged.mkdir()
     for relative, data in artifacts.items():
         parts = PurePosixPath(relative).parts
         if PurePosixPath(relative).is_absolute() or ".." in parts or not parts:
@@ -329,10 +417,10 @@ def _publish_cell(run_dir: Path, cell: str, artifacts: dict[str, bytes]) -> None
         target = staged.joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    if final.exists():
+    if os.path.lexists(final):
         os.replace(final, old)
         os.replace(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)
     else:
         os.replace(staged, final)
 

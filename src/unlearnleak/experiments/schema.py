@@ -12,12 +12,15 @@ import copy
 import hashlib
 import itertools
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.config import (
@@ -35,6 +38,11 @@ _ALL_METRICS: tuple[ImageMetric, ...] = ("psnr", "ssim", "lpips")
 TargetMode = Literal["auto", "approximate", "exact"]
 # Fields that name or describe an experiment but change no number: left out of the cell hash.
 _PRESENTATION = ("name", "description", "expected_runtime")
+# The most cells one config may expand to (grid × seeds): each is validated before the first runs, and each
+# runs for minutes; a bigger study is several run folders.
+MAX_CELLS = 1000
+# A seed: a true integer (not `true`), as torch generators take it (64-bit signed, with room for seed + 1).
+Seed = Annotated[int, Strict(), Field(ge=0, lt=2**63 - 1)]
 
 
 class DefenseSpec(BaseModel):
@@ -128,7 +136,7 @@ class ExperimentConfig(BaseModel):
     defense: DefenseSpec | None = None
     attacks: AttacksConfig = Field(default_factory=AttacksConfig)
     metrics: list[ImageMetric] = Field(default_factory=lambda: list(_ALL_METRICS))
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     device: str = "cpu"
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     quick: dict[str, Any] = Field(default_factory=dict)
@@ -149,8 +157,6 @@ class ExperimentConfig(BaseModel):
     def _seeds(cls, value: list[int]) -> list[int]:
         if len(set(value)) != len(value):
             raise ValueError("seeds must be distinct")
-        if any(s < 0 for s in value):
-            raise ValueError("seeds must be ≥ 0")
         return value
 
     @field_validator("sweep")
@@ -175,6 +181,53 @@ class ExperimentConfig(BaseModel):
         if self.attacks.feature_recovery is None and self.attacks.label_inference is None:
             raise ValueError("attacks: both attacks are null; enable attacks.feature_recovery or "
                              "attacks.label_inference")
+        return self
+
+    @model_validator(mode="after")
+    def _registered_names(self) -> ExperimentConfig:
+        """The dataset, its splits and the model must be known here (a model may also name code)."""
+        from unlearnleak.data import DATASETS
+        from unlearnleak.data.base import DATASET_INFO
+        from unlearnleak.models import MODELS
+        from unlearnleak.models.base import names_code
+
+        scenario = self.scenario
+        if scenario.dataset not in DATASETS:
+            raise ValueError(f"scenario.dataset: unknown dataset {scenario.dataset!r}; choose one of: "
+                             f"{', '.join(DATASETS.names())} (see `unlearnleak data list`)")
+        splits = DATASET_INFO[scenario.dataset].splits
+        for key in ("train_split", "test_split"):
+            split = getattr(scenario, key)
+            if split is not None and split not in splits:
+                raise ValueError(f"scenario.{key}: dataset {scenario.dataset!r} has no split {split!r}; choose one "
+                                 f"of: {', '.join(splits)}")
+        if scenario.model not in MODELS and not names_code(scenario.model):
+            raise ValueError(f"scenario.model: unknown model {scenario.model!r}; choose one of: "
+                             f"{', '.join(MODELS.names())}, or name your own as path/to/file.py:Class "
+                             "(with --model-def)")
+        return self
+
+    @model_validator(mode="after")
+    def _finite(self) -> ExperimentConfig:
+        """No NaN or ±inf anywhere, free-form parameter sections included (a defense σ = inf is refused)."""
+        from unlearnleak.experiments.config import finite_values
+
+        data = self.model_dump(mode="python", exclude={"quick"})
+        for key, value in data.items():
+            try:
+                finite_values(value, key)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _grid_size(self) -> ExperimentConfig:
+        cells = grid_size(self.sweep, len(self.seeds))
+        if cells > MAX_CELLS:
+            sizes = " × ".join(str(len(v)) for v in self.sweep.values())
+            raise ValueError(f"the grid has {cells:,} cells ({sizes + ' values × ' if sizes else ''}"
+                             f"{len(self.seeds)} seeds), more than the {MAX_CELLS} one run folder takes; split "
+                             "the sweep into several configs (each its own --out), or sweep fewer values")
         return self
 
     def cell_seed(self) -> int:
@@ -235,11 +288,15 @@ def resolve_config_path(path: str | Path) -> Path:
                       f"({', '.join(names[:6])}{', …' if len(names) > 6 else ''}; all: unlearnleak run --list)")
 
 
-def load_experiment(path: str | Path | None, sets: list[str] | None = None, quick: bool = False
+def load_experiment(path: str | Path | None, sets: list[str] | None = None, quick: bool = False, *,
+                    grid: Sequence[str] = (), model_defs: Sequence[str] = (), trust_model_code: bool = False
                     ) -> ExperimentConfig:
-    """The experiment in YAML ``path`` (None: all defaults) ← its ``quick`` section if asked ← ``--set``s.
+    """The experiment in YAML ``path`` (None: all defaults) ← its ``quick`` section if asked ← ``--set``s ←
+    ``grid`` ("key=[v1, v2]": adds or replaces a swept key).
 
-    Every cell of the sweep is validated too, so that a bad sweep value fails now, naming its key.
+    Every cell of the sweep is validated too, so that a bad sweep value fails now, naming its key. A model that
+    names code (``file.py:Class``) is refused unless ``model_defs`` names the same code (``--model-def``) or
+    ``trust_model_code`` is set (Python only): a config, like a manifest, never runs code by itself.
     """
     path = resolve_config_path(path) if path is not None else None
     data = read_yaml_mapping(path, "experiment config") if path is not None else {}
@@ -259,8 +316,63 @@ def load_experiment(path: str | Path | None, sets: list[str] | None = None, quic
         if isinstance(scenario, dict) and key in scenario:
             raise ConfigError(f"{what}: scenario.{key} is set by the experiment; use {where} instead")
     config = _validate(data, what)
-    expand_cells(config)
+    if grid:
+        config = with_grid(config, grid)
+    else:
+        expand_cells(config)
+    if not trust_model_code:
+        check_model_code(config, model_defs, what=what)
     return config
+
+
+def with_grid(config: ExperimentConfig, grid: Sequence[str]) -> ExperimentConfig:
+    """``config`` with each ``key=[v1, v2]`` of ``grid`` added to (or replacing) its sweep; cells validated."""
+    from unlearnleak.errors import one_line
+    from unlearnleak.experiments.config import parse_yaml
+
+    sweep = dict(config.sweep)
+    given: set[str] = set()
+    for item in grid:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--grid {item!r} must look like key=[v1, v2], e.g. --grid scenario.n_train=[8,32]")
+        if key in given:
+            raise ConfigError(f"--grid {key} is given twice; give its values once, in one list")
+        given.add(key)
+        try:
+            values = parse_yaml(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--grid {item!r}: cannot parse the values ({one_line(str(exc))}); write a YAML "
+                              f"list, e.g. {key}=[8, 32]") from exc
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"--grid {item!r}: the values must be a non-empty YAML list, e.g. {key}=[8, 32]")
+        sweep[key] = values
+    try:  # the sweep's own checks (reserved keys, zipped lengths, grid size)
+        ExperimentConfig.model_validate({**config.model_dump(mode="json"), "sweep": sweep})
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, "--grid", model=ExperimentConfig)) from exc
+    updated = config.model_copy(update={"sweep": sweep})  # keeps which fields were set (e.g. model_kwargs)
+    expand_cells(updated)  # a bad value fails now, naming its key
+    return updated
+
+
+def grid_size(sweep: dict[str, list[Any]], seeds: int) -> int:
+    """How many cells ``sweep`` × ``seeds`` spans (computed, not expanded)."""
+    return math.prod(len(values) for values in sweep.values()) * seeds
+
+
+def check_model_code(config: ExperimentConfig, model_defs: Sequence[str] = (), *, what: str = "experiment config"
+                     ) -> None:
+    """Refuse a config whose cells name model code unless the user named the same code (``--model-def``).
+
+    A config is data, like a pair folder's manifest: a run folder's experiment.yaml from someone else must
+    not run code on resume. Each ``--model-def`` must be used by some cell (a typo is refused, not ignored).
+    """
+    from unlearnleak.experiments.config import check_named_code
+
+    named = sorted({cell.config.scenario.model for cell in expand_cells(config)})
+    check_named_code([("scenario.model", name) for name in named], model_defs, what)
 
 
 def _sweep_keys(key: str) -> list[str]:
@@ -297,5 +409,7 @@ def cell_hash(config: ExperimentConfig) -> str:
     """sha256 (16 hex) of the canonical JSON of everything in ``config`` that can change a number."""
     data = config.model_dump(mode="json", exclude=set(_PRESENTATION))
     data["scenario"].pop("cache_dir", None)  # where θ0 is cached changes nothing
+    if data["scenario"].get("pretrain_rows") is None:  # unset: the hash of cells from before the field existed
+        data["scenario"].pop("pretrain_rows", None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

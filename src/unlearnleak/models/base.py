@@ -12,10 +12,8 @@ import torch
 from torch import nn
 
 from unlearnleak.errors import CheckpointError, ConfigError
+from unlearnleak.models.custom import ModelFactory, import_model_class
 from unlearnleak.registry import Registry
-
-ModelFactory = Callable[..., nn.Module]
-"""``factory(input_shape=(C,H,W) or (D,), num_classes=K, **kwargs) -> nn.Module`` taking normalised input."""
 
 MODELS: Registry[ModelFactory] = Registry("model")
 
@@ -153,8 +151,6 @@ def build_model(spec: ModelSpec) -> Normalized:
     if spec.name in MODELS:
         factory = MODELS.get(spec.name)
     elif ":" in spec.name:
-        from unlearnleak.models.custom import import_model_class
-
         factory = import_model_class(spec.name)
     else:
         MODELS.get(spec.name)  # raises the ConfigError listing known names

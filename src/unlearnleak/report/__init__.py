@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from unlearnleak.errors import ConfigError
 from unlearnleak.report.audit_page import build_audit_report, write_audit_html
@@ -52,12 +53,14 @@ def headline_rich_table(table: Table) -> RichTable:
     same = [i for i, c in enumerate(table.display_columns)
             if len(rows) > 1 and len({r[i] for r in rows}) == 1 and len(rows[0][i]) < 40]
     caption = ", ".join(f"{table.display_columns[i]}: {rows[0][i]}" for i in same) if same else None
-    out = RichTable(title=table.title, title_justify="left", caption=caption, caption_justify="left")
+    # Text, not markup: a config string such as "[link=…]" is shown as typed, never styled or linked
+    out = RichTable(title=table.title, title_justify="left", caption=None if caption is None else Text(caption),
+                    caption_justify="left")
     keep = [i for i in range(len(table.display_columns)) if i not in same]
     for i in keep:
-        out.add_column(table.display_columns[i], overflow="fold")
+        out.add_column(Text(table.display_columns[i]), overflow="fold")
     for row in rows:
-        out.add_row(*(row[i] for i in keep))
+        out.add_row(*(Text(row[i]) for i in keep))
     return out
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnleak.errors import CheckpointError
+from unlearnleak.experiments.rows import inside_without_links
 from unlearnleak.report import html
 from unlearnleak.report.build import Report
 from unlearnleak.report.figures import FigureFile
@@ -31,9 +32,17 @@ SAMPLE_COLUMNS = ("index", "psnr", "ssim", "lpips", "mse", "dataset_mean_colour_
                   "thumbnail_4x4_psnr", "true_label", "label", "label_correct")
 
 
+def _refuse_link(folder: Path, path: Path) -> None:
+    """An audit folder's files are read only from inside it (a symbolic link is refused, never followed)."""
+    problem = inside_without_links(folder, path) if path.is_symlink() else None
+    if problem is not None:
+        raise CheckpointError(f"{problem}; copy the file into the audit folder instead of linking it")
+
+
 def read_audit(folder: Path) -> dict[str, Any]:
     """report.json of an audit folder, checked to be one."""
     path = folder / AUDIT_FILE
+    _refuse_link(folder, path)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -48,6 +57,7 @@ def _figures(folder: Path) -> list[FigureFile]:
     out = []
     for name, title, caption in FIGURES:
         path = folder / name
+        _refuse_link(folder, path)
         if path.is_file():
             png = path.read_bytes()
             if png[:8] != PNG_SIGNATURE:
@@ -93,8 +103,9 @@ def _label_table(report: dict[str, Any]) -> list[Table]:
                   "predicted"], raw, ["class", "change", "best", "predicted"], shown, note)]
 
 
-def build_audit_report(folder: str | Path) -> Report:
-    """The audit's page, tables and figures from its folder (report.json + PNGs)."""
+def build_audit_report(folder: str | Path, *, files: bool = True) -> Report:
+    """The audit's page, tables and figures from its folder (report.json + PNGs); ``files``: the page names the
+    table files written beside it (`unlearnleak report`), not for the page the audit itself writes."""
     folder = Path(folder)
     report = read_audit(folder)
     figures = _figures(folder)
@@ -105,8 +116,12 @@ def build_audit_report(folder: str | Path) -> Report:
     sections: list[tuple[str, str, str]] = [("verdict", "Verdict", verdict or "<p>Nothing was attacked.</p>")]
     if figures:
         sections.append(("figures", "Figures", "".join(html.figure_html(f) for f in figures)))
-    if tables:
-        sections.append(("tables", "Tables", "".join(html.table_html(t) for t in tables)))
+    if tables:  # the audit writes no table files; `unlearnleak report AUDIT_DIR` does (its own page lists them)
+        body = "".join(html.table_html(t, files=files) for t in tables)
+        if not files:
+            body += ('<p class="note">These tables as CSV and Markdown files: run <code>unlearnleak report '
+                     'AUDIT_DIR</code>.</p>')
+        sections.append(("tables", "Tables", body))
     environment: dict[str, Any] = report["environment"] if isinstance(report.get("environment"), dict) else {}
     prov = html.mapping_html({"mode": report.get("mode"), "partial": report.get("partial"),
                               "git revision": environment.get("git_revision"),
@@ -129,4 +144,4 @@ def build_audit_report(folder: str | Path) -> Report:
 def write_audit_html(folder: str | Path) -> Path:
     """Write ``report.html`` (self-contained) into the audit folder ``folder``, atomically."""
     folder = Path(folder)
-    return write_text_atomic(folder / AUDIT_HTML, build_audit_report(folder).page)
+    return write_text_atomic(folder / AUDIT_HTML, build_audit_report(folder, files=False).page)

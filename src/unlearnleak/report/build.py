@@ -129,6 +129,9 @@ def build_run_report(data: RunData) -> Report:
     name = _experiment_name(data)
     headline = next((t for t in tables if t.name == "headline"), None)
     sections: list[tuple[str, str, str]] = []
+    verdicts = next((t for t in tables if t.name == "verdicts"), None)
+    if verdicts is not None:
+        sections.append(("verdicts", "Verdicts", html.table_html(verdicts, heading=False)))
     if headline is not None:
         sections.append(("headline", "Headline", html.table_html(headline, heading=False)))
     errors = next((t for t in tables if t.name == "errors"), None)
@@ -136,7 +139,7 @@ def build_run_report(data: RunData) -> Report:
         sections.append(("errors", f"Failed cells ({len(data.errors)})", html.table_html(errors, heading=False)))
     if figures:
         sections.append(("figures", "Figures", "".join(html.figure_html(f) for f in figures)))
-    body = "".join(html.table_html(t) for t in tables if t.name not in ("headline", "errors", "cells"))
+    body = "".join(html.table_html(t) for t in tables if t.name not in ("verdicts", "headline", "errors", "cells"))
     cells = next(t for t in tables if t.name == "cells")
     body += f"<details><summary>Every cell ({len(data.rows)})</summary>{html.table_html(cells)}</details>"
     sections.append(("tables", "Tables", body))

@@ -39,14 +39,15 @@ def figure_html(fig: FigureFile) -> str:
             f"<figcaption><b>{escape(fig.title)}.</b> {escape(fig.caption)}</figcaption></figure>")
 
 
-def table_html(table: Table, *, heading: bool = True) -> str:
-    """The display cells of ``table`` as an HTML table (escaped), with its note."""
+def table_html(table: Table, *, heading: bool = True, files: bool = True) -> str:
+    """The display cells of ``table`` as an HTML table (escaped), with its note and, with ``files``, the names of
+    its CSV and Markdown files (only where they are written beside the page: ``unlearnleak report``)."""
     head = "".join(f"<th>{escape(c)}</th>" for c in table.display_columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in table.display_rows)
     title = f"<h3>{escape(table.title)}</h3>" if heading else ""
     note = f'<p class="note">{escape(table.note)}</p>' if table.note else ""
-    files = f'<p class="note">Files: tables/{escape(table.name)}.csv, tables/{escape(table.name)}.md</p>'
-    return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}{files}"
+    names = f'<p class="note">Files: tables/{escape(table.name)}.csv, tables/{escape(table.name)}.md</p>'
+    return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}{names if files else ''}"
 
 
 def mapping_html(values: dict[str, Any]) -> str:

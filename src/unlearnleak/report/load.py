@@ -8,6 +8,7 @@ that ``unlearnleak report`` fails before it writes anything. Tensors are read fr
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 
 from unlearnleak.errors import CheckpointError
-from unlearnleak.knowledge import read_safetensors
+from unlearnleak.experiments.rows import inside_without_links, result_problem, valid_cell_name
+from unlearnleak.storage import read_safetensors
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -75,8 +77,10 @@ def load_run(folder: str | Path) -> RunData:
     if not results.is_file():
         raise CheckpointError(f"{results} is missing: {folder} is not a run folder; give the --out folder of "
                               f"`unlearnleak run`/`sweep` (cells write their rows there when they finish)")
+    for name in (RESULTS_FILE, RUN_FILE, EXPERIMENT_FILE, CELLS_DIR):
+        _refuse_link(folder, folder / name)
     rows, superseded = _read_rows(results)
-    data = RunData(folder=folder, rows=rows, superseded=superseded)
+    data = RunData(folder=folder, rows=[_unless_empty(row, results) for row in rows], superseded=superseded)
     data.run = _read_run_json(folder / RUN_FILE)
     yaml_path = folder / EXPERIMENT_FILE
     if yaml_path.is_file():
@@ -87,6 +91,25 @@ def load_run(folder: str | Path) -> RunData:
         if tensors is not None:
             data.tensors[row["cell"]] = tensors
     return data
+
+
+def _refuse_link(folder: Path, path: Path) -> None:
+    """Refuse a file of the run that is a symbolic link (or lies behind one): a report never reads outside it."""
+    if os.path.lexists(path):
+        problem = inside_without_links(folder, path)
+        if problem is not None:
+            raise CheckpointError(f"{problem}; copy the file into the run folder instead of linking it")
+
+
+def _unless_empty(row: dict[str, Any], results: Path) -> dict[str, Any]:
+    """An "ok" row without the results its config asks for is shown as a failed cell, never left out."""
+    if row.get("status") != "ok":
+        return row
+    problem = result_problem(row)
+    if problem is None:
+        return row
+    return {**row, "status": "error", "error": f"the row in {results.name} says ok, but {problem}; run the same "
+                                              "`unlearnleak run|sweep` command on this folder to rerun the cell"}
 
 
 def _read_text(path: Path) -> str:
@@ -113,7 +136,7 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not isinstance(row, dict):
             raise CheckpointError(f"{where} is a JSON {type(row).__name__}, not an object (a row); {fix}")
         cell, status = row.get("cell"), row.get("status")
-        if not isinstance(cell, str) or not cell or not all(c.isalnum() or c in "-_" for c in cell):
+        if not valid_cell_name(cell):
             raise CheckpointError(f"{where} has no valid \"cell\" (the cell's hash, letters and digits); {fix}")
         if status not in ("ok", "error"):
             raise CheckpointError(f"{where} has \"status\" {status!r}; expected \"ok\" or \"error\"; {fix}")
@@ -162,12 +185,14 @@ def _read_run_json(path: Path) -> dict[str, Any]:
 
 
 def artifact_path(folder: Path, row: dict[str, Any], name: str) -> Path:
-    """The file a row's artifact entry names, refused if it would leave the cell's folder."""
+    """The file a row's artifact entry names, refused if it would leave the cell's folder (also by a link)."""
     rel = PurePosixPath(name)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\x00" in name:
         raise CheckpointError(f"cell {row['cell']}: artifact path {name!r} leaves the cell folder; the row was not "
                               f"written by `unlearnleak run`")
-    return folder / CELLS_DIR / row["cell"] / Path(*rel.parts)
+    path = folder / CELLS_DIR / row["cell"] / Path(*rel.parts)
+    _refuse_link(folder, path)
+    return path
 
 
 def _artifacts(row: dict[str, Any]) -> dict[str, str]:

@@ -7,6 +7,7 @@ that has no per-sample values pools the cells' means instead. ``n`` says how man
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -16,6 +17,7 @@ from typing import Any
 
 from unlearnleak.report.groups import Group, group_rows, setting_columns, short, value_text
 from unlearnleak.report.stats import Interval, as_number, fmt, interval, metric_interval
+from unlearnleak.verdicts import MARGIN_DB, gradient_label_phrase, image_verdict, label_summary, tabular_verdict
 
 UTILITY = (("served_test_accuracy", "served acc"), ("unlearned_test_accuracy", "θ_u acc"),
            ("original_test_accuracy", "θ acc"))
@@ -34,27 +36,45 @@ class Table:
     note: str = ""
 
     def csv(self) -> str:
-        """The raw values, full precision; lists and objects as JSON."""
+        """The raw values, full precision; lists and objects as JSON; text that a spreadsheet would run as a
+        formula (``=HYPERLINK(…)``, ``+``, ``-``, ``@`` …) is prefixed with ``'`` so that it stays text."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.columns)
+        writer.writerow([csv_text(c) for c in self.columns])
         for row in self.rows:
             writer.writerow(["" if v is None else json.dumps(v, sort_keys=True) if isinstance(v, list | dict)
-                             else v for v in row])
+                             else csv_text(v) if isinstance(v, str) else v for v in row])
         return buffer.getvalue()
 
     def markdown(self) -> str:
-        """A GitHub-flavoured Markdown table with a title and the note under it."""
-
-        def cell(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
-
-        lines = [f"## {self.title}", "", "| " + " | ".join(cell(c) for c in self.display_columns) + " |",
+        """A GitHub-flavoured Markdown table with a title and the note under it; text from the run (config
+        strings, errors) is escaped, so that raw HTML in it shows as text in any Markdown viewer."""
+        lines = [f"## {markdown_text(self.title)}", "",
+                 "| " + " | ".join(markdown_text(c) for c in self.display_columns) + " |",
                  "|" + "---|" * len(self.display_columns)]
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.display_rows]
+        lines += ["| " + " | ".join(markdown_text(c) for c in row) + " |" for row in self.display_rows]
         if self.note:
-            lines += ["", self.note]
+            lines += ["", markdown_text(self.note)]
         return "\n".join(lines) + "\n"
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|")
+
+
+def csv_text(text: str) -> str:
+    """``text`` safe in a spreadsheet cell: a leading formula character gets a ``'`` (numbers stay numbers)."""
+    if not text.startswith(_FORMULA_START):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return "'" + text
+    return text
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as one Markdown table cell: HTML special characters escaped, pipes escaped, one line."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 @dataclass
@@ -245,6 +265,57 @@ def label_inference_table(rows: list[dict[str, Any]]) -> Table | None:
     return builder.table("label_inference", "Label inference", note)
 
 
+# ----- verdicts in words ---------------------------------------------------------------------------------
+
+
+def verdict_table(rows: list[dict[str, Any]]) -> Table | None:
+    """Per group, the attacks' results in words (unlearnleak.verdicts): where the recovery stands among its
+    baselines — stated when it falls below one — and how the label inference fared."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return None
+    keys, groups = group_rows(ok)
+    builder = _Builder()
+    for group in groups:
+        for key in keys:
+            builder.value(key, group.params.get(key), display=short(key))
+        for name in setting_columns(keys):
+            builder.value(name, group.setting(name))
+        fr = [r for r in group.rows if isinstance(r.get("feature_recovery"), dict)]
+        text = _recovery_words(fr) if fr else None
+        builder.value("feature_recovery", text, display="feature recovery")
+        li = [r["label_inference"] for r in group.rows if isinstance(r.get("label_inference"), dict)]
+        builder.value("label_inference", label_summary(li), display="label inference")
+        builder.end_row()
+    note = (f"The rule (docs/metrics.md, \"Verdicts\"): the highest baseline the mean PSNR clears by more than "
+            f"{MARGIN_DB} dB (at the thumbnail's PSNR, SSIM and LPIPS both clearly better than its count as beyond "
+            "it); below a baseline is said so. Label inference: the class whose confidence fell most, and whether "
+            "the fall is significant.")
+    return builder.table("verdicts", "Verdicts", note)
+
+
+def _recovery_words(fr: list[dict[str, Any]]) -> str | None:
+    metrics = _fr_metrics(fr)
+    names = _baselines(fr)
+    if "psnr" in metrics:
+        stat = metric_interval("psnr", sample_values(fr, "psnr"))
+        base = {name: {metric: interval(baseline_values(fr, name, metric)).mean for metric in names[name]}
+                for name in names if "psnr" in names[name]}
+        span = (stat.low, stat.high) if stat.low is not None and stat.high is not None else None
+        mean = {metric: interval(sample_values(fr, metric)).mean if metric in metrics else None
+                for metric in ("ssim", "lpips")}
+        verdict = image_verdict(stat.mean, base, ssim=mean["ssim"], lpips=mean["lpips"], interval=span)
+    elif "mse" in metrics:
+        verdict = tabular_verdict(interval(sample_values(fr, "mse")).mean,
+                                  interval(baseline_values(fr, FLAT_BASELINE, "mse")).mean)
+    else:
+        verdict = None
+    accuracy = interval(sample_values(fr, "label_accuracy")).mean if "label_accuracy" in metrics else None
+    phrase = gradient_label_phrase(accuracy)
+    parts = [p for p in (verdict.sentence if verdict else None, phrase) if p]
+    return "; ".join(parts) or None
+
+
 # ----- headline, per cell, errors --------------------------------------------------------------------------
 
 
@@ -269,7 +340,7 @@ def headline_table(rows: list[dict[str, Any]]) -> Table | None:
                                   display=f"{name} {main}")
             if "label_accuracy" in metrics:
                 accuracy = metric_interval("label_accuracy", sample_values(fr, "label_accuracy"))
-                builder.stat("label_accuracy", accuracy, "label from ∇*")
+                builder.stat("label_accuracy", accuracy, "labels right from weights")
         li = [r["label_inference"] for r in group.rows if isinstance(r.get("label_inference"), dict)]
         if li:
             builder.stat("label_inference_correct", metric_interval("correct", (_flag(x.get("correct")) for x in li)),
@@ -279,7 +350,10 @@ def headline_table(rows: list[dict[str, Any]]) -> Table | None:
         if any(v is not None for v in served):
             builder.stat("served_test_accuracy", metric_interval("accuracy", served), "served acc")
         builder.end_row()
-    return builder.table("headline", "Headline", "Mean [95 % t-interval] (n); baselines beside each attack metric.")
+    return builder.table("headline", "Headline", "Mean [95 % t-interval] (n); baselines beside each attack metric. "
+                         "Labels right from weights: the share of deleted samples whose label the server reads "
+                         "correctly from the weight change ∇* before making any image. Label inference: the share "
+                         "of cells where the class whose confidence fell most was a deleted one (chance beside).")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -342,7 +416,7 @@ def errors_table(rows: list[dict[str, Any]]) -> Table | None:
 
 
 def all_tables(rows: list[dict[str, Any]]) -> list[Table]:
-    """The report's tables, headline first (those with nothing to show are left out)."""
-    tables = [headline_table(rows), feature_recovery_table(rows), label_inference_table(rows), errors_table(rows),
-              cells_table(rows)]
+    """The report's tables, the verdicts in words and the headline first (those with nothing to show left out)."""
+    tables = [verdict_table(rows), headline_table(rows), feature_recovery_table(rows), label_inference_table(rows),
+              errors_table(rows), cells_table(rows)]
     return [t for t in tables if t is not None]

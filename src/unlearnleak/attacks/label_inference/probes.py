@@ -44,7 +44,7 @@ from unlearnleak.attacks.label_inference.starts import (
 )
 from unlearnleak.errors import ConfigError, QueryBudgetExceeded
 from unlearnleak.oracle import ModelOracle, Oracle
-from unlearnleak.progress import progress_enabled
+from unlearnleak.progress import Task
 from unlearnleak.registry import Registry
 
 
@@ -136,6 +136,8 @@ class ProbeGenerator(ABC):
     black_box: ClassVar[bool] = True
     Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     parallel: ClassVar[bool] = False  # True: _make_many optimises several probes side by side
+    image_only: ClassVar[bool] = False  # True: refuses inputs other than images (C, H, W)
+    needs_public: ClassVar[bool] = False  # True: needs held-out real data (``public=``)
 
     def __init__(self, config: GeneratorConfig | None = None, **params: Any) -> None:
         if config is not None and params:
@@ -324,24 +326,16 @@ class _Stopped(Exception):
 
 
 class _Bar:
-    """A rich progress bar that generators advance per finished probe (silent when disabled)."""
+    """Progress that generators advance per finished probe (unlearnleak.progress: a bar, lines, or nothing)."""
 
     def __init__(self, total: int, description: str) -> None:
-        self._progress = None
-        if progress_enabled():
-            from rich.progress import Progress
-
-            self._progress = Progress(transient=True)
-            self._progress.start()
-            self._task = self._progress.add_task(description, total=total)
+        self._task = Task(description, total)
 
     def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
+        self._task.advance()
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self._task.close()
 
 
 PROBE_GENERATORS: Registry[type[ProbeGenerator]] = Registry("probe generator")
@@ -518,6 +512,7 @@ class PublicProbes(ProbeGenerator):
 
     Config = PublicConfig
     parallel = True
+    needs_public = True
 
     def _make_many(self, oracle: Oracle, target: Oracle | nn.Module, jobs: Jobs, limits: RunLimits,
                    public: PublicData | None) -> Iterator[tuple[Job, Made]]:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from unlearnleak.verdicts import label_verdict
+
 Verdict = Literal["detected", "not_detected", "no_verdict"]
 
 
@@ -139,7 +141,7 @@ class LabelGuess:
             return f"{c} ({class_names[c]})" if class_names is not None and c < len(class_names) else str(c)
 
         if not self.has_verdict:
-            return f"{self.no_verdict_line(class_names)}; queries: original {self.queries_original}"
+            return self.no_verdict_line(class_names)
         at = "" if self.level is None else f" at level {self.level:g}"
         p = "" if self.p_value is None else f", p = {self.p_value:.2g}"
         head = (f"deleted class(es): {', '.join(name(c) for c in self.predicted)} (detected{at}{p})"
@@ -149,16 +151,9 @@ class LabelGuess:
                 f"unlearned {self.queries_unlearned}")
 
     def no_verdict_line(self, class_names: Sequence[str] | None = None) -> str:
-        """"no verdict: classes … have no probes (why)", naming the classes."""
-        def name(c: int) -> str:
-            return f"{c} ({class_names[c]})" if class_names is not None and c < len(class_names) else str(c)
-
-        few = "no probes" if self.min_per_class <= 1 else f"fewer than {self.min_per_class} probes"
-        which = ", ".join(name(c) for c in self.lacking)
-        noun = "class" if len(self.lacking) == 1 else "classes"
-        verb = "has" if len(self.lacking) == 1 else "have"
-        why = f" ({self.reason})" if self.reason else ""
-        return f"no verdict: {noun} {which} {verb} {few}{why}"
+        """The shared label phrase (unlearnleak.verdicts) for a guess without a verdict: "no verdict on the
+        label: class 4 (e) has fewer than 3 probes: why; nothing was ranked or tested; queries …"."""
+        return label_verdict(self.to_dict(), class_names).sentence
 
 
 def _finite(value: float) -> float | None:

@@ -298,6 +298,7 @@ class NesProbes(ProbeGenerator):
 
     Config = NesConfig
     parallel = True
+    image_only = True
 
     def _check_params(self) -> None:
         cfg: NesConfig = self.config  # type: ignore[assignment]

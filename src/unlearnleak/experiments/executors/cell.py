@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unlearnleak.errors import ConfigError
-from unlearnleak.experiments.config import one_line
+from unlearnleak.errors import ConfigError, one_line
 from unlearnleak.experiments.schema import ExperimentConfig, cell_hash
 from unlearnleak.storage import to_json
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import replace
 from multiprocessing import get_context
 
@@ -73,11 +75,18 @@ class LocalExecutor:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads,))
         futures: dict[Future[CellOutcome], CellTask] = {}
+        stop = threading.Event()
         try:
-            for task in tasks:
-                futures[pool.submit(execute_cell, replace(task, quiet=True))] = task
-            for future in as_completed(list(futures)):
-                on_done(futures.pop(future), _outcome(future))
+            with _signals_set(stop):
+                for task in tasks:
+                    futures[pool.submit(execute_cell, replace(task, quiet=True))] = task
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        on_done(futures.pop(future), _outcome(future))
+                    if stop.is_set():
+                        raise KeyboardInterrupt
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -88,6 +97,24 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Nothing outlives :meth:`run`."""
+
+
+_POLL_SECONDS = 0.2  # how soon a Ctrl-C or SIGTERM is acted on while cells run in the pool
+
+
+@contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set ``stop`` instead of raising wherever the main thread is: an exception raised inside
+    concurrent.futures' own lock handling could leave a lock held and hang the interrupted run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _outcome(future: Future[CellOutcome]) -> CellOutcome:

@@ -13,8 +13,7 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
-from unlearnleak.errors import ConfigError
-from unlearnleak.experiments.config import one_line
+from unlearnleak.errors import ConfigError, one_line
 from unlearnleak.experiments.executors import EXECUTORS
 from unlearnleak.experiments.executors.cell import CellOutcome, CellTask, execute_cell
 

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unlearnleak.defenses import DEFENSES, DefenseContext, defend, defense_params
 from unlearnleak.errors import ConfigError
+from unlearnleak.experiments.config import finite_values
 from unlearnleak.experiments.studies.attacks import image_baselines, infer_and_score, make_probes, recover_and_score
 from unlearnleak.experiments.studies.methods import EXACT_TARGET, AttackConfig, _model, _stats
-from unlearnleak.experiments.studies.setting import Prepared, StudySetting, prepare
+from unlearnleak.experiments.studies.setting import Prepared, Splits, StudySetting, prepare
 from unlearnleak.metrics import LPIPS
 from unlearnleak.training import evaluate
 from unlearnleak.unlearning import StateDict, check_params, unlearn_measured
@@ -32,20 +33,26 @@ DEFAULT_SWEEPS: dict[str, list[float]] = {
 class DefensesStudyConfig(BaseModel):
     """The unlearning method, each defense's sweep of its strength, and its other (fixed) parameters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     setting: StudySetting = Field(default_factory=StudySetting)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     method: str = "gradient_ascent"
     method_params: dict[str, Any] = Field(default_factory=dict)
-    sweeps: dict[str, list[float]] = Field(default_factory=lambda: dict(DEFAULT_SWEEPS))
+    sweeps: dict[str, list[float]] = Field(default_factory=lambda: dict(DEFAULT_SWEEPS), min_length=1)
     defense_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> DefensesStudyConfig:
         try:
             check_params(self.method, self.method_params)
+            finite_values(self.method_params, "method_params")
+            finite_values(self.defense_params, "defense_params")
             for name, values in self.sweeps.items():
+                if not values:
+                    raise ConfigError(f"sweeps.{name} lists no strengths; give at least one (0 is no defense)")
+                if len(set(values)) != len(values):
+                    raise ConfigError(f"sweeps.{name} lists {values} with repeats; each strength must appear once")
                 for value in values:
                     self.point_params(name, value)
             unknown = set(self.defense_params) - set(self.sweeps)
@@ -56,11 +63,12 @@ class DefensesStudyConfig(BaseModel):
         return self
 
     def point_params(self, name: str, value: float) -> dict[str, Any]:
-        """The parameters of defense ``name`` at strength ``value`` (validated)."""
+        """The parameters of defense ``name`` at strength ``value``, validated by the defense's own model (so an
+        integer strength such as fine-tuning epochs refuses 0.5 instead of running 0)."""
         strength = DEFENSES.get(name).strength
-        params = {**self.defense_params.get(name, {}), strength: int(value) if strength == "epochs" else value}
-        defense_params(name, params)
-        return params
+        params = {**self.defense_params.get(name, {}), strength: value}
+        parsed = defense_params(name, params)
+        return {**params, strength: getattr(parsed, strength)}
 
 
 def _release(prep: Prepared, state: StateDict, name: str, params: dict[str, Any], mask: torch.Tensor,
@@ -71,9 +79,10 @@ def _release(prep: Prepared, state: StateDict, name: str, params: dict[str, Any]
 
 
 def run_defenses_study(config: DefensesStudyConfig, lpips: LPIPS | None,
-                       log: Callable[[str], None] = print) -> Iterator[dict[str, Any]]:
+                       log: Callable[[str], None] = print, *, splits: Splits | None = None
+                       ) -> Iterator[dict[str, Any]]:
     """Yield the baselines row, then one row per (defense, strength, attack, forget set)."""
-    prep = prepare(config.setting)
+    prep = prepare(config.setting, splits)
     attack = config.attack.settings(config.setting.seed, config.setting.device)
     positions = config.setting.recovery_positions
     forget_x = torch.cat([prep.recovery.x[[p]] for p in positions])

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from unlearnleak.errors import ConfigError
+from unlearnleak.experiments.config import finite_values
 from unlearnleak.experiments.studies.attacks import (
     AttackSettings,
     image_baselines,
@@ -20,9 +21,10 @@ from unlearnleak.experiments.studies.attacks import (
     make_probes,
     recover_and_score,
 )
-from unlearnleak.experiments.studies.setting import Prepared, Private, StudySetting, prepare
+from unlearnleak.experiments.studies.setting import Prepared, Private, Splits, StudySetting, prepare
 from unlearnleak.metrics import LPIPS
 from unlearnleak.models import ModelSpec, build_model, load_weights
+from unlearnleak.registry import registered
 from unlearnleak.unlearning import StateDict, check_params, unlearn_measured
 from unlearnleak.unlearning.sisa import SisaParams, affected_shards, shard_pair, train_sisa
 
@@ -39,10 +41,24 @@ class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: str = "best"
-    iterations: int = Field(300, ge=1)
-    restarts: int = Field(1, ge=1)
+    iterations: int = Field(300, ge=1, le=1_000_000)
+    restarts: int = Field(1, ge=1, le=1000)
     generator: str = "public"
-    per_class: int = Field(10, ge=1)
+    per_class: int = Field(10, ge=1, le=100_000)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from unlearnleak.attacks.feature_recovery import PRESETS
+
+        return registered(PRESETS, value)
+
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, value: str) -> str:
+        from unlearnleak.attacks.label_inference import PROBE_GENERATORS
+
+        return registered(PROBE_GENERATORS, value)
 
     def settings(self, seed: int, device: str) -> AttackSettings:
         return AttackSettings(preset=self.preset, iterations=self.iterations, restarts=self.restarts,
@@ -56,13 +72,14 @@ class MethodsStudyConfig(BaseModel):
 
     setting: StudySetting = Field(default_factory=StudySetting)
     attack: AttackConfig = Field(default_factory=AttackConfig)
-    methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
+    methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_METHODS), min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> MethodsStudyConfig:
         for name, params in self.methods.items():
             try:
                 check_params(name, params)
+                finite_values(params, f"methods.{name}")
             except ConfigError as exc:  # → a pydantic error naming the method
                 raise ValueError(str(exc)) from None
         return self
@@ -78,9 +95,9 @@ def _model(spec: ModelSpec, state: StateDict) -> torch.nn.Module:
 
 
 def run_methods_study(config: MethodsStudyConfig, lpips: LPIPS | None,
-                      log: Callable[[str], None] = print) -> Iterator[Row]:
+                      log: Callable[[str], None] = print, *, splits: Splits | None = None) -> Iterator[Row]:
     """Yield one JSON-able row per (method, attack, forget set); the first row holds the baselines."""
-    prep = prepare(config.setting)
+    prep = prepare(config.setting, splits)
     seed, device = config.setting.seed, config.setting.device
     attack = config.attack.settings(seed, device)
     positions = config.setting.recovery_positions

@@ -13,6 +13,7 @@ from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.studies.defenses import DefensesStudyConfig, run_defenses_study, summarize_defenses
 from unlearnleak.experiments.studies.methods import MethodsStudyConfig, run_methods_study, summarize_methods
 from unlearnleak.experiments.studies.report import defenses_table, methods_figure, methods_table, tradeoff_figure
+from unlearnleak.experiments.studies.setting import check_setting
 from unlearnleak.metrics import load_lpips
 from unlearnleak.storage import environment_record, output_folder, to_json, write_json_atomic, write_text_atomic
 
@@ -23,15 +24,16 @@ def run_study(kind: Kind, config: BaseModel, out: str | Path, *, overwrite: bool
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run study ``kind`` with ``config`` and publish ``out`` atomically (the whole folder or nothing)."""
     started = time.perf_counter()
+    if not isinstance(config, MethodsStudyConfig | DefensesStudyConfig):
+        raise ConfigError(f"no study runs a {type(config).__name__}")
+    splits = check_setting(config.setting)  # data, model fit, classes, cache: before the folder is staged
     lpips = load_lpips()
     with output_folder(out, overwrite=overwrite) as folder:
         rows: list[dict[str, Any]] = []
         if isinstance(config, MethodsStudyConfig):
-            runner = run_methods_study(config, lpips, log)
-        elif isinstance(config, DefensesStudyConfig):
-            runner = run_defenses_study(config, lpips, log)
+            runner = run_methods_study(config, lpips, log, splits=splits)
         else:
-            raise ConfigError(f"no study runs a {type(config).__name__}")
+            runner = run_defenses_study(config, lpips, log, splits=splits)
         with open(folder / "results.jsonl", "w", encoding="utf-8") as fh:
             for row in runner:
                 rows.append(row)

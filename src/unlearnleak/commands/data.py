@@ -12,16 +12,16 @@ from typing import Annotated, TypeVar
 
 import torch
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from unlearnleak.commands.common import OneLineErrors, fail
 from unlearnleak.data import DATASET_INFO, DATASETS, Dataset, load_dataset, resolve_data_dir
-from unlearnleak.data.download import check_data_dir, download, download_url
+from unlearnleak.data.download import check_data_dir, check_deadline, download, download_url
 from unlearnleak.data.files import LAYOUTS, files_present
 from unlearnleak.data.transform import TabularTransform
 from unlearnleak.errors import ConfigError, UnlearnleakError
+from unlearnleak.experiments.console import output_console
 
 data_app = typer.Typer(name="data", help="List, inspect and download datasets.", no_args_is_help=True,
                        add_completion=False, cls=OneLineErrors)
@@ -38,6 +38,9 @@ def _run(action: Callable[[], T]) -> T:
     """Run ``action``; a user error is printed to stderr and becomes exit code 2."""
     try:
         return action()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during a download: its temporary files are already gone
+        typer.echo("interrupted: nothing was installed", err=True)
+        raise typer.Exit(130) from None
     except UnlearnleakError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:  # a folder that turned unwritable mid-way: environmental, one line
@@ -63,7 +66,7 @@ def list_datasets(data_dir: DataDirOption = None) -> None:
         info = DATASET_INFO[name]
         table.add_row(name, info.kind, ", ".join(info.splits), _presence(name, root),
                       escape(info.description))
-    Console().print(table)
+    output_console().print(table)
 
 
 def _class_counts(dataset: Dataset) -> Table:
@@ -122,7 +125,7 @@ def info(
         return load_dataset(name, chosen, data_dir=data_dir)
 
     dataset = _run(load)
-    console = Console()
+    console = output_console()
     for line in _describe(dataset):
         console.print(escape(line))
     console.print(_class_counts(dataset))
@@ -137,6 +140,9 @@ def download_dataset(
         "--mirror", help="Base URL serving the official file names (default: $UNLEARNLEAK_DOWNLOAD_MIRROR).",
     )] = None,
     force: Annotated[bool, typer.Option("--force", help="Download even if the files are present.")] = False,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", help="Seconds the whole download may take (default: the file at 100 KiB/s, plus 10 min).",
+    )] = None,
 ) -> None:
     """Fetch the official archive, verify its published MD5 and install it in the data folder."""
     root = resolve_data_dir(data_dir)
@@ -148,9 +154,10 @@ def download_dataset(
         if files_present(name, root) and not force:
             return None
         url = download_url(name, mirror)
+        deadline = check_deadline(name, timeout)
         check_data_dir(root)
         typer.echo(f"downloading {url}", err=True)
-        return download(name, root, base_url=mirror, force=force)
+        return download(name, root, base_url=mirror, force=force, deadline=deadline)
 
     installed = _run(fetch)
     if installed is None:
