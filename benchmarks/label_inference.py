@@ -150,15 +150,17 @@ def _cell(r: dict[str, Any]) -> str:
 
 
 def markdown(rows: dict[str, Any]) -> str:
-    """One table: case × probe set × method, detected per p_u [argmin accuracy], false detections, cost."""
+    """One table: case × probe set × method, detected per p_u [argmin accuracy], false detections, the fewest
+    probes θ predicts as their class in any class, cost."""
     out = ["| case | probes | method | p_u = 0.1 | p_u = 0.5 | p_u = 1.0 | false detections | no verdict | "
-           "queries to θ (s) |", "|---|---|---|---|---|---|---|---|---|"]
+           "probes per class (fewest) | queries to θ (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for case, by_set in rows.items():
         for g, r in by_set.items():
             for m in METHODS:
                 cells = [f"{_cell(r[f'true/{m}/{f}'])} [{_fmt(r[f'argmin/{m}/{f}']['rate'])}]" for f in FRACTIONS]
                 out.append(f"| {case} | {g} | {m} | " + " | ".join(cells) + f" | {_cell(r['false/all_null'])} | "
-                           f"{r['no_verdict']}/{r['n']} | {r['queries_original']:,} ({r['probe_seconds']:.0f}) |")
+                           f"{r['no_verdict']}/{r['n']} | {min(r['on_target_per_class'])} | "
+                           f"{r['queries_original']:,} ({r['probe_seconds']:.0f}) |")
     return "\n".join(out)
 
 
