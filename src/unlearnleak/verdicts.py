@@ -226,7 +226,8 @@ def label_verdict(guess: Mapping[str, Any], class_names: Sequence[str] | None = 
 
     ``guess``: a ``LabelGuess.to_dict()``, a run row's ``label_inference`` entry or the audit's section. Used
     when present: a verdict state (``state`` or ``verdict``: detected | not_detected | no_verdict), the classes
-    lacking probes (``lacking`` or ``classes_without_probes``) and the deleted class's ``rank``.
+    lacking probes (``lacking`` or ``classes_without_probes``), the fewest probes a class needs
+    (``min_per_class``), why classes lack them (``reason``) and the deleted class's ``rank``.
     """
     best = guess.get("best")
     if best is None and guess.get("ranked"):
@@ -250,9 +251,11 @@ def label_verdict(guess: Mapping[str, Any], class_names: Sequence[str] | None = 
         head = f"label leaked: classes {named} were deleted" if named else f"label leaked: {cls} was deleted"
         lead = f"{what}, significant"
     elif state == "no_verdict":
-        missing = (f"class{'es' if len(lacking) > 1 else ''} {', '.join(map(str, lacking))} got no probes"
-                   if lacking else "too few probes")
-        head, lead = f"no verdict on the label: {missing}", f"among the others {cls} has {what}"
+        head = f"no verdict on the label: {_lacking_phrase(lacking, class_names, guess.get('min_per_class'))}"
+        reason = str(guess.get("reason") or "")
+        # a guess that ranked nothing (today's decision) says so; an older one names its argmin among the others
+        lead = "; ".join([*([reason] if reason else []),
+                          "nothing was ranked or tested" if best is None else f"among the others {cls} has {what}"])
     else:
         head = f"no label leak shown: {what}, {cls}, is not significant"
         lead = ""
@@ -279,6 +282,17 @@ def label_verdict(guess: Mapping[str, Any], class_names: Sequence[str] | None = 
                 rank = ranked.index(truth[0]) + 1
             parts.append(f"wrong: class {names} was deleted" + (f", ranked {_ordinal(int(rank))}" if rank else ""))
     return Verdict(state, state == "detected", head, "; ".join(parts))
+
+
+def _lacking_phrase(lacking: Sequence[int], class_names: Sequence[str] | None, min_per_class: Any) -> str:
+    """``class 4 (e) has fewer than 3 probes`` / ``classes 5, 7 got no probes`` / ``too few probes``."""
+    if not lacking:
+        return "too few probes"
+    which = f"class{'es' if len(lacking) > 1 else ''} {', '.join(_name(int(c), class_names) for c in lacking)}"
+    least = _number(min_per_class)
+    if least is not None and least > 1:
+        return f"{which} {'have' if len(lacking) > 1 else 'has'} fewer than {int(least)} probes"
+    return f"{which} got no probes"
 
 
 def label_summary(guesses: Sequence[Mapping[str, Any]], class_names: Sequence[str] | None = None) -> str | None:

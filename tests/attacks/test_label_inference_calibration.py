@@ -102,7 +102,7 @@ def _false_rate(probes: ProbeSet, family: str, n: int, seed: int, config: Decisi
 def test_null_pair_calibration_holds_its_level(family: str, per_class: int) -> None:
     """Calibrated on 399 null pairs, the rule falsely detects in ≤ 5 % of 600 fresh ones (up to sampling)."""
     probes = _probes(per_class)
-    config = DecisionConfig(calibration="fixed")  # the threshold comes from the calibration below
+    config = DecisionConfig(calibration="fixed", min_per_class=per_class)  # threshold: from the calibration below
     cal = calibrate_on_nulls(_null_means(probes, family, 399, seed=1), level=LEVEL, test=config.test)
     assert cal.level == LEVEL and "399 null pairs" in cal.source and math.isfinite(cal.threshold)
     n = 600

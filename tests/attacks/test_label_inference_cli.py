@@ -89,3 +89,32 @@ def test_infer_label_errors_are_one_line(app: typer.Typer, pair_dir: Path, tmp_p
     assert result.exit_code == 2 and "missing" in result.output
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--budget", "5", "--per-class", "1"])
     assert result.exit_code == 2 and "budget" in result.output
+
+
+def test_no_verdict_is_one_line_and_exit_status_3(app: typer.Typer, pair_dir: Path, tmp_path: Path) -> None:
+    """Probes that miss a class: one line naming the class and why, the documented status, no NaN, no ranking."""
+    from unlearnleak.attacks.label_inference import ProbeSet
+    from unlearnleak.commands.common import EXIT_NO_VERDICT
+
+    made = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "3", "--out", str(tmp_path / "a")])
+    assert made.exit_code == 0, made.output
+    probes = ProbeSet.load(tmp_path / "a" / "probes")
+    probes.subset(probes.target != 4).save(tmp_path / "few")
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(tmp_path / "few")])
+    assert result.exit_code == EXIT_NO_VERDICT == 3
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("no verdict on the label: class 4 (e) has fewer than 3 probes"), lines
+    assert "nan" not in result.output.lower() and "nothing was ranked or tested" in lines[0]
+    assert "largest confidence drop" not in result.output and "1st" not in result.output
+    out = tmp_path / "out"
+    written = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(tmp_path / "few"),
+                                       "--out", str(out)])
+    assert written.exit_code == 3 and len(written.stdout.strip().splitlines()) == 1
+    record = json.loads((out / "guess.json").read_text())
+    assert record["guess"]["verdict"] == "no_verdict" and record["guess"]["lacking"] == [4]
+    assert record["guess"]["ranked"] == [] and record["evaluation"]["correct"] is None
+    as_json = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--probes", str(tmp_path / "few"), "--json"])
+    summary = json.loads(as_json.stdout)
+    assert as_json.exit_code == 3 and summary["state"] == "no_verdict" and not summary["leaked"]
+    assert summary["verdict"].startswith("no verdict on the label: class 4")

@@ -104,12 +104,44 @@ def test_queries_are_reported_per_oracle() -> None:
     assert again.label == 0
 
 
-def test_classes_without_probes_rank_last_with_nan() -> None:
+def test_a_class_without_probes_gives_no_verdict_and_no_ranking() -> None:
+    """A ranking among the classes that happen to have probes is not a ranking (issue 18): class 2 has no
+    probe, so nothing is ranked or tested, even though class 0's drop is large."""
     probes = probe_set()
     few = probes.subset(probes.target != 2)
     guess = infer_label(stored(few), answering(few, {0: 0.2}), few)
-    assert guess.ranked[-1] == 2 and math.isnan(guess.changes[2]) and guess.probe_counts[2] == 0
-    assert guess.to_dict()["changes"][2] is None and guess.label == 0
+    assert guess.verdict == "no_verdict" and guess.lacking == (2,) and not guess.has_verdict
+    assert guess.ranked == () and guess.best is None and guess.label is None and not guess.detected
+    assert guess.p_value is None and guess.threshold is None and guess.rank(0) is None
+    assert math.isnan(guess.changes[2]) and guess.probe_counts[2] == 0
+    record = guess.to_dict()
+    assert record["changes"][2] is None and record["z"] is None and record["threshold"] is None
+    line = guess.no_verdict_line(list("abcdefghij"))
+    assert line.startswith("no verdict on the label: class 2 (c) has fewer than 3 probes") and "nan" not in line.lower()
+    assert "nan" not in guess.summary().lower()
+
+
+def test_too_few_probes_for_a_class_gives_no_verdict_at_the_stated_minimum() -> None:
+    probes = probe_set(per_class=4)
+    keep = torch.ones(len(probes), dtype=torch.bool)
+    keep[torch.nonzero(probes.target == 5).flatten()[2:]] = False  # class 5 keeps 2 of its 4 probes
+    few = probes.subset(keep)
+    assert infer_label(stored(few), answering(few, {0: 0.2}), few).lacking == (5,)  # default minimum 3
+    guess = infer_label(stored(few), answering(few, {0: 0.2}), few, config=DecisionConfig(min_per_class=2))
+    assert guess.verdict == "detected" and guess.label == 0 and guess.rank(0) == 1
+
+
+def test_probes_that_theta_predicts_as_another_class_do_not_count() -> None:
+    """A probe made for class 3 that θ predicts as class 7 is no probe of class 3 (nor of 7)."""
+    probes = probe_set(per_class=4)
+    proba = probes.original_proba.clone()
+    for i in torch.nonzero(probes.target == 3).flatten().tolist():
+        proba[i] = proba[i].roll(4)  # θ now puts 0.99 on class 7
+    moved = ProbeSet(x=probes.x, target=probes.target, original_proba=proba, queries=probes.queries,
+                     accepted=probes.accepted, generator="constructed", total_queries=probes.total_queries)
+    assert moved.class_counts()[3] == 0 and moved.class_counts()[7] == 4 and moved.lacking() == [3]
+    guess = infer_label(stored(moved), stored(moved), moved)
+    assert guess.verdict == "no_verdict" and guess.lacking == (3,) and guess.probe_counts[7] == 4
 
 
 def test_mismatched_oracles_are_refused() -> None:

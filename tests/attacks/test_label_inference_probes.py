@@ -65,8 +65,10 @@ def test_zoo_reaches_threshold_and_queries_match_arithmetic() -> None:
     steps, inits = probes.params["steps"], probes.params["inits"]
     # a start costs 1 query, an iteration 2·nb_parallel symmetric differences + 1 evaluation
     assert probes.queries.tolist() == [i + s * (2 * n + 1) for s, i in zip(steps, inits, strict=True)]
-    # θ's answers for the finished probes are recorded with one more query each
-    assert probes.total_queries == int(probes.queries.sum()) + len(probes) == o.queries
+    # θ's answers for the finished probes are recorded with one more query each; the start pool costs one
+    # query per candidate (starts.py)
+    pool = probes.params["pool_size"]
+    assert probes.total_queries == int(probes.queries.sum()) + len(probes) + pool == o.queries
     assert probes.queries_per_accepted == probes.total_queries / 2
     assert (probes.x >= 0).all() and (probes.x <= 1).all()
 
@@ -83,7 +85,7 @@ def test_nes_reaches_threshold_with_fewer_queries_than_zoo() -> None:
     steps, inits = nes.params["steps"], nes.params["inits"]
     # a start costs 1 query, a step 2·directions antithetic evaluations + one per line-search candidate
     assert nes.queries.tolist() == [i + s * (2 * 10 + 3) for s, i in zip(steps, inits, strict=True)]
-    assert nes.total_queries == int(nes.queries.sum()) + len(nes) == o.queries
+    assert nes.total_queries == int(nes.queries.sum()) + len(nes) + nes.params["pool_size"] == o.queries
     zoo = generate_probes("zoo", oracle(), K, 1, SHAPE, seed=0, classes=[0, 1], nb_parallel=16)
     assert nes.queries_per_accepted < zoo.queries_per_accepted
 
@@ -97,8 +99,8 @@ def test_probes_are_deterministic_and_independent_of_the_other_classes() -> None
 
 
 def test_round_robin_order_and_budget_stop_keep_classes_even() -> None:
-    # a budget for a few probes over 4 classes
-    probes = generate_probes("nes", oracle(budget=700), K, 3, SHAPE, seed=0, tiles=(2, 4), population=1)
+    # a budget for a few probes over 4 classes (the start pool takes 200 of it)
+    probes = generate_probes("nes", oracle(budget=250), K, 3, SHAPE, seed=0, tiles=(2, 4), population=1)
     assert 0 < len(probes) < 12 and "query budget" in probes.notes
     counts = torch.bincount(probes.target, minlength=K)
     assert int(counts.max() - counts.min()) <= 1
@@ -113,7 +115,7 @@ def test_gradient_probes_are_white_box_only() -> None:
     model = linear_model()
     probes = generate_probes("gradient", model, K, 2, SHAPE, seed=0)
     assert probes.accepted.all() and not probes.black_box and (probes.confidence >= 0.9995).all()
-    assert probes.total_queries == int(probes.queries.sum()) + len(probes)
+    assert probes.total_queries == int(probes.queries.sum()) + len(probes) + probes.params["pool_size"]
     with pytest.raises(ConfigError, match="white-box"):
         generate_probes("gradient", oracle(model), K, 1, SHAPE)
 
@@ -195,7 +197,7 @@ def test_time_limit_keeps_the_unfinished_zoo_probe(monkeypatch: pytest.MonkeyPat
     assert "cut short unfinished" in made.notes and "1 of 8" in made.notes
     steps, inits = made.params["steps"], made.params["inits"]
     assert made.queries.tolist() == [inits[0] + steps[0] * (2 * 8 + 1)] and steps[0] > 0
-    assert made.total_queries == o.queries == int(made.queries.sum()) + 1
+    assert made.total_queries == o.queries == int(made.queries.sum()) + 1 + made.params["pool_size"]
 
 
 def test_without_budget_for_the_final_request_answers_seen_are_kept() -> None:
@@ -246,7 +248,7 @@ def test_zoo_population_batches_the_queries_of_several_probes_without_changing_t
         calls.clear()
         o = FunctionOracle(answer, num_classes=K, input_shape=SHAPE)
         made[population] = (generate_probes("zoo", o, K, 1, SHAPE, seed=0, nb_parallel=16, threshold=0.999,
-                                            population=population), len(calls))
+                                            population=population, start="noise"), len(calls))
     (one, calls_one), (four, calls_four) = made[1], made[4]
     assert torch.equal(one.x, four.x) and one.queries.tolist() == four.queries.tolist()
     assert one.total_queries == four.total_queries and one.accepted.tolist() == four.accepted.tolist()

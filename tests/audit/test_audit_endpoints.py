@@ -47,9 +47,12 @@ def test_black_box_audit_infers_the_label_and_counts_every_query(served: Any, tm
 def test_budget_exhausted_mid_attack_keeps_partial_results(served: Any, tmp_path: Path) -> None:
     out = tmp_path / "audit"
     result = runner.invoke(app, _args(served, out, "--budget", "1000"))
-    assert result.exit_code == 0, result.output
+    # the budget ran out before every class had probes: no label verdict (exit status 3), the rest is kept
+    assert result.exit_code == 3, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["partial"] is True and "budget" in report["partial_reason"]
+    assert report["labels"]["from_predictions"]["verdict"] == "no_verdict"
+    assert report["labels"]["from_predictions"]["ranked"] == [] and "no verdict on the label" in result.output
     assert report["queries"]["original"]["rows"] <= 1000 and report["queries"]["unlearned"]["rows"] <= 1000
     assert "PARTIAL" in result.output
     tiny = runner.invoke(app, _args(served, tmp_path / "tiny", "--budget", "30"))  # not even one probe

@@ -26,7 +26,9 @@ def audit_dir(user_pair: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = runner.invoke(app, _white_box_args(user_pair, out, "--iterations", "60", "--restarts", "1",
                                                 "--per-class", "2", "--set", "max_steps=10",
                                                 "--ground-truth", str(user_pair.truth)))
-    assert result.exit_code == 0, result.output
+    # exit 3 is the documented "no label verdict": these short probe budgets leave some classes without probes;
+    # the report and its page are written either way (what these tests read)
+    assert result.exit_code in (0, 3), result.output
     return out
 
 

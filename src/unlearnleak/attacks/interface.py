@@ -82,6 +82,7 @@ class LabelInferenceConfig(BaseModel):
     per_class: int = Field(5, ge=1, le=100_000)
     top_k: int = Field(1, ge=1)
     statistic: str = "log_odds"
+    min_per_class: int = Field(3, ge=1)  # fewer probes for any class: no verdict
     seed: int = 0
     max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -124,7 +125,8 @@ class LabelInference:
         partial = probes.notes if "budget" in probes.notes else None
         try:
             guess = infer_label(original, unlearned, probes,
-                                config=DecisionConfig(top_k=c.top_k, statistic=c.statistic))
+                                config=DecisionConfig(top_k=c.top_k, statistic=c.statistic,
+                                                      min_per_class=c.min_per_class))
         except QueryBudgetExceeded as exc:
             return LabelInferenceResult(None, probes, f"the unlearned endpoint's budget ran out: {exc}")
         return LabelInferenceResult(guess, probes, partial)

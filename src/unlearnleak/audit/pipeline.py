@@ -39,7 +39,7 @@ REPORT_FILE = "report.json"
 RECONSTRUCTIONS_FILE = "reconstructions.safetensors"
 FORMAT = "unlearnleak.audit/1"
 # LabelGuess fields the shared label verdict (unlearnleak.verdicts) uses when a guess records them
-LABEL_EXTRA = ("state", "verdict", "lacking", "classes_without_probes", "rank")
+LABEL_EXTRA = ("state", "verdict", "lacking", "classes_without_probes", "rank", "min_per_class", "reason")
 
 
 def pair_from_files(model_def: str, *, original: str | Path, unlearned: str | Path, input_shape: Sequence[int],
@@ -208,14 +208,14 @@ def _labels_section(outcome: AuditOutcome) -> dict[str, Any] | None:
                                    "scores": None if rec.label_scores is None else rec.label_scores.tolist()}
     if li is not None and li.guess is not None:
         g = li.guess
-        section["from_predictions"] = {"predicted": list(g.predicted), "best": g.best, "detected": g.detected,
+        section["from_predictions"] = {"verdict": g.verdict, "reason": g.reason, "lacking": list(g.lacking),
+                                       "predicted": list(g.predicted), "best": g.best, "detected": g.detected,
+                                       "ranked": list(g.ranked), "p_value": g.p_value, "level": g.level,
                                        "confidence_changes": [None if math.isnan(v) else v for v in g.changes],
-                                       "statistic": g.statistic, "detection_level": g.center - g.z * g.scale,
-                                       "p_value": g.p_value, "level": g.level, "ranked": list(g.ranked),
-                                       "probe_counts": list(g.probe_counts),
-                                       "queries_original": g.queries_original,
+                                       "probe_counts": list(g.probe_counts), "statistic": g.statistic,
+                                       "detection_level": g.threshold, "queries_original": g.queries_original,
                                        "queries_unlearned": g.queries_unlearned}
-        extra = g.to_dict()  # a verdict state and the classes lacking probes, where the guess records them
+        extra = g.to_dict()  # the verdict state, the classes lacking probes, the minimum and why
         section["from_predictions"].update({k: extra[k] for k in LABEL_EXTRA if k in extra})
     return section or None
 

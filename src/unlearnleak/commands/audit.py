@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from unlearnleak.commands.common import handle_errors
+from unlearnleak.commands.common import EXIT_NO_VERDICT, handle_errors
 
 ENDPOINT_TIMEOUT = 60.0  # seconds for one request, from connecting to the last byte, retries included
 MAX_ENDPOINT_TIMEOUT = 3600.0
@@ -183,7 +183,11 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset named by --public-data.")]
         = None,
     ) -> None:
-        """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box)."""
+        """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box).
+
+        Exit status: 0 done, 2 bad input, 3 the black-box label inference has no verdict (a class lacks probes;
+        the report and the other results are kept), 130 interrupted.
+        """
         import torch
 
         from unlearnleak.attacks.interface import (
@@ -348,4 +352,6 @@ def register(app: typer.Typer) -> None:
         if outcome.interrupted:
             typer.echo("interrupted: the finished stages are kept, marked partial", err=True)
             raise typer.Exit(130)
+        if outcome.labels is not None and outcome.labels.guess is not None and not outcome.labels.guess.has_verdict:
+            raise typer.Exit(EXIT_NO_VERDICT)  # label inference could give no verdict (classes lack probes)
 

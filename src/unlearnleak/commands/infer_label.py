@@ -14,7 +14,7 @@ from typing import Annotated, Any, get_args
 import typer
 from rich.table import Table
 
-from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
+from unlearnleak.commands.common import EXIT_NO_VERDICT, check_device_flag, handle_errors, positive_finite
 from unlearnleak.experiments.console import output_console
 
 MAX_PER_CLASS = 100_000  # the attack config's bound (experiments.schema.LabelInferenceSpec)
@@ -24,7 +24,8 @@ STATISTIC_WORDS = {"log_odds": "log-odds", "probability": "probability"}
 
 
 def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | None) -> Table:
-    """The ranked classes with their confidence changes, the guess and the queries spent."""
+    """The ranked classes with their confidence changes, the guess and the queries spent (a guess with a
+    verdict; without one, print ``guess.no_verdict_line()`` instead)."""
     names = class_names or [str(c) for c in range(len(guess.changes))]
     verdict = ", ".join(names[c] for c in guess.predicted) if guess.detected else "no significant change"
     table = Table(title=f"Label inference ({guess.generator} probes): {verdict}")
@@ -44,11 +45,12 @@ def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | 
         table.add_row(str(rank), f"{c} {names[c]}" if class_names else str(c),
                       "—" if math.isnan(change) else f"{change:+.3e}", str(guess.probe_counts[c]), ", ".join(marks))
     level = "uncalibrated threshold" if guess.level is None else f"false-detection level {guess.level:g}"
-    threshold = guess.center - guess.z * guess.scale
-    table.caption = (f"{level} ({guess.calibration} calibration, guess.json says how): a class counts as "
-                     f"significant when its change is below {threshold:+.3e}, the other classes' center minus "
-                     f"{guess.z:.3g} × their spread" if math.isfinite(threshold) else
-                     f"{level}: too few probed classes to calibrate a threshold")
+    p_value = "" if guess.p_value is None else f", p = {guess.p_value:.2g}"
+    queries = f"queries: {guess.queries_original} to θ, {guess.queries_unlearned} to θ_u"
+    table.caption = (f"{level}{p_value} ({guess.calibration} calibration, guess.json says how): a class counts as "
+                     f"significant when its change is below {guess.threshold:+.3e}, the other classes' center minus "
+                     f"{guess.z:.3g} × their spread; {queries}" if guess.threshold is not None else
+                     f"{level}: too few probed classes to calibrate a threshold; {queries}")
     return table
 
 
@@ -74,6 +76,9 @@ def register(app: typer.Typer) -> None:
         test: Annotated[str, typer.Option(
             help="Centre/spread of the other classes' changes: student (mean/std), robust (median/MAD), "
                  "lower.")] = "student",
+        min_per_class: Annotated[int, typer.Option(
+            help="A verdict needs at least this many probes per class (predicted as it by θ); fewer for any "
+                 "class: 'no verdict', exit status 3.", min=1)] = 3,
         seed: Annotated[int, typer.Option(help="Seed of the probe generator.", min=0)] = 0,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Generator parameter, e.g. --set threshold=0.999 (see docs/label_inference.md).")] = None,
@@ -97,7 +102,11 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON summary (verdict, guess, folder) instead of the table.")] = False,
     ) -> None:
-        """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most."""
+        """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most.
+
+        Exit status: 0 with a verdict (detected or not), 3 for "no verdict" (a class has fewer than
+        --min-per-class probes that θ predicts as it: nothing is ranked or tested), 2 for bad input.
+        """
         from unlearnleak.attacks.label_inference import PROBE_GENERATORS
         from unlearnleak.attacks.label_inference.calibration import CALIBRATORS, Test
         from unlearnleak.attacks.label_inference.decision import STATISTICS
@@ -148,7 +157,8 @@ def register(app: typer.Typer) -> None:
                 public = _public_data(meta, public_split, data_dir)
         attack = LabelInferenceSpec(generator=generator, per_class=per_class, top_k=top_k,
                                     statistic=statistic, level=level, calibration=calibration,
-                                    test=test, max_seconds=max_seconds, params=params)
+                                    test=test, min_per_class=min_per_class, max_seconds=max_seconds,
+                                    params=params)
         original = ModelOracle.from_pair(pair, "original", budget=budget, device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
         white_box = pair.model("original", device) if probes is None and generator == "gradient" else None
@@ -170,7 +180,14 @@ def register(app: typer.Typer) -> None:
                                    "verdict": verdict.sentence, "state": verdict.level, "leaked": verdict.leaked,
                                    "guess": ev.guess.to_dict(), "deleted": deleted,
                                    "notes": ev.probes.notes or None}))
+            if not ev.guess.has_verdict:
+                raise typer.Exit(EXIT_NO_VERDICT)
             return
+        if not ev.guess.has_verdict:  # one line, the documented exit status; nothing is ranked
+            typer.echo(verdict.sentence)
+            if out is not None:
+                typer.echo(f"results written to {out}", err=True)
+            raise typer.Exit(EXIT_NO_VERDICT)
         output_console().print(guess_table(ev.guess, class_names, deleted))
         if ev.probes.notes:
             typer.echo(f"note: {ev.probes.notes}")

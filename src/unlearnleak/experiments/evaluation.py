@@ -142,6 +142,8 @@ class LabelInferenceEvaluation:
 
     ``correct``: the paper's argmin rule names a deleted class; ``detected``: the calibrated verdict says a
     change stands out at ``spec.level``; ``detected_correct``: both, and the detected class was deleted.
+    ``deleted_rank``: the best place of a deleted class in the ranking (1 = first). All four are None when
+    the guess has no verdict (classes lacked probes: nothing was ranked).
     ``chance``: the probability that a uniformly random class is one of the deleted ones (1/C for a class).
     """
 
@@ -154,7 +156,9 @@ class LabelInferenceEvaluation:
 
     @property
     def correct(self) -> bool | None:
-        return None if not self.deleted else self.guess.best in self.deleted
+        if not self.deleted or not self.guess.has_verdict:
+            return None
+        return self.guess.best in self.deleted
 
     @property
     def detected(self) -> bool:
@@ -162,9 +166,15 @@ class LabelInferenceEvaluation:
 
     @property
     def detected_correct(self) -> bool | None:
-        if not self.deleted:
+        if not self.deleted or not self.guess.has_verdict:
             return None
         return self.guess.detected and self.guess.label in self.deleted
+
+    @property
+    def deleted_rank(self) -> int | None:
+        """The best rank of a deleted class (1 = the largest drop); None without D_u's labels or a verdict."""
+        ranks = [r for r in (self.guess.rank(c) for c in self.deleted or ()) if r is not None]
+        return min(ranks) if ranks else None
 
     @property
     def chance(self) -> float:
@@ -177,7 +187,10 @@ class LabelInferenceEvaluation:
                 "deleted": None if self.deleted is None else list(self.deleted), "best": g.best,
                 "ranked": list(g.ranked), "changes": [None if math.isnan(v) else v for v in g.changes],
                 "correct": self.correct, "detected": g.detected, "detected_correct": self.detected_correct,
+                "verdict": g.verdict, "reason": g.reason, "lacking": list(g.lacking),
+                "min_per_class": g.min_per_class, "deleted_rank": self.deleted_rank,
                 "predicted": list(g.predicted), "level": g.level, "p_value": g.p_value, "chance": self.chance,
                 "calibration": g.calibration, "probes": len(self.probes),
+                "probe_counts": list(g.probe_counts),
                 "queries_original": g.queries_original, "queries_unlearned": g.queries_unlearned,
                 "artifacts": dict(self.artifacts)}

@@ -145,7 +145,7 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
         probes = generate_label_probes(spec, original_oracle, public=public, seed=seed, device=device,
                                        white_box=white_box)
     decision = DecisionConfig(top_k=spec.top_k, statistic=spec.statistic, level=spec.level,
-                              calibration=spec.calibration, test=spec.test)
+                              calibration=spec.calibration, test=spec.test, min_per_class=spec.min_per_class)
     guess = infer_label(original_oracle, unlearned_oracle, probes, config=decision)
     known = None if deleted is None else tuple(sorted({int(c) for c in deleted}))
     return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes)

@@ -131,6 +131,7 @@ class LabelInferenceSpec(BaseModel):
     level: float = Field(0.05, gt=0, lt=1)  # false-detection rate of the "detected" verdict
     calibration: str = "auto"
     test: Literal["student", "robust", "lower"] = "student"  # centre/spread of the other classes' changes
+    min_per_class: int = Field(3, ge=1)  # fewer probes for any class: no verdict (decision.MIN_PER_CLASS)
     max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     params: dict[str, Any] = Field(default_factory=dict)  # generator parameters
 

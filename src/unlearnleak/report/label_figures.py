@@ -47,16 +47,21 @@ def plot_confidence_changes(guess: LabelGuess, path: str | Path, *, class_names:
         bars[c].set_hatch("//")
         bars[c].set_edgecolor("black")
     ax.axhline(0.0, color="black", linewidth=0.8)
-    level = guess.center - guess.z * guess.scale
+    level = guess.threshold  # None without a verdict or a finite threshold: no line
     alpha = "" if guess.level is None else f" at {guess.level:.0%} false detections"
-    ax.axhline(level, color="gray", linestyle="--", linewidth=0.8, label=f"detection level{alpha} ({level:.2g})")
+    if level is not None:
+        ax.axhline(level, color="gray", linestyle="--", linewidth=0.8,
+                   label=f"detection level{alpha} ({level:.2g})")
     ax.set_xticks(range(k), names, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
     unit = "log-odds" if guess.statistic == "log_odds" else "probability"
     ax.set_ylabel(f"mean Δ confidence, {unit}\n(after − before)", fontsize=8)
-    verdict = f"guess: {', '.join(names[c] for c in guess.predicted)}" if guess.detected else "no detectable change"
+    verdict = (f"guess: {', '.join(names[c] for c in guess.predicted)}" if guess.detected else
+               "no detectable change" if guess.has_verdict else f"no verdict: too few probes for "
+               f"{', '.join(names[c] for c in guess.lacking)}")
     truth = f"; deleted: {', '.join(names[c] for c in deleted)}" if deleted else ""
     ax.set_title(title or f"{guess.generator} probes — {verdict}{truth}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    if level is not None:
+        ax.legend(fontsize=7, loc="lower right")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     return _save(fig, path)
 

@@ -221,8 +221,9 @@ def null_pairs(*, level: float, gap: Gap, test: str, statistic: str, generator: 
     if null_means[0].numel() != gap.num_classes:
         raise ConfigError(f"the shipped null pairs have {null_means[0].numel()} classes, this model "
                           f"{gap.num_classes}; use calibration='student_t' or calibrate_on_nulls()")
+    setting = table.get("settings", {}).get(generator, table["setting"])  # a generator remeasured on its own
     return calibrate_on_nulls(null_means, level=level, test=test, top_k=top_k,
-                              source=f"{table['setting']} ({generator} probes, {statistic})")
+                              source=f"{setting} ({generator} probes, {statistic})")
 
 
 @CALIBRATORS.register("auto")

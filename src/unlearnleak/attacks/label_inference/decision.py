@@ -27,7 +27,7 @@ detectable change" at that level. Identical models give all-zero changes, which 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import torch
@@ -50,6 +50,7 @@ from unlearnleak.registry import registered
 
 Statistic = Literal["log_odds", "probability"]
 STATISTICS: tuple[str, ...] = get_args(Statistic)
+MIN_PER_CLASS = 3  # the fewest probes per class a verdict is given with (docs/label_inference.md)
 
 
 class DecisionConfig(BaseModel):
@@ -65,6 +66,8 @@ class DecisionConfig(BaseModel):
     atol: float = Field(1e-9, ge=0)  # changes this small are float rounding, not signal
     requery_original: bool = False  # re-query θ instead of reusing the stored answers
     statistic: Statistic = "log_odds"  # "probability": the paper's Eq. 11
+    min_per_class: int = Field(MIN_PER_CLASS, ge=1)  # fewer probes for any class: no verdict (at most the
+    # number the probe set asked per class, so that 2 probes per class asked and made gives a verdict)
 
     @field_validator("calibration")
     @classmethod
@@ -74,15 +77,22 @@ class DecisionConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Decision:
-    """The ranking, the gap statistic of the candidates, and the calibrated verdict on them."""
+    """The ranking, the gap statistic of the candidates, and the calibrated verdict on them; or, when some
+    classes have fewer than ``min_per_class`` probes, none of these (``lacking`` names those classes)."""
 
-    ranked: list[int]
+    ranked: list[int]  # [] without a verdict
     means: torch.Tensor  # (K,) mean change per class (NaN without probes)
     counts: torch.Tensor  # (K,) probes per class
     significant: list[int]  # candidates with T > threshold
-    gap: Gap
-    calibration: Calibration
+    gap: Gap | None  # None without a verdict
+    calibration: Calibration | None
     p_value: float | None  # of the first candidate
+    lacking: list[int]
+
+    @property
+    def verdict(self) -> str:
+        """"detected", "not_detected" or "no_verdict"."""
+        return "no_verdict" if self.lacking else "detected" if self.significant else "not_detected"
 
 
 def confidence_changes(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
@@ -120,24 +130,38 @@ def rank_classes(means: torch.Tensor) -> list[int]:
 
 
 def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor, config: DecisionConfig,
-           generator: str = "", calibration: Calibration | None = None) -> Decision:
+           generator: str = "", calibration: Calibration | None = None,
+           target: torch.Tensor | None = None) -> Decision:
     """The ranking and the calibrated test, on raw probabilities (no oracles involved).
 
     Args:
+        predicted: (m,) θ's predicted class of each probe: probes are grouped by it (PAPER.md §4.2).
         generator: the probes' generator (the ``null_pairs`` calibration is measured per generator).
         calibration: a threshold obtained elsewhere, e.g. by :func:`calibrate_on_nulls` on your own null
             pairs (made with the same test, statistic and top_k); default: ``config.calibration``'s.
+        target: (m,) the class each probe was made for; only probes θ predicts as their target are used
+            (a probe made for c that θ predicts as d says nothing about c, and little about d).
+
+    Returns:
+        The decision; without a verdict (``lacking`` not empty) when a class has fewer than
+        ``config.min_per_class`` probes: then nothing is ranked and no threshold is computed.
     """
+    if target is not None:
+        keep = predicted == target
+        before, after, predicted = before[keep], after[keep], predicted[keep]
     _, means, counts = confidence_changes(before, after, predicted, config.statistic)
+    lacking = [c for c in range(counts.numel()) if int(counts[c]) < config.min_per_class]
+    if lacking:
+        return Decision([], means, counts, [], None, None, None, lacking)
     ranked = rank_classes(means)
-    candidates = [c for c in ranked if counts[c] > 0][:config.top_k]
+    candidates = ranked[:config.top_k]
     gap = gap_statistic(means, counts, candidates, config.test, config.atol)
     if calibration is None:
         calibration = calibrate(config.calibration, level=config.level, gap=gap, test=config.test,
                                 statistic=config.statistic, generator=generator, top_k=config.top_k, z=config.z)
     significant = [c for c, t in zip(candidates, gap.values, strict=True) if t > calibration.threshold]
     p_value = calibration.p_value(gap.values[0]) if gap.values else None
-    return Decision(ranked, means, counts, significant, gap, calibration, p_value)
+    return Decision(ranked, means, counts, significant, gap, calibration, p_value, [])
 
 
 def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: int = 1, *,
@@ -173,15 +197,37 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
     start = unlearned.queries
     after = unlearned.predict_proba(probes.x)
     spent_unlearned = unlearned.queries - start
-    d = decide(before, after, before.argmax(dim=1), config, probes.generator, calibration)
+    asked = probes.params.get("per_class")  # the minimum is at most what was asked (or, without a record of
+    if not isinstance(asked, int) or asked < 1:  # it, made) per class
+        asked = int(torch.bincount(probes.target, minlength=probes.num_classes).max())
+    if asked < config.min_per_class:
+        config = config.model_copy(update={"min_per_class": asked})
+    d = decide(before, after, before.argmax(dim=1), config, probes.generator, calibration, target=probes.target)
+    no_verdict = LabelGuess(
+        ranked=(), changes=tuple(float(v) for v in d.means), probe_counts=tuple(int(v) for v in d.counts),
+        top_k=config.top_k, predicted=(), significant=(), detected=False, center=0.0, scale=0.0, z=math.inf,
+        queries_original=probes.total_queries + requeried, queries_unlearned=spent_unlearned,
+        generator=probes.generator, statistic=config.statistic, level=config.level, p_value=None, gap=0.0,
+        calibration=config.calibration, calibration_source="", test=config.test, verdict="no_verdict",
+        reason=_lacking_reason(probes, d.lacking) if d.lacking else "", lacking=tuple(d.lacking),
+        min_per_class=config.min_per_class)
+    if d.gap is None or d.calibration is None:  # classes lack probes: nothing is ranked or tested
+        return no_verdict
     detected = bool(d.significant)
     cal = d.calibration
-    return LabelGuess(
-        ranked=tuple(d.ranked), changes=tuple(float(v) for v in d.means),
-        probe_counts=tuple(int(v) for v in d.counts), top_k=config.top_k,
-        predicted=tuple(d.ranked[:config.top_k]) if detected else (), significant=tuple(d.significant),
-        detected=detected, center=d.gap.center, scale=d.gap.scale, z=cal.threshold,
-        queries_original=probes.total_queries + requeried, queries_unlearned=spent_unlearned,
-        generator=probes.generator, statistic=config.statistic, level=cal.level, p_value=d.p_value,
-        gap=d.gap.values[0] if d.gap.values else 0.0, calibration=cal.method, calibration_source=cal.source,
-        test=config.test)
+    return replace(
+        no_verdict, ranked=tuple(d.ranked), predicted=tuple(d.ranked[:config.top_k]) if detected else (),
+        significant=tuple(d.significant), detected=detected, center=d.gap.center, scale=d.gap.scale,
+        z=cal.threshold, level=cal.level, p_value=d.p_value, gap=d.gap.values[0] if d.gap.values else 0.0,
+        calibration=cal.method, calibration_source=cal.source, verdict="detected" if detected else "not_detected")
+
+
+def _lacking_reason(probes: ProbeSet, lacking: list[int]) -> str:
+    """Why the lacking classes have too few probes: the generator's own account where it gave one."""
+    clauses = [part.strip() for part in probes.notes.removeprefix("no probe for ").split(";")
+               if any(part.strip().startswith(f"class {c}:") for c in lacking)]
+    if clauses:
+        return "; ".join(clauses)
+    counts, made = probes.class_counts(), torch.bincount(probes.target, minlength=probes.num_classes).tolist()
+    return "probes θ predicts as their class / probes made, per class: " + ", ".join(
+        f"{c}: {counts[c]}/{made[c]}" for c in lacking)

@@ -21,11 +21,12 @@ or by the oracle's query budget still covers the classes evenly.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from abc import ABC
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,20 +35,17 @@ from torch import nn
 
 from unlearnleak.attacks.closed_forms import log_odds as log_odds  # re-exported; defined once there
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
+from unlearnleak.attacks.label_inference.starts import (
+    ClassSchedule,
+    PublicData,
+    StartPool,
+    StartSettings,
+    keep_per_class,
+)
 from unlearnleak.errors import ConfigError, QueryBudgetExceeded
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.progress import Task
 from unlearnleak.registry import Registry
-
-
-class PublicData(Protocol):
-    """Anything with real inputs ``x`` (n, *input_shape) and labels ``y`` (n,), e.g. a data.Dataset."""
-
-    @property
-    def x(self) -> torch.Tensor: ...
-
-    @property
-    def y(self) -> torch.Tensor: ...
 
 
 class GeneratorConfig(BaseModel):
@@ -182,12 +180,16 @@ class ProbeGenerator(ABC):
         limits = RunLimits(None if max_seconds is None else started + max_seconds)
         jobs = Jobs(classes, per_class, seed)  # lazy: made as the generator asks for them
         spent_before = oracle.queries
+        self._schedule: ClassSchedule | None = None  # set by generators that schedule attempts per class
+        self._pool: StartPool | None = None
         made: list[tuple[Job, Made]] = []
         notes = ""
         try:
             made = self._run_jobs(oracle, target, jobs, limits, public)
         except _Stopped as stop:
             made, notes = stop.made, stop.reason
+        if self._schedule is not None:
+            made = keep_per_class(made, per_class)
         made.sort(key=lambda jm: (jm[0].index, classes.index(jm[0].target)))  # round-robin job order
         if not made:
             raise ConfigError(f"{self.name} made no probe: {notes or 'no job finished'}")
@@ -199,13 +201,50 @@ class ProbeGenerator(ABC):
             total += sum(m.queries for _, m in made)
         if len(made) < len(jobs) and not notes:
             notes = f"made {len(made)} of {len(jobs)} probes"
+        target_t = torch.tensor([j.target for j, _ in made])
+        extra: dict[str, Any] = {}
+        if self._schedule is not None:
+            extra.update(self._schedule.report())
+        if self._pool is not None:
+            extra.update({"pool_source": self._pool.source, "pool_size": len(self._pool),
+                          "pool_predicted": self._pool.predicted_counts()})
+        missing = self._missing_notes(classes, target_t, proba, made, extra, stopped=bool(notes))
+        notes = "; ".join(n for n in (notes, missing) if n)
         return ProbeSet(
-            x=x, target=torch.tensor([j.target for j, _ in made]), original_proba=proba,
+            x=x, target=target_t, original_proba=proba,
             queries=torch.tensor([m.queries for _, m in made]), accepted=torch.tensor([m.accepted for _, m in made]),
             generator=self.name, params={**self.config.model_dump(mode="json"), "seed": seed,
-                                         "per_class": per_class, "steps": [m.steps for _, m in made],
-                                         "inits": [m.inits for _, m in made]},
+                                         "per_class": per_class, "classes": classes,
+                                         "steps": [m.steps for _, m in made],
+                                         "inits": [m.inits for _, m in made], **extra},
             total_queries=total, seconds=time.perf_counter() - started, black_box=self.black_box, notes=notes)
+
+    def _missing_notes(self, classes: list[int], target: torch.Tensor, proba: torch.Tensor,
+                       made: list[tuple[Job, Made]], extra: dict[str, Any], stopped: bool = False) -> str:
+        """One clause per class that ends with no probe θ predicts as it, saying what was tried."""
+        on_target = proba.argmax(dim=1) == target
+        clauses = []
+        for i, c in enumerate(classes):
+            if bool((on_target & (target == c)).any()):
+                continue
+            tried = [m for j, m in made if j.target == c]
+            best = max((float(m.proba[0, c]) for m in tried if m.proba is not None), default=math.nan)
+            reached = "" if math.isnan(best) else f"; the best reached p_{c} = {best:.2g}"
+            if stopped and not tried:
+                clauses.append(f"class {c}: the run stopped before a probe of it was finished")
+            elif "class_attempts" in extra:
+                pool = (f"; {extra['pool_predicted'][c]} of {extra['pool_size']} {extra['pool_source']} starts "
+                        f"were predicted {c}" if "pool_predicted" in extra else "")
+                n = extra["class_attempts"][i]
+                clauses.append(f"class {c}: no probe after {n} attempt{'' if n == 1 else 's'} and "
+                               f"{extra['class_queries'][i]:,} queries{reached}{pool}")
+            else:
+                clauses.append(f"class {c}: {self._why_missing(c, len(tried))}{reached}")
+        return ("no probe for " + "; ".join(clauses)) if clauses else ""
+
+    def _why_missing(self, c: int, tried: int) -> str:
+        """Why class ``c`` got no probe θ predicts as it (generators without a class schedule)."""
+        return f"none of its {tried} probes is predicted {c} by θ" if tried else "no probe was made"
 
     def _oracle(self, target: Oracle | nn.Module, num_classes: int, input_shape: tuple[int, ...],
                 device: str | torch.device) -> Oracle:
@@ -259,7 +298,7 @@ class ProbeGenerator(ABC):
             raise _Stopped(made, f"query budget exhausted after {len(made)} of {len(jobs)} probes ({exc})") from exc
         finally:
             bar.close()
-        if len(made) < len(jobs) or any(m.unfinished for _, m in made):
+        if any(m.unfinished for _, m in made) or (limits.expired() and len(made) < len(jobs)):
             raise _Stopped(made, _time_note(made, len(jobs)))
         return made
 
@@ -352,8 +391,9 @@ def margin_loss(proba: torch.Tensor, target: torch.Tensor | int) -> torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------- gradient
-class GradientConfig(GeneratorConfig):
-    """White-box probes: Adam on the pixels of the log-odds of the class, from clipped-noise starts."""
+class GradientConfig(GeneratorConfig, StartSettings):
+    """White-box probes: Adam on the pixels of the log-odds of the class, from class-conditional starts
+    (starts.py; ``start="noise"``: the paper's clipped noise)."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)  # accept once θ's p_c reaches this (as zoo)
     lr: float = Field(0.03, gt=0)  # Adam step on the pixels
@@ -396,6 +436,8 @@ class GradientProbes(ProbeGenerator):
         assert isinstance(target, nn.Module)
         cfg: GradientConfig = self.config  # type: ignore[assignment]
         model = target.to(self._device).eval()
+        if cfg.start == "class":
+            self._pool = StartPool.build(oracle, cfg.pool, jobs.seed, public)
         queue = iter(jobs)
         while not limits.expired():  # checked before each batch is allocated
             batch = list(itertools.islice(queue, cfg.batch))
@@ -403,10 +445,16 @@ class GradientProbes(ProbeGenerator):
                 break
             yield from self._optimise(model, batch, oracle.input_shape, cfg, limits)
 
+    def _start(self, job: Job, shape: tuple[int, ...]) -> torch.Tensor:
+        """The probe's start (1, *shape): the pool's best candidate for its class, or the paper's noise."""
+        if self._pool is not None:
+            return self._pool.start(job.target, job.index)[0]
+        return noise_init(shape, job.generator)
+
     def _optimise(self, model: nn.Module, jobs: list[Job], shape: tuple[int, ...], cfg: GradientConfig,
                   limits: RunLimits) -> list[tuple[Job, Made]]:
         # one leaf tensor per probe, so that Adam keeps per-probe state and skips finished probes (grad None)
-        xs = [noise_init(shape, j.generator).to(self._device).requires_grad_(True) for j in jobs]  # (1, *shape)
+        xs = [self._start(j, shape).to(self._device).requires_grad_(True) for j in jobs]  # (1, *shape)
         optimizer = torch.optim.Adam(xs, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
         target = torch.tensor([j.target for j in jobs], device=self._device)
         done = torch.zeros(len(jobs), dtype=torch.bool)
@@ -457,8 +505,9 @@ class PublicProbes(ProbeGenerator):
     and keep the first ones θ predicts as c with confidence ≥ ``min_confidence``.
 
     A class whose screened samples never reach the confidence keeps its most confident correctly
-    predicted ones (flagged not accepted). Each screening query is charged to the probes of its class,
-    split evenly.
+    predicted ones (flagged not accepted). A class none of whose samples θ predicts correctly gets no
+    probe, and the probe set's notes say so (the decision then gives no verdict). Each screening query is
+    charged to the probes of its class, split evenly.
     """
 
     Config = PublicConfig
@@ -470,17 +519,25 @@ class PublicProbes(ProbeGenerator):
         if public is None:
             raise ConfigError("public probes need real held-out data with labels (public=Dataset or (x, y))")
         cfg: PublicConfig = self.config  # type: ignore[assignment]
+        self._reasons: dict[int, str] = {}
         for c in jobs.classes:
             if limits.expired():
                 break
             rows = torch.nonzero(public.y == c).flatten()
             if rows.numel() == 0:
-                raise ConfigError(f"the public data has no sample of class {c}")
+                self._reasons[c] = "the public data has no sample of this class"
+                continue
             class_jobs = jobs.of_class(c)
             first = next(class_jobs)
             rows = rows[torch.randperm(rows.numel(), generator=first.generator)][:cfg.max_candidates]
-            yield from self._screen(oracle, public, rows, c, itertools.chain([first], class_jobs),
-                                    min(jobs.per_class, rows.numel()), cfg)
+            made = self._screen(oracle, public, rows, c, itertools.chain([first], class_jobs),
+                                min(jobs.per_class, rows.numel()), cfg)
+            if not made:
+                self._reasons[c] = f"θ predicts none of the {rows.numel()} screened public samples of it correctly"
+            yield from made
+
+    def _why_missing(self, c: int, tried: int) -> str:
+        return getattr(self, "_reasons", {}).get(c) or super()._why_missing(c, tried)
 
     @staticmethod
     def _screen(oracle: Oracle, public: PublicData, rows: torch.Tensor, c: int, jobs: Iterator[Job], want: int,
@@ -511,7 +568,7 @@ class PublicProbes(ProbeGenerator):
             chosen += take
             accepted += [False] * len(take)
         if not chosen:
-            raise ConfigError(f"θ predicts none of the {rows.numel()} public samples of class {c} correctly")
+            return []
         share = [spent // len(chosen) + (1 if i < spent % len(chosen) else 0) for i in range(len(chosen))]
         return [(job, Made(x=public.x[r:r + 1].clone(), accepted=a, queries=q, proba=answers[r]))
                 for job, r, a, q in zip(jobs, chosen, accepted, share, strict=False)]

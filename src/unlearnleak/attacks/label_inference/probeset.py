@@ -102,6 +102,19 @@ class ProbeSet:
         """How many probes each class has, by the original model's prediction."""
         return torch.bincount(self.predicted, minlength=self.num_classes).tolist()
 
+    @property
+    def on_target(self) -> torch.Tensor:
+        """(m,) whether θ predicts each probe as the class it was made for: the probes the decision uses."""
+        return self.predicted == self.target
+
+    def class_counts(self) -> list[int]:
+        """Per class, the probes made for it that θ predicts as it (what the decision has to go on)."""
+        return torch.bincount(self.target[self.on_target], minlength=self.num_classes).tolist()
+
+    def lacking(self, minimum: int = 1) -> list[int]:
+        """The classes with fewer than ``minimum`` on-target probes."""
+        return [c for c, n in enumerate(self.class_counts()) if n < minimum]
+
     def subset(self, keep: torch.Tensor) -> ProbeSet:
         """The probes selected by a bool mask or an index tensor (queries totals are kept)."""
         return ProbeSet(x=self.x[keep], target=self.target[keep], original_proba=self.original_proba[keep],

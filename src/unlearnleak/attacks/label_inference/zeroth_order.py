@@ -68,9 +68,11 @@ from unlearnleak.attacks.label_inference.probes import (
     PublicData,
     RunLimits,
     log_odds,
+    margin_loss,
     noise_init,
     register_generator,
 )
+from unlearnleak.attacks.label_inference.starts import ClassSchedule, ScheduleSettings, StartPool, StartSettings
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import Oracle
 
@@ -99,8 +101,8 @@ class CoordinateAdam:
         self.optimizer.step()
 
 
-class ZooConfig(GeneratorConfig):
-    """The paper's ZOO settings (PAPER.md §4.2)."""
+class ZooConfig(GeneratorConfig, StartSettings):
+    """The paper's ZOO settings (PAPER.md §4.2); ``start="noise"`` for the paper's starts (starts.py)."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)  # accept when θ's p_c reaches this
     nb_parallel: int = Field(1024, ge=1)  # coordinates per iteration, 2 queries each
@@ -146,6 +148,8 @@ class ZooProbes(ProbeGenerator):
         numel = math.prod(oracle.input_shape)
         if cfg.nb_parallel > numel:
             raise ConfigError(f"zoo: nb_parallel={cfg.nb_parallel} exceeds the {numel} input coordinates")
+        if cfg.start == "class":
+            self._pool = StartPool.build(oracle, cfg.pool, jobs.seed, public)
         pending = iter(jobs)
         active: list[tuple[Job, Generator[torch.Tensor, torch.Tensor, Made], torch.Tensor]] = []
         exhausted = False
@@ -182,7 +186,10 @@ class ZooProbes(ProbeGenerator):
         best: tuple[float, torch.Tensor, torch.Tensor] | None = None
         steps = 0
         for init in range(1, cfg.max_inits + 1):
-            x = noise_init(shape, job.generator)
+            if self._pool is not None:  # probe j's starts: the pool's ranks j·max_inits … for its class
+                x = self._pool.start(job.target, job.index * cfg.max_inits + init - 1)[0]
+            else:
+                x = noise_init(shape, job.generator)
             proba = yield x
             sent += 1
             loss = float(ce_loss(proba, job.target)[0])
@@ -267,8 +274,9 @@ class ZooProbes(ProbeGenerator):
 
 
 # -------------------------------------------------------------------------------------------------- nes
-class NesConfig(GeneratorConfig):
-    """Our query-efficient black-box generator (see the module docstring)."""
+class NesConfig(GeneratorConfig, StartSettings, ScheduleSettings):
+    """Our query-efficient black-box generator (see the module docstring); starts and per-class attempts:
+    starts.py."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)
     tiles: tuple[int, ...] = (4, 8, 16)  # coarse-to-fine: z has shape (C, tile, tile), upsampled to (H, W)
@@ -314,25 +322,43 @@ class NesProbes(ProbeGenerator):
         side = min(oracle.input_shape[1:])
         tiles = tuple(t for t in cfg.tiles if t <= side) or (side,)  # small images: drop the finer tiles
         cfg = cfg.model_copy(update={"tiles": tiles})
-        pending = iter(jobs)  # lazy: a probe's state is allocated only when it joins the population
-        active: list[_NesState] = []
-        exhausted = False
-        while not exhausted or active:
-            if limits.expired():  # checked before any new probe is allocated
+        pool = self._pool = StartPool.build(oracle, cfg.pool, jobs.seed, public) if cfg.start == "class" else None
+        schedule = self._schedule = ClassSchedule(jobs.classes, jobs.per_class, cfg.max_attempts, cfg.class_budget,
+                                                  cfg.running_per_class)
+        found: dict[int, list[torch.Tensor]] = {c: [] for c in jobs.classes}  # accepted probes (1, C, H, W)
+        active: list[_NesState] = []  # a probe's state is allocated only when it joins the population
+        while True:
+            if limits.expired():  # no new probe; the running ones are kept as they are, flagged unfinished
+                for s in active:
+                    if s.best is not None:
+                        yield s.job, s.made(unfinished=True)
                 return
-            while not exhausted and len(active) < cfg.population:
-                job = next(pending, None)
-                if job is None:
-                    exhausted = True
-                else:
-                    active.append(_NesState(job, oracle.input_shape, cfg))
+            live = _live_queries(active)
+            while len(active) < cfg.population:
+                c = schedule.next_class(live)
+                if c is None:
+                    break
+                job = jobs.job(c, schedule.attempts[c] - 1)
+                near = None
+                if found[c] and cfg.reuse_sigma > 0:  # start beside a probe of the class already found
+                    base = found[c][job.index % len(found[c])]
+                    near = (base + cfg.reuse_sigma * torch.randn(base.shape, generator=job.generator)).clamp(0, 1)
+                share = None if cfg.class_budget is None else cfg.class_budget // jobs.per_class
+                active.append(_NesState(job, oracle.input_shape, cfg, pool, near, share))
             if not active:
                 return
             self._step(oracle, active, cfg)
+            live = _live_queries(active)
             still: list[_NesState] = []
             for s in active:
+                if not s.finished and schedule.over_budget(s.job.target, live.get(s.job.target, 0)):
+                    s.finished = True  # the class spent its budget: keep the best iterate reached
                 if s.finished:
-                    yield s.job, s.made()
+                    made = s.made()
+                    schedule.finished(s.job.target, made.accepted, made.queries)
+                    if made.proba is not None and int(made.proba.argmax()) == s.job.target:
+                        found[s.job.target].append(made.x)  # on target: later attempts start beside it
+                    yield s.job, made
                 else:
                     still.append(s)
             active = still
@@ -353,7 +379,8 @@ class NesProbes(ProbeGenerator):
         batch = torch.cat([torch.cat([s.image(s.z + cfg.sigma * u), s.image(s.z - cfg.sigma * u)])
                            for s, u in zip(ready, dirs, strict=True)])  # per probe (2n, C, H, W)
         targets = torch.cat([torch.full((2 * n,), s.job.target) for s in ready])
-        losses = log_odds(oracle.predict_proba(batch), targets).reshape(len(ready), 2, n)
+        reached = torch.cat([torch.full((2 * n,), s.reached) for s in ready])
+        losses = _phase_loss(oracle.predict_proba(batch), targets, reached).reshape(len(ready), 2, n)
         candidates = []
         for s, u, lp in zip(ready, dirs, losses, strict=True):
             grad = (((lp[0] - lp[1]) / (2 * cfg.sigma)).float()[:, None, None, None] * u).mean(0)
@@ -369,7 +396,8 @@ class NesProbes(ProbeGenerator):
         for s, z, rows in zip(ready, candidates, proba, strict=True):
             s.queries += self.queries_per_step()
             s.steps += 1
-            best = int(log_odds(rows, s.job.target).argmin())
+            t = torch.full((rows.shape[0],), s.job.target)
+            best = int(_phase_loss(rows, t, torch.full((rows.shape[0],), s.reached)).argmin())
             if best == 0:  # the shortest step won: shorten; the longest: lengthen
                 s.lr *= float(scales[0])
             elif best == len(scales) - 1:
@@ -377,25 +405,49 @@ class NesProbes(ProbeGenerator):
             s.take(z[best], rows[best][None])
 
 
+def _phase_loss(proba: torch.Tensor, target: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
+    """Per row: the logit margin to the strongest other class until θ predicts the target (reach it), then
+    the log-odds of the target (raise its confidence)."""
+    return torch.where(reached, log_odds(proba, target), margin_loss(proba, target))
+
+
+def _live_queries(states: list[_NesState]) -> dict[int, int]:
+    """Queries spent so far by the running probes, per class."""
+    live: dict[int, int] = {}
+    for s in states:
+        live[s.job.target] = live.get(s.job.target, 0) + s.queries
+    return live
+
+
 class _NesState:
     """One probe under optimisation: its base image, its tiled perturbation z, the best iterate, its cost."""
 
-    def __init__(self, job: Job, shape: tuple[int, ...], cfg: NesConfig) -> None:
-        self.job, self.shape, self.cfg = job, shape, cfg
+    def __init__(self, job: Job, shape: tuple[int, ...], cfg: NesConfig, pool: StartPool | None = None,
+                 near: torch.Tensor | None = None, share: int | None = None) -> None:
+        self.job, self.shape, self.cfg, self.pool, self.near = job, shape, cfg, pool, near
+        self.share = share  # once on target, stop after this many queries (its share of the class budget)
         self.queries, self.steps, self.inits = 0, 0, 0
-        self.best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+        self.reached = False  # θ predicts the target at the current iterate
+        self.best: tuple[tuple[bool, float], torch.Tensor, torch.Tensor] | None = None
         self.accepted = False
         self.finished = False
         self._new_start()
 
     def _new_start(self) -> None:
         self.inits += 1
-        self.base = noise_init(self.shape, self.job.generator)  # (1, C, H, W)
+        if self.near is not None and self.inits == 1:  # beside a probe of the class found earlier
+            self.base = self.near
+        elif self.pool is not None:  # attempt j's starts: the pool's ranks j·max_inits … for its class
+            rank = self.job.index * self.cfg.max_inits + self.inits - 1
+            self.base = self.pool.start(self.job.target, rank)[0]  # (1, C, H, W)
+        else:
+            self.base = noise_init(self.shape, self.job.generator)
         self.level = 0
         self.z = self._zeros()
         self.avg: torch.Tensor | None = None  # running average of the unit gradient estimates
         self.lr = self.cfg.lr
         self.loss: float | None = None
+        self.reached = False
         self.history: list[float] = []
         self.start_steps = self.steps
 
@@ -412,12 +464,20 @@ class _NesState:
         """Move to ``z`` (θ answered ``proba`` for it); finish, refine the tiles, or restart."""
         c, cfg = self.job.target, self.cfg
         self.z = z
-        self.loss = float(log_odds(proba, c)[0])
         x = self.image(z)
-        if self.best is None or self.loss < self.best[0]:
-            self.best = (self.loss, x, proba)
+        on_target = int(proba[0].argmax()) == c
+        odds = float(log_odds(proba, c)[0])
+        key = (not on_target, odds)  # on target first, then the lower log-odds (the more confident)
+        if self.best is None or key < self.best[0]:
+            self.best = (key, x, proba)
+        if on_target and not self.reached:  # the objective changes from reaching c to raising p_c
+            self.reached, self.history, self.avg = True, [], None
+        self.loss = odds if self.reached else float(margin_loss(proba, c)[0])
         if float(proba[0, c]) >= cfg.threshold:
-            self.best, self.accepted, self.finished = (self.loss, x, proba), True, True
+            self.best, self.accepted, self.finished = (key, x, proba), True, True
+            return
+        if self.share is not None and on_target and self.queries >= self.share:
+            self.finished = True  # on target and its share of the class budget spent: keep the best iterate
             return
         if self.steps - self.start_steps >= cfg.max_steps:
             if self.inits >= cfg.max_inits:
@@ -431,7 +491,7 @@ class _NesState:
             self.base, self.level = x, self.level + 1  # bake the coarse perturbation in, refine
             self.z, self.history, self.avg = self._zeros(), [], None
 
-    def made(self) -> Made:
+    def made(self, unfinished: bool = False) -> Made:
         assert self.best is not None
         return Made(x=self.best[1], accepted=self.accepted, queries=self.queries, steps=self.steps,
-                    inits=self.inits, proba=self.best[2])
+                    inits=self.inits, proba=self.best[2], unfinished=unfinished)
