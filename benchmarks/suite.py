@@ -101,6 +101,8 @@ def _digest(obj: dict[str, Any]) -> str:
 def row_key(case: Case, setting: Setting, sample: int, method: str, args: argparse.Namespace) -> str:
     """A hash of everything that determines one method's numbers on one cell."""
     config = case.config(n_train=setting.n).model_dump(mode="json", exclude={"data_dir"})  # same files, any path
+    if config.get("pretrain_rows") is None:  # unset: the key of rows from before the field existed (as schema.py)
+        config.pop("pretrain_rows", None)
     identity = {"v": VERSION, "case": case.name, "config": config, "setting": setting.name, "sample": sample,
                 "iterations": args.iterations, "device": args.device, "method": method,
                 "identity": method_identity(method)}
