@@ -2,10 +2,11 @@
 
 Reads the images ``suite.py --save-images DIR`` kept (``DIR/<case>/<setting>/<sample>.safetensors``) and writes
 one PNG. Columns (a missing one is left blank, labelled "not run"): truth, own mean colour, 4×4 thumbnail,
-breaching ``modern``, ours (the default), and "decoder alone" (the learned prior's decoded image, issue 16
-item 2, kept under the key ``decoder`` when that attack is run).
+breaching ``modern``, ours (the default), then any ``--column KEY=TITLE`` (repeatable; KEY is a method's name in
+the saved file, e.g. ``--column paper=paper`` or, once the learned prior's attack runs, ``--column
+"decoder=decoder alone"``, issue 16 item 2).
 
-    python benchmarks/suite_grid.py benchmarks/results/suite_v2_images --out benchmarks/results/grid_suite_v2.png \
+    python benchmarks/suite_grid.py benchmarks/results/suite_v2_images --out docs/images/suite_v2_grid.png \
         --cell bn-gelu-tanh/approx-k1-N32/0 --cell vgg-bn/approx-k1-N32/0
 """
 
@@ -25,7 +26,15 @@ from safetensors.torch import load_file
 from unlearnleak.metrics import psnr
 
 COLUMNS = (("truth", "truth"), ("own_mean_colour", "own mean colour"), ("thumbnail_4x4", "4×4 thumbnail"),
-           ("breaching_modern", "breaching modern"), ("default", "ours (default)"), ("decoder", "decoder alone"))
+           ("breaching_modern", "breaching modern"), ("default", "ours (default)"))
+
+
+def column(text: str) -> tuple[str, str]:
+    """``KEY=TITLE`` (or ``KEY``, titled by itself) as an extra column."""
+    key, _, title = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=TITLE, got {text!r}")
+    return key, title or key
 
 
 def main() -> int:
@@ -33,7 +42,10 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--cell", action="append", required=True, help="CASE/SETTING/SAMPLE (repeatable)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--column", type=column, action="append", default=[],
+                        help="KEY=TITLE: one more column, the saved image under KEY (repeatable)")
     args = parser.parse_args()
+    columns = (*COLUMNS, *args.column)
     rows = []
     for cell in args.cell:
         path = args.folder / f"{cell}.safetensors"
@@ -41,11 +53,11 @@ def main() -> int:
             print(f"error: no saved images for {cell} ({path}); run suite.py with --save-images", file=sys.stderr)
             return 2
         rows.append((cell, load_file(str(path))))
-    fig, axes = plt.subplots(len(rows), len(COLUMNS), figsize=(1.6 * len(COLUMNS), 1.75 * len(rows)),
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.6 * len(columns), 1.75 * len(rows)),
                              squeeze=False)
     for i, (cell, images) in enumerate(rows):
         truth = images["truth"][:1]
-        for j, (key, title) in enumerate(COLUMNS):
+        for j, (key, title) in enumerate(columns):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
