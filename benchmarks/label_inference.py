@@ -1,4 +1,4 @@
-"""Label-inference benchmark (PAPER.md §4.2; issue 18): the user attack end to end, as `infer-label` runs it.
+"""Label-inference benchmark (docs/paper.md §4.2; issue 18): the user attack end to end, as `infer-label` runs it.
 
 For each case of ``label_cases.py`` (LeNet; ConvNet-16 with batch norm; held out: a BN/GELU CNN with a tanh
 head and a ResNet-18 at width 8) the attack's probes are made once against θ through the pipeline

@@ -119,7 +119,7 @@ _add(Case("resnet-gn", "heldout", "cifar10", "resnet_gn", {"width": 16, "groups"
           _sgd(3, milestones=(2,)),
           note="ResNet-style CNN with GroupNorm (4 groups) and SiLU, θ0 3 epochs on 8,000 public images"))
 # The paper-scale case (issue 16): the official ConvNet width 64, θ0 after ONE epoch of the official pretraining
-# recipe (PAPER.md §5: SGD without momentum, lr 0.1, wd 5e-4, batch 128, drop_last, crop + flip), on the 12,000
+# recipe (docs/paper.md §5: SGD without momentum, lr 0.1, wd 5e-4, batch 128, drop_last, crop + flip), on the 12,000
 # public images of the shared subset; N = 32, k = 1, 8 photos, 1,000 iterations (`--iterations 1000`).
 _add(Case("convnet64-paper", "heldout", "cifar10", "convnet", {"width": 64}, 8000,
           TrainConfig(epochs=1, lr=0.1, momentum=0.0, weight_decay=5e-4, batch_size=128, augment=True,

@@ -1,4 +1,4 @@
-"""Black-box access to a model: ``predict_proba(x)`` and nothing else, every input counted (PAPER.md §1, §4).
+"""Black-box access to a model: ``predict_proba(x)`` and nothing else, every input counted (docs/paper.md §1, §4).
 
 The label-inference adversary is an end user of an ML service: it may send inputs and read the returned
 class probabilities, before the deletion (θ) and after it (θ_u). An :class:`Oracle` is exactly that view.

@@ -1,4 +1,4 @@
-"""The paper's scenario (PAPER.md §2.3, §3, §5): pretrain θ0, fine-tune θ on D_ft, unlearn D_u → ModelPair.
+"""The paper's scenario (docs/paper.md §2.3, §3, §5): pretrain θ0, fine-tune θ on D_ft, unlearn D_u → ModelPair.
 
 Public part of the training split → θ0. A private pool (the first ``holdout`` training rows, as the official
 code's ``exclude_num``) supplies D_ft of N rows; D_u is k single samples or a fraction of one class's rows in

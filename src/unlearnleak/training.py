@@ -1,4 +1,4 @@
-"""Seeded SGD training, fine-tuning and evaluation; bit-identical on CPU for the same seed (PAPER.md §5)."""
+"""Seeded SGD training, fine-tuning and evaluation; bit-identical on CPU for the same seed (docs/paper.md §5)."""
 
 from __future__ import annotations
 

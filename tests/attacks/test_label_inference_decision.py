@@ -1,4 +1,4 @@
-"""The decision rule (PAPER.md §4.2): the class whose probes lose the most confidence is the deleted one."""
+"""The decision rule (docs/paper.md §4.2): the class whose probes lose the most confidence is the deleted one."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class FeatureRecoveryConfig(BaseModel):
 
 
 class FeatureRecovery:
-    """The white-box server attack: recover D_u from (θ, θ_u) and the declared knowledge (PAPER.md §2)."""
+    """The white-box server attack: recover D_u from (θ, θ_u) and the declared knowledge (docs/paper.md §2)."""
 
     def __init__(self, config: FeatureRecoveryConfig | None = None, *, learned_prior: LearnedPrior | None = None,
                  **settings: Any) -> None:

@@ -1,4 +1,4 @@
-"""`unlearnleak infer-label`: the user's label-inference attack (PAPER.md §4) on a saved ModelPair.
+"""`unlearnleak infer-label`: the user's label-inference attack (docs/paper.md §4) on a saved ModelPair.
 
 The pair's two models are served as black-box oracles; the attack never sees their weights (except with
 ``--generator gradient``, the white-box variant, which reads θ's weights to make probes).

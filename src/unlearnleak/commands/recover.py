@@ -290,7 +290,7 @@ def register(app: typer.Typer) -> None:
             "--json", help="Print one JSON summary (verdict, means, baselines, folder) instead of the tables.")]
         = False,
     ) -> None:
-        """Recover the unlearned samples from θ and θ_u (white-box server attack, PAPER.md §2)."""
+        """Recover the unlearned samples from θ and θ_u (white-box server attack, docs/paper.md §2)."""
         check_device_flag(device)
         folder = out if out is not None else pair_dir / "recovery"
         results = run_recover(pair_dir, folder, preset=preset, labels=_parse_labels(labels),

@@ -33,7 +33,7 @@ QUICK: dict[str, Any] = {
     "pretrain": {"epochs": 2, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
                  "augment": False, "drop_last": True, "milestones": []},
 }
-# --paper: the official code's setting (PAPER.md §5): ConvNet width 64, the first 10,000 training images held
+# --paper: the official code's setting (docs/paper.md §5): ConvNet width 64, the first 10,000 training images held
 # out as the private pool, θ0 pretrained on all the others for 120 epochs (SGD lr 0.1, no momentum, wd 5e-4,
 # batch 128, crop + flip, ×0.1 at epochs 44/74/105).
 PAPER: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""The defense registry: transformations of θ_u applied before it is released (PAPER.md §7, DESIGN.md).
+"""The defense registry: transformations of θ_u applied before it is released (docs/paper.md §7, DESIGN.md).
 
 A defense is ``defense(state, context, params) -> released state``; its parameters are a pydantic model with
 ``extra="forbid"`` and every defense is the identity at strength 0 (σ = 0, sparsity = 0, epochs = 0).

@@ -1,4 +1,4 @@
-"""Fine-tuning θ_u for a few epochs on retained data before release (PAPER.md §7, "S3")."""
+"""Fine-tuning θ_u for a few epochs on retained data before release (docs/paper.md §7, "S3")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parameter obfuscation: Gaussian noise on every trainable tensor of θ_u (PAPER.md §7, "S1").
+"""Parameter obfuscation: Gaussian noise on every trainable tensor of θ_u (docs/paper.md §7, "S1").
 
 ``relative=False``: each entry gets N(0, σ²). ``relative=True``: tensor W gets noise of per-entry std
 σ·‖W‖/√numel(W), so the noise's norm is about σ·‖W‖ — the same relative perturbation in every layer.

@@ -1,4 +1,4 @@
-"""Magnitude pruning of θ_u before release (PAPER.md §7, "S3"), with torch.nn.utils.prune made permanent.
+"""Magnitude pruning of θ_u before release (docs/paper.md §7, "S3"), with torch.nn.utils.prune made permanent.
 
 The weights of every Conv and Linear layer are pruned by |w| (L1 unstructured), either with one global
 threshold across layers (``scope="global"``) or at the same sparsity in each layer (``scope="layer"``).

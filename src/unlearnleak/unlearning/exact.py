@@ -16,7 +16,7 @@ from unlearnleak.unlearning.base import (
 
 @register_unlearning("exact")
 def exact_retrain(ctx: UnlearningContext) -> StateDict:
-    """θ_u = fine-tune(θ0, D_ft \\ D_u) with the original seed, so the retain order is unchanged (PAPER.md §3)."""
+    """θ_u = fine-tune(θ0, D_ft \\ D_u) with the original seed, so the retain order is unchanged (docs/paper.md §3)."""
     if ctx.base is None:
         raise ConfigError("exact unlearning retrains from the base model θ0, which this context lacks")
     parse_params(NoParams, ctx.params, "exact")

@@ -1,4 +1,4 @@
-"""Approximate unlearning by gradient ascent on D_u from θ (the paper's approximate method, PAPER.md §3)."""
+"""Approximate unlearning by gradient ascent on D_u from θ (the paper's approximate method, docs/paper.md §3)."""
 
 from __future__ import annotations
 

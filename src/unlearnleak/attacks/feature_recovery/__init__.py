@@ -1,4 +1,4 @@
-"""Feature recovery (the server attack, PAPER.md §2): recover D_u from θ and θ_u (white-box).
+"""Feature recovery (the server attack, docs/paper.md §2): recover D_u from θ and θ_u (white-box).
 
 ``recover(pair)`` estimates the target gradient ∇* from the pair, infers the labels from it (or takes them),
 and inverts ∇* — by optimisation for images (presets ``best`` and ``paper``) or in closed form for tabular

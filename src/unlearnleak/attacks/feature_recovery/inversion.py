@@ -1,4 +1,4 @@
-"""Gradient inversion: find inputs whose gradient on the attacked model matches ∇* (PAPER.md §2.1–2.2).
+"""Gradient inversion: find inputs whose gradient on the attacked model matches ∇* (docs/paper.md §2.1–2.2).
 
 The engine optimises R restarts × k samples at once. Each restart's cost is
 
@@ -19,7 +19,7 @@ linearly from 1 towards 0 over the run), the schedule ``torch.optim.lr_scheduler
 
 Models take raw inputs (``Normalized`` wrappers, DEV_CONTRACT.md), so x lives in [0, 1] pixel space and the
 model sees exactly the normalised input the optimisation used — also when restarts are scored (the official
-code scores the raw input, a bug not copied here; PAPER.md §10.2). ``space="normalised"`` optimises
+code scores the raw input, a bug not copied here; docs/paper.md §10.2). ``space="normalised"`` optimises
 z = (x − mean)/std instead (x = mean + std·z): the step sizes, the start and the sign act on z, as in breaching.
 """
 
@@ -152,7 +152,7 @@ class InversionConfig(BaseModel):
 PRESETS: Registry[InversionConfig] = Registry("inversion preset")
 
 PRESETS.register("paper")(InversionConfig(
-    # The official recipe (PAPER.md §2.2): randn init, one global cosine, TV 1e-2, signed gradients,
+    # The official recipe (docs/paper.md §2.2): randn init, one global cosine, TV 1e-2, signed gradients,
     # AdamW (lr 0.04, PyTorch's default weight decay 0.01 on x), ×0.5 at 3/8, 5/8, 7/8, boxed, 5 restarts.
     iterations=10_000, restarts=5, lr=0.04, optimizer="adamw", weight_decay=0.01, signed=True,
     schedule="step", init="randn", boxed=True, cost="cosine", total_variation=1e-2,

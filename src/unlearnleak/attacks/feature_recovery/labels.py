@@ -1,4 +1,4 @@
-"""Labels of the unlearned samples read off the target gradient ∇* (iDLG-style, PAPER.md §2.1).
+"""Labels of the unlearned samples read off the target gradient ∇* (iDLG-style, docs/paper.md §2.1).
 
 For softmax cross-entropy the output-layer bias gradient of one sample is ``p − onehot(y)``: negative only
 at the true class. ∇* is a positive multiple of the summed gradient of D_u (see ``target_gradient``), so

@@ -46,7 +46,7 @@ OBJECTIVES: Registry[type[Objective]] = Registry("inversion objective")
 
 @OBJECTIVES.register("cosine")
 class Cosine(Objective):
-    """One cosine over all parameters (the paper's cost, PAPER.md §2.2)."""
+    """One cosine over all parameters (the paper's cost, docs/paper.md §2.2)."""
 
     name = "cosine"
 

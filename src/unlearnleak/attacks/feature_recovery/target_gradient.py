@@ -1,4 +1,4 @@
-"""The target gradient ∇* the server inverts, estimated from a ModelPair (PAPER.md §2.1, §2.3).
+"""The target gradient ∇* the server inverts, estimated from a ModelPair (docs/paper.md §2.1, §2.3).
 
 Sign convention (derived, and tested in ``tests/attacks/test_feature_recovery_target.py``): ∇* is always a
 *positive* multiple of the gradient of the mean cross-entropy of the forget set D_u, ``+∇_θ ℓ(D_u)``, so it
@@ -14,7 +14,7 @@ is matched by the dummy gradient ``∇_θ ℓ(x′, y′)`` of the same sign.
   With one full-batch SGD step of lr η: ``N(θ − θ0) = −η Σ_{D_ft}∇ℓ(θ0)`` and
   ``(N − k)(θ_u − θ0) = −η Σ_{retain}∇ℓ(θ0)``, so
   ``∇* = (N − k)(θ_u − θ0) − N(θ − θ0) = η·Σ_{D_u}∇ℓ(x; θ0)`` exactly, inverted on θ0. This is the
-  official code's ``exact_diff`` (PAPER.md §2.3). Knowledge assumed: θ0, N and k (the server must know the
+  official code's ``exact_diff`` (docs/paper.md §2.3). Knowledge assumed: θ0, N and k (the server must know the
   base model the provider fine-tuned from and the set sizes). Several epochs or mini-batches make it an
   estimate.
 * **exact, batch schedule known** (``batch_size`` given, optionally ``epochs``, ``drop_last``) — with

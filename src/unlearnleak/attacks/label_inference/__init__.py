@@ -1,4 +1,4 @@
-"""Label inference (PAPER.md §4): a black-box user infers which class was deleted from θ's and θ_u's answers.
+"""Label inference (docs/paper.md §4): a black-box user infers which class was deleted from θ's and θ_u's answers.
 
 Typical use::
 

@@ -1,4 +1,4 @@
-"""The decision rule: which class lost the most confidence on its probes after the deletion (PAPER.md §4.2).
+"""The decision rule: which class lost the most confidence on its probes after the deletion (docs/paper.md §4.2).
 
 For each class c, the mean over the probes that θ predicts as c of the change of their confidence in c;
 the most negative mean is the deleted class (Eq. 9–11 in the code's sign convention), the K most negative for
@@ -135,7 +135,7 @@ def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor, c
     """The ranking and the calibrated test, on raw probabilities (no oracles involved).
 
     Args:
-        predicted: (m,) θ's predicted class of each probe: probes are grouped by it (PAPER.md §4.2).
+        predicted: (m,) θ's predicted class of each probe: probes are grouped by it (docs/paper.md §4.2).
         generator: the probes' generator (the ``null_pairs`` calibration is measured per generator).
         calibration: a threshold obtained elsewhere, e.g. by :func:`calibrate_on_nulls` on your own null
             pairs (made with the same test, statistic and top_k); default: ``config.calibration``'s.

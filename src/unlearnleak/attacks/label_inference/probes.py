@@ -1,4 +1,4 @@
-"""Probe generators: inputs that the original model assigns to a chosen class with high confidence (PAPER.md §4).
+"""Probe generators: inputs that the original model assigns to a chosen class with high confidence (docs/paper.md §4).
 
 Probes are made once, against the original model θ only, and stored with θ's answers (a
 :class:`~unlearnleak.attacks.label_inference.probeset.ProbeSet`); after the deletion they are replayed to θ_u.
@@ -121,7 +121,7 @@ def probe_seed(seed: int, target: int, index: int) -> int:
 
 
 def noise_init(input_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """The paper's probe start: Gaussian noise clipped to [0, 1] (PAPER.md §4.2), shape (1, *input_shape)."""
+    """The paper's probe start: Gaussian noise clipped to [0, 1] (docs/paper.md §4.2), shape (1, *input_shape)."""
     return torch.randn((1, *input_shape), generator=generator).clamp_(0.0, 1.0)
 
 

@@ -1,4 +1,4 @@
-"""ProbeSet: probes made once against the original model, stored with that model's answers (PAPER.md §4.2).
+"""ProbeSet: probes made once against the original model, stored with that model's answers (docs/paper.md §4.2).
 
 A user has to make its probes *before* the deletion, while θ still answers, and record θ's predictions
 then: after the deletion only θ_u answers. The decision rule therefore reuses ``original_proba`` from here

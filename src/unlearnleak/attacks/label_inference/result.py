@@ -22,7 +22,7 @@ class LabelGuess:
     ``reason`` says why — a ranking among the classes that happen to have probes is not a ranking).
 
     Attributes:
-        ranked: every class, most negative mean change first (PAPER.md §4.2, Eq. 11); () without a verdict.
+        ranked: every class, most negative mean change first (docs/paper.md §4.2, Eq. 11); () without a verdict.
         changes: per class c, the mean over c's probes (made for c, predicted as c by θ) of the change of their
             confidence in c, measured by ``statistic`` (log-odds or probability, see decision.py); NaN for a
             class without probes.

@@ -1,10 +1,10 @@
 """Black-box probe generators that estimate gradients from queries: the paper's ``zoo`` and our ``nes``.
 
 Both start every probe from the paper's clipped Gaussian noise and stop once the original model's
-confidence in the target class reaches ``threshold`` (0.9995, PAPER.md §4.2); both are charged every row they
+confidence in the target class reaches ``threshold`` (0.9995, docs/paper.md §4.2); both are charged every row they
 send to the oracle.
 
-``zoo`` (PAPER.md §4.2, the official ``gen_probing_samples.py`` on ART's ZooAttack) — coordinate-wise Adam:
+``zoo`` (docs/paper.md §4.2, the official ``gen_probing_samples.py`` on ART's ZooAttack) — coordinate-wise Adam:
 each iteration picks ``nb_parallel`` coordinates (importance-sampled), estimates each partial derivative of
 the loss −log p_c with a symmetric difference (h = 1e-4; 2 queries per coordinate), takes one Adam step per
 coordinate with per-coordinate bias correction (``torch.optim.Adam`` over the coordinates as 0-d parameters),
@@ -15,7 +15,7 @@ up to 10 rounds continue from that iterate with fresh Adam state, the learning r
 once p_c > 0.9; a start that is not accepted after 10 rounds is replaced by a new noise start. Each start
 costs 1 query to evaluate. Queries per probe = starts + iterations · (2·nb_parallel + 1), exactly.
 
-Where we differ from the official code (PAPER.md §10.4), on purpose:
+Where we differ from the official code (docs/paper.md §10.4), on purpose:
 - The official noise accumulates onto the previous iterate (x_{t+1} = x_t + δ_cumulative) and is clipped
   to [0, 1], so it can only brighten pixels. Here an iterate is x_start + δ, with δ kept in the box
   [−x_start, 1 − x_start]: every coordinate moves both ways and x stays in [0, 1] without clipping.
@@ -86,7 +86,7 @@ def ce_loss(proba: torch.Tensor, target: int) -> torch.Tensor:
 class CoordinateAdam:
     """ART's coordinate-wise Adam on a flat tensor with ``torch.optim.Adam``: each coordinate is its own
     parameter (a 0-d view of the tensor), so moments and step counts are per coordinate, and a step moves
-    only the coordinates that were given a gradient (PAPER.md §4.2; ART's ZooAttack). Equal to ART's update
+    only the coordinates that were given a gradient (docs/paper.md §4.2; ART's ZooAttack). Equal to ART's update
     up to where ε enters (torch adds it to √v̂, ART to √v; ≈ 1e-7 relative)."""
 
     def __init__(self, flat: torch.Tensor, *, lr: float, betas: tuple[float, float], eps: float) -> None:
@@ -102,7 +102,7 @@ class CoordinateAdam:
 
 
 class ZooConfig(GeneratorConfig, StartSettings):
-    """The paper's ZOO settings (PAPER.md §4.2); ``start="noise"`` for the paper's starts (starts.py)."""
+    """The paper's ZOO settings (docs/paper.md §4.2); ``start="noise"`` for the paper's starts (starts.py)."""
 
     threshold: float = Field(0.9995, gt=0, lt=1)  # accept when θ's p_c reaches this
     nb_parallel: int = Field(1024, ge=1)  # coordinates per iteration, 2 queries each
