@@ -55,6 +55,16 @@ class RunRecord:
         names = self.dataset.get("classes")
         return [str(n) for n in names] if isinstance(names, list) and names else None
 
+    def scenario_summary(self) -> dict[str, Any]:
+        """The pair's setting as a run row names it (dataset, model, method, n_train, k), so that a one-attack
+        command's output reports like a cell; keys the record lacks are left out."""
+        c = self.config
+        unlearning, forget = c.get("unlearning"), c.get("forget")
+        found = {"dataset": c.get("dataset"), "model": c.get("model"), "n_train": c.get("n_train"),
+                 "method": unlearning.get("method") if isinstance(unlearning, Mapping) else None,
+                 "k": len(self.forget_indices) or (forget.get("k") if isinstance(forget, Mapping) else None)}
+        return {key: value for key, value in found.items() if isinstance(value, str | int)}
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON part (tensors excluded)."""
         return {"format": FORMAT, "config": dict(self.config), "dataset": dict(self.dataset),
@@ -75,15 +85,16 @@ class RunRecord:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> RunRecord | None:
-        """Read the record beside a pair, or None when the folder has none (e.g. an audit of one's own files)."""
+    def load(cls, folder: str | Path, *, ground_truth: bool = True) -> RunRecord | None:
+        """Read the record beside a pair, or None when the folder has none (e.g. an audit of one's own files).
+        ``ground_truth=False`` leaves D_u's file unread (an attack's own process never touches it)."""
         folder = Path(folder)
         path = folder / RECORD_FILE
         gt_path = folder / GROUND_TRUTH_FILE
-        if not path.is_file() and not gt_path.is_file():
+        if not path.is_file() and not (ground_truth and gt_path.is_file()):
             return None
         data = read_json_object(path) if path.is_file() else {}
-        tensors = read_safetensors(gt_path, "ground truth") if gt_path.is_file() else {}
+        tensors = read_safetensors(gt_path, "ground truth") if ground_truth and gt_path.is_file() else {}
         if tensors and ("forget_x" not in tensors or "forget_y" not in tensors):
             raise CheckpointError(f"{gt_path} lacks forget_x / forget_y")
         try:

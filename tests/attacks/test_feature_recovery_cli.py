@@ -112,3 +112,20 @@ def test_recover_says_its_verdict_beside_the_baselines_and_json_is_one_document(
     assert summary["leaked"] is expected.leaked and summary["level"] == expected.level
     assert set(summary["baselines"]) == {"dataset_mean_colour", "own_mean_colour", "thumbnail_4x4"}
     assert "results.json" in summary["files"] and summary["label_accuracy"] == 1.0
+
+
+def test_report_reads_the_recover_folder_as_one_cell(pair_dir: Path, tmp_path: Path) -> None:
+    """`scenario → recover → report`: the recover folder reports, its verdict and baselines on the page."""
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["recover", str(pair_dir), "--out", str(out), "--iterations", "6",
+                                    "--restarts", "1"]).exit_code == 0
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "1 of 1 cells finished" in page and "thumbnail" in page and "recover" in page
+    results = json.loads((out / "results.json").read_text())
+    results.pop("feature_recovery")  # as an earlier unlearnleak wrote it
+    (out / "results.json").write_text(json.dumps(results))
+    old = CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "r2")])
+    assert old.exit_code == 2 and "earlier unlearnleak `recover`" in old.output and "--overwrite" in old.output
+    assert not (tmp_path / "r2").exists()

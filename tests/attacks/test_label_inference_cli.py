@@ -118,3 +118,16 @@ def test_no_verdict_is_one_line_and_exit_status_3(app: typer.Typer, pair_dir: Pa
     summary = json.loads(as_json.stdout)
     assert as_json.exit_code == 3 and summary["state"] == "no_verdict" and not summary["leaked"]
     assert summary["verdict"].startswith("no verdict on the label: class 4")
+
+
+def test_report_reads_the_infer_label_folder_as_one_cell(pair_dir: Path, tmp_path: Path) -> None:
+    from unlearnleak.cli import app as main_app
+
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main_app, ["infer-label", str(pair_dir), "--per-class", "2", "--out",
+                                         str(out)]).exit_code == 0
+    assert json.loads((out / "guess.json").read_text())["format"] == "unlearnleak.infer-label/1"
+    result = CliRunner().invoke(main_app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "1 of 1 cells finished" in page and "infer-label" in page and "label leaked" in page

@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             check_output_folder(out, overwrite=overwrite)
         pair = ModelPair.load(pair_dir, model_def=model_def)
-        run_record = RunRecord.load(pair_dir)  # dataset name and class names for probes and reports; never D_u
+        run_record = RunRecord.load(pair_dir, ground_truth=False)  # dataset and class names; never D_u
         meta: dict[str, Any] = run_record.to_dict() if run_record else {}
         spec = pair.spec
         if top_k >= spec.num_classes:
@@ -173,7 +173,8 @@ def register(app: typer.Typer) -> None:
         verdict = label_verdict({**ev.guess.to_dict(), "best": ev.guess.best}, class_names, deleted)
         written = None
         if out is not None:
-            publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None, overwrite=overwrite)
+            publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None, overwrite=overwrite,
+                              scenario=run_record.scenario_summary() if run_record else {})
             written = sorted(p.name for p in out.iterdir())
         if as_json:
             typer.echo(json.dumps({"out": None if out is None else str(out), "files": written,

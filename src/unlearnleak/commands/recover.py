@@ -136,7 +136,9 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
 
     ev = recover_and_evaluate(pair, knowledge, spec, truth, seed=seed, device=device, lpips=lpips, k=k,
                               labels=labels, transform=transform, learned_prior=learned)
+    pair_record = RunRecord.load(pair_dir, ground_truth=False)  # the setting's names only, never D_u
     header = {"format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
+              "scenario": pair_record.scenario_summary() if pair_record else {},
               "labels_given": labels, "learned_prior": ev.reconstruction.config.get("learned_prior"),
               "decoder_alone": ev.decoder_alone()}
     return publish_recovery(out, ev, truth=truth, header=header, started=started, overwrite=overwrite)

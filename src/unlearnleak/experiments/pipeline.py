@@ -382,6 +382,7 @@ def run_label_inference(config: ExperimentConfig, out: Path, *, progress: Progre
 RECOVER_RESULTS_FILE = "results.json"
 RECOVER_GRID_FILE = "grid.png"
 GUESS_FILE = "guess.json"
+GUESS_FORMAT = "unlearnleak.infer-label/1"
 
 
 def publish_recovery(out: Path, ev: FeatureRecoveryEvaluation, *, truth: tuple[torch.Tensor, torch.Tensor] | None,
@@ -397,18 +398,21 @@ def publish_recovery(out: Path, ev: FeatureRecoveryEvaluation, *, truth: tuple[t
         if "grid" in written.artifacts:
             results["grid"] = written.artifacts["grid"]
         results["total_seconds"] = time.perf_counter() - started
+        results["feature_recovery"] = written.to_row()  # the run row's section: `unlearnleak report` reads it
         write_json_atomic(staged / RECOVER_RESULTS_FILE, results)
     return results
 
 
 def publish_inference(out: Path, ev: LabelInferenceEvaluation, *, class_names: Sequence[str] | None,
-                      save_probes: bool, overwrite: bool = False) -> dict[str, Any]:
+                      save_probes: bool, overwrite: bool = False,
+                      scenario: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``out`` whole (or not at all): ``guess.json`` (the guess, the ground truth if known, the probes'
     cost, the scored evaluation), the figures and, if asked, the probes for later replay."""
     from unlearnleak.storage import output_folder, write_json_atomic
 
     probes = ev.probes
-    record = {"guess": ev.guess.to_dict(), "deleted_labels": None if ev.deleted is None else list(ev.deleted),
+    record = {"format": GUESS_FORMAT, "scenario": dict(scenario or {}), "guess": ev.guess.to_dict(),
+              "deleted_labels": None if ev.deleted is None else list(ev.deleted),
               "probes": {"generator": probes.generator, "count": len(probes), "accepted": probes.num_accepted,
                          "total_queries": probes.total_queries, "queries_per_accepted": probes.queries_per_accepted,
                          "seconds": probes.seconds, "notes": probes.notes, "params": dict(probes.params)}}

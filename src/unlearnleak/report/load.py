@@ -54,6 +54,7 @@ class RunData:
     experiment_yaml: str | None = None
     tensors: dict[str, CellTensors] = field(default_factory=dict)  # cell hash → tensors (image recovery)
     superseded: int = 0  # rows replaced by a later row of the same cell (retried errors)
+    command: str | None = None  # `recover` / `infer-label`: a one-attack folder read as one cell (files at its top)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -95,8 +96,11 @@ def load_run(folder: str | Path) -> RunData:
                               f"`unlearnleak sweep` (or of `unlearnleak audit`)")
     results = folder / RESULTS_FILE
     if not results.is_file():
+        single = _command_folder(folder)
+        if single is not None:
+            return single
         raise CheckpointError(f"{results} is missing: {folder} is not a run folder; give the --out folder of "
-                              f"`unlearnleak run`/`sweep` (cells write their rows there when they finish)")
+                              f"`unlearnleak run`/`sweep`, `recover`, `infer-label` or `audit`")
     for name in (RESULTS_FILE, RUN_FILE, EXPERIMENT_FILE, CELLS_DIR):
         _refuse_link(folder, folder / name)
     _refuse_old_study(folder)
@@ -170,12 +174,14 @@ def _read_run_json(path: Path) -> dict[str, Any]:
 
 
 def artifact_path(folder: Path, row: dict[str, Any], name: str) -> Path:
-    """The file a row's artifact entry names, refused if it would leave the cell's folder (also by a link)."""
+    """The file a row's artifact entry names, refused if it would leave the cell's folder (also by a link).
+    A one-attack folder (``recover``/``infer-label``) is its own cell folder."""
     rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\x00" in name:
         raise CheckpointError(f"cell {row['cell']}: artifact path {name!r} leaves the cell folder; the row was not "
                               f"written by `unlearnleak run`")
-    path = folder / CELLS_DIR / row["cell"] / Path(*rel.parts)
+    cell_dir = folder if row.get("cell") in _COMMANDS else folder / CELLS_DIR / row["cell"]
+    path = cell_dir / Path(*rel.parts)
     _refuse_link(folder, path)
     return path
 
@@ -235,3 +241,50 @@ def _read_tensors(folder: Path, row: dict[str, Any]) -> CellTensors | None:
                               f"{tuple(found['reconstruction'].shape)} differ in shape; re-run the cell")
     return CellTensors(found["truth"], None if truth_labels is None else truth_labels.long().flatten(),
                        found["reconstruction"])
+
+
+# ---- the folders of `recover` and `infer-label`, read as a run of one cell ------------------------------------
+
+# command → (its file, the format it writes, the key of the run row's section in that file, the section)
+_SCENARIO_KEYS = ("dataset", "model", "method", "n_train", "k")
+_COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "recover": ("results.json", "unlearnleak.recover/1", "feature_recovery", "feature_recovery"),
+    "infer-label": ("guess.json", "unlearnleak.infer-label/1", "evaluation", "label_inference"),
+}
+
+
+def _command_folder(folder: Path) -> RunData | None:
+    """The `--out` folder of `recover` or `infer-label` as a run of one cell (its row section is in the file the
+    command writes; its files lie at the folder's top), or None when it is neither. A folder written before the
+    row section was stored fails with one line saying to rerun the command."""
+    for command, (name, fmt, key, section) in _COMMANDS.items():
+        path = folder / name
+        if not path.is_file():
+            continue
+        _refuse_link(folder, path)
+        record = _read_run_json(path)
+        if command == "recover" and record.get("format") != fmt:
+            continue  # a results.json of something else
+        if not isinstance(record.get(key), dict):
+            raise CheckpointError(f"{path} was written by an earlier unlearnleak `{command}` and lacks its result "
+                                  f"row; rerun `unlearnleak {command} … --out {folder} --overwrite` to report it")
+        params = {"command": command, **{k: record[k] for k in ("preset", "seed") if isinstance(record.get(k),
+                                                                                              (str, int))}}
+        given: dict[str, Any] = record["scenario"] if isinstance(record.get("scenario"), dict) else {}
+        scenario = {k: v for k, v in given.items() if k in _SCENARIO_KEYS and isinstance(v, str | int)}
+        row: dict[str, Any] = {"cell": command, "status": "ok", "params": params, "config": {"name": command},
+                               **scenario,
+                               "feature_recovery": None, "label_inference": None, section: dict(record[key])}
+        artifacts = row[section].get("artifacts")
+        if isinstance(artifacts, dict):  # saved probes are a folder for replay, not a file the report reads
+            row[section]["artifacts"] = {k: v for k, v in artifacts.items() if k != "probes"}
+        problem = result_problem(row, enabled=[section])
+        if problem is not None:
+            raise CheckpointError(f"{path}: {problem}; rerun `unlearnleak {command} … --out {folder} --overwrite`")
+        data = RunData(folder=folder, rows=[row], run={"command": command, "source": name}, command=command)
+        _check_artifacts(folder, row)
+        tensors = _read_tensors(folder, row)
+        if tensors is not None:
+            data.tensors[command] = tensors
+        return data
+    return None
