@@ -188,3 +188,20 @@ def test_piped_scenario_prints_progress_lines_never_blank_ones(tmp_path: Path) -
     steps = [line for line in lines if line.startswith("pretraining θ0 (2 epochs of ")]
     assert steps and re.search(r": \d+/\d+ \(\d+%\), elapsed \d+:\d\d, ETA (\d+:\d\d|\?)$", steps[0]), steps[:2]
     assert steps[-1].split(": ")[1].startswith(tuple(f"{n}/{n} done in" for n in range(1, 1000)))
+
+
+def test_the_demo_folder_reports(tmp_path: Path) -> None:
+    """`demo` writes a run folder of its two cells; `report` draws both (the README says so)."""
+    from typer.testing import CliRunner
+
+    from unlearnleak.cli import app
+
+    out = tmp_path / "demo"
+    done = CliRunner().invoke(app, ["demo", "--out", str(out), "--iterations", "20", "--json"])
+    assert done.exit_code == 0, done.output
+    assert (out / "cells" / "feature_recovery" / "reconstruction.png").is_file()
+    assert (out / "cells" / "label_inference" / "confidence_change.png").is_file()
+    report = CliRunner().invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "2 of 2 cells finished" in page and "demo-feature-recovery" in page and "demo-label-inference" in page

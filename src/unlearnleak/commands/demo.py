@@ -24,8 +24,16 @@ from unlearnleak.commands.scenario import scenario_table
 from unlearnleak.experiments import pipeline
 from unlearnleak.experiments.console import heading, output_console
 from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, FeatureRecoverySpec, LabelInferenceSpec
+from unlearnleak.run_folder import CELLS_DIR, RESULTS_FILE, RUN_FILE
 from unlearnleak.scenario import ScenarioConfig
-from unlearnleak.storage import check_output_folder, environment_record, output_folder, write_json_atomic
+from unlearnleak.storage import (
+    check_output_folder,
+    environment_record,
+    output_folder,
+    to_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from unlearnleak.training import TrainConfig
 from unlearnleak.verdicts import feature_recovery_verdict, gradient_label_phrase, label_verdict
 
@@ -103,7 +111,8 @@ def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, con
     if ev.scores["mean"].get("lpips") is None:
         console.print("LPIPS unavailable: no weights found (see docs/metrics.md); reported as n/a, not 0.")
     return {"scenario": dict(scn.record.metrics), "attack": rec.summary(), "evaluation": ev.scores,
-            "grid": str(grid), "row": result.row(), "verdict": None if verdict is None else verdict.sentence}
+            "grid": str(grid), "row": result.row(), "verdict": None if verdict is None else verdict.sentence,
+            "seconds": result.seconds}
 
 
 def run_label_inference(out: Path, seed: int, device: str, console: Console,
@@ -132,7 +141,22 @@ def run_label_inference(out: Path, seed: int, device: str, console: Console,
     return {"scenario": dict(scn.record.metrics), "deleted_class": deleted, "guess": guess.to_dict(),
             "correct_argmin": guess.best == deleted, "detected": guess.detected,
             "probe_queries": ev.probes.total_queries, "plot": str(plot), "row": result.row(),
-            "verdict": verdict.sentence}
+            "verdict": verdict.sentence, "seconds": result.seconds}
+
+
+FR_CELL, LI_CELL = "feature_recovery", "label_inference"  # the demo's two cells, under cells/
+
+
+def _write_run_folder(staged: Path, summary: dict[str, Any]) -> None:
+    """The demo's folder is also a run folder of two cells (results.jsonl, run.json), so `report` reads it."""
+    rows = []
+    for cell in (FR_CELL, LI_CELL):
+        config = summary["experiments"][cell]
+        rows.append({"cell": cell, "params": {"experiment": config["name"]}, "config": config, "status": "ok",
+                     "seconds": round(summary[cell]["seconds"], 3), **summary[cell]["row"]})
+    write_text_atomic(staged / RESULTS_FILE, "".join(to_json(row) + "\n" for row in rows))
+    write_json_atomic(staged / RUN_FILE, {"command": "unlearnleak demo", "cells": [FR_CELL, LI_CELL],
+                                          "seconds": summary["seconds"], "environment": summary["environment"]})
 
 
 def register(app: typer.Typer) -> None:
@@ -157,10 +181,11 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         with output_folder(out, overwrite=overwrite) as staged:
             heading(console, "1. Feature recovery on real CIFAR-10 photos")
-            fr = run_feature_recovery(staged / "feature_recovery", seed, device, iterations, console,
-                                      shown=out / "feature_recovery")
+            fr = run_feature_recovery(staged / CELLS_DIR / FR_CELL, seed, device, iterations, console,
+                                      shown=out / CELLS_DIR / FR_CELL)
             heading(console, "2. Label inference on real handwritten digits")
-            li = run_label_inference(staged / "label_inference", seed, device, console, shown=out / "label_inference")
+            li = run_label_inference(staged / CELLS_DIR / LI_CELL, seed, device, console,
+                                     shown=out / CELLS_DIR / LI_CELL)
             summary = {"feature_recovery": fr, "label_inference": li, "seconds": time.perf_counter() - started,
                        "configs": {"feature_recovery": feature_recovery_config(seed, device).model_dump(mode="json"),
                                    "label_inference": label_inference_config(seed, device).model_dump(mode="json")},
@@ -170,6 +195,7 @@ def register(app: typer.Typer) -> None:
                            "label_inference": label_inference_experiment(seed, device).model_dump(mode="json")},
                        "environment": environment_record()}
             write_json_atomic(staged / "summary.json", summary)
+            _write_run_folder(staged, summary)
         if as_json:
             typer.echo(json.dumps({"out": str(out), "seconds": summary["seconds"],
                                    "feature_recovery": {"verdict": fr["verdict"], "grid": fr["grid"]},
@@ -179,5 +205,5 @@ def register(app: typer.Typer) -> None:
         if rows:
             console.print(pipeline.headline_table(rows, title="Demo: headline metrics"))
         console.print(f"demo finished in {summary['seconds']:.0f} s; results in {out}/ (summary.json, "
-                      f"feature_recovery/reconstruction.png, label_inference/confidence_change.png)",
-                      markup=False, highlight=False)
+                      f"{CELLS_DIR}/{FR_CELL}/reconstruction.png, {CELLS_DIR}/{LI_CELL}/confidence_change.png; "
+                      f"`unlearnleak report {out}` draws them on one page)", markup=False, highlight=False)

@@ -191,7 +191,7 @@ def _artifacts(row: dict[str, Any]) -> dict[str, str]:
     for section in ("feature_recovery", "label_inference"):
         part = row.get(section) or {}
         for key, value in (part.get("artifacts") or {}).items():
-            if value is not None:
+            if value is not None and key != "probes":  # saved probes: a folder for replay, nothing the report reads
                 if not isinstance(value, str):
                     raise CheckpointError(f"cell {row['cell']}: {section}.artifacts.{key} is not a path")
                 out[f"{section}.{key}"] = value
@@ -275,9 +275,6 @@ def _command_folder(folder: Path) -> RunData | None:
         row: dict[str, Any] = {"cell": command, "status": "ok", "params": params, "config": {"name": command},
                                **scenario,
                                "feature_recovery": None, "label_inference": None, section: dict(record[key])}
-        artifacts = row[section].get("artifacts")
-        if isinstance(artifacts, dict):  # saved probes are a folder for replay, not a file the report reads
-            row[section]["artifacts"] = {k: v for k, v in artifacts.items() if k != "probes"}
         problem = result_problem(row, enabled=[section])
         if problem is not None:
             raise CheckpointError(f"{path}: {problem}; rerun `unlearnleak {command} … --out {folder} --overwrite`")
