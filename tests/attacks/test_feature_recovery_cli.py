@@ -6,39 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
-from torch.nn import functional as F
+from recover_pairs import one_step_pair
 from typer.testing import CliRunner
 
 from unlearnleak.attacks.feature_recovery import RECONSTRUCTION_FILE, Reconstruction
 from unlearnleak.cli import app
-from unlearnleak.knowledge import ServerKnowledge
-from unlearnleak.models import ModelSpec, build_model
-from unlearnleak.pair import ModelPair
-from unlearnleak.unlearning import state_of
-
-SPEC = ModelSpec("lenet", (3, 16, 16), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), {})
 
 
 @pytest.fixture
 def pair_dir(tmp_path: Path) -> Path:
     """A pair unlearned by one gradient-ascent step on two samples, with its ground truth beside it."""
-    torch.manual_seed(0)
-    model = build_model(SPEC).eval()
-    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(123))
-    y = torch.tensor([4, 8])
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-    original = state_of(model)
-    unlearned = dict(original)
-    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
-        unlearned[name] = (p + 1e-2 * g).detach()
-    folder = tmp_path / "pair"
-    ModelPair(SPEC, original, unlearned).save(folder)
-    ServerKnowledge(n_forget=2).save(folder)
-    save_file({"forget_x": x, "forget_y": y}, str(folder / "ground_truth.safetensors"))
-    return folder
+    return one_step_pair(tmp_path / "pair", [4, 8])
 
 
 def test_recover_writes_reconstruction_grid_and_results(pair_dir: Path, tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
-from torch.nn import functional as F
+from recover_pairs import SPEC, one_step_pair
 from typer.testing import CliRunner
 
 from cli_checks import one_error
@@ -20,31 +19,17 @@ from unlearnleak.commands.demo import feature_recovery_config
 from unlearnleak.experiments.pipeline import headline_table, run_cell
 from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, FeatureRecoverySpec
 from unlearnleak.knowledge import ServerKnowledge
-from unlearnleak.models import ModelSpec, build_model
+from unlearnleak.models import build_model
 from unlearnleak.pair import ModelPair
 from unlearnleak.unlearning import state_of
 
-SPEC = ModelSpec("lenet", (3, 16, 16), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), {})
 runner = CliRunner()
 
 
 @pytest.fixture
 def pair_dir(tmp_path: Path) -> Path:
     """A pair unlearned by one gradient-ascent step on one sample, with its ground truth beside it."""
-    torch.manual_seed(0)
-    model = build_model(SPEC).eval()
-    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(123))
-    y = torch.tensor([4])
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-    original = state_of(model)
-    unlearned = dict(original)
-    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
-        unlearned[name] = (p + 1e-2 * g).detach()
-    folder = tmp_path / "pair"
-    ModelPair(SPEC, original, unlearned).save(folder)
-    ServerKnowledge(n_forget=1).save(folder)
-    save_file({"forget_x": x, "forget_y": y}, str(folder / "ground_truth.safetensors"))
-    return folder
+    return one_step_pair(tmp_path / "pair", [4])
 
 
 def _images(folder: Path, count: int = 12, size: int = 16, mode: str = "RGB") -> Path:
@@ -152,3 +137,10 @@ def test_recover_refuses_a_decoder_cache_trained_for_another_model(pair_dir: Pat
                                  "--public-data", str(public)])
     one_error(result, "trained for another model's weights", "refusing to use it", "delete the file to retrain")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["recover", "audit"])
+def test_help_shows_the_public_data_slice_syntax(command: str) -> None:
+    """Rich markup would eat "[start:stop]" from the help text (it looks like a tag)."""
+    shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "NAME[start:stop]" in shown.output

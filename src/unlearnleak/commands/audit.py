@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from unlearnleak.commands.common import EXIT_NO_VERDICT, handle_errors
+from unlearnleak.commands.common import DATA_DIR_HELP, EXIT_NO_VERDICT, PUBLIC_DATA_HELP, handle_errors
 
 ENDPOINT_TIMEOUT = 60.0  # seconds for one request, from connecting to the last byte, retries included
 MAX_ENDPOINT_TIMEOUT = 3600.0
@@ -176,12 +176,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON summary (verdict lines, report path, partial or not) instead.")]
         = False,
-        public_data: Annotated[str | None, typer.Option(
-            help="White-box learned prior: the server's own images (not D_ft, not D_u): a dataset NAME[start:stop] "
-                 "read from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
-                 "(docs/feature_recovery.md). Default: off.")] = None,
-        data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset named by --public-data.")]
-        = None,
+        public_data: Annotated[str | None, typer.Option(help=f"White-box. {PUBLIC_DATA_HELP}")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box).
 

@@ -108,3 +108,10 @@ def check_device_flag(device: str) -> str:
         return check_device(device)
     except ConfigError as exc:
         raise ConfigError(f"--device {device}: {exc}") from exc
+
+
+# "\\[" keeps rich (typer's help renderer) from reading "[start:stop]" as a markup tag and dropping it
+PUBLIC_DATA_HELP = ("Learned prior: the server's own images (not D_ft, not D_u): a dataset NAME\\[start:stop] read "
+                    "from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
+                    "(docs/feature_recovery.md). Default: off.")
+DATA_DIR_HELP = "Folder holding the dataset named by --public-data."

@@ -15,7 +15,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from unlearnleak.commands.common import check_device_flag, handle_errors, positive_finite
+from unlearnleak.commands.common import (
+    DATA_DIR_HELP,
+    PUBLIC_DATA_HELP,
+    check_device_flag,
+    handle_errors,
+    positive_finite,
+)
 from unlearnleak.experiments.console import output_console
 
 GROUND_TRUTH_FILE = "ground_truth.safetensors"
@@ -282,12 +288,8 @@ def register(app: typer.Typer) -> None:
         model_def: Annotated[str | None, typer.Option(
             help="Accept a manifest naming this model code (file.py:Class or pkg.mod:Class); never implied.")]
         = None,
-        public_data: Annotated[str | None, typer.Option(
-            help="Learned prior: the server's own images (not D_ft, not D_u): a dataset NAME[start:stop] read "
-                 "from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
-                 "(docs/feature_recovery.md). Default: off.")] = None,
-        data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset named by --public-data.")]
-        = None,
+        public_data: Annotated[str | None, typer.Option(help=PUBLIC_DATA_HELP)] = None,
+        data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON summary (verdict, means, baselines, folder) instead of the tables.")]
         = False,
