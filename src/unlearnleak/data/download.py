@@ -17,11 +17,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import stat
 import tarfile
 import tempfile
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -44,6 +42,7 @@ from unlearnleak.data.files import CHUNK_BYTES, LAYOUTS, Layout, files_present, 
 from unlearnleak.errors import ConfigError, DownloadError
 from unlearnleak.progress import Task, progress_mode
 from unlearnleak.safe_http import HttpError, Limits, SafeHttp, check_url, origin
+from unlearnleak.storage import stop_signals_interrupt
 
 MIRROR_ENV = "UNLEARNLEAK_DOWNLOAD_MIRROR"
 DEFAULT_TIMEOUT = 60.0  # seconds to connect, and of silence tolerated on the connection
@@ -142,7 +141,7 @@ def download(name: str, data_dir: str | Path | None = None, *, base_url: str | N
         raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout}")
     check_data_dir(root)
     mirrored = url != layout.url
-    with _terminate_as_interrupt(), \
+    with stop_signals_interrupt(), \
             _verified_download(name, url, root, layout.md5, timeout, seconds, mirrored, progress) as tmp:
         if layout.archive == "tar.gz":
             safe_extract(tmp, root, layout.top_folder)
@@ -172,23 +171,6 @@ def check_deadline(name: str, deadline: float | None) -> float:
     if not (deadline > 0 and deadline < float("inf")):
         raise ConfigError(f"--timeout must be a finite number of seconds > 0 for the whole download, got {deadline}")
     return deadline
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`kill`, `timeout`, a scheduler) stops the download like Ctrl-C: its temporary files are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _layout(name: str) -> Layout:
