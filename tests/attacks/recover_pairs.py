@@ -16,18 +16,19 @@ from unlearnleak.unlearning import state_of
 SPEC = ModelSpec("lenet", (3, 16, 16), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), {})
 
 
-def one_step_pair(folder: Path, labels: list[int]) -> Path:
-    """Save the pair (LeNet on 16×16), its knowledge (k = len(labels)) and D_u as ground truth into ``folder``."""
+def one_step_pair(folder: Path, labels: list[int], spec: ModelSpec = SPEC, n_train: int | None = None) -> Path:
+    """Save the pair (default: LeNet on 16×16), its knowledge (k = len(labels), N = ``n_train``) and D_u as
+    ground truth into ``folder``."""
     torch.manual_seed(0)
-    model = build_model(SPEC).eval()
-    x = torch.rand(len(labels), 3, 16, 16, generator=torch.Generator().manual_seed(123))
+    model = build_model(spec).eval()
+    x = torch.rand(len(labels), *spec.input_shape, generator=torch.Generator().manual_seed(123))
     y = torch.tensor(labels)
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     original = state_of(model)
     unlearned = dict(original)
     for (name, p), g in zip(model.named_parameters(), grads, strict=True):
         unlearned[name] = (p + 1e-2 * g).detach()
-    ModelPair(SPEC, original, unlearned).save(folder)
-    ServerKnowledge(n_forget=len(labels)).save(folder)
+    ModelPair(spec, original, unlearned).save(folder)
+    ServerKnowledge(n_train=n_train, n_forget=len(labels)).save(folder)
     save_file({"forget_x": x, "forget_y": y}, str(folder / "ground_truth.safetensors"))
     return folder

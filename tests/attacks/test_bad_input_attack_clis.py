@@ -13,13 +13,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from recover_pairs import one_step_pair
 from safetensors.torch import save_file
-from torch.nn import functional as F
 from typer.testing import CliRunner
 
 from cli_checks import one_error
 from unlearnleak.cli import app
-from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
 from unlearnleak.record import RunRecord
@@ -32,20 +31,9 @@ TABLE = ModelSpec("mlp", (6,), 3, (0.0,), (1.0,), {"hidden": [8]})
 
 def make_pair(folder: Path, spec: ModelSpec, k: int = 2) -> Path:
     """A pair unlearned by one gradient-ascent step on ``k`` samples (N = 16), with its ground truth."""
-    torch.manual_seed(0)
-    model = build_model(spec).eval()
-    g = torch.Generator().manual_seed(123)
-    x = torch.rand(k, *spec.input_shape, generator=g)
-    y = torch.arange(k) % spec.num_classes
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-    original = state_of(model)
-    unlearned = dict(original)
-    for (name, p), grad in zip(model.named_parameters(), grads, strict=True):
-        unlearned[name] = (p + 1e-2 * grad).detach()
-    ModelPair(spec, original, unlearned).save(folder)
-    ServerKnowledge(n_train=16, n_forget=k).save(folder)
-    RunRecord(forget_labels=tuple(y.tolist())).save(folder)
-    save_file({"forget_x": x, "forget_y": y}, str(folder / "ground_truth.safetensors"))
+    labels = [i % spec.num_classes for i in range(k)]
+    one_step_pair(folder, labels, spec, n_train=16)
+    RunRecord(forget_labels=tuple(labels)).save(folder)
     return folder
 
 
