@@ -36,6 +36,7 @@ import torch
 
 from suite import RESULTS, _base, append_row, build_pair, interval, read_rows
 from suite_cases import Case, Setting, cases
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.decoder import DECODER_FORMAT, DecoderConfig, cached_decoder, penultimate
 from unlearnleak.attacks.feature_recovery.inversion import PRESETS
 from unlearnleak.attacks.feature_recovery.learned_prior import (
@@ -47,7 +48,6 @@ from unlearnleak.attacks.feature_recovery.learned_prior import (
 from unlearnleak.attacks.feature_recovery.public_data import public_images
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
 from unlearnleak.experiments.pipeline import recover_and_evaluate
-from unlearnleak.experiments.schema import FeatureRecoverySpec
 from unlearnleak.metrics import psnr
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.storage import environment_record, write_json_atomic
@@ -89,13 +89,13 @@ def run_cell(case: Case, setting: Setting, sample: int, args: argparse.Namespace
     started = time.perf_counter()
     pair, knowledge, truth_x, truth_y, _ = build_pair(case, setting, sample, "cpu")
     mode = "approximate" if setting.method == "approx" else "exact"
-    spec = FeatureRecoverySpec(mode=mode, iterations=args.iterations)
+    spec = FeatureRecoveryConfig(mode=mode, iterations=args.iterations, seed=sample)
     prior = LearnedPrior(public_rows(case), DecoderConfig(**json.loads(args.decoder)), **candidate_options(args))
     row: dict[str, Any] = {"key": cell_key(case, setting, sample, args), "case": case.name, "split": case.split,
                            "setting": setting.name, "sample": sample, "iterations": args.iterations}
     for name, learned in (("default", None), ("learned", prior)):
         t0 = time.perf_counter()
-        ev = recover_and_evaluate(pair, knowledge, spec, (truth_x, truth_y), seed=sample, lpips=args.lpips,
+        ev = recover_and_evaluate(pair, knowledge, spec, (truth_x, truth_y), lpips=args.lpips,
                                   learned_prior=learned)
         means = ev.metric_means() or {}
         row[name] = {m: means.get(m) for m in METRICS} | {

@@ -35,12 +35,12 @@ import torch
 from common import bench_config
 from unlearnleak.attacks.feature_recovery import preset
 from unlearnleak.attacks.feature_recovery.adaptive import invert
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import load_dataset
 from unlearnleak.experiments.pipeline import FeatureRecoveryEvaluation, recover_and_evaluate
-from unlearnleak.experiments.schema import FeatureRecoverySpec
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import load_lpips
 from unlearnleak.models import ModelSpec
@@ -125,9 +125,10 @@ def attack(attacked: Attacked, name: str, args: argparse.Namespace, truth: tuple
         kwargs.setdefault("iterations", args.best_max_iterations)
     pair, knowledge = attacked
     assert knowledge.unlearning is not None
-    spec = FeatureRecoverySpec(preset=name, iterations=kwargs.pop("iterations"), restarts=kwargs.pop("restarts", None),
-                               mode=knowledge.unlearning, time_budget=budget, overrides=kwargs)
-    return recover_and_evaluate(pair, knowledge, spec, truth, seed=args.seed, device=args.device, lpips=lpips)
+    spec = FeatureRecoveryConfig(preset=name, iterations=kwargs.pop("iterations"),
+                                 restarts=kwargs.pop("restarts", None), mode=knowledge.unlearning, time_budget=budget,
+                                 overrides=kwargs, seed=args.seed, device=args.device)
+    return recover_and_evaluate(pair, knowledge, spec, truth, lpips=lpips)
 
 
 _LPIPS: dict[str, Any] = {}

@@ -1,8 +1,8 @@
 """Label-inference benchmark (docs/paper.md §4.2; issue 18): the user attack end to end, as `infer-label` runs it.
 
 For each case of ``label_cases.py`` (LeNet; ConvNet-16 with batch norm; held out: a BN/GELU CNN with a tanh
-head and a ResNet-18 at width 8) the attack's probes are made once against θ through the pipeline
-(``experiments.pipeline.generate_label_probes``, timed, every query counted), then replayed to every θ_u of
+head and a ResNet-18 at width 8) the attack's probes are made once against θ through the facade
+(``LabelInference.probe``, timed, every query counted), then replayed to every θ_u of
 the calibration benchmark's pairs (``label_calibration.py`` stores them in ``--pairs``/<case>/states.safetensors:
 null pairs — one more SGD step, a handful of samples deleted by gradient ascent or by exact retraining — and
 deletions of p_u ∈ {0.1, 0.5, 1.0} of each class, exact and approximate). The decision is the package's
@@ -35,8 +35,9 @@ from safetensors.torch import load_file
 from label_calibration import FRACTIONS, METHODS, NULL_KINDS, _tune, _wilson, parse_probe_sets
 from label_cases import LABEL_CASES
 from unlearnleak.attacks.label_inference import ProbeSet
-from unlearnleak.experiments.pipeline import generate_label_probes, infer_and_evaluate
-from unlearnleak.experiments.schema import LabelInferenceSpec
+from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
+from unlearnleak.attacks.label_inference.facade import LabelInference
+from unlearnleak.experiments.pipeline import infer_and_evaluate
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.oracle import ModelOracle
 from unlearnleak.scenario import build_scenario
@@ -90,15 +91,14 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
     for set_name, (gen, per_class, params) in parse_probe_sets(args.probes).items():
         settings = {key: v for key, v in params.items() if key != "data"}  # data=public: nes from public starts
         public = scn.public if gen == "public" or params.get("data") == "public" else None
-        attack = LabelInferenceSpec(generator=gen, per_class=per_class, max_seconds=args.max_seconds,
-                                    params=settings)
+        attack = LabelInferenceConfig(generator=gen, per_class=per_class, max_seconds=args.max_seconds,
+                                      params=settings, seed=args.seed, device=args.device)
         folder = args.out / name / f"probes_{set_name}"
         if args.reuse and (folder / "probes.json").is_file():
             probes = ProbeSet.load(folder)
         else:
             oracle = ModelOracle(theta, num_classes=k, input_shape=shape, device=args.device)
-            probes = generate_label_probes(attack, oracle, public=public, seed=args.seed, device=args.device,
-                                           white_box=theta)
+            probes = LabelInference(attack).probe(oracle, public=public, white_box=theta)
             probes.save(folder)
         print(f"[{name}] {set_name}: {len(probes)} probes, on target per class {probes.class_counts()}, "
               f"{probes.total_queries:,} queries to θ, {probes.seconds:.0f} s"

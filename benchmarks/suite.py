@@ -51,11 +51,11 @@ import torch
 from breaching_peer import find_python, run_breaching
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery import PRESETS, recover, target_gradient
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.errors import UnlearnleakError
 from unlearnleak.experiments.pipeline import recover_and_evaluate
-from unlearnleak.experiments.schema import FeatureRecoverySpec
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS, image_metrics, load_lpips
 from unlearnleak.metrics.baselines import baseline_images
@@ -165,14 +165,15 @@ def _ours(name: str, pair: ModelPair, knowledge: ServerKnowledge, truth: tuple[t
     """One of our presets through the pipeline's stage (attack → evaluation), at ``args.iterations``."""
     keys = IMAGE_METRICS if image else TABULAR_METRICS
     if name == "default":
-        spec = FeatureRecoverySpec(mode=mode, iterations=args.iterations)  # type: ignore[arg-type]
+        spec = FeatureRecoveryConfig(mode=mode, iterations=args.iterations,  # type: ignore[arg-type]
+                                     seed=sample, device=args.device)
     else:
         overrides = {"method": "inversion"} if image else {"method": "inversion", "boxed": False}
         restarts = args.paper_restarts if name == "paper" else 1
-        spec = FeatureRecoverySpec(preset=name, iterations=args.iterations, restarts=restarts,  # type: ignore[arg-type]
-                                   mode=mode, overrides=overrides)
+        spec = FeatureRecoveryConfig(preset=name, iterations=args.iterations, restarts=restarts,  # type: ignore[arg-type]
+                                     mode=mode, overrides=overrides, seed=sample, device=args.device)
     try:
-        evaluation = recover_and_evaluate(pair, knowledge, spec, truth, seed=sample, device=args.device, lpips=lpips,
+        evaluation = recover_and_evaluate(pair, knowledge, spec, truth, lpips=lpips,
                                           metrics=IMAGE_METRICS if image else ())
     except (ValueError, UnlearnleakError) as exc:  # e.g. a row with no first-layer gradient: a real miss
         return {**dict.fromkeys(keys), "error": f"{type(exc).__name__}: {exc}"}, None

@@ -35,10 +35,10 @@ _EXPORTS = {
     "ModelOracle": "unlearnleak.oracle",
     "HttpOracle": "unlearnleak.oracle_http",
     # the two attacks and their scoring
-    "FeatureRecovery": "unlearnleak.attacks.interface",
-    "FeatureRecoveryConfig": "unlearnleak.attacks.interface",
-    "LabelInference": "unlearnleak.attacks.interface",
-    "LabelInferenceConfig": "unlearnleak.attacks.interface",
+    "FeatureRecovery": "unlearnleak.attacks.feature_recovery.facade",
+    "FeatureRecoveryConfig": "unlearnleak.attacks.feature_recovery.config",
+    "LabelInference": "unlearnleak.attacks.label_inference.facade",
+    "LabelInferenceConfig": "unlearnleak.attacks.label_inference.config",
     "evaluate_reconstruction": "unlearnleak.attacks.feature_recovery",
     # whole runs
     "ScenarioConfig": "unlearnleak.scenario",
@@ -72,12 +72,10 @@ __all__ = [  # written out, so linters and IDEs see the names; a test keeps it e
 
 if TYPE_CHECKING:
     from unlearnleak.attacks.feature_recovery import evaluate_reconstruction
-    from unlearnleak.attacks.interface import (
-        FeatureRecovery,
-        FeatureRecoveryConfig,
-        LabelInference,
-        LabelInferenceConfig,
-    )
+    from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+    from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
+    from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
+    from unlearnleak.attacks.label_inference.facade import LabelInference
     from unlearnleak.audit import pair_from_files, read_ground_truth, run_audit
     from unlearnleak.experiments.runner import run_experiment
     from unlearnleak.experiments.schema import ExperimentConfig

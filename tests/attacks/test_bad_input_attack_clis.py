@@ -53,13 +53,13 @@ def _refuse(*args: Any, **kwargs: Any) -> Any:
 @pytest.fixture
 def no_attack(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bad input must be refused before either attack (or the demo's training) starts."""
-    # the commands run the attacks through experiments.pipeline (server attack: attacks.interface)
+    # the commands run the attacks through experiments.pipeline, which runs each attack's facade
     monkeypatch.setattr("unlearnleak.attacks.feature_recovery.recover", _refuse)
-    monkeypatch.setattr("unlearnleak.attacks.interface.recover", _refuse)
+    monkeypatch.setattr("unlearnleak.attacks.feature_recovery.facade.recover", _refuse)
     monkeypatch.setattr("unlearnleak.attacks.label_inference.generate_probes", _refuse)
     monkeypatch.setattr("unlearnleak.attacks.label_inference.infer_label", _refuse)
-    monkeypatch.setattr("unlearnleak.experiments.pipeline.generate_probes", _refuse)
-    monkeypatch.setattr("unlearnleak.experiments.pipeline.infer_label", _refuse)
+    monkeypatch.setattr("unlearnleak.attacks.label_inference.facade.generate_probes", _refuse)
+    monkeypatch.setattr("unlearnleak.attacks.label_inference.facade.infer_label", _refuse)
     monkeypatch.setattr("unlearnleak.experiments.pipeline.build_scenario", _refuse)
 
 
@@ -81,7 +81,7 @@ def _entries(folder: Path) -> set[str]:
     (["--iterations", "0"], ["--iterations"]),
     (["--restarts", "0"], ["--restarts"]),
     (["--lpips", "/nonexistent/lpips.safetensors"], ["--lpips", "/nonexistent/lpips.safetensors"]),
-    (["--mode", "sideways"], ["--mode", "auto, approximate, exact"]),
+    (["--mode", "sideways"], ["--mode", "'auto', 'approximate' or 'exact'"]),
     (["--preset", "fastest"], ["--preset", "best"]),
     (["--labels", "4,99"], ["--labels", "[0, 10)"]),
     (["--labels", "4"], ["--labels", "1 labels given for k = 2"]),
@@ -163,7 +163,7 @@ def three_class_pair(tmp_path: Path) -> Path:
     (["--top-k", "0"], ["--top-k"]),
     (["--per-class", "0"], ["--per-class"]),
     (["--per-class", "-5"], ["--per-class"]),
-    (["--per-class", "200000"], ["--per-class 200000", "100,000"]),
+    (["--per-class", "200000"], ["--per-class", "100000", "200000"]),
     (["--max-seconds", "nan"], ["--max-seconds", "finite"]),
     (["--max-seconds", "inf"], ["--max-seconds"]),
     (["--max-seconds", "0"], ["--max-seconds"]),
@@ -253,7 +253,7 @@ MANIFEST_FIELDS = ["format", "model", "has_base", "n_train", "n_forget", "metada
        top=st.booleans())
 def test_fuzzed_manifests_exit_2(edits: list[tuple[str, Any]], top: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("unlearnleak.attacks.feature_recovery.recover", _refuse)
-    monkeypatch.setattr("unlearnleak.attacks.interface.recover", _refuse)
+    monkeypatch.setattr("unlearnleak.attacks.feature_recovery.facade.recover", _refuse)
     with tempfile.TemporaryDirectory() as tmp:
         monkeypatch.chdir(tmp)
         pair = make_pair(Path(tmp) / "pair", IMAGE)

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from cli_checks import one_error
 from unlearnleak.attacks.feature_recovery import RECONSTRUCTION_FILE, Reconstruction
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.cli import app
 from unlearnleak.commands.demo import feature_recovery_config
 from unlearnleak.experiments.pipeline import headline_table, run_cell
-from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, FeatureRecoverySpec
+from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import build_model
 from unlearnleak.pair import ModelPair
@@ -81,14 +82,15 @@ def test_recover_refuses_bad_public_data(pair_dir: Path, tmp_path: Path, make: o
 def test_recover_refuses_public_data_with_another_preset(pair_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "out"), "--preset", "paper",
                                  "--public-data", str(_images(tmp_path / "public"))])
-    one_error(result, "--public-data races the decoded image beside the default's recipes, not inside --preset paper")
+    one_error(result, "--public-data", "races the decoded image beside the default's recipes",
+              "not inside preset=paper (--preset)")
 
 
 def test_an_experiment_cell_reports_the_learned_prior_and_the_decoder_alone(tmp_path: Path) -> None:
     """The demo's cell (embedded CIFAR-10 photos) with θ0's pretraining photos as the server's public data."""
     torch.set_num_threads(1)
     scenario = feature_recovery_config(0, "cpu").model_copy(update={"cache_dir": str(tmp_path / "cache")})
-    spec = FeatureRecoverySpec.model_validate({"iterations": 20, "learned_prior": {
+    spec = FeatureRecoveryConfig.model_validate({"iterations": 20, "learned_prior": {
         "public_data": "pretraining", "decoder": {"epochs": 2, "width": 16}}})
     config = ExperimentConfig(scenario=scenario, seeds=[0], attacks=AttacksConfig(feature_recovery=spec))
     row = run_cell(config, tmp_path / "cell")
@@ -99,7 +101,7 @@ def test_an_experiment_cell_reports_the_learned_prior_and_the_decoder_alone(tmp_
     assert fr["preset"] == "best+learned_prior"
     assert Reconstruction.load(tmp_path / "cell" / RECONSTRUCTION_FILE).decoded is not None
     off = run_cell(config.model_copy(update={"attacks": AttacksConfig(
-        feature_recovery=FeatureRecoverySpec(iterations=3))}), tmp_path / "off")
+        feature_recovery=FeatureRecoveryConfig(iterations=3))}), tmp_path / "off")
     assert off["feature_recovery"]["learned_prior"] == {"status": "off", "reason": "no public data given"}
     from rich.console import Console
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.decoder import (
     DecoderConfig,
     cache_path,
@@ -23,7 +24,6 @@ from unlearnleak.attacks.feature_recovery.decoder import (
 )
 from unlearnleak.attacks.feature_recovery.public_data import load_public_images, public_images
 from unlearnleak.errors import CheckpointError, ConfigError, DataError
-from unlearnleak.experiments.schema import FeatureRecoverySpec
 from unlearnleak.models import ModelSpec, build_model
 
 SHAPE = (3, 8, 8)
@@ -117,10 +117,10 @@ def test_a_dataset_without_its_files_names_the_flag(tmp_path: Path) -> None:
 
 def test_an_experiment_config_names_a_bad_public_data_source() -> None:
     with pytest.raises(ValueError, match="neither 'pretraining', a registered dataset"):
-        FeatureRecoverySpec.model_validate({"learned_prior": {"public_data": "/no/such/folder"}})
+        FeatureRecoveryConfig.model_validate({"learned_prior": {"public_data": "/no/such/folder"}})
     with pytest.raises(ValueError, match="weights must be distinct numbers >= 0"):
-        FeatureRecoverySpec.model_validate({"learned_prior": {"weights": [1.0, -1.0]}})
-    spec = FeatureRecoverySpec.model_validate({"learned_prior": {"public_data": "cifar10[8000:]"}})
+        FeatureRecoveryConfig.model_validate({"learned_prior": {"weights": [1.0, -1.0]}})
+    spec = FeatureRecoveryConfig.model_validate({"learned_prior": {"public_data": "cifar10[8000:]"}})
     assert spec.learned_prior is not None and spec.learned_prior.decoder == DecoderConfig()
 
 

@@ -79,7 +79,7 @@ def test_audit_refuses_bad_public_data(user_pair: Any, white_box_args: Callable[
     _refused([*base, "--public-data", str(empty)], out, "holds no image files")
     _refused([*base, "--public-data", "cifar10", "--data-dir", str(tmp_path / "no-data")], out, "--public-data cifar10")
     _refused([*base, "--public-data", str(_images(tmp_path / "ok")), "--preset", "paper"], out,
-             "not inside --preset paper")
+             "--public-data", "not inside preset=paper (--preset)")
 
 
 def test_audit_refuses_public_data_without_a_white_box_image_model(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from unlearnleak.attacks.feature_recovery import Reconstruction
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.commands.demo import feature_recovery_config, label_inference_config
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.pipeline import headline_table, prepare_cell, run_cell
@@ -23,8 +25,6 @@ from unlearnleak.experiments.schema import (
     AttacksConfig,
     DefenseSpec,
     ExperimentConfig,
-    FeatureRecoverySpec,
-    LabelInferenceSpec,
 )
 from unlearnleak.scenario import ScenarioConfig
 from unlearnleak.training import TrainConfig
@@ -56,14 +56,14 @@ def image_cell(cache: str, seed: int = 0, iterations: int = 300) -> ExperimentCo
     """The demo's CIFAR-10 cell (N = 8 photos, one unlearned by gradient ascent) at a short budget."""
     scenario = feature_recovery_config(seed, "cpu").model_copy(update={"cache_dir": cache})
     return ExperimentConfig(scenario=scenario, seeds=[seed], attacks=AttacksConfig(
-        feature_recovery=FeatureRecoverySpec(iterations=iterations, restarts=2)))
+        feature_recovery=FeatureRecoveryConfig(iterations=iterations, restarts=2)))
 
 
 def digits_cell(cache: str, defense: DefenseSpec | None = None) -> ExperimentConfig:
     """The demo's digits cell (half of class 3 unlearned) with black-box NES probes."""
     scenario = label_inference_config(0, "cpu").model_copy(update={"cache_dir": cache})
     return ExperimentConfig(scenario=scenario, defense=defense, attacks=AttacksConfig(
-        feature_recovery=None, label_inference=LabelInferenceSpec(generator="nes", per_class=5)))
+        feature_recovery=None, label_inference=LabelInferenceConfig(generator="nes", per_class=5)))
 
 
 def numbers(value: Any) -> Any:

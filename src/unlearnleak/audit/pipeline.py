@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from unlearnleak.attacks.feature_recovery import Reconstruction, evaluate_reconstruction
-from unlearnleak.attacks.interface import FeatureRecovery, LabelInference, LabelInferenceResult
+from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
+from unlearnleak.attacks.label_inference.facade import LabelInference, LabelInferenceResult
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
 from unlearnleak.experiments.console import iteration_progress

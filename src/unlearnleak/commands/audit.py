@@ -14,7 +14,14 @@ from typing import Annotated, Any
 
 import typer
 
-from unlearnleak.commands.common import DATA_DIR_HELP, EXIT_NO_VERDICT, PUBLIC_DATA_HELP, handle_errors
+from unlearnleak.commands.common import (
+    DATA_DIR_HELP,
+    EXIT_NO_VERDICT,
+    PUBLIC_DATA_HELP,
+    handle_errors,
+    label_config,
+    recovery_config,
+)
 
 ENDPOINT_TIMEOUT = 60.0  # seconds for one request, from connecting to the last byte, retries included
 MAX_ENDPOINT_TIMEOUT = 3600.0
@@ -30,7 +37,7 @@ BLACK_BOX_ONLY = frozenset({"--budget", "--rate-limit", "--endpoint-outputs", "-
 
 
 def mode_options(*, white: bool, black: bool, given: dict[str, object], label_options: dict[str, object],
-                 per_class: int) -> None:
+                 per_class: int | None) -> None:
     """Refuse options that do not apply in the audit's mode (files: white-box; endpoints: black-box)."""
     from unlearnleak.errors import ConfigError
 
@@ -163,7 +170,8 @@ def register(app: typer.Typer) -> None:
         = None,
         generator: Annotated[str | None, typer.Option(help="Label-inference probe generator: nes (default) | zoo.")]
         = None,
-        per_class: Annotated[int, typer.Option(help="Label-inference probes per class (0: skip).")] = 5,
+        per_class: Annotated[int | None, typer.Option(
+            help="Label-inference probes per class (default 10; 0: skip).")] = None,
         max_seconds: Annotated[float | None, typer.Option(help="Stop making probes after this long.")] = None,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Probe-generator parameter, e.g. --set max_steps=50 (docs/label_inference.md).")] = None,
@@ -186,12 +194,8 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from unlearnleak.attacks.interface import (
-            FeatureRecovery,
-            FeatureRecoveryConfig,
-            LabelInference,
-            LabelInferenceConfig,
-        )
+        from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
+        from unlearnleak.attacks.label_inference.facade import LabelInference
         from unlearnleak.audit import pair_from_files, read_ground_truth, run_audit
         from unlearnleak.audit.checkpoint import check_ground_truth
         from unlearnleak.devices import check_device
@@ -228,10 +232,6 @@ def register(app: typer.Typer) -> None:
                               f"{MAX_INPUT_VALUES:,} the audit accepts; check --input-shape / --features")
         if num_classes is None or not 2 <= num_classes <= MAX_CLASSES:
             raise ConfigError(f"--num-classes must be given, between 2 and {MAX_CLASSES:,}, got {num_classes}")
-        if not 0 <= seed < 2 ** 63:
-            raise ConfigError(f"--seed must be an integer in [0, 2**63), got {seed}")
-        if per_class < 0:
-            raise ConfigError(f"--per-class must be >= 0 (0 skips label inference), got {per_class}")
         known_labels = parse_ints(labels, "--labels")
         if known_labels is not None and any(v >= num_classes for v in known_labels):
             raise ConfigError(f"--labels must lie in [0, {num_classes}), got {labels!r}")
@@ -244,15 +244,13 @@ def register(app: typer.Typer) -> None:
             if shape is None:
                 raise ConfigError("--public-data: the learned prior decodes images; this model takes table rows "
                                   "(--features), so drop --public-data")
-            if preset not in (None, "best"):
-                raise ConfigError(f"--public-data races the decoded image beside the default's recipes, not inside "
-                                  f"--preset {preset}; drop --preset (or --public-data)")
         label_attack = None
-        if per_class:
+        if per_class != 0:
             from unlearnleak.attacks.label_inference import PROBE_GENERATORS
-            from unlearnleak.experiments.config import load_config
 
-            generator = generator or "nes"
+            label_settings = label_config("audit", generator=generator, per_class=per_class, seed=seed,
+                                          max_seconds=max_seconds, device=device, sets=set_)
+            generator = label_settings.generator
             probes = PROBE_GENERATORS.get(generator)
             if not probes.black_box or probes.needs_public:
                 usable = [n for n in PROBE_GENERATORS.names() if PROBE_GENERATORS.get(n).black_box
@@ -263,9 +261,7 @@ def register(app: typer.Typer) -> None:
             if probes.image_only and len(dims) != 3:
                 raise ConfigError(f"--generator {generator} needs image inputs (--input-shape C,H,W); for --features "
                                   "use --generator zoo")
-            params = load_config(probes.Config, None, list(set_ or [])).model_dump()
-            label_attack = LabelInference(LabelInferenceConfig(generator=generator, per_class=per_class, seed=seed,
-                                                               max_seconds=max_seconds, params=params))
+            label_attack = LabelInference(label_settings)
         inputs: dict[str, Any] = {"model_def": model_def, "model_kwargs": parse_kwargs(model_kwargs),
                                   "original": str(original) if original else original_endpoint,
                                   "unlearned": str(unlearned) if unlearned else unlearned_endpoint,
@@ -275,25 +271,23 @@ def register(app: typer.Typer) -> None:
         if white:
             if model_def is None or original is None or unlearned is None:
                 raise ConfigError("a white-box audit needs --model-def, --original and --unlearned")
-            from unlearnleak.attacks.feature_recovery import PRESETS
-
-            PRESETS.get(preset or "best")  # an unknown preset fails here, listing the known ones
             declared = {"n_train": train_size, "n_forget": forget_size, "unlearning": unlearning,
                         "labels": known_labels}
             try:
                 ServerKnowledge(**declared)  # type: ignore[arg-type]  # checked before any model is built
             except Exception as exc:
                 raise ConfigError(f"--train-size/--forget-size/--labels: {exc}") from None
+            feature_settings = recovery_config("audit", preset=preset, iterations=iterations, restarts=restarts,
+                                               seed=seed, time_budget=time_budget, device=device, k=forget_size,
+                                               public_data=public_data, flags={"k": "--forget-size"})
             learned = None
-            if public_data is not None:  # read and checked before any model is built
-                from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior
-                from unlearnleak.attacks.feature_recovery.public_data import load_public_images
+            if feature_settings.learned_prior is not None:  # read and checked before any model is built
+                from unlearnleak.attacks.feature_recovery.learned_prior import learned_prior_for
 
-                learned = LearnedPrior(load_public_images(public_data, data_dir=data_dir, input_shape=dims))
+                learned = learned_prior_for(feature_settings.learned_prior, data_dir=data_dir, input_shape=dims,
+                                            flag="--public-data")
                 inputs["public_data"] = learned.data.describe()
-            feature = FeatureRecovery(FeatureRecoveryConfig(
-                preset=preset or "best", iterations=iterations, restarts=restarts, seed=seed,
-                time_budget=time_budget, device=device, k=forget_size), learned_prior=learned)
+            feature = FeatureRecovery(feature_settings, learned_prior=learned)
             truth = read_ground_truth(ground_truth) if ground_truth is not None else None
             if truth is not None:
                 check_ground_truth(truth, dims, num_classes, forget_size, f"--ground-truth {ground_truth}")

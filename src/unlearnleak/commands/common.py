@@ -115,3 +115,50 @@ PUBLIC_DATA_HELP = ("Learned prior: the server's own images (not D_ft, not D_u):
                     "from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
                     "(docs/feature_recovery.md). Default: off.")
 DATA_DIR_HELP = "Folder holding the dataset named by --public-data."
+
+
+# ---- the options of the two attacks, mapped onto their one config each (attacks/*/config.py) ----------------
+
+# config field → the flag that sets it, so that a value the config refuses is reported under the flag typed
+RECOVERY_FLAGS = {"preset": "--preset", "iterations": "--iterations", "restarts": "--restarts", "mode": "--mode",
+                  "time_budget": "--time-budget", "overrides": "--set", "learned_prior.public_data": "--public-data",
+                  "seed": "--seed", "device": "--device", "k": "--k"}
+LABEL_FLAGS = {"generator": "--generator", "per_class": "--per-class", "top_k": "--top-k",
+               "statistic": "--statistic", "level": "--level", "calibration": "--calibration", "test": "--test",
+               "min_per_class": "--min-per-class", "max_seconds": "--max-seconds", "params": "--set",
+               "seed": "--seed", "device": "--device"}
+
+
+def parse_sets(assignments: Sequence[str] | None) -> dict[str, Any] | None:
+    """``--set key=value`` options as a mapping (values parsed as YAML); None when none were given."""
+    from unlearnleak.experiments.config import apply_override
+
+    if not assignments:
+        return None
+    data: dict[str, Any] = {}
+    for assignment in assignments:
+        apply_override(data, assignment)
+    return data
+
+
+def recovery_config(command: str, *, sets: Sequence[str] | None = None, public_data: str | None = None,
+                    flags: dict[str, str] | None = None, **options: Any) -> Any:
+    """The ``FeatureRecoveryConfig`` of ``command``'s options (field name → value, None: not given, the
+    config's default), ``--set`` as inversion overrides, ``--public-data`` as the learned prior's source;
+    ``flags``: where ``command`` names a field's flag otherwise than ``RECOVERY_FLAGS``."""
+    from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+    from unlearnleak.experiments.config import load_config
+
+    values = {**options, "overrides": parse_sets(sets), "learned_prior.public_data": public_data}
+    return load_config(FeatureRecoveryConfig, values=values, flags={**RECOVERY_FLAGS, **(flags or {})},
+                       what=f"{command} options")
+
+
+def label_config(command: str, *, sets: Sequence[str] | None = None, **options: Any) -> Any:
+    """The ``LabelInferenceConfig`` of ``command``'s options (field name → value, None: not given, the
+    config's default), ``--set`` as the probe generator's parameters."""
+    from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
+    from unlearnleak.experiments.config import load_config
+
+    values = {**options, "params": parse_sets(sets)}
+    return load_config(LabelInferenceConfig, values=values, flags=LABEL_FLAGS, what=f"{command} options")

@@ -19,11 +19,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.commands.common import check_device_flag, handle_errors
 from unlearnleak.commands.scenario import scenario_table
 from unlearnleak.experiments import pipeline
 from unlearnleak.experiments.console import heading, output_console
-from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, FeatureRecoverySpec, LabelInferenceSpec
+from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig
 from unlearnleak.run_folder import CELLS_DIR, RESULTS_FILE, RUN_FILE
 from unlearnleak.scenario import ScenarioConfig
 from unlearnleak.storage import (
@@ -67,8 +69,8 @@ def feature_recovery_experiment(seed: int, device: str, iterations: int) -> Expe
     return ExperimentConfig(
         name="demo-feature-recovery", description="Feature recovery on real CIFAR-10 photos (offline).",
         scenario=feature_recovery_config(seed, device), seeds=[seed], device=device,
-        attacks=AttacksConfig(feature_recovery=FeatureRecoverySpec(preset="best", iterations=iterations,
-                                                                   restarts=2)))
+        attacks=AttacksConfig(feature_recovery=FeatureRecoveryConfig(preset="best", iterations=iterations,
+                                                                     restarts=2)))
 
 
 def label_inference_experiment(seed: int, device: str) -> ExperimentConfig:
@@ -77,7 +79,7 @@ def label_inference_experiment(seed: int, device: str) -> ExperimentConfig:
         name="demo-label-inference", description="Label inference on real handwritten digits (offline).",
         scenario=label_inference_config(seed, device), seeds=[seed], device=device,
         attacks=AttacksConfig(feature_recovery=None,
-                              label_inference=LabelInferenceSpec(generator="nes", per_class=5)))
+                              label_inference=LabelInferenceConfig(generator="nes", per_class=5)))
 
 
 def run_feature_recovery(out: Path, seed: int, device: str, iterations: int, console: Console,

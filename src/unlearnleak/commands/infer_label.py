@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from unlearnleak.commands.common import EXIT_NO_VERDICT, check_device_flag, handle_errors, positive_finite
+from unlearnleak.commands.common import EXIT_NO_VERDICT, check_device_flag, handle_errors, label_config
 from unlearnleak.experiments.console import output_console
-
-MAX_PER_CLASS = 100_000  # the attack config's bound (experiments.schema.LabelInferenceSpec)
-
 
 STATISTIC_WORDS = {"log_odds": "log-odds", "probability": "probability"}
 
@@ -61,33 +58,34 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def infer_label_command(
         pair_dir: Annotated[Path, typer.Argument(help="Model-pair folder (from `unlearnleak scenario`).")],
-        generator: Annotated[str, typer.Option("--generator", "-g",
-                                               help="Probe generator: nes | zoo | public | gradient.")] = "nes",
-        per_class: Annotated[int, typer.Option(help="Probes per class.", min=1)] = 10,
-        top_k: Annotated[int, typer.Option(help="How many deleted classes to name (fewer than the classes).",
-                                           min=1)] = 1,
-        statistic: Annotated[str, typer.Option(
-            help="Confidence change: log_odds (default) or probability (the paper's Eq. 11).")] = "log_odds",
-        level: Annotated[float, typer.Option(
-            help="False-detection rate the 'detected' verdict holds when nothing was deleted, in (0, 1).")] = 0.05,
-        calibration: Annotated[str, typer.Option(
-            help="How the detection threshold is obtained: auto | null_pairs | gaussian | student_t | fixed "
-                 "(docs/label_inference.md).")] = "auto",
-        test: Annotated[str, typer.Option(
-            help="Centre/spread of the other classes' changes: student (mean/std), robust (median/MAD), "
-                 "lower.")] = "student",
-        min_per_class: Annotated[int, typer.Option(
-            help="A verdict needs at least this many probes per class (predicted as it by θ); fewer for any "
-                 "class: 'no verdict', exit status 3.", min=1)] = 3,
-        seed: Annotated[int, typer.Option(help="Seed of the probe generator.", min=0)] = 0,
+        generator: Annotated[str | None, typer.Option(
+            "--generator", "-g", help="Probe generator: nes (the default) | zoo | public | gradient.")] = None,
+        per_class: Annotated[int | None, typer.Option(help="Probes per class (default 10).")] = None,
+        top_k: Annotated[int | None, typer.Option(
+            help="How many deleted classes to name (default 1; fewer than the classes).")] = None,
+        statistic: Annotated[str | None, typer.Option(
+            help="Confidence change: log_odds (default) or probability (the paper's Eq. 11).")] = None,
+        level: Annotated[float | None, typer.Option(
+            help="False-detection rate the 'detected' verdict holds when nothing was deleted, in (0, 1) "
+                 "(default 0.05).")] = None,
+        calibration: Annotated[str | None, typer.Option(
+            help="How the detection threshold is obtained: auto (default) | null_pairs | gaussian | student_t | "
+                 "fixed (docs/label_inference.md).")] = None,
+        test: Annotated[str | None, typer.Option(
+            help="Centre/spread of the other classes' changes: student (mean/std, default), robust (median/MAD), "
+                 "lower.")] = None,
+        min_per_class: Annotated[int | None, typer.Option(
+            help="A verdict needs at least this many probes per class (predicted as it by θ; default 3); fewer for "
+                 "any class: 'no verdict', exit status 3.")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the probe generator.")] = 0,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Generator parameter, e.g. --set threshold=0.999 (see docs/label_inference.md).")] = None,
         probes_dir: Annotated[Path | None, typer.Option(
             "--probes", help="Reuse probes saved earlier (made against this pair's original model).")] = None,
         budget: Annotated[int | None, typer.Option(help="Query budget of the original model's oracle.", min=1)]
         = None,
-        max_seconds: Annotated[float | None, typer.Option(
-            help="Stop making probes after this long (finite, > 0).", callback=positive_finite)] = None,
+        max_seconds: Annotated[float | None, typer.Option(help="Stop making probes after this long (finite, > 0).")]
+        = None,
         public_split: Annotated[str, typer.Option(help="Split the `public` generator draws real samples from.")]
         = "test",
         data_dir: Annotated[str | None, typer.Option(help="Dataset folder (for --generator public).")] = None,
@@ -107,32 +105,18 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 with a verdict (detected or not), 3 for "no verdict" (a class has fewer than
         --min-per-class probes that θ predicts as it: nothing is ranked or tested), 2 for bad input.
         """
-        from unlearnleak.attacks.label_inference import PROBE_GENERATORS
-        from unlearnleak.attacks.label_inference.calibration import CALIBRATORS, Test
-        from unlearnleak.attacks.label_inference.decision import STATISTICS
         from unlearnleak.errors import ConfigError
-        from unlearnleak.experiments.config import load_config
         from unlearnleak.experiments.pipeline import infer_and_evaluate, publish_inference
-        from unlearnleak.experiments.schema import LabelInferenceSpec
         from unlearnleak.oracle import ModelOracle
         from unlearnleak.pair import ModelPair
         from unlearnleak.record import RunRecord
         from unlearnleak.storage import check_output_folder
 
         # ---- every check before any probe is made --------------------------------------------------------
-        if statistic not in STATISTICS:
-            raise ConfigError(f"--statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
-        if not 0 < level < 1:
-            raise ConfigError(f"--level must lie in (0, 1), got {level}; e.g. --level 0.05")
-        if calibration not in CALIBRATORS:
-            raise ConfigError(f"--calibration must be one of {', '.join(CALIBRATORS.names())}, got {calibration!r}")
-        if test not in get_args(Test):
-            raise ConfigError(f"--test must be one of {', '.join(get_args(Test))}, got {test!r}")
-        if probes_dir is None and generator not in PROBE_GENERATORS:
-            raise ConfigError(f"--generator must be one of {', '.join(PROBE_GENERATORS.names())}, "
-                              f"got {generator!r} (unknown probe generator)")
-        if per_class > MAX_PER_CLASS:
-            raise ConfigError(f"--per-class {per_class}: at most {MAX_PER_CLASS:,} probes per class; lower it")
+        attack = label_config("infer-label", generator=generator, per_class=per_class, top_k=top_k,
+                              statistic=statistic, level=level, calibration=calibration, test=test,
+                              min_per_class=min_per_class, max_seconds=max_seconds, seed=seed, device=device,
+                              sets=set_)
         check_device_flag(device)
         if out is not None:
             check_output_folder(out, overwrite=overwrite)
@@ -140,34 +124,29 @@ def register(app: typer.Typer) -> None:
         run_record = RunRecord.load(pair_dir, ground_truth=False)  # dataset and class names; never D_u
         meta: dict[str, Any] = run_record.to_dict() if run_record else {}
         spec = pair.spec
-        if top_k >= spec.num_classes:
-            raise ConfigError(f"--top-k {top_k}: this model has {spec.num_classes} classes, so at most "
+        if attack.top_k >= spec.num_classes:
+            raise ConfigError(f"--top-k {attack.top_k}: this model has {spec.num_classes} classes, so at most "
                               f"{spec.num_classes - 1} can be named as deleted (the rest are the reference); "
                               "lower --top-k")
         probes = public = None
-        params: dict[str, Any] = {}
         if probes_dir is not None:
+            from unlearnleak.attacks.label_inference import PROBE_GENERATORS
+
             probes = _load_probes(probes_dir, spec.num_classes, tuple(spec.input_shape))
-            # the attack replays these probes; the spec names their generator when it is a registered one
-            generator = probes.generator if probes.generator in PROBE_GENERATORS else "nes"
-        else:
-            params = load_config(PROBE_GENERATORS.get(generator).Config, None, list(set_ or []),
-                                 what=f"--set ({generator} generator settings)").model_dump()
-            if generator == "public":
-                public = _public_data(meta, public_split, data_dir)
-        attack = LabelInferenceSpec(generator=generator, per_class=per_class, top_k=top_k,
-                                    statistic=statistic, level=level, calibration=calibration,
-                                    test=test, min_per_class=min_per_class, max_seconds=max_seconds,
-                                    params=params)
+            # the attack replays these probes; the config names their generator when it is a registered one
+            if probes.generator in PROBE_GENERATORS:
+                attack = attack.model_copy(update={"generator": probes.generator})
+        elif attack.generator == "public":
+            public = _public_data(meta, public_split, data_dir)
         original = ModelOracle.from_pair(pair, "original", budget=budget, device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
-        white_box = pair.model("original", device) if probes is None and generator == "gradient" else None
+        white_box = pair.model("original", device) if probes is None and attack.generator == "gradient" else None
         class_names = _class_names(meta)
         deleted = sorted(set(meta.get("forget_labels", []))) or None
 
         # ---- the attack (pipeline), then what the user sees -------------------------------------------------
-        ev = infer_and_evaluate(original, unlearned, attack, deleted, public=public, seed=seed, device=device,
-                                probes=probes, white_box=white_box)
+        ev = infer_and_evaluate(original, unlearned, attack, deleted, public=public, probes=probes,
+                                white_box=white_box)
         from unlearnleak.verdicts import label_verdict
 
         verdict = label_verdict({**ev.guess.to_dict(), "best": ev.guess.best}, class_names, deleted)

@@ -20,12 +20,11 @@ from unlearnleak.commands.common import (
     PUBLIC_DATA_HELP,
     check_device_flag,
     handle_errors,
-    positive_finite,
+    recovery_config,
 )
 from unlearnleak.experiments.console import output_console
 
 GROUND_TRUTH_FILE = "ground_truth.safetensors"
-MODES = ("auto", "approximate", "exact")
 
 
 def _parse_labels(text: str | None) -> list[int] | None:
@@ -73,8 +72,8 @@ def _tabular_transform(metadata: dict[str, Any]) -> Any:
     return data.transform
 
 
-def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list[int] | None = None,
-                iterations: int | None = None, restarts: int | None = None, mode: str = "auto",
+def run_recover(pair_dir: Path, out: Path, *, preset: str | None = None, labels: list[int] | None = None,
+                iterations: int | None = None, restarts: int | None = None, mode: str | None = None,
                 k: int | None = None, device: str = "cpu", seed: int = 0, time_budget: float | None = None,
                 overrides: list[str] | None = None, evaluate: bool = True,
                 lpips_path: str | None = None, overwrite: bool = False,
@@ -82,46 +81,38 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
                 data_dir: str | Path | None = None) -> dict[str, Any]:
     """Check every input, then attack the pair in ``pair_dir`` through the pipeline and publish ``out``.
 
-    Every input (the output folder, the pair, the options, the ground truth, the LPIPS weights) is checked
-    before the attack starts; ``out`` is then written whole, or not at all (``pipeline.publish_recovery``).
+    The attack's options become its one config (``commands.common.recovery_config``: a refused value is
+    reported under its flag; None: the config's default). Every input (the options, the output folder, the
+    pair, the ground truth, the LPIPS weights) is checked before the attack starts; ``out`` is then written
+    whole, or not at all (``pipeline.publish_recovery``).
     """
-    from unlearnleak.attacks.feature_recovery import PRESETS, InversionConfig
+    from unlearnleak.attacks.feature_recovery.learned_prior import learned_prior_for
     from unlearnleak.attacks.feature_recovery.target_gradient import resolve_mode
     from unlearnleak.errors import CheckpointError, ConfigError
-    from unlearnleak.experiments.config import load_config
     from unlearnleak.experiments.pipeline import publish_recovery, recover_and_evaluate
-    from unlearnleak.experiments.schema import FeatureRecoverySpec
     from unlearnleak.metrics import load_lpips
     from unlearnleak.pair import load_pair_folder
     from unlearnleak.record import RunRecord
     from unlearnleak.storage import check_output_folder
 
     started = time.perf_counter()
-    if mode not in MODES:
-        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset must be one of {', '.join(PRESETS.names())}, got {preset!r}")
+    spec = recovery_config("recover", preset=preset, iterations=iterations, restarts=restarts, mode=mode, k=k,
+                           device=device, seed=seed, time_budget=time_budget, sets=overrides,
+                           public_data=public_data)
     check_output_folder(out, overwrite=overwrite)
     pair, knowledge = load_pair_folder(pair_dir, model_def=model_def)
     image = len(pair.spec.input_shape) == 3
-    resolve_mode(knowledge, mode)  # type: ignore[arg-type]  # `exact` without θ0, N and k
-    name = "tabular" if not image and preset == "best" else preset
-    config = load_config(InversionConfig, None, list(overrides or []), base=PRESETS.get(name).model_dump(),
-                         what="--set (inversion settings)")
-    config.with_overrides(iterations=iterations, restarts=restarts)
+    resolve_mode(knowledge, spec.mode)  # `exact` without θ0, N and k
+    if not image and spec.preset == "best":
+        spec = spec.model_copy(update={"preset": "tabular"})  # what `best` means for table rows (recorded so)
     _check_k_and_labels(pair, knowledge, k, labels)
     learned = None
-    if public_data is not None:
-        from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior
-        from unlearnleak.attacks.feature_recovery.public_data import load_public_images
-
+    if spec.learned_prior is not None:
         if not image:
             raise ConfigError("--public-data: the learned prior decodes images; this pair's model takes table rows, "
                               "so drop --public-data")
-        if preset != "best":
-            raise ConfigError(f"--public-data races the decoded image beside the default's recipes, not inside "
-                              f"--preset {preset}; drop --preset (or --public-data)")
-        learned = LearnedPrior(load_public_images(public_data, data_dir=data_dir, input_shape=pair.spec.input_shape))
+        learned = learned_prior_for(spec.learned_prior, data_dir=data_dir, input_shape=pair.spec.input_shape,
+                                    flag="--public-data")
     truth = _load_ground_truth(pair_dir) if evaluate else None
     lpips = None
     if lpips_path is not None or (image and truth is not None):
@@ -136,14 +127,10 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str = "best", labels: list
     if truth is not None and not image:
         record = RunRecord.load(pair_dir)
         transform = _tabular_transform(dict(record.config) if record else {})
-    set_keys = dict.fromkeys(a.split("=", 1)[0].strip().split(".")[0] for a in overrides or [])
-    spec = FeatureRecoverySpec(preset=name, iterations=iterations, restarts=restarts, mode=mode,
-                               time_budget=time_budget, overrides={key: getattr(config, key) for key in set_keys})
-
-    ev = recover_and_evaluate(pair, knowledge, spec, truth, seed=seed, device=device, lpips=lpips, k=k,
-                              labels=labels, transform=transform, learned_prior=learned)
+    ev = recover_and_evaluate(pair, knowledge, spec, truth, lpips=lpips, labels=labels, transform=transform,
+                              learned_prior=learned)
     pair_record = RunRecord.load(pair_dir, ground_truth=False)  # the setting's names only, never D_u
-    header = {"format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": name, "seed": seed,
+    header = {"format": "unlearnleak.recover/1", "pair": str(pair_dir), "preset": spec.preset, "seed": seed,
               "scenario": pair_record.scenario_summary() if pair_record else {},
               "labels_given": labels, "learned_prior": ev.reconstruction.config.get("learned_prior"),
               "decoder_alone": ev.decoder_alone()}
@@ -262,22 +249,20 @@ def register(app: typer.Typer) -> None:
         pair_dir: Annotated[Path, typer.Argument(help="ModelPair folder (manifest.json + weights.safetensors).")],
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default PAIR/recovery).")]
         = None,
-        preset: Annotated[str, typer.Option(
-            help="Inversion preset: best (races paper, modern, smooth) | paper | modern | smooth | tabular.")] = "best",
+        preset: Annotated[str | None, typer.Option(
+            help="Inversion preset: best (races paper, modern, smooth; the default) | paper | modern | smooth | "
+                 "tabular.")] = None,
         labels: Annotated[str | None, typer.Option(
             help="Known labels, comma-separated (e.g. 3,5); default: inferred from the gradient.")] = None,
-        iterations: Annotated[int | None, typer.Option(help="Optimisation steps (preset default).", min=1)]
-        = None,
-        restarts: Annotated[int | None, typer.Option(help="Restarts, run as one batch (preset default).", min=1)]
-        = None,
-        mode: Annotated[str, typer.Option(
-            help="Target gradient: auto | approximate (θ_u − θ) | exact (needs θ0, N, k).")] = "auto",
-        k: Annotated[int | None, typer.Option(help="Number of unlearned samples (default: the pair's).", min=1)]
-        = None,
+        iterations: Annotated[int | None, typer.Option(help="Optimisation steps (preset default).")] = None,
+        restarts: Annotated[int | None, typer.Option(help="Restarts, run as one batch (preset default).")] = None,
+        mode: Annotated[str | None, typer.Option(
+            help="Target gradient: auto (the default) | approximate (θ_u − θ) | exact (needs θ0, N, k).")] = None,
+        k: Annotated[int | None, typer.Option(help="Number of unlearned samples (default: the pair's).")] = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         seed: Annotated[int, typer.Option(help="Seed for the restarts' starting points.")] = 0,
-        time_budget: Annotated[float | None, typer.Option(
-            help="Seconds for the optimisation (finite, > 0).", callback=positive_finite)] = None,
+        time_budget: Annotated[float | None, typer.Option(help="Seconds for the optimisation (finite, > 0).")]
+        = None,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Inversion override, e.g. --set bn_prior=0 --set lr=0.05.")] = None,
         no_eval: Annotated[bool, typer.Option("--no-eval", help="Do not read the ground truth.")] = False,

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from unlearnleak.attacks.feature_recovery import Reconstruction
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.label_inference import LabelGuess, ProbeSet
-from unlearnleak.experiments.schema import FeatureRecoverySpec, LabelInferenceSpec
+from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.metrics import LPIPS, baseline_images, feature_errors, image_metrics
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips")
@@ -77,7 +78,7 @@ class FeatureRecoveryEvaluation:
         artifacts: files written for it, relative to the folder they were written into.
     """
 
-    spec: FeatureRecoverySpec
+    spec: FeatureRecoveryConfig
     reconstruction: Reconstruction
     scores: dict[str, Any] | None
     baselines: dict[str, Any] | None
@@ -147,7 +148,7 @@ class LabelInferenceEvaluation:
     ``chance``: the probability that a uniformly random class is one of the deleted ones (1/C for a class).
     """
 
-    spec: LabelInferenceSpec
+    spec: LabelInferenceConfig
     guess: LabelGuess
     probes: ProbeSet
     deleted: tuple[int, ...] | None

@@ -4,10 +4,11 @@ Stages, each taking the previous stage's value (DESIGN.md, "one direction"):
 
 - :func:`prepare_cell`: build the scenario of an :class:`ExperimentConfig` (θ0 cached), apply its defense to
   θ_u (the *served* weights, which are what both attacks see) and measure utility.
-- :func:`recover_and_evaluate`: the server's feature recovery on a pair (``attacks.interface.FeatureRecovery``),
+- :func:`recover_and_evaluate`: the server's feature recovery on a pair (the facade ``FeatureRecovery``),
   then its evaluation against D_u with baselines → :class:`FeatureRecoveryEvaluation`.
-- :func:`infer_and_evaluate`: probes made against θ's oracle only, replayed to θ_u's oracle (which counts every
-  query), the calibrated guess scored against the deleted classes → :class:`LabelInferenceEvaluation`.
+- :func:`infer_and_evaluate`: the user's label inference (the facade ``LabelInference``): probes made against
+  θ's oracle only, replayed to θ_u's oracle (which counts every query), the calibrated guess scored against the
+  deleted classes → :class:`LabelInferenceEvaluation`.
 - :func:`write_recovery` / :func:`write_inference`: the artifacts (tensors, grids, figures).
 
 :func:`run_cell` runs one cell of an experiment and returns its results row; :func:`run_feature_recovery` and
@@ -27,9 +28,12 @@ import torch
 from torch import nn
 
 from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, evaluate_reconstruction
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
 from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_for
-from unlearnleak.attacks.interface import FeatureRecovery, FeatureRecoveryConfig
-from unlearnleak.attacks.label_inference import DecisionConfig, ProbeSet, generate_probes, infer_label
+from unlearnleak.attacks.label_inference import ProbeSet
+from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
+from unlearnleak.attacks.label_inference.facade import LabelInference
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.console import headline_table, iteration_progress
@@ -41,7 +45,7 @@ from unlearnleak.experiments.evaluation import (
     tabular_baselines,
     tabular_errors,
 )
-from unlearnleak.experiments.schema import ExperimentConfig, FeatureRecoverySpec, LabelInferenceSpec
+from unlearnleak.experiments.schema import ExperimentConfig
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS
 from unlearnleak.oracle import ModelOracle, Oracle
@@ -52,7 +56,7 @@ from unlearnleak.storage import save_tensors_atomic
 __all__ = [
     "CONFIDENCE_FILE", "GRID_FILE", "PROBES_DIR", "PROBE_GRID_FILE", "TRUTH_FILE", "CellResult",
     "FeatureRecoveryEvaluation", "LabelInferenceEvaluation", "PreparedCell", "execute_cell",
-    "generate_label_probes", "headline_table", "infer_and_evaluate", "prepare_cell", "recover_and_evaluate",
+    "headline_table", "infer_and_evaluate", "prepare_cell", "recover_and_evaluate",
     "run_cell", "run_feature_recovery", "run_label_inference", "write_inference", "write_recovery",
 ]
 
@@ -75,19 +79,18 @@ def _say(progress: Progress | None, stage: str) -> None:
 # ---- the stages ---------------------------------------------------------------------------------------------
 
 
-def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spec: FeatureRecoverySpec,
-                         truth: tuple[torch.Tensor, torch.Tensor] | None, *, seed: int = 0, device: str = "cpu",
-                         lpips: LPIPS | None = None, metrics: Sequence[str] = IMAGE_METRICS, k: int | None = None,
-                         labels: Sequence[int] | None = None, transform: Any = None,
-                         feature_mean: torch.Tensor | None = None,
+def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spec: FeatureRecoveryConfig,
+                         truth: tuple[torch.Tensor, torch.Tensor] | None, *, lpips: LPIPS | None = None,
+                         metrics: Sequence[str] = IMAGE_METRICS, labels: Sequence[int] | None = None,
+                         transform: Any = None, feature_mean: torch.Tensor | None = None,
                          learned_prior: LearnedPrior | None = None) -> FeatureRecoveryEvaluation:
-    """The server attack on ``pair`` (with the declared ``knowledge``), evaluated against ``truth`` = D_u.
+    """The server attack (``FeatureRecovery(spec)``) on ``pair`` with the declared ``knowledge``, evaluated
+    against ``truth`` = D_u.
 
     Args:
-        spec: preset, budget, ∇* mode, inversion overrides.
+        spec: the attack's config, its run settings (seed, device, k) included.
         truth: (x, y) of D_u, seen only by the evaluation; None: the reconstruction is not scored.
         lpips: the LPIPS model (None: LPIPS reported as None); used only if ``"lpips"`` is in ``metrics``.
-        k: the number of unlearned samples (default: the knowledge's).
         labels: labels the server knows (declared as knowledge, so the result says they were used).
         transform, feature_mean: tabular rows: the dataset's transform (errors in original units) and the
             feature-mean row of data the attacker holds (the baseline).
@@ -97,13 +100,10 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
     pair, knowledge, attacked = server_view(pair, knowledge)  # a served ensemble (SISA): its moved member
     if labels is not None:
         base = knowledge or ServerKnowledge()
-        knowledge = replace(base, labels=tuple(int(v) for v in labels), n_forget=k or base.n_forget)
-    config = FeatureRecoveryConfig(preset=spec.preset, iterations=spec.iterations, restarts=spec.restarts,
-                                   mode=spec.mode, k=k, seed=seed, time_budget=spec.time_budget, device=device,
-                                   overrides=dict(spec.overrides))
+        knowledge = replace(base, labels=tuple(int(v) for v in labels), n_forget=spec.k or base.n_forget)
     total = None if spec.time_budget is not None else spec.iterations or PRESETS.get(spec.preset).iterations
     with iteration_progress("feature recovery: inversion steps", total):
-        rec = FeatureRecovery(config, learned_prior=learned_prior).attack(pair, knowledge)
+        rec = FeatureRecovery(spec, learned_prior=learned_prior).attack(pair, knowledge)
     metrics = tuple(m for m in metrics if m in IMAGE_METRICS)
     if truth is None:
         return FeatureRecoveryEvaluation(spec, rec, None, None, metrics, attacked=attacked)
@@ -122,31 +122,16 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
                                      tabular=tabular_errors(matched, gt_x, transform), attacked=attacked)
 
 
-def generate_label_probes(spec: LabelInferenceSpec, original: Oracle, *, public: Dataset | None = None,
-                          seed: int = 0, device: str = "cpu", white_box: nn.Module | None = None) -> ProbeSet:
-    """Probes made against θ before the deletion: through its oracle, or θ itself for ``gradient`` probes."""
-    target: Oracle | nn.Module = original
-    if spec.generator == "gradient":
-        if white_box is None:
-            raise ConfigError("the gradient probe generator is white-box: it needs θ's weights; choose a "
-                              "black-box generator (nes, zoo, public)")
-        target = white_box
-    return generate_probes(spec.generator, target, original.num_classes, spec.per_class, original.input_shape,
-                           seed, public=public, max_seconds=spec.max_seconds, device=device, **spec.params)
-
-
-def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: LabelInferenceSpec,
-                       deleted: Sequence[int] | None, *, public: Dataset | None = None, seed: int = 0,
-                       device: str = "cpu", probes: ProbeSet | None = None,
-                       white_box: nn.Module | None = None) -> LabelInferenceEvaluation:
-    """The user attack: probes against θ only (or ``probes`` made earlier), one query each to θ_u's oracle,
-    the calibrated decision of ``spec``, scored against ``deleted`` (None: not scored)."""
+def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: LabelInferenceConfig,
+                       deleted: Sequence[int] | None, *, public: Dataset | None = None,
+                       probes: ProbeSet | None = None, white_box: nn.Module | None = None) -> LabelInferenceEvaluation:
+    """The user attack (``LabelInference(spec)``): probes against θ only (or ``probes`` made earlier; θ itself,
+    ``white_box``, for gradient probes; ``public`` data for public ones), one query each to θ_u's oracle, the
+    calibrated decision of ``spec``, scored against ``deleted`` (None: not scored)."""
+    attack = LabelInference(spec)
     if probes is None:
-        probes = generate_label_probes(spec, original_oracle, public=public, seed=seed, device=device,
-                                       white_box=white_box)
-    decision = DecisionConfig(top_k=spec.top_k, statistic=spec.statistic, level=spec.level,
-                              calibration=spec.calibration, test=spec.test, min_per_class=spec.min_per_class)
-    guess = infer_label(original_oracle, unlearned_oracle, probes, config=decision)
+        probes = attack.probe(original_oracle, public=public, white_box=white_box)
+    guess = attack.guess(original_oracle, unlearned_oracle, probes)
     known = None if deleted is None else tuple(sorted({int(c) for c in deleted}))
     return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes)
 
@@ -335,7 +320,7 @@ def execute_cell(config: ExperimentConfig, folder: Path, *,
             holdout=scn.config.holdout, data_dir=scn.config.data_dir, input_shape=scn.pair.spec.input_shape,
             cache_dir=scn.config.cache_dir)
         recovery = recover_and_evaluate(
-            prepared.served_pair, scn.knowledge, fr_spec, truth, seed=seed, device=device,
+            prepared.served_pair, scn.knowledge, fr_spec.model_copy(update={"seed": seed, "device": device}), truth,
             lpips=_lpips_for(config, image), metrics=config.metrics, transform=scn.train.transform,
             feature_mean=feature_mean, learned_prior=learned)
         recovery = write_recovery(recovery, folder, truth=truth, class_names=names)
@@ -345,8 +330,8 @@ def execute_cell(config: ExperimentConfig, folder: Path, *,
         original = ModelOracle.from_pair(pair, "original", device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
         white_box = pair.model("original", device) if li_spec.generator == "gradient" else None
-        inference = infer_and_evaluate(original, unlearned, li_spec, prepared.deleted, seed=seed, device=device,
-                                       public=scn.public if li_spec.generator == "public" else None,
+        inference = infer_and_evaluate(original, unlearned, li_spec.model_copy(update={"seed": seed, "device": device}),
+                                       prepared.deleted, public=scn.public if li_spec.generator == "public" else None,
                                        white_box=white_box)
         inference = write_inference(inference, folder, class_names=names, save_probes=save_probes)
     return CellResult(prepared, recovery, inference, time.perf_counter() - started)

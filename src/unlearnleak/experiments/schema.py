@@ -22,7 +22,10 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig
+from unlearnleak.attacks.feature_recovery.config import RUN_SETTINGS as FR_RUN_SETTINGS
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+from unlearnleak.attacks.label_inference.config import RUN_SETTINGS as LI_RUN_SETTINGS
+from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.config import (
     apply_override,
@@ -31,12 +34,10 @@ from unlearnleak.experiments.config import (
     set_path,
     validation_message,
 )
-from unlearnleak.registry import registered
 from unlearnleak.scenario import ScenarioConfig
 
 ImageMetric = Literal["psnr", "ssim", "lpips"]
 _ALL_METRICS: tuple[ImageMetric, ...] = ("psnr", "ssim", "lpips")
-TargetMode = Literal["auto", "approximate", "exact"]
 # Fields that name or describe an experiment but change no number: left out of the cell hash.
 _PRESENTATION = ("name", "description", "expected_runtime")
 # The most cells one config may expand to (grid × seeds): each is validated before the first runs, and each
@@ -65,98 +66,28 @@ class DefenseSpec(BaseModel):
         return self
 
 
-class LearnedPriorSpec(BaseModel):
-    """The learned prior of feature recovery (docs/feature_recovery.md, "Learned prior (decoder)"): the server's
-    own images a decoder is trained on, and its settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # "pretraining": the scenario's θ0 pretraining rows (train rows >= holdout, the server's own data); or a
-    # registered dataset NAME (its train split, optionally rows NAME[start:stop]) read from the scenario's
-    # data_dir; or a folder of image files (docs/feature_recovery.md).
-    public_data: str = "pretraining"
-    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
-    train_on: Literal["auto", "base", "attacked"] = "auto"  # auto: θ0 when the server knows it
-    weights: tuple[float, ...] | None = None  # raced weights of the decoded prior (None: the default)
-
-    @field_validator("public_data")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        from unlearnleak.attacks.feature_recovery.public_data import names_dataset
-
-        text = value.strip()
-        if text == "pretraining" or names_dataset(text) or Path(text).expanduser().is_dir():
-            return text
-        raise ValueError(f"public_data {value!r} is neither 'pretraining', a registered dataset (e.g. cifar10 or "
-                         "cifar10[8000:]) nor an existing folder of images; check the name or path")
-
-    @field_validator("weights")
-    @classmethod
-    def _weights(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if value is not None and (not value or any(w < 0 for w in value) or len(set(value)) != len(value)):
-            raise ValueError(f"weights must be distinct numbers >= 0, got {list(value)}")
-        return value
-
-
-class FeatureRecoverySpec(BaseModel):
-    """The server's white-box attack: preset, budget, target mode and inversion overrides."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    preset: str = "best"
-    iterations: int | None = Field(None, ge=1)  # None: the preset's
-    restarts: int | None = Field(None, ge=1)
-    mode: TargetMode = "auto"  # auto: exact when the scenario's unlearning is exact, else approximate
-    time_budget: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds per attack
-    overrides: dict[str, Any] = Field(default_factory=dict)  # InversionConfig fields (e.g. total_variation)
-    learned_prior: LearnedPriorSpec | None = None  # None: off ("learned prior: off — no public data given")
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, value: str) -> str:
-        from unlearnleak.attacks.feature_recovery import PRESETS
-
-        return registered(PRESETS, value)
-
-
-class LabelInferenceSpec(BaseModel):
-    """The user's black-box attack: probe generator, probes per class and the calibrated decision rule."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    generator: str = "public"
-    per_class: int = Field(10, ge=1, le=100_000)
-    top_k: int = Field(1, ge=1)
-    statistic: Literal["log_odds", "probability"] = "log_odds"
-    level: float = Field(0.05, gt=0, lt=1)  # false-detection rate of the "detected" verdict
-    calibration: str = "auto"
-    test: Literal["student", "robust", "lower"] = "student"  # centre/spread of the other classes' changes
-    min_per_class: int = Field(3, ge=1)  # fewer probes for any class: no verdict (decision.MIN_PER_CLASS)
-    max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
-    params: dict[str, Any] = Field(default_factory=dict)  # generator parameters
-
-    @field_validator("generator")
-    @classmethod
-    def _known_generator(cls, value: str) -> str:
-        from unlearnleak.attacks.label_inference import PROBE_GENERATORS
-
-        return registered(PROBE_GENERATORS, value)
-
-    @field_validator("calibration")
-    @classmethod
-    def _known_calibration(cls, value: str) -> str:
-        from unlearnleak.attacks.label_inference import CALIBRATORS
-
-        return registered(CALIBRATORS, value)
-
-
 class AttacksConfig(BaseModel):
-    """Which attacks run on each cell (null switches one off)."""
+    """Which attacks run on each cell (null switches one off), each section the attack's own config (the same
+    model the library and the commands use); its run settings (seed, device, k) come from the experiment."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    feature_recovery: FeatureRecoverySpec | None = Field(default_factory=FeatureRecoverySpec)
-    label_inference: LabelInferenceSpec | None = None
+    feature_recovery: FeatureRecoveryConfig | None = Field(default_factory=FeatureRecoveryConfig)
+    label_inference: LabelInferenceConfig | None = None
+
+    @model_validator(mode="after")
+    def _run_settings_from_the_experiment(self) -> AttacksConfig:
+        for name, run_settings, where in (
+                ("feature_recovery", FR_RUN_SETTINGS, "the top-level `seeds` and `device`; k is the scenario's"),
+                ("label_inference", LI_RUN_SETTINGS, "the top-level `seeds` and `device`")):
+            section = getattr(self, name)
+            if section is None:
+                continue
+            default = type(section)()
+            for key in run_settings:
+                if getattr(section, key) != getattr(default, key):
+                    raise ValueError(f"attacks.{name}.{key} is set by the experiment ({where}); remove it")
+        return self
 
 
 class ExperimentConfig(BaseModel):

@@ -81,18 +81,20 @@ class LearnedPrior:
 
 def learned_prior_for(spec: Any, *, pretraining: torch.Tensor | None = None, dataset: str = "",
                       holdout: int | None = None, data_dir: str | Path | None = None,
-                      input_shape: Sequence[int] | None = None, cache_dir: str | None = None) -> LearnedPrior:
-    """A :class:`LearnedPrior` from an experiment's ``LearnedPriorSpec``: ``public_data`` "pretraining" is
-    ``pretraining`` (a scenario's θ0 pretraining rows), anything else a dataset name or folder."""
+                      input_shape: Sequence[int] | None = None, cache_dir: str | None = None,
+                      flag: str = "learned_prior.public_data") -> LearnedPrior:
+    """A :class:`LearnedPrior` from a ``LearnedPriorSpec`` (``FeatureRecoveryConfig.learned_prior``):
+    ``public_data`` "pretraining" is ``pretraining`` (a scenario's θ0 pretraining rows), anything else a dataset
+    name or folder; errors name ``flag``."""
     if spec.public_data == "pretraining":
         if pretraining is None:
-            raise ConfigError("learned_prior.public_data 'pretraining' needs a scenario (θ0's pretraining rows); "
-                              "name a dataset or a folder of images instead")
+            raise ConfigError(f"{flag} 'pretraining' needs a scenario (θ0's pretraining rows); name a dataset or "
+                              "a folder of images instead")
         data = public_images(pretraining, f"θ0's pretraining rows of {dataset} (train rows >= {holdout}, "
                                           f"{pretraining.shape[0]} images)", input_shape)
     else:
         data = load_public_images(spec.public_data, data_dir=data_dir, input_shape=input_shape,
-                                  flag="learned_prior.public_data")
+                                  flag=flag)
     return LearnedPrior(data=data, decoder=spec.decoder, train_on=spec.train_on, cache_dir=cache_dir,
                         weights=tuple(spec.weights) if spec.weights is not None else WEIGHTS)
 
