@@ -4,6 +4,7 @@ each setting has one name, one default and one check (docs/feature_recovery.md).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,6 +83,9 @@ class FeatureRecoveryConfig(BaseModel):
         from unlearnleak.attacks.feature_recovery.inversion import PRESETS
 
         preset = info.data.get("preset")
+        for key, given in value.items():  # NaN and ±inf first: the bounds of a setting would hide them
+            if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(given)):
+                raise ValueError(f"{key}: not a finite number, got {given!r}")
         if not value or preset is None:  # an unknown preset is reported on its own
             return value
         try:
@@ -97,6 +101,15 @@ class FeatureRecoveryConfig(BaseModel):
                              f"beside the default's recipes, not inside preset={self.preset}; use the default preset "
                              "(best) with public data, or drop the public data to run that preset")
         return self
+
+
+def _leaves(value: Any) -> list[Any]:
+    """The scalars inside ``value`` (lists, tuples and mappings opened)."""
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
 
 
 def _inversion_problems(exc: ValidationError) -> str:
