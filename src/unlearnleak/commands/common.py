@@ -8,7 +8,6 @@ option — which typer would otherwise print as a multi-line panel.
 from __future__ import annotations
 
 import functools
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -91,13 +90,6 @@ def _usage_message(exc: Exception) -> str:
 
 
 # ----- option checks (typer callbacks): bad values are usage errors that name the flag ------------------------
-
-
-def positive_finite(ctx: typer.Context, param: typer.CallbackParam, value: float | None) -> float | None:
-    """Callback: a float option must be a finite number > 0 (nan and inf are rejected)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"must be a finite number of seconds > 0, got {value}; give e.g. 60")
-    return value
 
 
 def check_device_flag(device: str) -> str:
