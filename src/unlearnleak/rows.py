@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["BASELINE_NAMES", "CHANCE", "Baselines", "CellRow", "FeatureRecoveryResult", "FeatureRecoverySample",
            "LabelInferenceResult", "RowError", "Scores", "parse_row"]
@@ -35,13 +35,41 @@ class _Part(BaseModel):
         return self.model_dump(mode="python", exclude_unset=True)
 
 
+# Rows written before the baselines were named apart called the dataset's mean colour "mean_colour" (the same
+# number); their "thumbnail" was another definition (bilinear) and keeps its own name.
+LEGACY_NAMES = {"mean_colour": "dataset_mean_colour"}
+
+
 class Baselines(_Part):
-    """What an attacker gets without the pair, scored with the attack's own metrics."""
+    """What an attacker gets without the pair, scored with the attack's own metrics (name → metric → value).
+
+    Read from older rows: ``mean_colour`` becomes ``dataset_mean_colour``; metrics given flat (the tabular form
+    of earlier rows) become ``feature_mean``.
+    """
 
     dataset_mean_colour: Scores | None = None
     own_mean_colour: Scores | None = None
     thumbnail_4x4: Scores | None = None
     feature_mean: Scores | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        def scalar(key: str, value: Any) -> bool:  # a metric of the flat form, not a baseline's scores
+            return key not in cls.model_fields and (value is None or isinstance(value, int | float | str))
+
+        named = {LEGACY_NAMES.get(k, k) if LEGACY_NAMES.get(k, k) not in data else k: v
+                 for k, v in data.items() if not scalar(k, v)}
+        flat = {k: v for k, v in data.items() if scalar(k, v)}
+        if flat:
+            named.setdefault(TABULAR_BASELINE, flat)
+        return named
+
+    def named(self) -> dict[str, Scores]:
+        """Every baseline this row scored, by name (those it did not score left out)."""
+        return {name: scores for name, scores in self.to_dict().items() if isinstance(scores, dict)}
 
 
 class FeatureRecoverySample(_Part):
