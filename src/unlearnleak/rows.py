@@ -89,8 +89,9 @@ class FeatureRecoverySample(_Part):
 class FeatureRecoveryResult(_Part):
     """The server attack's section of a row: means and per-sample scores, baselines, the race, its files.
 
-    ``metrics`` is None when the pair came without ground truth (nothing to score against); ``learned_prior``
-    and ``decoder_alone`` record the decoder race (None when it was off).
+    ``scored`` is False when there was no ground truth to score against (`recover --no-eval`, a pair without
+    ``ground_truth.safetensors``): then ``metrics`` and ``baselines`` are None. ``learned_prior`` and
+    ``decoder_alone`` record the decoder race (None when it was off).
     """
 
     preset: str | None = None
@@ -101,6 +102,7 @@ class FeatureRecoveryResult(_Part):
     target_cosine: float | None = None
     image: bool = True
     label_source: str | None = None
+    scored: bool = True
     metrics: Scores | None = None
     samples: list[FeatureRecoverySample] = Field(default_factory=list)
     baselines: Baselines | None = None

@@ -62,9 +62,8 @@ def result_problem(row: CellRow, run_dir: Path | None = None, *, enabled: Sequen
         if section is None:
             return f"it holds no {name} result (its config enables that attack)"
         if isinstance(section, FeatureRecoveryResult):
-            if section.metrics is None:
-                return (f"its {name} result lacks `metrics` (nothing was scored: no ground truth beside the pair, "
-                        "or `recover --no-eval`)")
+            if section.metrics is None and section.scored:  # unscored (no ground truth) says so: `scored: false`
+                return f"its {name} result lacks `metrics`"
         elif "correct" not in section.model_fields_set:
             return f"its {name} result lacks `correct`"
         if run_dir is not None:

@@ -47,6 +47,10 @@ def test_attack_never_reads_the_ground_truth(pair_dir: Path, tmp_path: Path) -> 
     assert ok.exit_code == 0, ok.output
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert results["evaluation"] is None and results["reconstruction"]["label_source"] == "given"
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "a")])  # an unscored cell reports, unscored
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "a" / "report" / "index.html").read_text(encoding="utf-8")
+    assert "1 of 1 cells finished" in page and "Failed cells" not in page
     bad = CliRunner().invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "b"), "--iterations", "2",
                                    "--restarts", "1"])
     assert bad.exit_code == 2 and "ground_truth.safetensors" in bad.output

@@ -136,7 +136,8 @@ class FeatureRecoveryEvaluation:
         return FeatureRecoveryResult.model_validate({
                 "preset": rec.preset, "mode": rec.target_mode, "method": rec.method, "iterations": rec.iterations,
                 "seconds": rec.seconds, "target_cosine": self.target_cosine, "image": self.image,
-                "label_source": rec.label_source, "metrics": self.metric_means(), "samples": self.samples(),
+                "label_source": rec.label_source, "scored": self.scores is not None,
+                "metrics": self.metric_means(), "samples": self.samples(),
                 "baselines": self.baselines, "artifacts": dict(self.artifacts),
                 "learned_prior": rec.config.get("learned_prior"), "decoder_alone": self.decoder_alone(),
                 **({} if self.attacked is None else {"attacked": self.attacked})})
