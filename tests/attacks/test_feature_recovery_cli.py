@@ -100,7 +100,6 @@ def test_recover_says_its_verdict_beside_the_baselines_and_json_is_one_document(
 def test_recover_writes_a_one_cell_run_folder_that_report_reads(pair_dir: Path, tmp_path: Path) -> None:
     """`scenario → recover → report`: the recover folder is a run folder of one cell, read by the one reader."""
     from cli_checks import one_error
-
     from unlearnleak.run_folder import read_rows
 
     out = tmp_path / "out"
@@ -136,7 +135,6 @@ def test_report_reads_a_recover_folder_of_an_earlier_version(pair_dir: Path, tmp
     """A folder from before `recover` wrote run folders (results.json only) reports as the same one cell; one
     written before results.json held its row fails in one line saying how to convert it."""
     from cli_checks import one_error
-
     from unlearnleak.storage import remove_tree
 
     out = tmp_path / "out"

@@ -124,7 +124,6 @@ def test_infer_label_writes_a_one_cell_run_folder_that_report_reads(pair_dir: Pa
     """`infer-label → report`: the folder is a run folder of one cell; an earlier guess.json-only folder still
     reports; a corrupted row fails in one line."""
     from cli_checks import one_error
-
     from unlearnleak.cli import app as main_app
     from unlearnleak.run_folder import read_rows
     from unlearnleak.storage import remove_tree
