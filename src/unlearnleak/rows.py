@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["BASELINE_NAMES", "CHANCE", "Baselines", "CellRow", "FeatureRecoveryResult", "FeatureRecoverySample",
-           "LabelInferenceResult", "RowError", "Scores", "parse_row"]
+__all__ = ["BASELINE_NAMES", "CHANCE", "Baselines", "CellResults", "CellRow", "FeatureRecoveryResult",
+           "FeatureRecoverySample", "LabelInferenceResult", "RowError", "Scores", "parse_row"]
 
 Scores = dict[str, float | None]  # metric name → its value (None: not measured)
 # Image baselines, as ``unlearnleak.metrics.baselines`` names and defines them (a test keeps the two equal), and
@@ -146,17 +146,11 @@ class LabelInferenceResult(_Part):
     artifacts: dict[str, str | None] = Field(default_factory=dict)
 
 
-class CellRow(_Part):
-    """One line of results.jsonl: a cell (its id, status, swept params, config, seed, time, error) and the
-    results of the attacks it ran, beside the setting (dataset, model, method, k) and the models' utility."""
+class CellResults(_Part):
+    """What a cell computed, as its function returns it: the setting (dataset, model, method, k, seed), the
+    models' utility and forgetting, and the results of the attacks it ran (None: not run)."""
 
-    cell: str = Field(pattern=CELL_PATTERN)
-    status: Literal["ok", "error"]
-    params: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
     seed: int | None = None
-    seconds: float | None = None
-    error: str | None = None
     dataset: str | None = None
     model: str | None = None
     method: str | None = None
@@ -175,6 +169,25 @@ class CellRow(_Part):
         value = getattr(self, attack)
         assert value is None or isinstance(value, FeatureRecoveryResult | LabelInferenceResult)
         return value
+
+
+_HEAD = ("cell", "status", "params", "config", "seconds", "error")
+
+
+class CellRow(CellResults):
+    """One line of results.jsonl: a cell (its id, status, swept params, config, time, error) and its results."""
+
+    cell: str = Field(pattern=CELL_PATTERN)
+    status: Literal["ok", "error"]
+    params: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-able dict, the cell's id and status first (as a reader of the file expects them)."""
+        data = super().to_dict()
+        return {**{key: data.pop(key) for key in _HEAD if key in data}, **data}
 
 
 class RowError(ValueError):

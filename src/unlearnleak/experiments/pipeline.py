@@ -46,7 +46,7 @@ from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.pair import ModelPair, StateDict
-from unlearnleak.rows import CellRow, FeatureRecoveryResult, LabelInferenceResult
+from unlearnleak.rows import CellResults, CellRow, FeatureRecoveryResult, LabelInferenceResult
 from unlearnleak.run_folder import CELLS_DIR, write_one_cell
 from unlearnleak.scenario import Scenario, build_scenario, server_view, unlearning_kind
 from unlearnleak.storage import save_tensors_atomic
@@ -287,11 +287,12 @@ class CellResult:
     seconds: float
 
     def row(self) -> dict[str, Any]:
-        """The JSON-able results row (the runner adds cell, params, config, status and seconds)."""
+        """The JSON-able results row, built as ``rows.CellResults`` (the runner adds cell, params, config, status
+        and seconds, and checks the whole as a ``rows.CellRow``)."""
         p = self.prepared
         scn, cfg = p.scenario, p.config.scenario
         metrics = dict(scn.record.metrics)
-        return {
+        return CellResults.model_validate({
             "dataset": cfg.dataset, "model": cfg.model, "method": cfg.unlearning.method,
             "kind": unlearning_kind(cfg.unlearning.method), "n_train": cfg.n_train,
             "k": int(scn.forget_positions.numel()), "forget": cfg.forget.model_dump(mode="json"),
@@ -301,9 +302,9 @@ class CellResult:
             "forgetting": {key: metrics.get(key) for key in (
                 "original_forget_accuracy", "unlearned_forget_accuracy", "original_retain_accuracy",
                 "unlearned_retain_accuracy")},
-            "feature_recovery": None if self.feature_recovery is None else self.feature_recovery.to_row(),
-            "label_inference": None if self.label_inference is None else self.label_inference.to_row(),
-        }
+            "feature_recovery": None if self.feature_recovery is None else self.feature_recovery.result(),
+            "label_inference": None if self.label_inference is None else self.label_inference.result(),
+        }).to_dict()
 
 
 def execute_cell(config: ExperimentConfig, folder: Path, *,
