@@ -158,7 +158,7 @@ class CellResults(_Part):
     n_train: int | None = None
     k: int | None = None
     forget: dict[str, Any] | None = None
-    defense: dict[str, Any] | None = None
+    defense: dict[str, Any] | str | None = None  # a string: the defense name alone, in older rows
     utility: Scores | None = None
     forgetting: Scores | None = None
     feature_recovery: FeatureRecoveryResult | None = None
