@@ -468,6 +468,7 @@ def publish_inference(out: Path, ev: LabelInferenceEvaluation, *, class_names: S
         record["evaluation"] = section.to_dict()  # the row's section, as in results.jsonl
         write_json_atomic(staged / GUESS_FILE, record)
         params = {"generator": probes.generator, **({} if seed is None else {"seed": seed})}
+        # the cell's seconds: the probes' making (their replay to θ_u is one query each, a small part of it)
         _one_cell_folder(staged, INFER_LABEL_CELL, "label_inference", section, ev.spec, params=params,
                          scenario=dict(scenario or {}), seed=seed, seconds=probes.seconds, started_at=started_at)
     return record
