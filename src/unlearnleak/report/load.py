@@ -35,6 +35,7 @@ from unlearnleak.storage import read_safetensors
 
 AUDIT_FILE = "report.json"
 AUDIT_FORMAT = "unlearnleak.audit/1"
+AUDIT_CELL = "audit"  # the one cell of an audit folder (unlearnleak.audit.run_row)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Tensor names accepted in the cells' safetensors (the pipeline's, the Reconstruction file's, the audit's).
 IMAGE_KEYS = ("x", "images", "forget_x", "rows")
@@ -75,8 +76,11 @@ class RunData:
 
 
 def is_audit_folder(folder: Path) -> bool:
-    """An audit folder (``unlearnleak audit --out``) holds report.json and no results.jsonl."""
-    return (folder / AUDIT_FILE).is_file() and not (folder / RESULTS_FILE).exists()
+    """An audit folder (``unlearnleak audit --out``) holds report.json, and either no results.jsonl (an earlier
+    audit) or the one cell the audit writes (cells/audit/): its page is the audit's, verdict first."""
+    if not (folder / AUDIT_FILE).is_file():
+        return False
+    return not (folder / RESULTS_FILE).exists() or (folder / CELLS_DIR / AUDIT_CELL).is_dir()
 
 
 def _refuse_old_study(folder: Path) -> None:
