@@ -24,7 +24,7 @@ from unlearnleak.commands.scenario import scenario_table
 from unlearnleak.experiments import pipeline
 from unlearnleak.experiments.console import heading, output_console
 from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, FeatureRecoverySpec, LabelInferenceSpec
-from unlearnleak.run_folder import CELLS_DIR, RESULTS_FILE, RUN_FILE, check_row, write_rows
+from unlearnleak.run_folder import CELLS_DIR, RESULTS_FILE, RUN_FILE
 from unlearnleak.scenario import ScenarioConfig
 from unlearnleak.storage import (
     check_output_folder,
@@ -147,6 +147,8 @@ FR_CELL, LI_CELL = "feature_recovery", "label_inference"  # the demo's two cells
 
 def _write_run_folder(staged: Path, summary: dict[str, Any]) -> None:
     """The demo's folder is also a run folder of two cells (results.jsonl, run.json), so `report` reads it."""
+    from unlearnleak.run_folder import check_row, write_rows
+
     rows = []
     for cell in (FR_CELL, LI_CELL):
         config = summary["experiments"][cell]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, evaluate_reconstruction
@@ -390,7 +391,7 @@ RECOVER_CELL, INFER_LABEL_CELL = "recover", "infer-label"  # the one cell of eac
 
 
 def _one_cell_folder(staged: Path, cell: str, attack: Attack, section: FeatureRecoveryResult | LabelInferenceResult,
-                     spec: FeatureRecoverySpec | LabelInferenceSpec, *, params: dict[str, Any],
+                     spec: BaseModel, *, params: dict[str, Any],
                      scenario: dict[str, Any], seed: int | None, seconds: float, started_at: str) -> CellRow:
     """Make the command's output ``staged`` a run folder of one cell (``run_folder.write_one_cell``): its files
     (the section's artifacts, top-level files of the command) copied into cells/<cell>/, results.jsonl, run.json."""
