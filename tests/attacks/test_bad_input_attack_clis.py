@@ -131,7 +131,8 @@ def test_recover_overwrite_replaces_a_stale_image_run(tmp_path: Path) -> None:
     one_error(refused, "--overwrite")
     result = runner.invoke(app, ["recover", str(pair), "--out", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
-    assert _entries(out) == {"reconstruction.safetensors", "results.json"}
+    assert _entries(out) == {"reconstruction.safetensors", "results.json", "results.jsonl", "run.json", "cells"}
+    assert _entries(out / "cells" / "recover") == {"reconstruction.safetensors"}  # no grid.png of the image run
     assert json.loads((out / "results.json").read_text())["reconstruction"]["method"] == "analytic"
     assert _entries(tmp_path) == {"tab", "out"}
 
@@ -293,5 +294,5 @@ def test_umask_is_followed_by_recover(pair_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     mask = os.umask(0)
     os.umask(mask)
-    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~mask}
-    assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {0o666 & ~mask}
+    assert {p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")] if p.is_dir()} == {0o777 & ~mask}

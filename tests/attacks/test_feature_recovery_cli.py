@@ -47,6 +47,10 @@ def test_attack_never_reads_the_ground_truth(pair_dir: Path, tmp_path: Path) -> 
     assert ok.exit_code == 0, ok.output
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert results["evaluation"] is None and results["reconstruction"]["label_source"] == "given"
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "a")])  # an unscored cell reports, unscored
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "a" / "report" / "index.html").read_text(encoding="utf-8")
+    assert "1 of 1 cells finished" in page and "Failed cells" not in page
     bad = CliRunner().invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "b"), "--iterations", "2",
                                    "--restarts", "1"])
     assert bad.exit_code == 2 and "ground_truth.safetensors" in bad.output
@@ -93,18 +97,58 @@ def test_recover_says_its_verdict_beside_the_baselines_and_json_is_one_document(
     assert "results.json" in summary["files"] and summary["label_accuracy"] == 1.0
 
 
-def test_report_reads_the_recover_folder_as_one_cell(pair_dir: Path, tmp_path: Path) -> None:
-    """`scenario → recover → report`: the recover folder reports, its verdict and baselines on the page."""
+def test_recover_writes_a_one_cell_run_folder_that_report_reads(pair_dir: Path, tmp_path: Path) -> None:
+    """`scenario → recover → report`: the recover folder is a run folder of one cell, read by the one reader."""
+    from cli_checks import one_error
+    from unlearnleak.run_folder import read_rows
+
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["recover", str(pair_dir), "--out", str(out), "--iterations", "6",
+                                    "--restarts", "1", "--seed", "3"]).exit_code == 0
+    rows, torn = read_rows(out / "results.jsonl")
+    assert torn == b"" and len(rows) == 1
+    row, results = rows[0], json.loads((out / "results.json").read_text())
+    assert row.cell == "recover" and row.status == "ok" and row.seed == 3 and row.params == {
+        "command": "recover", "preset": "best", "seed": 3}
+    fr = row.feature_recovery
+    assert fr is not None and fr.metrics is not None and fr.baselines is not None
+    assert fr.metrics["psnr"] == results["evaluation"]["mean"]["psnr"]  # one number, two files, the same
+    assert fr.baselines.thumbnail_4x4 == results["baselines"]["thumbnail_4x4"]
+    assert fr.artifacts == {"reconstruction": "reconstruction.safetensors", "grid": "grid.png"}
+    for name in fr.artifacts.values():  # the row's files in its cell folder, the documented ones at the top
+        assert (out / "cells" / "recover" / name).read_bytes() == (out / name).read_bytes()
+    assert json.loads((out / "run.json").read_text())["cells"] == {"recover": row.params}
+
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "1 of 1 cells finished" in page and "thumbnail" in page and "recover" in page
+
+    lines = (out / "results.jsonl").read_text().splitlines()  # a corrupted row: one line, exit 2, nothing written
+    (out / "results.jsonl").write_text(lines[0].replace('"psnr": ', '"psnr": "high", "was": ', 1) + "\n")
+    one_error(CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "r1")]),
+              "results.jsonl line 1", "`feature_recovery.metrics.psnr`", "--overwrite")
+    assert not (tmp_path / "r1").exists()
+
+
+def test_report_reads_a_recover_folder_of_an_earlier_version(pair_dir: Path, tmp_path: Path) -> None:
+    """A folder from before `recover` wrote run folders (results.json only) reports as the same one cell; one
+    written before results.json held its row fails in one line saying how to convert it."""
+    from cli_checks import one_error
+    from unlearnleak.storage import remove_tree
+
     out = tmp_path / "out"
     assert CliRunner().invoke(app, ["recover", str(pair_dir), "--out", str(out), "--iterations", "6",
                                     "--restarts", "1"]).exit_code == 0
+    for name in ("results.jsonl", "run.json", "cells"):
+        remove_tree(out / name) if (out / name).is_dir() else (out / name).unlink()
     result = CliRunner().invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
     assert "1 of 1 cells finished" in page and "thumbnail" in page and "recover" in page
     results = json.loads((out / "results.json").read_text())
-    results.pop("feature_recovery")  # as an earlier unlearnleak wrote it
+    results.pop("feature_recovery")  # as an even earlier unlearnleak wrote it
     (out / "results.json").write_text(json.dumps(results))
-    old = CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "r2")])
-    assert old.exit_code == 2 and "earlier unlearnleak `recover`" in old.output and "--overwrite" in old.output
+    one_error(CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "r2")]),
+              "earlier unlearnleak `recover`", "--overwrite")
     assert not (tmp_path / "r2").exists()

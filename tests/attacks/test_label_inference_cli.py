@@ -120,14 +120,42 @@ def test_no_verdict_is_one_line_and_exit_status_3(app: typer.Typer, pair_dir: Pa
     assert summary["verdict"].startswith("no verdict on the label: class 4")
 
 
-def test_report_reads_the_infer_label_folder_as_one_cell(pair_dir: Path, tmp_path: Path) -> None:
+def test_infer_label_writes_a_one_cell_run_folder_that_report_reads(pair_dir: Path, tmp_path: Path) -> None:
+    """`infer-label → report`: the folder is a run folder of one cell; an earlier guess.json-only folder still
+    reports; a corrupted row fails in one line."""
+    from cli_checks import one_error
     from unlearnleak.cli import app as main_app
+    from unlearnleak.run_folder import read_rows
+    from unlearnleak.storage import remove_tree
 
     out = tmp_path / "out"
     assert CliRunner().invoke(main_app, ["infer-label", str(pair_dir), "--per-class", "2", "--out",
                                          str(out)]).exit_code == 0
-    assert json.loads((out / "guess.json").read_text())["format"] == "unlearnleak.infer-label/1"
+    record = json.loads((out / "guess.json").read_text())
+    assert record["format"] == "unlearnleak.infer-label/1"
+    rows, _ = read_rows(out / "results.jsonl")
+    assert len(rows) == 1 and rows[0].cell == "infer-label" and rows[0].status == "ok"
+    li = rows[0].label_inference
+    assert li is not None and li.correct is True and li.ranked[0] == 1 and li.chance == 0.1
+    assert li.to_dict() == record["evaluation"] | {"artifacts": li.artifacts}  # the probes stay at the top
+    assert set(li.artifacts) == {"confidence_change", "probe_grid"} and (out / "probes").is_dir()
+    assert all((out / "cells" / "infer-label" / name).is_file() for name in li.artifacts.values())
     result = CliRunner().invoke(main_app, ["report", str(out)])
     assert result.exit_code == 0, result.output
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
     assert "1 of 1 cells finished" in page and "infer-label" in page and "label leaked" in page
+
+    old = tmp_path / "old"  # as an earlier unlearnleak wrote it: guess.json and the figures only
+    old.mkdir()
+    for name in ("guess.json", "confidence_change.png", "probes.png"):
+        (old / name).write_bytes((out / name).read_bytes())
+    result = CliRunner().invoke(main_app, ["report", str(old)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 cells finished" in (old / "report" / "index.html").read_text(encoding="utf-8")
+
+    remove_tree(out / "report")
+    (out / "results.jsonl").write_text(json.dumps({"cell": "infer-label", "status": "ok", "params": {},
+                                                   "label_inference": {"ranked": "1,2"}}) + "\n")
+    one_error(CliRunner().invoke(main_app, ["report", str(out)]), "results.jsonl line 1",
+              "`label_inference.ranked`")
+    assert not (out / "report").exists()

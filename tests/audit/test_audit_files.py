@@ -48,6 +48,21 @@ def test_white_box_audit_of_a_users_own_files(user_pair: Any, white_box_args: Ca
     page = (out / "report.html").read_text()
     assert "tables/audit_samples.csv" not in page and "unlearnleak report AUDIT_DIR" in page  # no such files yet
     assert report["environment"]["versions"]["torch"]
+    # the folder is also a run folder of one cell, read by the one reader: the same numbers as report.json
+    from unlearnleak.report import load_run
+
+    data = load_run(out)
+    (row,) = data.cells
+    assert row.cell == "audit" and row.status == "ok" and row.label_inference is None
+    fr = row.feature_recovery
+    assert fr is not None and fr.metrics is not None and fr.baselines is not None
+    assert fr.metrics["psnr"] == m["psnr"] and fr.metrics["label_accuracy"] == report["evaluation"]["label_accuracy"]
+    assert fr.baselines.thumbnail_4x4 == {k: m[f"thumbnail_4x4_{k}"] for k in ("psnr", "ssim", "lpips")}
+    assert fr.baselines.dataset_mean_colour is None  # not given: never made up
+    assert (out / "cells" / "audit" / "reconstructions.safetensors").read_bytes() == \
+        (out / "reconstructions.safetensors").read_bytes()
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    assert "Declared knowledge" in (out / "report" / "index.html").read_text()  # still the audit page
 
 
 def test_declared_knowledge_is_used_and_reported(user_pair: Any, white_box_args: Callable[..., list[str]],
@@ -139,3 +154,24 @@ def test_ctrl_c_keeps_the_finished_stages(user_pair: Any, white_box_args: Callab
     assert [a["name"] for a in report["attacks"]] == ["feature_recovery"]
     assert load_file(str(out / "reconstructions.safetensors"))["images"].shape == (1, 3, 32, 32)
     assert not list(tmp_path.glob(".audit.*"))  # no staging folder left behind
+
+
+def test_the_label_attack_of_an_audit_is_a_row_section_with_chance(user_pair: Any,
+        white_box_args: Callable[..., list[str]], tmp_path: Path) -> None:
+    """The black-box guess of an audit is read back from its row with the same numbers as report.json, scored
+    against the deleted class of the given ground truth, beside chance."""
+    from unlearnleak.run_folder import read_rows
+
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "1", "--restarts", "1",
+                                               "--per-class", "2", "--ground-truth", str(user_pair.truth)))
+    assert result.exit_code in (0, 3), result.output
+    pred = json.loads((out / "report.json").read_text())["labels"]["from_predictions"]
+    (row,), _ = read_rows(out / "results.jsonl")
+    li = row.label_inference
+    assert li is not None and li.deleted == [user_pair.forget_y] and li.chance == 0.1
+    assert (li.best, li.ranked, li.p_value, li.queries_original, li.queries_unlearned) == (
+        pred["best"], pred["ranked"], pred["p_value"], pred["queries_original"], pred["queries_unlearned"])
+    assert li.correct == (pred["best"] == user_pair.forget_y if pred["ranked"] else None)
+    assert li.artifacts == {"confidence_change": "confidence_change.png"}
+    assert (out / "cells" / "audit" / "confidence_change.png").is_file()

@@ -5,7 +5,8 @@ Controlled by environment variables (set by the tests, inherited by pool and Ray
 UNLEARNLEAK_TEST_MARKERS  folder for the completion markers (one file per completed run of a cell);
 UNLEARNLEAK_TEST_INTERRUPT_AFTER  raise KeyboardInterrupt once this many cells have completed;
 UNLEARNLEAK_TEST_FAIL_N  raise ValueError in cells whose scenario.n_train equals it;
-UNLEARNLEAK_TEST_BLOCK_N  cells with this n_train write `<hash>.started` and then sleep (to be interrupted).
+UNLEARNLEAK_TEST_BLOCK_N  cells with this n_train write `<hash>.started` and then sleep (to be interrupted);
+UNLEARNLEAK_TEST_BAD_ROW_N  cells with this n_train return a row whose `feature_recovery.metrics` is a string.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ def counting_cell(config: ExperimentConfig, cell_dir: Path) -> dict[str, Any]:
     (cell_dir / "notes").mkdir()
     (cell_dir / "notes" / "summary.txt").write_text(f"n={n} mean={values.mean().item():.6f}\n", encoding="utf-8")
     (folder / f"{cell}.{os.getpid()}.{time.time_ns()}.done").write_text("done")
+    bad = os.environ.get("UNLEARNLEAK_TEST_BAD_ROW_N") == str(n)
     return {
         "dataset": config.scenario.dataset,
         "n_train": n,
-        "feature_recovery": {"metrics": {"psnr": 10.0 + values.mean().item()}},
+        "feature_recovery": {"metrics": "high" if bad else {"psnr": 10.0 + values.mean().item()}},
         "label_inference": {"correct": bool(values[0, 0] > 0.5), "chance": 0.1},
         "total": values.sum().item(),
     }

@@ -211,6 +211,21 @@ def test_failed_cells_are_recorded_and_retried(sweep_config: ExperimentConfig, m
     assert not any((out / "cells" / r["cell"] / "error.txt").exists() for r in retried)
 
 
+def test_a_cell_returning_a_malformed_row_fails_in_words(sweep_config: ExperimentConfig, marker_dir: Path,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row model checks what a cell function returns: a wrong type fails that cell (not the folder)."""
+    from unlearnleak.report import load_run
+
+    out = tmp_path / "run"
+    monkeypatch.setenv("UNLEARNLEAK_TEST_BAD_ROW_N", "6")
+    rows = run(sweep_config, out, workers=1)
+    failed = [r for r in rows if r["status"] == "error"]
+    assert len(failed) == 2 and all(r["params"]["scenario.n_train"] == 6 for r in failed)
+    assert all("`feature_recovery.metrics`" in r["error"] and "feature_recovery" not in r for r in failed)
+    assert [r["status"] for r in read_results(out)].count("ok") == 2
+    assert len(load_run(out).errors) == 2  # the folder stays readable, the failures shown
+
+
 def test_a_different_experiment_is_refused_unless_overwrite(sweep_config: ExperimentConfig, sweep_file: Path,
                                                              marker_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"

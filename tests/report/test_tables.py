@@ -112,3 +112,27 @@ def test_non_finite_values_written_as_strings_are_read_as_numbers(k_sweep: Path)
     li = {r["scenario.forget.k"]: r for r in _csv(label_inference_table(data.rows))}
     assert li["1"]["change_deleted_n"] == "2"
     assert CliRunner().invoke(app, ["report", str(k_sweep)]).exit_code == 0
+
+
+def test_rows_of_an_earlier_unlearnleak_still_report(tmp_path: Path) -> None:
+    """results.jsonl rows from before the baselines were named apart (`mean_colour`, the bilinear `thumbnail`, a
+    flat tabular baseline) and before later keys existed: read through the row model, reported under today's
+    names where the number is the same (`mean_colour` → `dataset_mean_colour`), under their own otherwise."""
+    run = tmp_path / "old"
+    image = {"cell": "i1", "status": "ok", "params": {"seed": 0}, "dataset": "cifar10",
+             "feature_recovery": {"metrics": {"psnr": 14.0}, "samples": [{"index": 0, "psnr": 14.0}],
+                                  "baselines": {"mean_colour": {"psnr": 9.0}, "thumbnail": {"psnr": 15.0}},
+                                  "artifacts": {}, "a_key_of_that_time": 1}}
+    table_row = {"cell": "t1", "status": "ok", "params": {"seed": 1}, "dataset": "adult",
+                 "feature_recovery": {"image": False, "metrics": {"mse": 0.5},
+                                      "baselines": {"mse": 1.0}, "artifacts": {}}}
+    (run).mkdir()
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (image, table_row)))
+    data = load_run(run)
+    assert len(data.ok) == 2 and data.rows[0]["feature_recovery"]["a_key_of_that_time"] == 1
+    lines = {r["dataset"]: r for r in _csv(feature_recovery_table(data.rows[:1]))}
+    assert float(lines["cifar10"]["dataset_mean_colour_psnr_mean"]) == 9.0
+    assert float(lines["cifar10"]["thumbnail_psnr_mean"]) == 15.0 and "thumbnail_4x4_psnr_mean" not in lines["cifar10"]
+    tabular = _csv(feature_recovery_table(data.rows[1:]))
+    assert float(tabular[0]["feature_mean_mse_mean"]) == 1.0
+    assert CliRunner().invoke(app, ["report", str(run)]).exit_code == 0

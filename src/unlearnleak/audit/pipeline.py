@@ -1,5 +1,7 @@
 """Audit one's own unlearning: the user's files or endpoints → the same attacks → report.json + verdict.
 
+The folder is also a run folder of one cell (``audit.run_row``: results.jsonl, run.json, cells/audit/).
+
 White-box (:func:`pair_from_files`): the user names the model definition (the only code that runs), the two
 checkpoints and, optionally, θ0, N, k and the labels; everything is checked before anything is computed.
 Black-box: two :class:`~unlearnleak.oracle_http.HttpOracle` endpoints. :func:`run_audit` runs the attacks
@@ -21,6 +23,7 @@ from unlearnleak.attacks.feature_recovery import Reconstruction, evaluate_recons
 from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
 from unlearnleak.attacks.label_inference.facade import LabelInference, LabelInferenceResult
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
+from unlearnleak.audit.run_row import write_audit_cell
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
 from unlearnleak.experiments.console import iteration_progress
 from unlearnleak.knowledge import ServerKnowledge
@@ -38,6 +41,8 @@ from unlearnleak.storage import (
 
 REPORT_FILE = "report.json"
 RECONSTRUCTIONS_FILE = "reconstructions.safetensors"
+GRID_FILE = "reconstructions.png"
+CONFIDENCE_FILE = "confidence_change.png"
 FORMAT = "unlearnleak.audit/1"
 # LabelGuess fields the shared label verdict (unlearnleak.verdicts) uses when a guess records them
 LABEL_EXTRA = ("state", "verdict", "lacking", "classes_without_probes", "rank", "min_per_class", "reason")
@@ -174,6 +179,8 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
     report["verdict"] = outcome.verdict
     _figures(out, outcome, ground_truth)
     write_json_atomic(out / REPORT_FILE, report)
+    write_audit_cell(out, outcome, ground_truth, {"reconstruction": RECONSTRUCTIONS_FILE, "grid": GRID_FILE,
+                                                  "confidence_change": CONFIDENCE_FILE})
     _html(out)
     return outcome
 
@@ -335,8 +342,8 @@ def _figures(out: Path, outcome: AuditOutcome,
         if ground_truth is not None and evaluation is not None:
             shown = rec.x[torch.tensor(evaluation["assignment"])]
             captions = [f"{s['psnr']:.1f}dB" for s in evaluation["samples"]]
-            save_reconstruction_grid(out / "reconstructions.png", ground_truth[0], shown, captions=captions)
+            save_reconstruction_grid(out / GRID_FILE, ground_truth[0], shown, captions=captions)
         else:
-            save_reconstruction_grid(out / "reconstructions.png", None, rec.x)
+            save_reconstruction_grid(out / GRID_FILE, None, rec.x)
     if outcome.labels is not None and outcome.labels.guess is not None:
-        plot_confidence_changes(outcome.labels.guess, out / "confidence_change.png")
+        plot_confidence_changes(outcome.labels.guess, out / CONFIDENCE_FILE)

@@ -32,9 +32,7 @@ from unlearnleak.storage import (
     check_output_folder,
     environment_record,
     output_folder,
-    to_json,
     write_json_atomic,
-    write_text_atomic,
 )
 from unlearnleak.training import TrainConfig
 from unlearnleak.verdicts import feature_recovery_verdict, gradient_label_phrase, label_verdict
@@ -151,12 +149,15 @@ FR_CELL, LI_CELL = "feature_recovery", "label_inference"  # the demo's two cells
 
 def _write_run_folder(staged: Path, summary: dict[str, Any]) -> None:
     """The demo's folder is also a run folder of two cells (results.jsonl, run.json), so `report` reads it."""
+    from unlearnleak.run_folder import check_row, write_rows
+
     rows = []
     for cell in (FR_CELL, LI_CELL):
         config = summary["experiments"][cell]
-        rows.append({"cell": cell, "params": {"experiment": config["name"]}, "config": config, "status": "ok",
-                     "seconds": round(summary[cell]["seconds"], 3), **summary[cell]["row"]})
-    write_text_atomic(staged / RESULTS_FILE, "".join(to_json(row) + "\n" for row in rows))
+        rows.append(check_row({"cell": cell, "params": {"experiment": config["name"]}, "config": config,
+                               "status": "ok", "seconds": round(summary[cell]["seconds"], 3),
+                               **summary[cell]["row"]}))
+    write_rows(staged / RESULTS_FILE, rows)
     write_json_atomic(staged / RUN_FILE, {"command": "unlearnleak demo", "cells": [FR_CELL, LI_CELL],
                                           "seconds": summary["seconds"], "environment": summary["environment"]})
 

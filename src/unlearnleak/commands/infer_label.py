@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         written = None
         if out is not None:
             publish_inference(out, ev, class_names=class_names, save_probes=probes_dir is None, overwrite=overwrite,
-                              scenario=run_record.scenario_summary() if run_record else {})
+                              scenario=run_record.scenario_summary() if run_record else {}, seed=seed)
             written = sorted(p.name for p in out.iterdir())
         if as_json:
             typer.echo(json.dumps({"out": None if out is None else str(out), "files": written,

@@ -206,14 +206,10 @@ def _learned_prior_line(results: dict[str, Any]) -> str:
 
 
 def recovery_entry(results: dict[str, Any]) -> dict[str, Any] | None:
-    """The recover results in the shape of a run row's ``feature_recovery`` entry (for the shared verdict)."""
-    evaluation = results.get("evaluation")
-    if evaluation is None:
-        return None
-    mean = dict(evaluation["mean"])
-    mean["label_accuracy"] = evaluation.get("label_accuracy")
-    return {"image": "psnr" in mean, "metrics": mean, "baselines": results.get("baselines") or {},
-            "samples": evaluation["samples"]}
+    """The run row's ``feature_recovery`` entry that `recover` wrote (``results.jsonl``, and the same in
+    ``results.json``), for the shared verdict; None when nothing was scored (no ground truth)."""
+    entry = results.get("feature_recovery")
+    return entry if isinstance(entry, dict) and entry.get("metrics") is not None else None
 
 
 def summary(results: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Every metric of an attack is reported beside what an attacker gets *without* the pair: for images the
 dataset's mean colour and (references that need the truth) the image's own mean colour and its 4×4 thumbnail
-(``unlearnleak.metrics.baselines``), the feature-mean row for tabular rows, chance for labels. ``to_row()``
-gives the JSON-able dicts of a results row (docs of the contract: issue 11, "one cell → one row").
+(``unlearnleak.metrics.baselines``), the feature-mean row for tabular rows, chance for labels. ``result()``
+gives the row's typed section (``unlearnleak.rows``), ``to_row()`` its JSON-able dict.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.label_inference import LabelGuess, ProbeSet
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.metrics import LPIPS, baseline_images, feature_errors, image_metrics
+from unlearnleak.rows import FeatureRecoveryResult, LabelInferenceResult
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips")
 TABULAR_METRICS = ("mse", "max_abs_error", "mean_abs_error", "mean_categorical_accuracy", "mean_relative_error")
@@ -127,14 +128,20 @@ class FeatureRecoveryEvaluation:
                  "label": s["label"]} for s in self.scores["samples"]]
 
     def to_row(self) -> dict[str, Any]:
+        """The row's ``feature_recovery`` entry, as JSON-able dict (checked by the row model)."""
+        return self.result().to_dict()
+
+    def result(self) -> FeatureRecoveryResult:
         """The row's ``feature_recovery`` entry."""
         rec = self.reconstruction
-        return {"preset": rec.preset, "mode": rec.target_mode, "method": rec.method, "iterations": rec.iterations,
+        return FeatureRecoveryResult.model_validate({
+                "preset": rec.preset, "mode": rec.target_mode, "method": rec.method, "iterations": rec.iterations,
                 "seconds": rec.seconds, "target_cosine": self.target_cosine, "image": self.image,
-                "label_source": rec.label_source, "metrics": self.metric_means(), "samples": self.samples(),
+                "label_source": rec.label_source, "scored": self.scores is not None,
+                "metrics": self.metric_means(), "samples": self.samples(),
                 "baselines": self.baselines, "artifacts": dict(self.artifacts),
                 "learned_prior": rec.config.get("learned_prior"), "decoder_alone": self.decoder_alone(),
-                **({} if self.attacked is None else {"attacked": self.attacked})}
+                **({} if self.attacked is None else {"attacked": self.attacked})})
 
 
 @dataclass(frozen=True)
@@ -182,9 +189,14 @@ class LabelInferenceEvaluation:
         return (len(set(self.deleted)) if self.deleted else 1) / self.num_classes
 
     def to_row(self) -> dict[str, Any]:
+        """The row's ``label_inference`` entry, as JSON-able dict (checked by the row model)."""
+        return self.result().to_dict()
+
+    def result(self) -> LabelInferenceResult:
         """The row's ``label_inference`` entry (NaN changes of classes without probes become None)."""
         g = self.guess
-        return {"generator": g.generator, "per_class": self.spec.per_class, "statistic": g.statistic,
+        return LabelInferenceResult.model_validate({
+                "generator": g.generator, "per_class": self.spec.per_class, "statistic": g.statistic,
                 "deleted": None if self.deleted is None else list(self.deleted), "best": g.best,
                 "ranked": list(g.ranked), "changes": [None if math.isnan(v) else v for v in g.changes],
                 "correct": self.correct, "detected": g.detected, "detected_correct": self.detected_correct,
@@ -194,4 +206,4 @@ class LabelInferenceEvaluation:
                 "calibration": g.calibration, "probes": len(self.probes),
                 "probe_counts": list(g.probe_counts),
                 "queries_original": g.queries_original, "queries_unlearned": g.queries_unlearned,
-                "artifacts": dict(self.artifacts)}
+                "artifacts": dict(self.artifacts)})

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, evaluate_reconstruction
@@ -50,6 +51,8 @@ from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS
 from unlearnleak.oracle import ModelOracle, Oracle
 from unlearnleak.pair import ModelPair, StateDict
+from unlearnleak.rows import CellResults, CellRow, FeatureRecoveryResult, LabelInferenceResult
+from unlearnleak.run_folder import CELLS_DIR, write_one_cell
 from unlearnleak.scenario import Scenario, build_scenario, server_view, unlearning_kind
 from unlearnleak.storage import save_tensors_atomic
 
@@ -270,11 +273,12 @@ class CellResult:
     seconds: float
 
     def row(self) -> dict[str, Any]:
-        """The JSON-able results row (the runner adds cell, params, config, status and seconds)."""
+        """The JSON-able results row, built as ``rows.CellResults`` (the runner adds cell, params, config, status
+        and seconds, and checks the whole as a ``rows.CellRow``)."""
         p = self.prepared
         scn, cfg = p.scenario, p.config.scenario
         metrics = dict(scn.record.metrics)
-        return {
+        return CellResults.model_validate({
             "dataset": cfg.dataset, "model": cfg.model, "method": cfg.unlearning.method,
             "kind": unlearning_kind(cfg.unlearning.method), "n_train": cfg.n_train,
             "k": int(scn.forget_positions.numel()), "forget": cfg.forget.model_dump(mode="json"),
@@ -284,9 +288,9 @@ class CellResult:
             "forgetting": {key: metrics.get(key) for key in (
                 "original_forget_accuracy", "unlearned_forget_accuracy", "original_retain_accuracy",
                 "unlearned_retain_accuracy")},
-            "feature_recovery": None if self.feature_recovery is None else self.feature_recovery.to_row(),
-            "label_inference": None if self.label_inference is None else self.label_inference.to_row(),
-        }
+            "feature_recovery": None if self.feature_recovery is None else self.feature_recovery.result(),
+            "label_inference": None if self.label_inference is None else self.label_inference.result(),
+        }).to_dict()
 
 
 def execute_cell(config: ExperimentConfig, folder: Path, *,
@@ -368,14 +372,49 @@ RECOVER_RESULTS_FILE = "results.json"
 RECOVER_GRID_FILE = "grid.png"
 GUESS_FILE = "guess.json"
 GUESS_FORMAT = "unlearnleak.infer-label/1"
+RECOVER_CELL, INFER_LABEL_CELL = "recover", "infer-label"  # the one cell of each command's run folder
+
+
+def _one_cell_folder(staged: Path, cell: str, attack: Attack, section: FeatureRecoveryResult | LabelInferenceResult,
+                     spec: BaseModel, *, params: dict[str, Any],
+                     scenario: dict[str, Any], seed: int | None, seconds: float, started_at: str) -> CellRow:
+    """Make the command's output ``staged`` a run folder of one cell (``run_folder.write_one_cell``): its files
+    (the section's artifacts, top-level files of the command) copied into cells/<cell>/, results.jsonl, run.json."""
+    import shutil
+    import sys
+
+    from unlearnleak.storage import environment_record
+
+    cell_dir = staged / CELLS_DIR / cell
+    cell_dir.mkdir(parents=True)
+    kept: dict[str, str | None] = {}
+    for key, name in section.artifacts.items():
+        if name is not None and (staged / name).is_file():  # the probes folder stays at the top, for replay
+            shutil.copyfile(staged / name, cell_dir / name)
+            kept[key] = name
+    config = {"name": cell, "command": cell, "attacks": {attack: spec.model_dump(mode="json")}}
+    row = CellRow.model_validate({
+        "cell": cell, "status": "ok", "params": {"command": cell, **params}, "config": config, "seed": seed,
+        "seconds": round(seconds, 3), **scenario, attack: section.model_copy(update={"artifacts": kept})})
+    write_one_cell(staged, row, {"command": f"unlearnleak {cell}", "argv": list(sys.argv), "started": started_at,
+                                 "finished": _now(), "status": "finished", "environment": environment_record()})
+    return row
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def publish_recovery(out: Path, ev: FeatureRecoveryEvaluation, *, truth: tuple[torch.Tensor, torch.Tensor] | None,
                      header: dict[str, Any], started: float, overwrite: bool = False) -> dict[str, Any]:
-    """Write ``out`` whole (or not at all): the reconstruction, its grid (images) and ``results.json`` =
+    """Write ``out`` whole (or not at all): a run folder of one cell (results.jsonl, run.json, cells/recover/) that
+    `unlearnleak report` reads, and beside it the reconstruction, its grid (images) and ``results.json`` =
     ``header`` + the reconstruction's summary, its evaluation (None without D_u) and baselines."""
     from unlearnleak.storage import environment_record, output_folder, write_json_atomic
 
+    started_at = _now()
     results: dict[str, Any] = {**header, "reconstruction": ev.reconstruction.summary(), "evaluation": ev.scores,
                                "baselines": ev.baselines, "environment": environment_record()}
     with output_folder(out, overwrite=overwrite) as staged:
@@ -383,18 +422,26 @@ def publish_recovery(out: Path, ev: FeatureRecoveryEvaluation, *, truth: tuple[t
         if "grid" in written.artifacts:
             results["grid"] = written.artifacts["grid"]
         results["total_seconds"] = time.perf_counter() - started
-        results["feature_recovery"] = written.to_row()  # the run row's section: `unlearnleak report` reads it
+        section = written.result()
+        results["feature_recovery"] = section.to_dict()  # the row's section, as in results.jsonl
         write_json_atomic(staged / RECOVER_RESULTS_FILE, results)
+        params = {k: header[k] for k in ("preset", "seed") if isinstance(header.get(k), str | int)}
+        scenario = header.get("scenario") if isinstance(header.get("scenario"), dict) else {}
+        _one_cell_folder(staged, RECOVER_CELL, "feature_recovery", section, ev.spec, params=params,
+                         scenario=dict(scenario or {}), seed=header.get("seed"), seconds=results["total_seconds"],
+                         started_at=started_at)
     return results
 
 
 def publish_inference(out: Path, ev: LabelInferenceEvaluation, *, class_names: Sequence[str] | None,
-                      save_probes: bool, overwrite: bool = False,
-                      scenario: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``out`` whole (or not at all): ``guess.json`` (the guess, the ground truth if known, the probes'
-    cost, the scored evaluation), the figures and, if asked, the probes for later replay."""
+                      save_probes: bool, overwrite: bool = False, scenario: dict[str, Any] | None = None,
+                      seed: int | None = None) -> dict[str, Any]:
+    """Write ``out`` whole (or not at all): a run folder of one cell (results.jsonl, run.json, cells/infer-label/)
+    that `unlearnleak report` reads, and beside it ``guess.json`` (the guess, the ground truth if known, the
+    probes' cost, the scored evaluation), the figures and, if asked, the probes for later replay."""
     from unlearnleak.storage import output_folder, write_json_atomic
 
+    started_at = _now()
     probes = ev.probes
     record = {"format": GUESS_FORMAT, "scenario": dict(scenario or {}), "guess": ev.guess.to_dict(),
               "deleted_labels": None if ev.deleted is None else list(ev.deleted),
@@ -403,6 +450,11 @@ def publish_inference(out: Path, ev: LabelInferenceEvaluation, *, class_names: S
                          "seconds": probes.seconds, "notes": probes.notes, "params": dict(probes.params)}}
     with output_folder(out, overwrite=overwrite) as staged:
         written = write_inference(ev, staged, class_names=class_names, save_probes=save_probes)
-        record["evaluation"] = written.to_row()
+        section = written.result()
+        record["evaluation"] = section.to_dict()  # the row's section, as in results.jsonl
         write_json_atomic(staged / GUESS_FILE, record)
+        params = {"generator": probes.generator, **({} if seed is None else {"seed": seed})}
+        # the cell's seconds: the probes' making (their replay to θ_u is one query each, a small part of it)
+        _one_cell_folder(staged, INFER_LABEL_CELL, "label_inference", section, ev.spec, params=params,
+                         scenario=dict(scenario or {}), seed=seed, seconds=probes.seconds, started_at=started_at)
     return record

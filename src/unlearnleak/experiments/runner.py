@@ -31,6 +31,7 @@ from unlearnleak.experiments.executors.cell import ERROR_FILE
 from unlearnleak.experiments.preflight import check_cells
 from unlearnleak.experiments.schema import Cell, ExperimentConfig, expand_cells
 from unlearnleak.progress import Task, progress_enabled, say, task
+from unlearnleak.rows import CellRow
 from unlearnleak.run_folder import (
     ATTACKS,
     CELLS_DIR,
@@ -38,8 +39,11 @@ from unlearnleak.run_folder import (
     LOCK_FILE,
     RESULTS_FILE,
     RUN_FILE,
+    append_row,
+    check_row,
     read_rows,
     result_problem,
+    write_rows,
 )
 from unlearnleak.storage import (
     check_creatable,
@@ -48,7 +52,6 @@ from unlearnleak.storage import (
     remove_tree,
     signals_held,
     stop_signals_interrupt,
-    to_json,
     write_json_atomic,
     write_text_atomic,
 )
@@ -113,7 +116,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: s
                 status = "finished"
             except KeyboardInterrupt:
                 status = "interrupted"
-                finished_count = sum(1 for r in rows.values() if r["status"] == "ok")
+                finished_count = sum(1 for r in rows.values() if r.status == "ok")
                 running = len(todo) - sum(1 for t in todo if t.cell in rows)
                 raise RunInterrupted(
                     f"interrupted: {finished_count} of {len(cells)} cells are finished and kept in {run_dir} "
@@ -124,7 +127,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | Path, *, executor: s
                     _finish_record(run_dir, record, status, todo, rows)
     finally:
         engine.close()
-    ordered = [rows[c.hash] for c in cells if c.hash in rows]
+    ordered = [rows[c.hash].to_dict() for c in cells if c.hash in rows]
     if ordered:
         console.print(headline_table(ordered, title=f"{config.name}: {len(ordered)} cells"))
     return ordered
@@ -145,14 +148,14 @@ def experiment_yaml(config: ExperimentConfig) -> str:
 def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of ``run_dir``/results.jsonl (a torn last line, from a crash mid-write, is left out)."""
     rows, _ = read_rows(Path(run_dir) / RESULTS_FILE)
-    return rows
+    return [row.to_dict() for row in rows]
 
 
 # ----- the run loop -------------------------------------------------------------------------------------------
 
 
 def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: dict[str, dict[str, Any]],
-               rows: dict[str, dict[str, Any]], console: Console) -> None:
+               rows: dict[str, CellRow], console: Console) -> None:
     show = progress_enabled() and len(todo) > 1
     if not show:  # one cell (or progress off): let the cell show its own progress when it runs in this process
         todo = [replace(t, quiet=False) for t in todo]
@@ -161,17 +164,17 @@ def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: di
 
         def on_done(task: CellTask, outcome: CellOutcome) -> None:
             nonlocal failed
-            row = {"cell": task.cell, "params": params[task.cell], "config": task.config, **outcome.row}
+            row = _outcome_row(task, params[task.cell], outcome)
             artifacts = dict(outcome.artifacts)
-            if row["status"] != "ok" and ERROR_FILE not in artifacts:
-                artifacts[ERROR_FILE] = (row.get("error", "failed") + "\n").encode("utf-8")
+            if row.status != "ok" and ERROR_FILE not in artifacts:
+                artifacts[ERROR_FILE] = ((row.error or "failed") + "\n").encode("utf-8")
             with _interrupts_deferred():  # the folder and its row land together, or the cell reruns
                 _publish_cell(run_dir, task.cell, artifacts)
-                _append_row(run_dir / RESULTS_FILE, row)
+                append_row(run_dir / RESULTS_FILE, row)
             rows[task.cell] = row
-            if row["status"] != "ok":
+            if row.status != "ok":
                 failed += 1
-                message = f"cell {task.cell} {_params_text(row['params'])} failed: {row.get('error')}"
+                message = f"cell {task.cell} {_params_text(params[task.cell])} failed: {row.error}"
                 if progress is not None:
                     say(message)  # above the live bar, when there is one
                 else:
@@ -181,6 +184,17 @@ def _run_cells(engine: Executor, todo: list[CellTask], run_dir: Path, params: di
                 progress.advance()
 
         engine.run(todo, on_done)
+
+
+def _outcome_row(task: CellTask, params: dict[str, Any], outcome: CellOutcome) -> CellRow:
+    """The cell's row, checked by the row model; a cell function that returns no row fails its cell, in words."""
+    data = {"cell": task.cell, "params": params, "config": task.config, **outcome.row}
+    try:
+        return check_row(data)
+    except ValueError as exc:
+        return check_row({"cell": task.cell, "params": params, "config": task.config, "status": "error",
+                          "seconds": outcome.row.get("seconds"),
+                          "error": f"the cell function {task.cell_fn} returned a row that is not one: {exc}"})
 
 
 @contextmanager
@@ -335,7 +349,7 @@ def _clean_staging(run_dir: Path) -> None:
         remove_tree(leftover)
 
 
-def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str, Any]], list[str], bool]:
+def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, CellRow], list[str], bool]:
     """(the "ok" rows that hold a whole result, by cell; notes on what runs again; whether the file needs a rewrite).
 
     Reads only. A row that says "ok" but lacks the result its config asks for (or names a file that is missing,
@@ -344,19 +358,19 @@ def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str
     path = run_dir / RESULTS_FILE
     rows, torn = read_rows(path)
     by_hash = {c.hash: c for c in cells}
-    unknown = sorted({r["cell"] for r in rows} - set(by_hash))
+    unknown = sorted({r.cell for r in rows} - set(by_hash))
     if unknown:
         raise CheckpointError(f"{path} holds rows of cells that are not in this experiment ({', '.join(unknown[:3])}"
                               "); it was edited or copied in: pass --overwrite to start afresh")
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, CellRow] = {}
     for row in rows:
-        latest.pop(row["cell"], None)
-        latest[row["cell"]] = row
-    done: dict[str, dict[str, Any]] = {}
+        latest.pop(row.cell, None)
+        latest[row.cell] = row
+    done: dict[str, CellRow] = {}
     notes = []
     failed = 0
     for cell, row in latest.items():
-        if row["status"] != "ok":
+        if row.status != "ok":
             failed += 1
             continue
         config = by_hash[cell].config
@@ -376,11 +390,11 @@ def _finished_rows(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str
     return done, notes, bool(torn) or len(done) != len(rows)
 
 
-def _load_results(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def _load_results(run_dir: Path, cells: list[Cell]) -> tuple[dict[str, CellRow], list[str]]:
     """The finished rows by cell; torn lines, failed and incomplete rows are dropped from the file (atomically)."""
     done, notes, rewrite = _finished_rows(run_dir, cells)
     if rewrite:
-        write_text_atomic(run_dir / RESULTS_FILE, "".join(to_json(row) + "\n" for row in done.values()))
+        write_rows(run_dir / RESULTS_FILE, list(done.values()))
     return done, notes
 
 
@@ -405,19 +419,6 @@ def _publish_cell(run_dir: Path, cell: str, artifacts: dict[str, bytes]) -> None
         remove_tree(old)
     else:
         os.replace(staged, final)
-
-
-def _append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one row as one line with a single write, then fsync (a crash can only tear the last line)."""
-    line = (to_json(row) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        written = os.write(fd, line)
-        if written != len(line):
-            raise OSError(f"short write to {path} ({written} of {len(line)} bytes); the disk may be full")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> str:
@@ -450,13 +451,13 @@ def _start_record(previous: dict[str, Any] | None, config: ExperimentConfig, cel
 
 
 def _finish_record(run_dir: Path, record: dict[str, Any], status: str, todo: list[CellTask],
-                   rows: dict[str, dict[str, Any]]) -> None:
+                   rows: dict[str, CellRow]) -> None:
     ran = [rows[t.cell] for t in todo if t.cell in rows]
     invocation = record["invocations"][-1]
-    invocation.update(finished=_now(), status=status, ok=sum(r["status"] == "ok" for r in ran),
-                      errors=sum(r["status"] != "ok" for r in ran))
+    invocation.update(finished=_now(), status=status, ok=sum(r.status == "ok" for r in ran),
+                      errors=sum(r.status != "ok" for r in ran))
     record.update(finished=invocation["finished"], status=status,
-                  ok=sum(r["status"] == "ok" for r in rows.values()), cells_total=len(record["cells"]))
+                  ok=sum(r.status == "ok" for r in rows.values()), cells_total=len(record["cells"]))
     write_json_atomic(run_dir / RUN_FILE, record)
 
 

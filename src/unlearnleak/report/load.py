@@ -1,5 +1,10 @@
 """Read a run folder (results.jsonl, run.json, experiment.yaml, cells/) whole and checked, before anything is written.
 
+Rows are read by the one reader (``run_folder.read_rows``) as typed :class:`~unlearnleak.rows.CellRow` models; the
+tables and figures receive each as its dict (``CellRow.to_dict``). Every command writes such a folder (`run`,
+`sweep`, `recover`, `infer-label`, `demo`); a `recover`/`infer-label` folder of an earlier unlearnleak (its
+results.json or guess.json only) is converted here into the same one-cell row.
+
 Every problem a user can cause — no folder, no results.jsonl, a malformed line, a missing or unreadable cell
 artifact — raises :class:`~unlearnleak.errors.CheckpointError` with one line naming the file and the fix, so
 that ``unlearnleak report`` fails before it writes anything. Tensors are read from safetensors only.
@@ -16,6 +21,7 @@ from typing import Any
 import torch
 
 from unlearnleak.errors import CheckpointError
+from unlearnleak.rows import CellRow, RowError, parse_row
 from unlearnleak.run_folder import (
     CELLS_DIR,
     EXPERIMENT_FILE,
@@ -29,6 +35,7 @@ from unlearnleak.storage import read_safetensors
 
 AUDIT_FILE = "report.json"
 AUDIT_FORMAT = "unlearnleak.audit/1"
+AUDIT_CELL = "audit"  # the one cell of an audit folder (unlearnleak.audit.run_row)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Tensor names accepted in the cells' safetensors (the pipeline's, the Reconstruction file's, the audit's).
 IMAGE_KEYS = ("x", "images", "forget_x", "rows")
@@ -54,7 +61,8 @@ class RunData:
     experiment_yaml: str | None = None
     tensors: dict[str, CellTensors] = field(default_factory=dict)  # cell hash → tensors (image recovery)
     superseded: int = 0  # rows replaced by a later row of the same cell (retried errors)
-    command: str | None = None  # `recover` / `infer-label`: a one-attack folder read as one cell (files at its top)
+    cells: list[CellRow] = field(default_factory=list)  # the typed rows (``rows`` holds their dicts)
+    legacy: str | None = None  # the command of an earlier `recover`/`infer-label` folder (files at its top)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -68,8 +76,11 @@ class RunData:
 
 
 def is_audit_folder(folder: Path) -> bool:
-    """An audit folder (``unlearnleak audit --out``) holds report.json and no results.jsonl."""
-    return (folder / AUDIT_FILE).is_file() and not (folder / RESULTS_FILE).exists()
+    """An audit folder (``unlearnleak audit --out``) holds report.json, and either no results.jsonl (an earlier
+    audit) or the one cell the audit writes (cells/audit/): its page is the audit's, verdict first."""
+    if not (folder / AUDIT_FILE).is_file():
+        return False
+    return not (folder / RESULTS_FILE).exists() or (folder / CELLS_DIR / AUDIT_CELL).is_dir()
 
 
 def _refuse_old_study(folder: Path) -> None:
@@ -105,17 +116,29 @@ def load_run(folder: str | Path) -> RunData:
         _refuse_link(folder, folder / name)
     _refuse_old_study(folder)
     rows, superseded = _read_rows(results)
-    data = RunData(folder=folder, rows=[_unless_empty(row, results) for row in rows], superseded=superseded)
+    data = _run_data(folder, [_unless_empty(row, results) for row in rows], superseded=superseded)
     data.run = _read_run_json(folder / RUN_FILE)
     yaml_path = folder / EXPERIMENT_FILE
     if yaml_path.is_file():
         data.experiment_yaml = _read_text(yaml_path)
-    for row in data.ok:
-        _check_artifacts(folder, row)
-        tensors = _read_tensors(folder, row)
-        if tensors is not None:
-            data.tensors[row["cell"]] = tensors
+    _read_cells(data)
     return data
+
+
+def _run_data(folder: Path, cells: list[CellRow], *, superseded: int = 0, legacy: str | None = None) -> RunData:
+    return RunData(folder=folder, rows=[cell.to_dict() for cell in cells], cells=cells, superseded=superseded,
+                   legacy=legacy)
+
+
+def _read_cells(data: RunData) -> None:
+    """Check every finished cell's files and read its tensors (image feature recovery)."""
+    for row in data.cells:
+        if row.status != "ok":
+            continue
+        _check_artifacts(data, row)
+        tensors = _read_tensors(data, row)
+        if tensors is not None:
+            data.tensors[row.cell] = tensors
 
 
 def _refuse_link(folder: Path, path: Path) -> None:
@@ -126,15 +149,15 @@ def _refuse_link(folder: Path, path: Path) -> None:
             raise CheckpointError(f"{problem}; copy the file into the run folder instead of linking it")
 
 
-def _unless_empty(row: dict[str, Any], results: Path) -> dict[str, Any]:
+def _unless_empty(row: CellRow, results: Path) -> CellRow:
     """An "ok" row without the results its config asks for is shown as a failed cell, never left out."""
-    if row.get("status") != "ok":
+    if row.status != "ok":
         return row
     problem = result_problem(row)
     if problem is None:
         return row
-    return {**row, "status": "error", "error": f"the row in {results.name} says ok, but {problem}; run the same "
-                                              "`unlearnleak run|sweep` command on this folder to rerun the cell"}
+    return row.model_copy(update={"status": "error", "error": f"the row in {results.name} says ok, but {problem}; "
+                                  "run the command that wrote this folder again to rerun the cell"})
 
 
 def _read_text(path: Path) -> str:
@@ -144,7 +167,7 @@ def _read_text(path: Path) -> str:
         raise CheckpointError(f"{path} cannot be read as UTF-8 text ({exc}); restore it from the run") from None
 
 
-def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
+def _read_rows(path: Path) -> tuple[list[CellRow], int]:
     """The rows of results.jsonl, one per cell (a later "ok" row replaces an earlier error row)."""
     rows, torn = read_rows(path)
     if torn:
@@ -152,11 +175,11 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
         raise CheckpointError(f"{path} line {line} is not valid JSON (a torn last "
                               "line, from a write cut short); re-run `unlearnleak sweep` on the same folder to "
                               "repair it, or remove the line")
-    by_cell: dict[str, dict[str, Any]] = {}
+    by_cell: dict[str, CellRow] = {}
     for row in rows:
-        previous = by_cell.get(row["cell"])
-        if previous is None or row["status"] == "ok" or previous.get("status") != "ok":
-            by_cell[row["cell"]] = row
+        previous = by_cell.get(row.cell)
+        if previous is None or row.status == "ok" or previous.status != "ok":
+            by_cell[row.cell] = row
     return list(by_cell.values()), len(rows) - len(by_cell)
 
 
@@ -173,41 +196,39 @@ def _read_run_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def artifact_path(folder: Path, row: dict[str, Any], name: str) -> Path:
+def artifact_path(data: RunData, row: CellRow, name: str) -> Path:
     """The file a row's artifact entry names, refused if it would leave the cell's folder (also by a link).
-    A one-attack folder (``recover``/``infer-label``) is its own cell folder."""
+    The folder of an earlier `recover`/`infer-label` is its own cell folder."""
     rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\x00" in name:
-        raise CheckpointError(f"cell {row['cell']}: artifact path {name!r} leaves the cell folder; the row was not "
-                              f"written by `unlearnleak run`")
-    cell_dir = folder if row.get("cell") in _COMMANDS else folder / CELLS_DIR / row["cell"]
+        raise CheckpointError(f"cell {row.cell}: artifact path {name!r} leaves the cell folder; the row was not "
+                              f"written by unlearnleak")
+    cell_dir = data.folder if data.legacy else data.folder / CELLS_DIR / row.cell
     path = cell_dir / Path(*rel.parts)
-    _refuse_link(folder, path)
+    _refuse_link(data.folder, path)
     return path
 
 
-def _artifacts(row: dict[str, Any]) -> dict[str, str]:
+def _artifacts(row: CellRow) -> dict[str, str]:
     out: dict[str, str] = {}
-    for section in ("feature_recovery", "label_inference"):
-        part = row.get(section) or {}
-        for key, value in (part.get("artifacts") or {}).items():
+    for attack in ("feature_recovery", "label_inference"):
+        section = row.section(attack)
+        for key, value in (section.artifacts if section is not None else {}).items():
             if value is not None and key != "probes":  # saved probes: a folder for replay, nothing the report reads
-                if not isinstance(value, str):
-                    raise CheckpointError(f"cell {row['cell']}: {section}.artifacts.{key} is not a path")
-                out[f"{section}.{key}"] = value
+                out[f"{attack}.{key}"] = value
     return out
 
 
-def _check_artifacts(folder: Path, row: dict[str, Any]) -> None:
+def _check_artifacts(data: RunData, row: CellRow) -> None:
     for key, name in _artifacts(row).items():
-        path = artifact_path(folder, row, name)
+        path = artifact_path(data, row, name)
         if not path.is_file():
-            raise CheckpointError(f"{path} ({key} of cell {row['cell']}) is missing; re-run the cell (delete its "
-                                  f"row from {RESULTS_FILE} and run the sweep again) or restore the file")
+            raise CheckpointError(f"{path} ({key} of cell {row.cell}) is missing; rerun the cell (the command that "
+                                  f"wrote {data.folder}) or restore the file")
         if path.suffix.lower() == ".png":
             with path.open("rb") as handle:
                 if handle.read(8) != PNG_SIGNATURE:
-                    raise CheckpointError(f"{path} ({key} of cell {row['cell']}) is not a PNG image; re-run the "
+                    raise CheckpointError(f"{path} ({key} of cell {row.cell}) is not a PNG image; rerun the "
                                           f"cell or restore the file")
 
 
@@ -215,17 +236,19 @@ def _first(tensors: dict[str, torch.Tensor], keys: tuple[str, ...]) -> torch.Ten
     return next((tensors[k] for k in keys if k in tensors), None)
 
 
-def _read_tensors(folder: Path, row: dict[str, Any]) -> CellTensors | None:
+def _read_tensors(data: RunData, row: CellRow) -> CellTensors | None:
     """Truth and reconstruction of an image feature-recovery cell (None for tabular rows or no artifacts)."""
-    fr = row.get("feature_recovery") or {}
-    arts = fr.get("artifacts") or {}
-    if not fr.get("image", True) or "truth" not in arts or "reconstruction" not in arts:
+    fr = row.feature_recovery
+    if fr is None or not fr.image:
+        return None
+    truth_name, recon_name = fr.artifacts.get("truth"), fr.artifacts.get("reconstruction")
+    if truth_name is None or recon_name is None:
         return None
     found: dict[str, torch.Tensor] = {}
     truth_labels = None
-    for key in ("truth", "reconstruction"):
-        path = artifact_path(folder, row, arts[key])
-        tensors = read_safetensors(path, f"feature_recovery.artifacts.{key} of cell {row['cell']}")
+    for key, name in (("truth", truth_name), ("reconstruction", recon_name)):
+        path = artifact_path(data, row, name)
+        tensors = read_safetensors(path, f"feature_recovery.artifacts.{key} of cell {row.cell}")
         x = _first(tensors, IMAGE_KEYS)
         if x is None:
             raise CheckpointError(f"{path} holds none of the tensors {', '.join(IMAGE_KEYS)}; re-run the cell")
@@ -237,13 +260,13 @@ def _read_tensors(folder: Path, row: dict[str, Any]) -> CellTensors | None:
         if key == "truth":
             truth_labels = _first(tensors, LABEL_KEYS)
     if found["truth"].shape != found["reconstruction"].shape:
-        raise CheckpointError(f"cell {row['cell']}: truth {tuple(found['truth'].shape)} and reconstruction "
+        raise CheckpointError(f"cell {row.cell}: truth {tuple(found['truth'].shape)} and reconstruction "
                               f"{tuple(found['reconstruction'].shape)} differ in shape; re-run the cell")
     return CellTensors(found["truth"], None if truth_labels is None else truth_labels.long().flatten(),
                        found["reconstruction"])
 
 
-# ---- the folders of `recover` and `infer-label`, read as a run of one cell ------------------------------------
+# ---- the folders of `recover` and `infer-label` written before they wrote run folders ---------------------------
 
 # command → (its file, the format it writes, the key of the run row's section in that file, the section)
 _SCENARIO_KEYS = ("dataset", "model", "method", "n_train", "k")
@@ -254,9 +277,9 @@ _COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 
 def _command_folder(folder: Path) -> RunData | None:
-    """The `--out` folder of `recover` or `infer-label` as a run of one cell (its row section is in the file the
-    command writes; its files lie at the folder's top), or None when it is neither. A folder written before the
-    row section was stored fails with one line saying to rerun the command."""
+    """The `--out` folder of an earlier `recover` or `infer-label` (results.json or guess.json, no results.jsonl)
+    converted into a run of one cell (its files lie at the folder's top), or None when it is neither. A folder
+    written before the row section was stored fails with one line saying to rerun the command."""
     for command, (name, fmt, key, section) in _COMMANDS.items():
         path = folder / name
         if not path.is_file():
@@ -265,23 +288,24 @@ def _command_folder(folder: Path) -> RunData | None:
         record = _read_run_json(path)
         if command == "recover" and record.get("format") != fmt:
             continue  # a results.json of something else
+        rerun = f"rerun `unlearnleak {command} … --out {folder} --overwrite` (it now writes a run folder)"
         if not isinstance(record.get(key), dict):
             raise CheckpointError(f"{path} was written by an earlier unlearnleak `{command}` and lacks its result "
-                                  f"row; rerun `unlearnleak {command} … --out {folder} --overwrite` to report it")
+                                  f"row; {rerun} to report it")
         params = {"command": command, **{k: record[k] for k in ("preset", "seed") if isinstance(record.get(k),
                                                                                               (str, int))}}
         given: dict[str, Any] = record["scenario"] if isinstance(record.get("scenario"), dict) else {}
         scenario = {k: v for k, v in given.items() if k in _SCENARIO_KEYS and isinstance(v, str | int)}
-        row: dict[str, Any] = {"cell": command, "status": "ok", "params": params, "config": {"name": command},
-                               **scenario,
-                               "feature_recovery": None, "label_inference": None, section: dict(record[key])}
+        try:
+            row = parse_row({"cell": command, "status": "ok", "params": params, "config": {"name": command},
+                             **scenario, section: dict(record[key])})
+        except RowError as exc:
+            raise CheckpointError(f"{path}: {exc}; {rerun}") from None
         problem = result_problem(row, enabled=[section])
         if problem is not None:
-            raise CheckpointError(f"{path}: {problem}; rerun `unlearnleak {command} … --out {folder} --overwrite`")
-        data = RunData(folder=folder, rows=[row], run={"command": command, "source": name}, command=command)
-        _check_artifacts(folder, row)
-        tensors = _read_tensors(folder, row)
-        if tensors is not None:
-            data.tensors[command] = tensors
+            raise CheckpointError(f"{path}: {problem}; {rerun}")
+        data = _run_data(folder, [row], legacy=command)
+        data.run = {"command": command, "source": name}
+        _read_cells(data)
         return data
     return None

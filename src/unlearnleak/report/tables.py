@@ -17,6 +17,7 @@ from typing import Any
 
 from unlearnleak.report.groups import Group, group_rows, setting_columns, short, value_text
 from unlearnleak.report.stats import Interval, as_number, fmt, interval, metric_interval
+from unlearnleak.rows import TABULAR_BASELINE
 from unlearnleak.verdicts import MARGIN_DB, gradient_label_phrase, image_verdict, label_summary, tabular_verdict
 
 UTILITY = (("served_test_accuracy", "served acc"), ("unlearned_test_accuracy", "θ_u acc"),
@@ -165,19 +166,14 @@ def _fr_metrics(rows: list[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
-FLAT_BASELINE = "feature_mean"  # tabular rows may give the feature-mean row's metrics flat, without a name
-# Run rows written before the baselines were named apart called the dataset's mean colour "mean_colour".
-LEGACY_BASELINES = {"mean_colour": "dataset_mean_colour"}
+FLAT_BASELINE = TABULAR_BASELINE
 
 
 def baselines_of(fr: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """A row's baselines as name → metric → value (flat metrics, the tabular form, are named feature_mean)."""
+    """A row's baselines as name → metric → value (older names and the flat tabular form are converted when the
+    row is read: ``unlearnleak.rows.Baselines``)."""
     raw = (fr or {}).get("baselines") or {}
-    named = {LEGACY_BASELINES.get(k, k): v for k, v in raw.items() if isinstance(v, dict)}
-    flat = {k: v for k, v in raw.items() if v is None or isinstance(v, int | float)}
-    if flat:
-        named.setdefault(FLAT_BASELINE, flat)
-    return named
+    return {k: v for k, v in raw.items() if isinstance(v, dict)}
 
 
 def _baselines(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
