@@ -87,6 +87,10 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--variants", default="ours,sched,total,nokeep")
     parser.add_argument("--no-breaching", action="store_true")
+    parser.add_argument("--clamp-start", action="store_true", help="clamp the start into the box for both (breaching "
+                        "takes its first gradient at the unclamped start, ours after clamping)")
+    parser.add_argument("--perturb", type=float, default=0.0, help="add this much N(0,1) noise (seed 7) to the start "
+                        "(how sensitive each attack is to its start)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "modern_bisect.jsonl")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -105,8 +109,12 @@ def main() -> int:
         config = inv.preset("modern", iterations=args.iterations)
         z0 = inv.initial_inputs(config, tuple(truth_x.shape), torch.Generator().manual_seed(1000 + sample))[0]
         x0 = norm[0] + norm[1] * z0  # the same start for both, in pixels (unclamped)
+        if args.perturb:
+            x0 = x0 + args.perturb * torch.randn(x0.shape, generator=torch.Generator().manual_seed(7))
+        if args.clamp_start:
+            x0 = x0.clamp(0, 1)
         row: dict[str, Any] = {"case": case.name, "setting": setting.name, "sample": sample,
-                               "iterations": args.iterations}
+                               "iterations": args.iterations, "clamp_start": args.clamp_start, "perturb": args.perturb}
         if python is not None:
             started = time.perf_counter()
             peer, _ = run_breaching(python, model, pair.spec, target, truth_y, iterations=args.iterations,
