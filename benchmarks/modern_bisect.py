@@ -7,9 +7,9 @@ are no option of the engine are applied here as temporary patches of ``inversion
 
 - ``sched``: breaching's learning rates (its ``GradualWarmupScheduler`` over ``CosineAnnealingLR``: 0 at step 0,
   lr·t/50 up to step 50, then a cosine of period T started one step later, ending at ~0.007·lr, not 0), patched
-  in here as measured off its scheduler; today's ``schedule="cosine_run"`` gives the same rates;
+  in here as measured off its scheduler (not adopted: no better on the tuning cases);
 - ``total``: the best iterate kept by the total objective (cosine + priors), as breaching, not by the cosine
-  (``best_by="total"``; ``ours`` is the recipe before this bisection; ``sched+total`` is today's ``modern``);
+  (``best_by="total"``: today's ``modern``; ``ours`` is the recipe before this bisection);
 - ``nokeep``: the last iterate.
 
     UNLEARNLEAK_THREADS=1 python benchmarks/modern_bisect.py --samples 4 --iterations 1000 \
@@ -66,15 +66,13 @@ def _stack(*managers: Any) -> Iterator[None]:
 
 
 # name → (overrides of today's `modern` preset, patch of the engine for the run). "ours" is the recipe as it was
-# before this bisection (best iterate by the cosine, warm-up then a cosine to 0 after it); today's `modern` is
-# "sched+total" (best_by="total", schedule="cosine_run", both as breaching). The patch (breaching's learning rates
-# measured off its scheduler) is kept to check that "cosine_run" reproduces them: the same numbers.
+# before this bisection (best iterate by the cosine); today's `modern` is "total" (best_by="total", as breaching).
 VARIANTS: dict[str, tuple[dict[str, Any], Callable[[], Any]]] = {
-    "ours": ({"best_by": "objective", "schedule": "cosine"}, lambda: _stack()),
-    "sched": ({"best_by": "objective", "schedule": "cosine"}, lambda: patched("learning_rate", breaching_lr)),
-    "total": ({"best_by": "total", "schedule": "cosine"}, lambda: _stack()),
-    "sched+total": ({}, lambda: _stack()),
-    "nokeep": ({"keep_best": False, "schedule": "cosine"}, lambda: _stack()),
+    "ours": ({"best_by": "objective"}, lambda: _stack()),
+    "sched": ({"best_by": "objective"}, lambda: patched("learning_rate", breaching_lr)),
+    "total": ({}, lambda: _stack()),
+    "sched+total": ({}, lambda: patched("learning_rate", breaching_lr)),
+    "nokeep": ({"keep_best": False}, lambda: _stack()),
 }
 
 
