@@ -91,7 +91,10 @@ def method_identity(name: str) -> dict[str, Any]:
     if name == "baselines":
         return {"baselines": list(BASELINES)}
     preset = default_preset() if name == "default" else name
-    return {"preset": preset, "config": PRESETS.get(preset).model_dump(mode="json")}
+    config = PRESETS.get(preset).model_dump(mode="json")
+    if config.get("best_by") == "objective":  # at its default: the key of rows from before the field existed
+        config.pop("best_by")
+    return {"preset": preset, "config": config}
 
 
 def _digest(obj: dict[str, Any]) -> str:

@@ -43,6 +43,7 @@ def test_modern_is_breachings_modern_recipe() -> None:
     assert (cfg.optimizer, cfg.lr, cfg.signed, cfg.schedule, cfg.init, cfg.space, cfg.boxed, cfg.cost) == (
         "adam", 0.1, "soft", "cosine", "patterned", "normalised", True, "cosine")
     assert cfg.priors == {"colour_tv": 0.1, "feature_mse": 0.1} and cfg.total_variation == 0.0
+    assert cfg.keep_best and cfg.best_by == "total"  # breaching keeps the iterate of the lowest total objective
     # linear warm-up from 0 over 5 % of the run (50 of 1,000 steps), then cosine decay to 0
     lrs = [learning_rate(cfg, t, 1000) for t in range(1000)]
     assert lrs[0] == pytest.approx(0.1 / 50) and lrs[49] == pytest.approx(0.1)
@@ -139,3 +140,30 @@ def test_modern_recovers_an_image_from_an_exact_gradient() -> None:
     mse = float((result.x - x).pow(2).mean())
     gray = float((torch.full_like(x, 0.5) - x).pow(2).mean())
     assert 10 * math.log10(1 / mse) > 10 * math.log10(1 / gray) + 3.0
+
+
+@pytest.mark.parametrize("best_by", ["objective", "total"])
+def test_the_kept_iterate_has_the_lowest_cost_it_is_kept_by(best_by: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """keep_best returns the visited iterate with the lowest objective (1 − cos) or — `modern`, as breaching —
+    the lowest total (objective + weighted priors); ``restart_costs`` report that iterate's objective either way."""
+    model, target, _, y = _setup()
+    cfg = preset("modern", iterations=25, best_by=best_by, priors={"colour_tv": 1.0, "feature_mse": 0.1})
+    seen: list[tuple[float, float]] = []  # (total, objective) of every iterate whose gradient was taken
+    original = GradientMatcher.cost
+
+    def spy(self: GradientMatcher, x: torch.Tensor, weights: torch.Tensor | None = None, *,
+            autograd: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        total, objective = original(self, x, weights, autograd=autograd)
+        seen.append((float(total.detach()), float(objective)))
+        return total, objective
+
+    monkeypatch.setattr(GradientMatcher, "cost", spy)
+    result = run_inversion(model, target, y, (3, 12, 12), cfg, seed=0)
+    monkeypatch.undo()
+    matcher = GradientMatcher(model, target, y, cfg, input_shape=(3, 12, 12))
+    with matcher.hooks():
+        total, objective = matcher.cost(result.x, autograd=True)
+    assert len(seen) == 25
+    kept = float(total.detach()) if best_by == "total" else float(objective)
+    assert kept <= min(s[0] if best_by == "total" else s[1] for s in seen) + 1e-6
+    assert float(result.restart_costs[0]) == pytest.approx(float(objective), abs=1e-5)
