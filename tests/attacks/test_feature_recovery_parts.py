@@ -248,3 +248,23 @@ def test_closed_forms_live_in_one_place() -> None:
     from unlearnleak.attacks.feature_recovery.labels import output_layer as from_labels
     from unlearnleak.attacks.label_inference.probes import log_odds as from_probes
     assert from_probes is log_odds and from_labels is output_layer
+
+
+@pytest.mark.parametrize("name", ["paper", "modern"])
+def test_a_run_stopped_part_way_and_continued_is_the_uninterrupted_run(name: str) -> None:
+    """The hook the truncated race uses: steps 0 … 15 of a 40-step schedule, then steps 15 … 40 from that iterate
+    with the optimiser's state, give the same image as the 40 steps in one call (the schedule, the soft sign and
+    Adam's moments all continue where they stopped)."""
+    model, x, y = _tiny()
+    target = _target(model, x, y)
+    cfg = preset(name, iterations=40, restarts=2, keep_best=False)
+    whole = run_inversion(model, target, y, (3, 16, 16), cfg, seed=3, log_every=0)
+    first = run_inversion(model, target, y, (3, 16, 16), cfg, seed=3, log_every=0, feature_phase=False, stop_step=15)
+    assert first.iterations == 15 and first.candidates is not None and first.optimizer_state is not None
+    rest = run_inversion(model, target, y, (3, 16, 16), cfg, seed=3, log_every=0, feature_phase=False,
+                         init=first.candidates, start_step=15, optimizer_state=first.optimizer_state)
+    assert rest.iterations == 25 and whole.candidates is not None and rest.candidates is not None
+    torch.testing.assert_close(rest.candidates, whole.candidates, atol=1e-5, rtol=0)
+    fresh = run_inversion(model, target, y, (3, 16, 16), cfg, seed=3, log_every=0, feature_phase=False,
+                          init=first.candidates, start_step=15)  # without the state: a different run
+    assert fresh.candidates is not None and (fresh.candidates - whole.candidates).abs().max() > 1e-3
