@@ -321,7 +321,8 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
         "tolerance": config.race_tolerance, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
-        "steps_per_candidate": leg, "cooldown_steps": cool, "schedule_length": horizon, "seconds": race_seconds, "samples": int(labels.numel()),
+        "steps_per_candidate": leg, "cooldown_steps": cool, "schedule_length": horizon, "seconds": race_seconds,
+        "samples": int(labels.numel()),
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
     return InversionResult(
