@@ -37,9 +37,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # rule name → overrides of the best p
     "trunc45": {"race_schedule": "truncated", "race_share": 0.45, "race_continue_lr": 1.0},
     "trunc30-tol0": {"race_schedule": "truncated", "race_share": 0.30, "race_continue_lr": 1.0,
                      "race_tolerance": 0.0},
-    # the rule chosen: legs of 10 % each on the recipe's own schedule, scored after a 5 % cool-down probe,
-    # tolerance 0.25; the winner continues its schedule (the preset's values today)
-    "trunc-cool": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.05, "race_tolerance": 0.25},
+    # the rule chosen: legs of 10 % each on the recipe's own schedule, scored after a cool-down probe of half a
+    # leg, tolerance 0.25; the winner continues its schedule (the preset's values today)
+    "trunc-cool": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5, "race_tolerance": 0.25},
 }
 
 

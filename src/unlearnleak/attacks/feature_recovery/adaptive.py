@@ -260,7 +260,7 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
         per_step = probe.seconds / max(probe.iterations, 1)
         total = max(n + 1, min(config.iterations, int(time_budget / per_step)))
     leg = max(1, round(config.race_share * total / n))
-    cool = round(config.race_cooldown * total)
+    cool = round(config.race_cooldown * leg)
     horizon = max(leg + 1, total - (n - 1) * leg - n * cool)
     records: list[dict[str, Any]] = []
     iterates: list[torch.Tensor] = []

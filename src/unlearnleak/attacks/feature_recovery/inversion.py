@@ -127,10 +127,10 @@ class InversionConfig(BaseModel):
     # steps of the recipe's own schedule for the winner's whole run, and the winner continues that schedule (and
     # its optimiser state) from where its leg stopped.
     race_schedule: Literal["compressed", "truncated"] = "compressed"
-    # "truncated" only: each leg's iterate is scored after a cool-down probe of race_cooldown × the budget steps
+    # "truncated" only: each leg's iterate is scored after a cool-down probe of race_cooldown × its leg's steps
     # (its learning rate decayed from where the leg stopped to 0, on a copy; the winner continues the un-cooled
     # leg): an undecayed iterate carries its step noise, which hides how well the recipe explains ∇*.
-    race_cooldown: float = Field(0.0, ge=0, lt=1)
+    race_cooldown: float = Field(0.0, ge=0, le=2)
     # The pick: among the candidates whose held-out cost is within (1 + race_tolerance) × the lowest, the one whose
     # image has the lowest total variation (0: the lowest held-out cost alone).
     race_tolerance: float = Field(0.0, ge=0)
@@ -193,7 +193,7 @@ PRESETS.register("best")(InversionConfig(
     race=(RaceEntry(recipe="paper", prior="total_variation", weights=(0.01,)),
           RaceEntry(recipe="modern", prior="colour_tv", weights=(0.1,)),
           RaceEntry(recipe="smooth", prior="total_variation", weights=(0.3,))),
-    race_schedule="truncated", race_share=0.3, race_cooldown=0.05, race_min_steps=100, race_tolerance=0.25,
+    race_schedule="truncated", race_share=0.3, race_cooldown=0.5, race_min_steps=100, race_tolerance=0.25,
     short_recipe="modern",
 ))
 PRESETS.register("tabular")(InversionConfig(
