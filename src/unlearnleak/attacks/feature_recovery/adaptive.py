@@ -8,18 +8,27 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
 
 0. **Only if the budget affords it** (``race_min_steps``): below that, the whole budget goes to one trajectory
    of ``short_recipe``.
-1. **Race** (``race_share`` of the budget, split evenly over the candidates' restarts, so the race costs what
-   ``race_share`` of one trajectory costs): every candidate runs its own recipe — optimiser, start, space,
-   priors, schedule compressed to its share — fitted to a random ``1 − race_holdout`` share of ∇*'s
-   coordinates (the output layer's, from which labels and features are read, always fitted).
+1. **Race** (``race_schedule``): every candidate runs its own recipe — optimiser, start, space, priors —
+   fitted to a random ``1 − race_holdout`` share of ∇*'s coordinates (the output layer's, from which labels and
+   features are read, always fitted), for a leg of L = ``race_share`` × T / n steps (n candidate restarts).
+
+   - ``"truncated"`` (the default's): the leg is the first L steps of the recipe's OWN schedule for the
+     winner's whole run, S = T − (n − 1)·L − n·C steps (not compressed, not decayed), each candidate from the
+     start it would draw alone. To be scored it is cooled on a copy: C = ``race_cooldown`` × L more steps with
+     the learning rate decayed from where the leg stopped to 0 (an undecayed iterate carries its step noise,
+     which hides how well the recipe explains ∇*; the paper's signed steps most of all).
+   - ``"compressed"`` (the rule before): the leg is a complete run of the recipe, its schedule compressed to L
+     steps (decayed to 0), scored as it ends.
 2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation), and
    pick, among the candidates within ``(1 + race_tolerance)`` × the lowest held-out cost, the one whose image
    has the lowest total variation: several recipes may explain ∇* about equally well on a trained network,
    where a fast weak-prior recipe fits the gradient with colour noise; among near-equal explanations the
    smoother image is the likelier photo (``race_tolerance`` = 0: the lowest held-out cost alone).
-3. **Continue** the winner from its iterate, with its recipe and prior weight, on all of ∇* for the rest of the
-   budget, its schedule restarted at ``race_continue_lr`` × its learning rate (with ``restarts`` = R > 1, the R
-   best restarts of the winner's recipe).
+3. **Continue** the winner on all of ∇* (with ``restarts`` = R > 1, the R best restarts of its recipe).
+   Truncated: from its un-cooled leg, steps L … S of the same schedule with its optimiser state — so where a
+   recipe wins, its run is its own recipe for S steps from its own start, the first L fitted on part of ∇*;
+   the race costs it the losers' legs and the cool-downs, (n − 1)·L + n·C of T steps. Compressed: for the rest
+   of the budget, a fresh schedule at ``race_continue_lr`` × its learning rate.
 
 **Candidates.** ``config.race`` names them (``RaceEntry``: a preset, the prior whose weight varies, the
 weights). Candidates that need data a preset cannot name — their own starting images, or an extra prior built
@@ -35,7 +44,7 @@ budget split, so more candidates mean shorter legs; below ``race_min_steps`` the
 ``alone=True`` (else ``short_recipe``) runs alone for the whole budget.
 
 The choice (candidates, held-out and fitted costs, winner) is returned in ``InversionResult.race``.
-Measurements that led to this design: benchmarks/tune_recipes.py and docs/feature_recovery.md.
+Measurements that led to this design: benchmarks/tune_race.py, tune_recipes.py and docs/feature_recovery.md.
 """
 
 from __future__ import annotations
@@ -234,7 +243,8 @@ def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Te
     """The winner: the lowest TV among the restarts within (1 + race_tolerance) × the lowest held-out cost."""
     lowest = min(heldout)
     tvs = [float(total_variation(x)) for x in iterates]
-    eligible = [i for i in range(len(heldout)) if heldout[i] <= (1 + config.race_tolerance) * lowest]
+    bound = lowest + config.race_tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
+    eligible = [i for i in range(len(heldout)) if heldout[i] <= bound]
     return min(eligible, key=lambda i: (tvs[i], heldout[i])), tvs, eligible
 
 

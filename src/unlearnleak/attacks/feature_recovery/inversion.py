@@ -184,11 +184,12 @@ PRESETS.register("smooth")(InversionConfig(
 ))
 PRESETS.register("best")(InversionConfig(
     # The project's default, adaptive (adaptive.py, docs/feature_recovery.md): three complete recipes race on
-    # half of ∇*'s coordinates for 3/4 of the budget (a quarter each) and are scored on the other half; the
-    # winner is the smoothest image (lowest TV) among those whose held-out cost is within 1.75× the lowest; it
-    # continues on all of ∇* at 0.3× its learning rate. Only when each leg gets ≥ 250 steps (≥ 1,000
-    # iterations): shorter legs mis-rank the recipes; then the whole budget goes to `modern`.
-    # Measured on the suite's tuning cases: benchmarks/tune_recipes.py.
+    # half of ∇*'s coordinates, each for the first 10 % of the budget (race_share 0.3 / 3) of its OWN schedule
+    # (truncated, not compressed), scored on the other half after a cool-down probe of half a leg; the winner is
+    # the smoothest image (lowest TV) among those whose held-out cost is within 1.25× the lowest, and continues
+    # its schedule and optimiser state on all of ∇* (its schedule spans T − 2·L − 3·C = 0.65·T steps: 650 at
+    # 1,000 iterations). Only when each leg gets ≥ 100 steps (≥ 1,000 iterations); below, the whole budget goes
+    # to `modern`. Measured on the suite's tuning cases: benchmarks/tune_race.py.
     iterations=2000, restarts=1, keep_best=True,
     race=(RaceEntry(recipe="paper", prior="total_variation", weights=(0.01,)),
           RaceEntry(recipe="modern", prior="colour_tv", weights=(0.1,)),
