@@ -91,7 +91,11 @@ def method_identity(name: str) -> dict[str, Any]:
     if name == "baselines":
         return {"baselines": list(BASELINES)}
     preset = default_preset() if name == "default" else name
-    return {"preset": preset, "config": PRESETS.get(preset).model_dump(mode="json")}
+    config = PRESETS.get(preset).model_dump(mode="json")
+    for field, unset in (("race_schedule", "compressed"), ("race_cooldown", 0.0)):  # added later: at their old
+        if config.get(field) == unset:  # behaviour, the key of the rows from before the fields existed
+            config.pop(field, None)
+    return {"preset": preset, "config": config}
 
 
 def _digest(obj: dict[str, Any]) -> str:
