@@ -285,3 +285,16 @@ def test_the_race_and_the_winner_share_the_budget(schedule: str) -> None:
         leg, cool = race["steps_per_candidate"], race["cooldown_steps"]
         assert (leg, cool) == (12, 6) and race["schedule_length"] == 120 - 2 * leg - 3 * cool
         assert race["iterations"] == 3 * (leg + cool)
+
+
+def test_a_timed_truncated_race_fits_its_budget_from_the_step_time() -> None:
+    """With a time budget the race's T comes from the measured step time (capped by the configured iterations),
+    and the legs, cool-downs and the winner's schedule are split from it as for an iteration budget."""
+    model, x, y = _tiny()
+    cfg = preset("best", iterations=100_000, race_min_steps=0)
+    result = invert(model, _target(model, x, y), y, (3, 16, 16), cfg, seed=0, time_budget=1.5)
+    race = result.race
+    assert race is not None and race["raced"] is True and race["schedule"] == "truncated"
+    leg, cool = race["steps_per_candidate"], race["cooldown_steps"]
+    assert leg >= 1 and race["iterations"] == 3 * (leg + cool)
+    assert race["iterations"] < result.iterations <= race["iterations"] + race["schedule_length"] - leg < 100_000

@@ -263,11 +263,11 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
     n = sum(c.restarts for c in contestants)
     total = config.iterations
     if time_budget is not None:
-        probe = run_inversion(model, target, labels, input_shape,
-                              contestants[0].config.with_overrides(iterations=PROBE_STEPS, restarts=1, race=(),
-                                                                   prune_at=(), keep_best=False),
-                              seed=seed, log_every=0, feature_phase=False)
-        per_step = probe.seconds / max(probe.iterations, 1)
+        timing = run_inversion(model, target, labels, input_shape,
+                               contestants[0].config.with_overrides(iterations=PROBE_STEPS, restarts=1, race=(),
+                                                                    prune_at=(), keep_best=False),
+                               seed=seed, log_every=0, feature_phase=False)
+        per_step = timing.seconds / max(timing.iterations, 1)
         total = max(n + 1, min(config.iterations, int(time_budget / per_step)))
     leg = max(1, round(config.race_share * total / n))
     cool = round(config.race_cooldown * leg)
