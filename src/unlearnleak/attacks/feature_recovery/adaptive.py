@@ -253,12 +253,13 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
                     held_out: GradientMatcher, *, seed: int, time_budget: float | None, log_every: int,
                     started: float) -> InversionResult:
     """``race_schedule="truncated"``: every candidate restart runs the first L = ``race_share`` × T / n steps of
-    its recipe's own schedule for S = T − (n − 1)·L steps (not decayed, not compressed), on the fitted
-    coordinates; the winner then continues the SAME schedule from step L to S on all of ∇*, with its optimiser
-    state — so the race costs the winner nothing but the losers' legs, (n − 1)·L steps of T.
+    its recipe's own schedule for S = T − (n − 1)·L − n·C steps (not decayed, not compressed) on the fitted
+    coordinates, and is scored after a cool-down of C = ``race_cooldown`` × L steps on a copy; the winner then
+    continues the SAME schedule from step L to S on all of ∇*, with its optimiser state — so the race costs the
+    winner the losers' legs and the cool-downs, (n − 1)·L + n·C steps of T.
 
-    With a time budget, T is fitted to it first from the step time of ``PROBE_STEPS`` steps (discarded), and the
-    continuation stops at the budget at the latest."""
+    With a time budget, T is fitted to it first from the step time of ``PROBE_STEPS`` steps (discarded; the
+    legs run untimed), and the continuation stops at the budget at the latest."""
     device = next(model.parameters()).device
     n = sum(c.restarts for c in contestants)
     total = config.iterations
