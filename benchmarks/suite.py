@@ -92,8 +92,10 @@ def method_identity(name: str) -> dict[str, Any]:
         return {"baselines": list(BASELINES)}
     preset = default_preset() if name == "default" else name
     config = PRESETS.get(preset).model_dump(mode="json")
-    if config.get("best_by") == "objective":  # at its default: the key of rows from before the field existed
-        config.pop("best_by")
+    # fields added later: at their old behaviour, the key of the rows from before the fields existed
+    for field, unset in (("best_by", "objective"), ("race_schedule", "compressed"), ("race_cooldown", 0.0)):
+        if config.get(field) == unset:
+            config.pop(field, None)
     return {"preset": preset, "config": config}
 
 

@@ -8,18 +8,27 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
 
 0. **Only if the budget affords it** (``race_min_steps``): below that, the whole budget goes to one trajectory
    of ``short_recipe``.
-1. **Race** (``race_share`` of the budget, split evenly over the candidates' restarts, so the race costs what
-   ``race_share`` of one trajectory costs): every candidate runs its own recipe — optimiser, start, space,
-   priors, schedule compressed to its share — fitted to a random ``1 − race_holdout`` share of ∇*'s
-   coordinates (the output layer's, from which labels and features are read, always fitted).
+1. **Race** (``race_schedule``): every candidate runs its own recipe — optimiser, start, space, priors —
+   fitted to a random ``1 − race_holdout`` share of ∇*'s coordinates (the output layer's, from which labels and
+   features are read, always fitted), for a leg of L = ``race_share`` × T / n steps (n candidate restarts).
+
+   - ``"truncated"`` (the default's): the leg is the first L steps of the recipe's OWN schedule for the
+     winner's whole run, S = T − (n − 1)·L − n·C steps (not compressed, not decayed), each candidate from the
+     start it would draw alone. To be scored it is cooled on a copy: C = ``race_cooldown`` × L more steps with
+     the learning rate decayed from where the leg stopped to 0 (an undecayed iterate carries its step noise,
+     which hides how well the recipe explains ∇*; the paper's signed steps most of all).
+   - ``"compressed"`` (the rule before): the leg is a complete run of the recipe, its schedule compressed to L
+     steps (decayed to 0), scored as it ends.
 2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation), and
    pick, among the candidates within ``(1 + race_tolerance)`` × the lowest held-out cost, the one whose image
    has the lowest total variation: several recipes may explain ∇* about equally well on a trained network,
    where a fast weak-prior recipe fits the gradient with colour noise; among near-equal explanations the
    smoother image is the likelier photo (``race_tolerance`` = 0: the lowest held-out cost alone).
-3. **Continue** the winner from its iterate, with its recipe and prior weight, on all of ∇* for the rest of the
-   budget, its schedule restarted at ``race_continue_lr`` × its learning rate (with ``restarts`` = R > 1, the R
-   best restarts of the winner's recipe).
+3. **Continue** the winner on all of ∇* (with ``restarts`` = R > 1, the R best restarts of its recipe).
+   Truncated: from its un-cooled leg, steps L … S of the same schedule with its optimiser state — so where a
+   recipe wins, its run is its own recipe for S steps from its own start, the first L fitted on part of ∇*;
+   the race costs it the losers' legs and the cool-downs, (n − 1)·L + n·C of T steps. Compressed: for the rest
+   of the budget, a fresh schedule at ``race_continue_lr`` × its learning rate.
 
 **Candidates.** ``config.race`` names them (``RaceEntry``: a preset, the prior whose weight varies, the
 weights). Candidates that need data a preset cannot name — their own starting images, or an extra prior built
@@ -35,7 +44,7 @@ budget split, so more candidates mean shorter legs; below ``race_min_steps`` the
 ``alone=True`` (else ``short_recipe``) runs alone for the whole budget.
 
 The choice (candidates, held-out and fitted costs, winner) is returned in ``InversionResult.race``.
-Measurements that led to this design: benchmarks/tune_recipes.py and docs/feature_recovery.md.
+Measurements that led to this design: benchmarks/tune_race.py, tune_recipes.py and docs/feature_recovery.md.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from unlearnleak.attacks.feature_recovery.inversion import (
     GradientMatcher,
     InversionConfig,
     InversionResult,
+    learning_rate,
     run_inversion,
 )
 from unlearnleak.attacks.feature_recovery.priors import Prior, total_variation
@@ -168,6 +178,9 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     fit = holdout_mask(model, target, config.race_holdout, seed)
     held_out = GradientMatcher(model, target, labels.to(device), InversionConfig(cost="cosine"), mask=1 - fit,
                                input_shape=input_shape)
+    if config.race_schedule == "truncated":
+        return _truncated_race(model, target, labels, input_shape, config, contestants, fit, held_out, seed=seed,
+                               time_budget=time_budget, log_every=log_every, started=started)
     race_time = None if time_budget is None else config.race_share * time_budget
     records: list[dict[str, Any]] = []
     iterates: list[torch.Tensor] = []
@@ -194,10 +207,7 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
             iterates.append(part.candidates[r])
             heldout.append(float(scores[r]))
             fitted.append(float(part.restart_costs[r]))
-    lowest = min(heldout)
-    tvs = [float(total_variation(x)) for x in iterates]
-    eligible = [i for i in range(len(records)) if heldout[i] <= (1 + config.race_tolerance) * lowest]
-    winner = min(eligible, key=lambda i: (tvs[i], heldout[i]))
+    winner, tvs, eligible = _pick(config, heldout, iterates)
     order = [winner, *sorted((i for i in range(len(records)) if i != winner), key=lambda i: heldout[i])]
     chosen = contestants[records[winner]["index"]]
     keep = [i for i in order if records[i]["index"] == records[winner]["index"]][:config.restarts]
@@ -219,6 +229,111 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": per_candidate if time_budget is None else None, "seconds": race_seconds,
         "samples": k,
+    }
+    timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
+    return InversionResult(
+        x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
+        iterations=steps + main.iterations, seconds=time.perf_counter() - started, timings=timings,
+        history=[(it + steps, cost) for it, cost in main.history], race=record, candidates=main.candidates,
+        alive=main.alive)
+
+
+def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Tensor]) -> tuple[int, list[float],
+                                                                                            list[int]]:
+    """The winner: the lowest TV among the restarts within (1 + race_tolerance) × the lowest held-out cost."""
+    lowest = min(heldout)
+    tvs = [float(total_variation(x)) for x in iterates]
+    bound = lowest + config.race_tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
+    eligible = [i for i in range(len(heldout)) if heldout[i] <= bound]
+    return min(eligible, key=lambda i: (tvs[i], heldout[i])), tvs, eligible
+
+
+def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
+                    config: InversionConfig, contestants: list[Candidate], fit: torch.Tensor,
+                    held_out: GradientMatcher, *, seed: int, time_budget: float | None, log_every: int,
+                    started: float) -> InversionResult:
+    """``race_schedule="truncated"``: every candidate restart runs the first L = ``race_share`` × T / n steps of
+    its recipe's own schedule for S = T − (n − 1)·L − n·C steps (not decayed, not compressed) on the fitted
+    coordinates, and is scored after a cool-down of C = ``race_cooldown`` × L steps on a copy; the winner then
+    continues the SAME schedule from step L to S on all of ∇*, with its optimiser state — so the race costs the
+    winner the losers' legs and the cool-downs, (n − 1)·L + n·C steps of T.
+
+    With a time budget, T is fitted to it first from the step time of ``PROBE_STEPS`` steps (discarded; the
+    legs run untimed), and the continuation stops at the budget at the latest."""
+    device = next(model.parameters()).device
+    n = sum(c.restarts for c in contestants)
+    total = config.iterations
+    if time_budget is not None:
+        timing = run_inversion(model, target, labels, input_shape,
+                               contestants[0].config.with_overrides(iterations=PROBE_STEPS, restarts=1, race=(),
+                                                                    prune_at=(), keep_best=False),
+                               seed=seed, log_every=0, feature_phase=False)
+        per_step = timing.seconds / max(timing.iterations, 1)
+        total = max(n + 1, min(config.iterations, int(time_budget / per_step)))
+    leg = max(1, round(config.race_share * total / n))
+    cool = round(config.race_cooldown * leg)
+    horizon = max(leg + 1, total - (n - 1) * leg - n * cool)
+    records: list[dict[str, Any]] = []
+    iterates: list[torch.Tensor] = []
+    states: list[tuple[int, dict[str, Any] | None]] = []
+    probes: list[torch.Tensor] = []  # the scored iterates (cooled when race_cooldown > 0)
+    heldout: list[float] = []
+    fitted: list[float] = []
+    steps = 0
+    for j, cand in enumerate(contestants):
+        run_config = cand.config.with_overrides(restarts=cand.restarts, prune_at=(), keep_best=False, race=(),
+                                                iterations=horizon)
+        init = None if cand.init is None else cand.init.expand(cand.restarts, *cand.init.shape)
+        weights = {cand.prior: torch.tensor(cand.weights, dtype=torch.float64)} \
+            if cand.weights and cand.prior else None
+        part = run_inversion(model, target, labels, input_shape, run_config, seed=seed, log_every=0,
+                             init=init, prior_weights=weights, mask=fit, priors=cand.priors, feature_phase=False,
+                             stop_step=leg)  # each recipe from the start it draws alone: the winner's run is its own
+        assert part.candidates is not None
+        probe = part.candidates
+        if cool:  # score after a cool-down on a copy: the leg's learning rate decayed to 0 in `cool` steps
+            cooled = run_inversion(model, target, labels, input_shape, run_config.with_overrides(
+                iterations=cool, lr=learning_rate(run_config, part.iterations, horizon), schedule="cosine",
+                warmup=0.0), seed=seed, log_every=0, init=probe, prior_weights=weights, mask=fit, priors=cand.priors,
+                feature_phase=False, optimizer_state=part.optimizer_state)
+            assert cooled.candidates is not None
+            probe = cooled.candidates
+            steps += cooled.iterations * cand.restarts
+        with held_out.hooks():
+            scores = held_out.score(probe.to(device), full=False).double().cpu()
+        steps += part.iterations * cand.restarts
+        for r, record in enumerate(cand.describe()):
+            records.append({**record, "iterations": part.iterations, "index": j})
+            iterates.append(part.candidates[r])
+            probes.append(probe[r])
+            states.append((r, part.optimizer_state))
+            heldout.append(float(scores[r]))
+            fitted.append(float(part.restart_costs[r]))
+    winner, tvs, eligible = _pick(config, heldout, probes)
+    order = [winner, *sorted((i for i in range(len(records)) if i != winner), key=lambda i: heldout[i])]
+    chosen = contestants[records[winner]["index"]]
+    keep = [i for i in order if records[i]["index"] == records[winner]["index"]][:config.restarts]
+    race_seconds = time.perf_counter() - started
+    state = states[winner][1]
+    rows = torch.tensor([states[i][0] for i in keep])
+    if state is not None:  # the kept restarts' rows of the per-element state (the scalar step count as it is)
+        state = {key: v[rows.to(v.device)] if torch.is_tensor(v) and v.dim() > 0 else v for key, v in state.items()}
+    main_config = chosen.config.with_overrides(restarts=len(keep), race=(), prune_at=(), iterations=horizon)
+    weights = {chosen.prior: torch.tensor([records[i]["weight"] for i in keep], dtype=torch.float64)} \
+        if chosen.weights and chosen.prior else None
+    remaining = None if time_budget is None else max(time_budget - race_seconds, 1e-3)
+    main = run_inversion(model, target, labels, input_shape, main_config, seed=seed, time_budget=remaining,
+                         log_every=log_every, init=torch.stack([iterates[i] for i in keep]), prior_weights=weights,
+                         feature_phase=False, priors=chosen.priors, start_step=leg, optimizer_state=state)
+    record = {
+        "raced": True, "schedule": "truncated",
+        "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
+        "heldout_costs": heldout, "fit_costs": fitted, "total_variation": tvs, "eligible": eligible,
+        "tolerance": config.race_tolerance, "winner": winner,
+        "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
+        "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
+        "steps_per_candidate": leg, "cooldown_steps": cool, "schedule_length": horizon, "seconds": race_seconds,
+        "samples": int(labels.numel()),
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
     return InversionResult(

@@ -45,7 +45,7 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
             The result's ``config["knowledge_used"]`` names the parts that were used.
         preset: an inversion preset name or a config: ``"best"`` (the default: races the complete recipes
             ``paper``, ``modern`` and ``smooth`` on half of ∇* and keeps the one that explains the other half —
-            when the budget gives each ≥ 250 steps, else runs ``modern`` alone; ``adaptive.py``), ``"paper"``
+            when the budget gives each ≥ 100 steps, else runs ``modern`` alone; ``adaptive.py``), ``"paper"``
             (the official recipe), ``"modern"`` (breaching's modern recipe), ``"smooth"`` (strong TV and
             feature matching), ``"tabular"``. For tabular models ``"best"`` means ``"tabular"``. The adaptive
             choice is recorded in ``Reconstruction.config["race"]``.

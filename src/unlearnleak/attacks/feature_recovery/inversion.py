@@ -125,6 +125,15 @@ class InversionConfig(BaseModel):
     race_holdout: float = Field(0.5, gt=0, lt=1)  # share of ∇*'s coordinates held out to score the race
     race_min_steps: int = Field(0, ge=0)  # race only if each candidate gets this many steps (else one trajectory)
     race_continue_lr: float = Field(1.0, gt=0)  # factor on the winner's learning rate when it continues
+    # How a race leg relates to the recipe's schedule: "compressed" — each leg runs the recipe's whole schedule
+    # (warm-up, decay to 0) in its share, and the winner restarts a fresh one; "truncated" — each leg is the first
+    # steps of the recipe's own schedule for the winner's whole run, and the winner continues that schedule (and
+    # its optimiser state) from where its leg stopped.
+    race_schedule: Literal["compressed", "truncated"] = "compressed"
+    # "truncated" only: each leg's iterate is scored after a cool-down probe of race_cooldown × its leg's steps
+    # (its learning rate decayed from where the leg stopped to 0, on a copy; the winner continues the un-cooled
+    # leg): an undecayed iterate carries its step noise, which hides how well the recipe explains ∇*.
+    race_cooldown: float = Field(0.0, ge=0, le=2)
     # The pick: among the candidates whose held-out cost is within (1 + race_tolerance) × the lowest, the one whose
     # image has the lowest total variation (0: the lowest held-out cost alone).
     race_tolerance: float = Field(0.0, ge=0)
@@ -184,16 +193,18 @@ PRESETS.register("smooth")(InversionConfig(
 ))
 PRESETS.register("best")(InversionConfig(
     # The project's default, adaptive (adaptive.py, docs/feature_recovery.md): three complete recipes race on
-    # half of ∇*'s coordinates for 3/4 of the budget (a quarter each) and are scored on the other half; the
-    # winner is the smoothest image (lowest TV) among those whose held-out cost is within 1.75× the lowest; it
-    # continues on all of ∇* at 0.3× its learning rate. Only when each leg gets ≥ 250 steps (≥ 1,000
-    # iterations): shorter legs mis-rank the recipes; then the whole budget goes to `modern`.
-    # Measured on the suite's tuning cases: benchmarks/tune_recipes.py.
+    # half of ∇*'s coordinates, each for the first 10 % of the budget (race_share 0.3 / 3) of its OWN schedule
+    # (truncated, not compressed), scored on the other half after a cool-down probe of half a leg; the winner is
+    # the smoothest image (lowest TV) among those whose held-out cost is within 1.25× the lowest, and continues
+    # its schedule and optimiser state on all of ∇* (its schedule spans T − 2·L − 3·C = 0.65·T steps: 650 at
+    # 1,000 iterations). Only when each leg gets ≥ 100 steps (≥ 1,000 iterations); below, the whole budget goes
+    # to `modern`. Measured on the suite's tuning cases: benchmarks/tune_race.py.
     iterations=2000, restarts=1, keep_best=True,
     race=(RaceEntry(recipe="paper", prior="total_variation", weights=(0.01,)),
           RaceEntry(recipe="modern", prior="colour_tv", weights=(0.1,)),
           RaceEntry(recipe="smooth", prior="total_variation", weights=(0.3,))),
-    race_share=0.75, race_min_steps=250, race_continue_lr=0.3, race_tolerance=0.75, short_recipe="modern",
+    race_schedule="truncated", race_share=0.3, race_cooldown=0.5, race_min_steps=100, race_tolerance=0.25,
+    short_recipe="modern",
 ))
 PRESETS.register("tabular")(InversionConfig(
     # Rows: no image priors, no box; used when the analytic recovery does not apply (k > 1, no bias).
@@ -221,6 +232,7 @@ class InversionResult:
     race: dict[str, Any] | None = None  # the adaptive preset's choice (candidates, held-out scores, winner)
     candidates: torch.Tensor | None = None  # (R_alive, k, …) every surviving restart's result, on the device
     alive: torch.Tensor | None = None  # (R_alive,) their restart indices
+    optimizer_state: dict[str, Any] | None = None  # the gradient phase's optimiser state at the end (to continue)
 
 
 def learning_rate(config: InversionConfig, step: int, total: int) -> float:
@@ -472,19 +484,25 @@ def _prune(run: _Run, optimizer: torch.optim.Optimizer, keep: torch.Tensor) -> N
 
 
 def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: int, deadline: float | None, *,
-              gradient_phase: bool, log_every: int, space: Space, prune: bool = True) -> None:
-    """``iterations`` optimiser steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule.
+              gradient_phase: bool, log_every: int, space: Space, prune: bool = True, start: int = 0,
+              stop: int | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``iterations`` optimiser steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule —
+    or steps ``start`` … ``stop`` of that schedule, the optimiser's ``state`` restored (a run continued where an
+    earlier call stopped). Returns the optimiser's state (per-element tensors cloned).
 
     ``run.x`` holds the optimiser's variable p (``space``); ``step_fn`` takes and returns pixel-space values."""
     optimizer = OPTIMIZERS.get(config.optimizer)([run.x], config)
+    if state is not None:
+        optimizer.state[run.x] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
     horizon = [iterations]  # the schedule's length; refitted to the deadline below
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: learning_rate(config, t, horizon[0]) / config.lr)
+        optimizer, lambda t: learning_rate(config, start + t, horizon[0]) / config.lr)
     prune_steps = [int(f * iterations) for f in config.prune_at] if gradient_phase and prune else []
-    calibrate_from, refits = 2, {5}  # refit after 5, 10, 20, 40, … timed steps
+    calibrate_from, refits = start + 2, {5}  # refit after 5, 10, 20, 40, … timed steps
     calib_start = time.perf_counter()
-    t = 0
-    while t < horizon[0]:
+    t = start
+    end = iterations if stop is None else min(stop, iterations)
+    while t < min(horizon[0], end):
         if config.boxed:
             space.clamp_(run.x)
         x = space.to_x(run.x)
@@ -529,6 +547,7 @@ def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: i
             keep = run.costs.argsort()[:max(1, math.ceil(len(run.alive) / 2))].sort().values
             _prune(run, optimizer, keep)
     run.x.grad = None
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state.get(run.x, {}).items()}
 
 
 def _stepper(cost: Callable[..., tuple[torch.Tensor, torch.Tensor]], batched: bool) -> StepFn:
@@ -560,7 +579,8 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
                   config: InversionConfig, *, seed: int = 0, time_budget: float | None = None,
                   log_every: int = 100, init: torch.Tensor | None = None,
                   prior_weights: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
-                  feature_phase: bool = True, priors: tuple[Prior, ...] = ()) -> InversionResult:
+                  feature_phase: bool = True, priors: tuple[Prior, ...] = (), start_step: int = 0,
+                  stop_step: int | None = None, optimizer_state: dict[str, Any] | None = None) -> InversionResult:
     """One inversion with a fixed recipe (the engine under ``adaptive.invert``).
 
     With ``feature_phase`` > 0 (and penultimate features readable from ∇*, k = 1) the first share of the
@@ -575,6 +595,10 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
         feature_phase: False skips the feature-only phase (a run continued from a raced start).
         priors: priors built by the caller, added to the configured ones (their weights as built, or raced
             by name through ``prior_weights``).
+        start_step, stop_step, optimizer_state: run only steps ``start_step`` … ``stop_step`` of the gradient
+            phase's schedule (its length stays ``config.iterations``), the optimiser's state restored from an
+            earlier call's ``InversionResult.optimizer_state`` — a run stopped part-way and continued later (the
+            adaptive race). Only with ``feature_phase=False``.
     """
     started = time.perf_counter()
     device = next(model.parameters()).device
@@ -609,8 +633,9 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
             timings["feature_phase_iterations"] = run.iterations
             timings["feature_phase_seconds"] = time.perf_counter() - started
         deadline = started + time_budget if time_budget is not None else None
-        _optimise(run, _stepper(matcher.cost, config.batched), config, max(1, config.iterations - run.iterations),
-                  deadline, gradient_phase=True, log_every=log_every, space=space)
+        state = _optimise(run, _stepper(matcher.cost, config.batched), config,
+                          max(1, config.iterations - run.iterations), deadline, gradient_phase=True,
+                          log_every=log_every, space=space, start=start_step, stop=stop_step, state=optimizer_state)
         optimise_seconds = time.perf_counter() - started
         x = space.to_x(run.x.detach())
         if config.boxed:
@@ -631,4 +656,4 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
     return InversionResult(
         x=x[pick].detach().cpu(), restart_costs=run.final_costs.cpu(), best_restart=best_restart,
         iterations=run.iterations, seconds=seconds, history=run.history, timings=timings,
-        candidates=x.detach(), alive=alive.detach())
+        candidates=x.detach(), alive=alive.detach(), optimizer_state=state)
