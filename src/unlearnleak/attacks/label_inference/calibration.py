@@ -94,6 +94,19 @@ class Calibration:
     null_values: tuple[float, ...] = ()
     bonferroni: int = 1  # analytic p-values: the number of classes the candidate was the minimum of
     df: int = 0
+    class_center: tuple[float, ...] = ()  # own null pairs: each class's null mean change (μ_c) …
+    class_scale: tuple[float, ...] = ()  # … and spread (σ_c); the test is then on (m_c − μ_c)/σ_c
+
+    def standardize(self, means: torch.Tensor) -> torch.Tensor:
+        """The class changes the test is made on: (m_c − μ_c)/σ_c with a per-model calibration, else m_c."""
+        if not self.class_center:
+            return means
+        if len(self.class_center) != means.numel():
+            raise ConfigError(f"the calibration was measured with {len(self.class_center)} classes, the probes "
+                              f"have {means.numel()}")
+        center = torch.tensor(self.class_center, dtype=torch.float64)
+        scale = torch.tensor(self.class_scale, dtype=torch.float64)
+        return (means.double() - center) / scale
 
     def p_value(self, t: float) -> float | None:
         """The test's p-value for statistic ``t`` (None for a ``fixed`` threshold)."""
@@ -290,6 +303,55 @@ def calibrate_on_nulls(null_means: Sequence[torch.Tensor], *, level: float = 0.0
     need = "" if rank is not None else "; too few null pairs for this level and confidence: nothing is detected"
     return Calibration("null_pairs", level, threshold, f"{how} of T over {n} null pairs: {source}{need}",
                        null_values=tuple(values))
+
+
+def calibrate_on_own_nulls(null_means: Sequence[torch.Tensor], *, level: float = 0.05, test: str = "student",
+                           top_k: int = 1, source: str = "own null pairs",
+                           confidence: float | None = NULL_CONFIDENCE) -> Calibration:
+    """The per-model calibration: standardize each class by its null mean and spread, threshold the gap of the
+    standardized changes at a conformal rank.
+
+    A class that drifts after *any* update of this model (one more SGD step) has a large null mean or spread,
+    so its drop counts only beyond that; the threshold is the :func:`conformal_rank` of the null pairs'
+    statistics, each standardized by the *other* null pairs' mean and spread (leave-one-out, so that a new null
+    pair and the calibration pairs are treated alike).
+
+    Args:
+        null_means: per null pair of the audited model itself (own_nulls.py), the (K,) class-mean changes.
+
+    Returns:
+        A ``own_nulls`` Calibration carrying ``class_center`` and ``class_scale`` (the test's units).
+    """
+    if len(null_means) < 3:
+        raise ConfigError(f"own null pairs: need at least 3 to estimate each class's spread, got {len(null_means)}")
+    table = torch.stack([m.double() for m in null_means])  # (n, K)
+    n = table.shape[0]
+    center, scale = _center_scale(table)
+    values = []
+    for i in range(n):
+        rest = torch.cat([table[:i], table[i + 1:]])
+        c, s = _center_scale(rest)
+        values.append(null_statistic((table[i] - c) / s, test=test, top_k=top_k))
+    values.sort()
+    rank = conformal_rank(n, level, confidence)
+    threshold = values[rank - 1] if rank is not None else math.inf
+    how = (f"conformal {1 - level:.0%} quantile" if confidence is None else
+           f"rank {rank} of {n} (level {level:g} held with {confidence:.0%} confidence over the null pairs)"
+           if rank is not None else f"level {level:g} at {confidence:.0%} confidence")
+    need = "" if rank is not None else "; too few null pairs for this level and confidence: nothing is detected"
+    return Calibration("own_nulls", level, threshold,
+                       f"{how} of T on changes standardized per class (leave-one-out) over {n} null pairs: "
+                       f"{source}{need}", null_values=tuple(values),
+                       class_center=tuple(float(v) for v in center), class_scale=tuple(float(v) for v in scale))
+
+
+def _center_scale(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class (column): mean and sample std of the null changes, the std floored so no class divides by 0."""
+    center = table.mean(dim=0)
+    scale = table.std(dim=0, unbiased=True)
+    finite = scale[torch.isfinite(scale) & (scale > 0)]
+    floor = float(finite.min()) * 1e-3 if finite.numel() else 1.0
+    return center, torch.nan_to_num(scale, nan=1.0).clamp(min=max(floor, 1e-12))
 
 
 def null_statistic(means: torch.Tensor, *, test: str = "student", top_k: int = 1) -> float:
