@@ -34,7 +34,8 @@ from safetensors.torch import load_file
 
 from label_calibration import FRACTIONS, METHODS, NULL_KINDS, _tune, _wilson, parse_probe_sets
 from label_cases import LABEL_CASES
-from unlearnleak.attacks.label_inference import ProbeSet
+from unlearnleak.attacks.label_inference import ProbeSet, calibrate_on_own_model
+from unlearnleak.attacks.label_inference.own_nulls import OWN_NULL_PAIRS
 from unlearnleak.experiments.pipeline import generate_label_probes, infer_and_evaluate
 from unlearnleak.experiments.schema import LabelInferenceSpec
 from unlearnleak.models import build_model, load_weights
@@ -43,6 +44,7 @@ from unlearnleak.scenario import build_scenario
 from unlearnleak.storage import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
+OWN_NULLS = OWN_NULL_PAIRS  # own null pairs per probe set (rank 195 of 200 at 5 %, 90 % confidence)
 
 
 def main() -> None:
@@ -57,6 +59,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="reuse probes saved in --out")
+    parser.add_argument("--calibration", choices=("own", "shipped"), default="own",
+                        help="own: the audited model's own null pairs (calibrate_on_own_model, server side); "
+                             "shipped: the decision's default (the shipped LeNet null table)")
+    parser.add_argument("--own-nulls", type=int, default=OWN_NULLS, help="own null pairs per probe set")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "label_inference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,6 +110,12 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
               f"{probes.total_queries:,} queries to θ, {probes.seconds:.0f} s"
               + (f" — {probes.notes}" if probes.notes else ""), flush=True)
         t0 = time.perf_counter()
+        calibration = None
+        if args.calibration == "own":
+            calibration = calibrate_on_own_model(theta, probes, scn.public.x, scn.public.y, pairs=args.own_nulls,
+                                                 seed=args.seed, device=args.device)
+        calibration_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
         results = []
         for i in held:
             model = build_model(spec)
@@ -112,7 +124,7 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
             deleted = [key["class"]] if key["kind"] == "deletion" else None
             ev = infer_and_evaluate(ModelOracle(theta, num_classes=k, input_shape=shape, device=args.device),
                                     ModelOracle(model, num_classes=k, input_shape=shape, device=args.device),
-                                    attack, deleted, probes=probes)
+                                    attack, deleted, probes=probes, calibration=calibration)
             g = ev.guess
             results.append({**key, "verdict": g.verdict, "best": g.best, "rank": ev.deleted_rank,
                             "p_value": g.p_value, "detected_correct": ev.detected_correct})
@@ -120,6 +132,7 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
             "generator": gen, "per_class": per_class, "params": params, "probes": len(probes),
             "on_target_per_class": probes.class_counts(), "queries_original": probes.total_queries,
             "probe_seconds": round(probes.seconds, 1), "replay_seconds": round(time.perf_counter() - t0, 1),
+            "calibration_seconds": round(calibration_seconds, 1), "calibration": g.calibration,
             "calibration_source": g.calibration_source, "pairs": results, "notes": probes.notes}
     return out
 

@@ -29,7 +29,7 @@ from torch import nn
 from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, evaluate_reconstruction
 from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_for
 from unlearnleak.attacks.interface import FeatureRecovery, FeatureRecoveryConfig
-from unlearnleak.attacks.label_inference import DecisionConfig, ProbeSet, generate_probes, infer_label
+from unlearnleak.attacks.label_inference import Calibration, DecisionConfig, ProbeSet, generate_probes, infer_label
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.console import headline_table, iteration_progress
@@ -138,15 +138,17 @@ def generate_label_probes(spec: LabelInferenceSpec, original: Oracle, *, public:
 def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: LabelInferenceSpec,
                        deleted: Sequence[int] | None, *, public: Dataset | None = None, seed: int = 0,
                        device: str = "cpu", probes: ProbeSet | None = None,
-                       white_box: nn.Module | None = None) -> LabelInferenceEvaluation:
+                       white_box: nn.Module | None = None,
+                       calibration: Calibration | None = None) -> LabelInferenceEvaluation:
     """The user attack: probes against θ only (or ``probes`` made earlier), one query each to θ_u's oracle,
-    the calibrated decision of ``spec``, scored against ``deleted`` (None: not scored)."""
+    the calibrated decision of ``spec`` (or ``calibration``, e.g. from the audited model's own null pairs:
+    ``calibrate_on_own_model``), scored against ``deleted`` (None: not scored)."""
     if probes is None:
         probes = generate_label_probes(spec, original_oracle, public=public, seed=seed, device=device,
                                        white_box=white_box)
     decision = DecisionConfig(top_k=spec.top_k, statistic=spec.statistic, level=spec.level,
                               calibration=spec.calibration, test=spec.test, min_per_class=spec.min_per_class)
-    guess = infer_label(original_oracle, unlearned_oracle, probes, config=decision)
+    guess = infer_label(original_oracle, unlearned_oracle, probes, config=decision, calibration=calibration)
     known = None if deleted is None else tuple(sorted({int(c) for c in deleted}))
     return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes)
 

@@ -22,8 +22,9 @@ from unlearnleak.attacks.label_inference.calibration import Calibration, calibra
 from unlearnleak.attacks.label_inference.decision import confidence_changes
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.errors import ConfigError
+from unlearnleak.oracle import ModelOracle
 
-OWN_NULL_PAIRS = 60  # enough for the 5 % level at 90 % confidence (≥ 45) with the leave-one-out statistics
+OWN_NULL_PAIRS = 200  # the threshold is the 195th of 200 LOO statistics (5 % at 90 % confidence; ≥ 45 needed)
 NULL_KINDS = ("step", "handful_ga")
 
 
@@ -39,30 +40,40 @@ def own_null_changes(model: nn.Module, probes: ProbeSet, x: torch.Tensor, y: tor
             gradient-ascent step (lr) on ``handful`` rows of distinct random classes, both in eval mode (batch
             norm frozen, as the paper's fine-tune and unlearning).
     """
+    keep = probes.on_target
+    before, target = probes.original_proba[keep], probes.target[keep]
+    out = []
+    for after in own_null_answers(model, probes, x, y, pairs=pairs, lr=lr, batch_size=batch_size, handful=handful,
+                                  seed=seed, device=device):
+        _, means, _ = confidence_changes(before, after, target, statistic)
+        full = torch.full((probes.num_classes,), float("nan"), dtype=torch.float64)
+        full[: means.numel()] = means
+        out.append(full)
+    return out
+
+
+def own_null_answers(model: nn.Module, probes: ProbeSet, x: torch.Tensor, y: torch.Tensor, *,
+                     pairs: int = OWN_NULL_PAIRS, lr: float = 1e-3, batch_size: int = 128, handful: int = 5,
+                     seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
+    """Per null pair θ', its (m, K) probabilities on the on-target probes (:func:`own_null_changes`)."""
     if x.shape[0] < 2 or x.shape[0] != y.shape[0]:
         raise ConfigError(f"own null pairs need public rows with labels (got {x.shape[0]} rows, {y.shape[0]} "
                           f"labels); pass the public data the audit holds")
     g = torch.Generator().manual_seed(seed)
-    keep = probes.on_target
-    before, target, inputs = probes.original_proba[keep], probes.target[keep], probes.x[keep]
+    inputs = probes.x[probes.on_target]
+    classes = torch.unique(y)
     out = []
     for i in range(pairs):
         kind = NULL_KINDS[i % len(NULL_KINDS)]
         if kind == "step":
             rows = torch.randperm(x.shape[0], generator=g)[:batch_size]
         else:
-            classes = torch.unique(y)
             chosen = classes[torch.randperm(classes.numel(), generator=g)[:handful]]
             rows = torch.stack([torch.nonzero(y == c).flatten()[
                 int(torch.randint(int((y == c).sum()), (1,), generator=g))] for c in chosen])
         theta = _one_step(model, x[rows], y[rows], lr, ascent=kind == "handful_ga", device=device)
-        with torch.no_grad():
-            after = F.softmax(theta(inputs.to(device)).double(), dim=1).cpu()
-        _, means, _ = confidence_changes(before, after, target, statistic)
-        # classes with no on-target probe have NaN means; fill the full K
-        full = torch.full((probes.num_classes,), float("nan"), dtype=torch.float64)
-        full[: means.numel()] = means
-        out.append(full)
+        out.append(ModelOracle(theta, num_classes=probes.num_classes, input_shape=probes.input_shape,
+                               device=device).predict_proba(inputs))  # answered as θ's were
     return out
 
 
