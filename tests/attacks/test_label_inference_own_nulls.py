@@ -158,3 +158,11 @@ def test_own_null_pairs_of_a_torch_model_leave_theta_unchanged_and_find_a_lowere
     same = infer_label(theta, ModelOracle(net, num_classes=K, input_shape=IN), probes, config=config,
                        calibration=cal)
     assert not same.detected
+
+
+def test_own_nulls_by_name_without_theta_says_what_it_needs() -> None:
+    """A black-box user cannot make own null pairs: asked by name without them, one ConfigError says so."""
+    probes = _probes()
+    with pytest.raises(ConfigError, match="needs θ's weights and public rows"):
+        infer_label(_stored(probes), _stored(probes), probes,
+                    config=DecisionConfig(min_per_class=PER_CLASS, calibration="own_nulls"))

@@ -29,7 +29,14 @@ from torch import nn
 from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, evaluate_reconstruction
 from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_for
 from unlearnleak.attacks.interface import FeatureRecovery, FeatureRecoveryConfig
-from unlearnleak.attacks.label_inference import Calibration, DecisionConfig, ProbeSet, generate_probes, infer_label
+from unlearnleak.attacks.label_inference import (
+    Calibration,
+    DecisionConfig,
+    ProbeSet,
+    calibrate_on_own_model,
+    generate_probes,
+    infer_label,
+)
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.console import headline_table, iteration_progress
@@ -138,14 +145,23 @@ def generate_label_probes(spec: LabelInferenceSpec, original: Oracle, *, public:
 def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: LabelInferenceSpec,
                        deleted: Sequence[int] | None, *, public: Dataset | None = None, seed: int = 0,
                        device: str = "cpu", probes: ProbeSet | None = None,
-                       white_box: nn.Module | None = None,
-                       calibration: Calibration | None = None) -> LabelInferenceEvaluation:
+                       white_box: nn.Module | None = None, calibration: Calibration | None = None,
+                       own_nulls: tuple[nn.Module, Dataset] | None = None) -> LabelInferenceEvaluation:
     """The user attack: probes against θ only (or ``probes`` made earlier), one query each to θ_u's oracle,
-    the calibrated decision of ``spec`` (or ``calibration``, e.g. from the audited model's own null pairs:
-    ``calibrate_on_own_model``), scored against ``deleted`` (None: not scored)."""
+    the calibrated decision of ``spec`` (or ``calibration``), scored against ``deleted`` (None: not scored).
+
+    ``own_nulls``: (θ, public rows) for ``spec.calibration == "own_nulls"``: the threshold then comes from
+    null pairs of θ itself (``calibrate_on_own_model``), which only the holder of θ can make."""
     if probes is None:
         probes = generate_label_probes(spec, original_oracle, public=public, seed=seed, device=device,
                                        white_box=white_box)
+    if calibration is None and spec.calibration == "own_nulls":
+        if own_nulls is None:
+            raise ConfigError("calibration 'own_nulls' needs θ's weights and public rows (the audit holds them); "
+                              "a black-box user has neither: use calibration 'auto'")
+        theta, rows = own_nulls
+        calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
+                                             top_k=spec.top_k, statistic=spec.statistic, seed=seed, device=device)
     decision = DecisionConfig(top_k=spec.top_k, statistic=spec.statistic, level=spec.level,
                               calibration=spec.calibration, test=spec.test, min_per_class=spec.min_per_class)
     guess = infer_label(original_oracle, unlearned_oracle, probes, config=decision, calibration=calibration)
@@ -347,9 +363,10 @@ def execute_cell(config: ExperimentConfig, folder: Path, *,
         original = ModelOracle.from_pair(pair, "original", device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
         white_box = pair.model("original", device) if li_spec.generator == "gradient" else None
+        own = (pair.model("original", device), scn.public) if li_spec.calibration == "own_nulls" else None
         inference = infer_and_evaluate(original, unlearned, li_spec, prepared.deleted, seed=seed, device=device,
                                        public=scn.public if li_spec.generator == "public" else None,
-                                       white_box=white_box)
+                                       white_box=white_box, own_nulls=own)
         inference = write_inference(inference, folder, class_names=names, save_probes=save_probes)
     return CellResult(prepared, recovery, inference, time.perf_counter() - started)
 

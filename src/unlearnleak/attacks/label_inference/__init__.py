@@ -25,6 +25,7 @@ from unlearnleak.attacks.label_inference.decision import (
     infer_label,
     rank_classes,
 )
+from unlearnleak.attacks.label_inference.own_nulls import calibrate_on_own_model, own_null_changes
 from unlearnleak.attacks.label_inference.probes import (
     PROBE_GENERATORS,
     GeneratorConfig,
@@ -38,7 +39,6 @@ from unlearnleak.attacks.label_inference.probes import (
     margin_loss,
     register_generator,
 )
-from unlearnleak.attacks.label_inference.own_nulls import calibrate_on_own_model, own_null_changes
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.attacks.label_inference.result import LabelGuess
 from unlearnleak.attacks.label_inference.zeroth_order import NesConfig, ZooConfig

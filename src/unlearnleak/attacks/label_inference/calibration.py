@@ -261,6 +261,14 @@ def auto(*, statistic: str, generator: str, gap: Gap, **kwargs: Any) -> Calibrat
     return gaussian(gap=gap, **kwargs)
 
 
+@CALIBRATORS.register("own_nulls")
+def own_nulls(**_: Any) -> Calibration:
+    """The audited model's own null pairs: built where θ's weights and public rows are at hand
+    (``calibrate_on_own_model``; ``run`` does it for ``calibration: own_nulls``), never from the answers alone."""
+    raise ConfigError("calibration 'own_nulls' needs θ's weights and public rows to make the model's own null "
+                      "pairs (calibrate_on_own_model); a black-box user has neither: use calibration='auto'")
+
+
 @CALIBRATORS.register("fixed")
 def fixed(*, z: float, **_: Any) -> Calibration:
     """A threshold given by hand: no false-detection level is claimed."""
