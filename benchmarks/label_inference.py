@@ -6,9 +6,12 @@ head and a ResNet-18 at width 8) the attack's probes are made once against θ th
 the calibration benchmark's pairs (``label_calibration.py`` stores them in ``--pairs``/<case>/states.safetensors:
 null pairs — one more SGD step, a handful of samples deleted by gradient ascent or by exact retraining — and
 deletions of p_u ∈ {0.1, 0.5, 1.0} of each class, exact and approximate). The decision is the package's
-default (``infer_and_evaluate`` with the shipped null table, calibration ``auto``), so the rates are what a
-user gets; only the held-out half (label_cases.py) is reported, because the shipped table was measured on the
-tuning half.
+(``infer_and_evaluate``) with, by default (``--calibration own``), the per-model calibration of a server-side
+audit: 200 null pairs of θ itself made on the case's public rows (``calibrate_on_own_model``: one SGD step or one
+gradient-ascent step on a handful; never the benchmark's own null pairs, which are made on private rows), the
+coupled-drift residual test chosen on the tuning half; ``--calibration shipped``: a black-box user's ``auto``
+(the shipped LeNet null table). Only the held-out half (label_cases.py) is reported; ``--half tune`` replays the
+tuning half, on which the rules were chosen.
 
 Per probe set: probes per class (on target), queries to θ and seconds of the generation, then the share of
 deletions detected (and named right) per method × p_u, the argmin accuracy, the deleted class's mean rank,
@@ -63,6 +66,8 @@ def main() -> None:
                         help="own: the audited model's own null pairs (calibrate_on_own_model, server side); "
                              "shipped: the decision's default (the shipped LeNet null table)")
     parser.add_argument("--own-nulls", type=int, default=OWN_NULLS, help="own null pairs per probe set")
+    parser.add_argument("--half", choices=("heldout", "tune"), default="heldout",
+                        help="replay the held-out half (reported) or the tuning half (rules are chosen on it)")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "label_inference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,7 +96,7 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
     spec, pair = scn.pair.spec, scn.pair
     k, shape = spec.num_classes, tuple(spec.input_shape)
     theta = pair.model("original", args.device)
-    held = [i for i, p in enumerate(meta["pairs"]) if not _tune(case.split, p)]
+    held = [i for i, p in enumerate(meta["pairs"]) if _tune(case.split, p) == (args.half == "tune")]
     out: dict[str, Any] = {}
     for set_name, (gen, per_class, params) in parse_probe_sets(args.probes).items():
         settings = {key: v for key, v in params.items() if key != "data"}  # data=public: nes from public starts

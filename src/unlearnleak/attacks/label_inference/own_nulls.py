@@ -6,8 +6,12 @@ class 1 is deleted exactly: −0.17), so a threshold measured on another model's
 in 38 of 40 such steps (docs/label_inference.md). A black-box user cannot see this drift coming; the holder
 of θ can: it makes null pairs θ → θ' with updates that delete nothing (one SGD step on a batch of public rows;
 one gradient-ascent step on a handful of public rows — the two kinds of benign update the benchmark's null
-pairs are made of), replays the probes to each θ', and standardizes every class's change by its own null
-mean and spread (``calibration.calibrate_on_own_nulls``). The verdict then says which calibration it used.
+pairs are made of), replays the probes to each θ', and tests each class's change against the drift these
+null pairs predict for it from the other classes' changes (``calibration.calibrate_on_own_nulls``). The
+verdict then says which calibration it used (``calibration == "own_nulls"``).
+
+Cost: ``pairs`` gradient steps on θ and ``pairs`` × probes forward passes, all on the holder's side; no query
+to the served model.
 """
 
 from __future__ import annotations
