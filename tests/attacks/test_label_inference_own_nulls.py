@@ -4,6 +4,7 @@ this model is not "detected", a real drop still is, and identical models never a
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,7 +122,7 @@ class _Net(nn.Module):
         return self.body(x)
 
 
-def test_own_null_pairs_of_a_torch_model_leave_theta_unchanged_and_find_a_lowered_class() -> None:
+def test_own_null_pairs_of_a_torch_model_leave_theta_unchanged_and_find_a_lowered_class(tmp_path: Path) -> None:
     """own_null_changes makes its updates on copies (θ unchanged; same seed, same numbers); with the calibration
     they give, lowering class 2's output bias by 3 is detected as class 2, and θ against itself is not."""
     net = _Net().eval()
@@ -148,6 +149,10 @@ def test_own_null_pairs_of_a_torch_model_leave_theta_unchanged_and_find_a_lowere
         own_null_changes(net, probes, public_x, public_y[:10])
     cal = calibrate_on_own_model(net, probes, public_x, public_y, pairs=60, seed=3)
     assert cal.method == "own_nulls" and "null pairs of this model" in cal.source
+    cached = [calibrate_on_own_model(net, probes, public_x, public_y, pairs=60, seed=3, cache=tmp_path)
+              for _ in range(2)]  # computed once, then read back: the same calibration
+    assert len(list(tmp_path.glob("own_nulls-*.safetensors"))) == 1
+    assert cached[0] == cached[1] == cal
     lowered = _Net().eval()
     with torch.no_grad():
         lowered.body[3].bias[2] -= 3.0

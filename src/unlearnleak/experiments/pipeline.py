@@ -37,6 +37,7 @@ from unlearnleak.attacks.label_inference import (
     generate_probes,
     infer_label,
 )
+from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.console import headline_table, iteration_progress
@@ -146,7 +147,8 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
                        deleted: Sequence[int] | None, *, public: Dataset | None = None, seed: int = 0,
                        device: str = "cpu", probes: ProbeSet | None = None,
                        white_box: nn.Module | None = None, calibration: Calibration | None = None,
-                       own_nulls: tuple[nn.Module, Dataset] | None = None) -> LabelInferenceEvaluation:
+                       own_nulls: tuple[nn.Module, Dataset] | None = None,
+                       cache: Path | None = None) -> LabelInferenceEvaluation:
     """The user attack: probes against θ only (or ``probes`` made earlier), one query each to θ_u's oracle,
     the calibrated decision of ``spec`` (or ``calibration``), scored against ``deleted`` (None: not scored).
 
@@ -161,7 +163,8 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
                               "a black-box user has neither: use calibration 'auto'")
         theta, rows = own_nulls
         calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
-                                             top_k=spec.top_k, statistic=spec.statistic, seed=seed, device=device)
+                                             top_k=spec.top_k, statistic=spec.statistic, seed=seed, device=device,
+                                             cache=cache)
     decision = DecisionConfig(top_k=spec.top_k, statistic=spec.statistic, level=spec.level,
                               calibration=spec.calibration, test=spec.test, min_per_class=spec.min_per_class)
     guess = infer_label(original_oracle, unlearned_oracle, probes, config=decision, calibration=calibration)
@@ -366,7 +369,8 @@ def execute_cell(config: ExperimentConfig, folder: Path, *,
         own = (pair.model("original", device), scn.public) if li_spec.calibration == "own_nulls" else None
         inference = infer_and_evaluate(original, unlearned, li_spec, prepared.deleted, seed=seed, device=device,
                                        public=scn.public if li_spec.generator == "public" else None,
-                                       white_box=white_box, own_nulls=own)
+                                       white_box=white_box, own_nulls=own,
+                                       cache=cache_dir(scn.config.cache_dir) / "own_nulls")
         inference = write_inference(inference, folder, class_names=names, save_probes=save_probes)
     return CellResult(prepared, recovery, inference, time.perf_counter() - started)
 

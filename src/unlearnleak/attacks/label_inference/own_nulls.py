@@ -17,6 +17,9 @@ to the served model.
 from __future__ import annotations
 
 import copy
+import time
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +28,7 @@ from torch.nn import functional as F
 from unlearnleak.attacks.label_inference.calibration import Calibration, calibrate_on_own_nulls
 from unlearnleak.attacks.label_inference.decision import confidence_changes
 from unlearnleak.attacks.label_inference.probeset import ProbeSet
+from unlearnleak.cache import cached_state, key_digest, tensors_digest
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import ModelOracle
 
@@ -96,11 +100,33 @@ def _one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, *, 
 
 def calibrate_on_own_model(model: nn.Module, probes: ProbeSet, x: torch.Tensor, y: torch.Tensor, *,
                            level: float = 0.05, test: str = "student", top_k: int = 1, pairs: int = OWN_NULL_PAIRS,
-                           lr: float = 1e-3, statistic: str = "log_odds", seed: int = 0,
-                           device: str = "cpu") -> Calibration:
-    """The per-model calibration: :func:`own_null_changes` on θ, then ``calibrate_on_own_nulls``."""
-    nulls = own_null_changes(model, probes, x, y, pairs=pairs, lr=lr, statistic=statistic, seed=seed, device=device)
+                           lr: float = 1e-3, statistic: str = "log_odds", seed: int = 0, device: str = "cpu",
+                           cache: Path | None = None) -> Calibration:
+    """The per-model calibration: :func:`own_null_changes` on θ, then ``calibrate_on_own_nulls``.
+
+    ``cache``: a folder where the null pairs' class means are kept, keyed by the sha256 of θ, the probes, the
+    public rows and the settings (cells of one sweep share θ and the probes: they are computed once).
+    """
+    settings = {"pairs": pairs, "lr": lr, "statistic": statistic, "seed": seed, "batch_size": 128, "handful": 5}
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        started = time.perf_counter()
+        nulls = own_null_changes(model, probes, x, y, pairs=pairs, lr=lr, statistic=statistic, seed=seed,
+                                 device=device)
+        return {"means": torch.stack(nulls)}, {"seconds": round(time.perf_counter() - started, 1)}
+
+    def check(state: dict[str, torch.Tensor]) -> None:
+        if tuple(state["means"].shape) != (pairs, probes.num_classes):
+            raise ValueError(f"own null means of shape {tuple(state['means'].shape)}")
+
+    if cache is None:
+        means = compute()[0]["means"]
+    else:
+        key = {"kind": "own_null_pairs", **settings, "theta": tensors_digest(model.state_dict()),
+               "probes": tensors_digest({"x": probes.x, "proba": probes.original_proba, "target": probes.target}),
+               "rows": tensors_digest({"x": x, "y": y})}
+        means = cached_state(cache / f"own_nulls-{key_digest(key)}.safetensors", key, compute, check).state["means"]
     return calibrate_on_own_nulls(
-        nulls, level=level, test=test, top_k=top_k,
+        list(means), level=level, test=test, top_k=top_k,
         source=f"{pairs} null pairs of this model made by the holder of θ (one SGD step or one gradient-ascent step "
                f"on public rows, lr {lr:g}; {probes.generator} probes, {statistic})")
