@@ -118,7 +118,7 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
         calibration = None
         if args.calibration == "own":
             calibration = calibrate_on_own_model(theta, probes, scn.public.x, scn.public.y, pairs=args.own_nulls,
-                                                 seed=args.seed, device=args.device)
+                                                 seed=args.seed, device=args.device, cache=args.out / "own_nulls")
         calibration_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         results = []
