@@ -19,9 +19,12 @@ in an audit, to use fresh answers instead).
 ``level`` (5 %): the gap statistic T (the candidate's drop against the spread of the *other classes'*
 drops) must exceed a threshold from a registered calibrator (calibration.py: ``auto``, the default —
 ``null_pairs``, measured on null pairs, where the shipped table covers the probes' generator and number of
-classes, else ``gaussian``; ``student_t``; ``fixed``, no level). The LabelGuess states the level, the
-threshold, the p-value and how the threshold was obtained. When no candidate passes, the guess is "no
-detectable change" at that level. Identical models give all-zero changes, which never pass.
+classes, else ``gaussian``; ``student_t``; ``fixed``, no level; ``own_nulls``, the audited model's own null
+pairs, passed as ``calibration=calibrate_on_own_model(...)`` by whoever holds θ: the test is then on each
+class's change against the drift those pairs predict for it, the only calibration whose level held on held-out
+architectures). The LabelGuess states the level, the threshold, the p-value and how the threshold was
+obtained. When no candidate passes, the guess is "no detectable change" at that level. Identical models give
+all-zero changes, which never pass.
 """
 
 from __future__ import annotations
