@@ -6,9 +6,12 @@ head and a ResNet-18 at width 8) the attack's probes are made once against θ th
 the calibration benchmark's pairs (``label_calibration.py`` stores them in ``--pairs``/<case>/states.safetensors:
 null pairs — one more SGD step, a handful of samples deleted by gradient ascent or by exact retraining — and
 deletions of p_u ∈ {0.1, 0.5, 1.0} of each class, exact and approximate). The decision is the package's
-default (``infer_and_evaluate`` with the shipped null table, calibration ``auto``), so the rates are what a
-user gets; only the held-out half (label_cases.py) is reported, because the shipped table was measured on the
-tuning half.
+(``infer_and_evaluate``) with, by default (``--calibration own``), the per-model calibration of a server-side
+audit: 200 null pairs of θ itself made on the case's public rows (``calibrate_on_own_model``: one SGD step or one
+gradient-ascent step on a handful; never the benchmark's own null pairs, which are made on private rows), the
+coupled-drift residual test chosen on the tuning half; ``--calibration shipped``: a black-box user's ``auto``
+(the shipped LeNet null table). Only the held-out half (label_cases.py) is reported; ``--half tune`` replays the
+tuning half, on which the rules were chosen.
 
 Per probe set: probes per class (on target), queries to θ and seconds of the generation, then the share of
 deletions detected (and named right) per method × p_u, the argmin accuracy, the deleted class's mean rank,
@@ -34,9 +37,10 @@ from safetensors.torch import load_file
 
 from label_calibration import FRACTIONS, METHODS, NULL_KINDS, _tune, _wilson, parse_probe_sets
 from label_cases import LABEL_CASES
-from unlearnleak.attacks.label_inference import ProbeSet
+from unlearnleak.attacks.label_inference import ProbeSet, calibrate_on_own_model
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.facade import LabelInference
+from unlearnleak.attacks.label_inference.own_nulls import OWN_NULL_PAIRS
 from unlearnleak.experiments.pipeline import infer_and_evaluate
 from unlearnleak.models import build_model, load_weights
 from unlearnleak.oracle import ModelOracle
@@ -44,6 +48,7 @@ from unlearnleak.scenario import build_scenario
 from unlearnleak.storage import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
+OWN_NULLS = OWN_NULL_PAIRS  # own null pairs per probe set (rank 195 of 200 at 5 %, 90 % confidence)
 
 
 def main() -> None:
@@ -58,6 +63,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="reuse probes saved in --out")
+    parser.add_argument("--calibration", choices=("own", "shipped"), default="own",
+                        help="own: the audited model's own null pairs (calibrate_on_own_model, server side); "
+                             "shipped: the decision's default (the shipped LeNet null table)")
+    parser.add_argument("--own-nulls", type=int, default=OWN_NULLS, help="own null pairs per probe set")
+    parser.add_argument("--half", choices=("heldout", "tune"), default="heldout",
+                        help="replay the held-out half (reported) or the tuning half (rules are chosen on it)")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "label_inference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,7 +97,7 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
     spec, pair = scn.pair.spec, scn.pair
     k, shape = spec.num_classes, tuple(spec.input_shape)
     theta = pair.model("original", args.device)
-    held = [i for i, p in enumerate(meta["pairs"]) if not _tune(case.split, p)]
+    held = [i for i, p in enumerate(meta["pairs"]) if _tune(case.split, p) == (args.half == "tune")]
     out: dict[str, Any] = {}
     for set_name, (gen, per_class, params) in parse_probe_sets(args.probes).items():
         settings = {key: v for key, v in params.items() if key != "data"}  # data=public: nes from public starts
@@ -104,6 +115,12 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
               f"{probes.total_queries:,} queries to θ, {probes.seconds:.0f} s"
               + (f" — {probes.notes}" if probes.notes else ""), flush=True)
         t0 = time.perf_counter()
+        calibration = None
+        if args.calibration == "own":
+            calibration = calibrate_on_own_model(theta, probes, scn.public.x, scn.public.y, pairs=args.own_nulls,
+                                                 seed=args.seed, device=args.device, cache=args.out / "own_nulls")
+        calibration_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
         results = []
         for i in held:
             model = build_model(spec)
@@ -112,7 +129,7 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
             deleted = [key["class"]] if key["kind"] == "deletion" else None
             ev = infer_and_evaluate(ModelOracle(theta, num_classes=k, input_shape=shape, device=args.device),
                                     ModelOracle(model, num_classes=k, input_shape=shape, device=args.device),
-                                    attack, deleted, probes=probes)
+                                    attack, deleted, probes=probes, calibration=calibration)
             g = ev.guess
             results.append({**key, "verdict": g.verdict, "best": g.best, "rank": ev.deleted_rank,
                             "p_value": g.p_value, "detected_correct": ev.detected_correct})
@@ -120,6 +137,7 @@ def run_case(args: argparse.Namespace, name: str) -> dict[str, Any]:
             "generator": gen, "per_class": per_class, "params": params, "probes": len(probes),
             "on_target_per_class": probes.class_counts(), "queries_original": probes.total_queries,
             "probe_seconds": round(probes.seconds, 1), "replay_seconds": round(time.perf_counter() - t0, 1),
+            "calibration_seconds": round(calibration_seconds, 1), "calibration": g.calibration,
             "calibration_source": g.calibration_source, "pairs": results, "notes": probes.notes}
     return out
 

@@ -111,6 +111,16 @@ def test_label_phrase_not_significant_states_argmin_p_value_queries_and_no_doubl
     assert "right: class 3 (cat) was deleted" in text
 
 
+def test_label_phrase_says_what_the_level_rests_on() -> None:
+    """Only the model's own null pairs hold the level for this model; the phrase says which calibration it used."""
+    own = label_verdict({**GUESS, "detected": True, "p_value": 0.004, "calibration": "own_nulls"}).sentence
+    assert "p = 0.004 at level 0.05 (calibrated on this model's own null pairs)" in own
+    shipped = label_verdict({**GUESS, "calibration": "null_pairs"}).sentence
+    assert "(calibrated on other models' null pairs: not guaranteed for this one)" in shipped
+    assert "not guaranteed" in label_verdict({**GUESS, "calibration": "gaussian"}).sentence
+    assert "calibrated" not in label_verdict({**GUESS, "calibration": "fixed", "level": None}).sentence
+
+
 def test_label_phrase_detected_wrong_and_ranked() -> None:
     detected = label_verdict({**GUESS, "detected": True, "p_value": 0.002})
     assert detected.leaked and detected.head == "label leaked: class 3 was deleted"

@@ -32,9 +32,10 @@ from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, e
 from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
 from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_for
-from unlearnleak.attacks.label_inference import ProbeSet
+from unlearnleak.attacks.label_inference import Calibration, ProbeSet, calibrate_on_own_model
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.facade import LabelInference
+from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.console import headline_table, iteration_progress
@@ -127,14 +128,27 @@ def recover_and_evaluate(pair: ModelPair, knowledge: ServerKnowledge | None, spe
 
 def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: LabelInferenceConfig,
                        deleted: Sequence[int] | None, *, public: Dataset | None = None,
-                       probes: ProbeSet | None = None, white_box: nn.Module | None = None) -> LabelInferenceEvaluation:
+                       probes: ProbeSet | None = None, white_box: nn.Module | None = None,
+                       calibration: Calibration | None = None, own_nulls: tuple[nn.Module, Dataset] | None = None,
+                       cache: Path | None = None) -> LabelInferenceEvaluation:
     """The user attack (``LabelInference(spec)``): probes against θ only (or ``probes`` made earlier; θ itself,
     ``white_box``, for gradient probes; ``public`` data for public ones), one query each to θ_u's oracle, the
-    calibrated decision of ``spec``, scored against ``deleted`` (None: not scored)."""
+    calibrated decision of ``spec`` (or ``calibration``), scored against ``deleted`` (None: not scored).
+
+    ``own_nulls``: (θ, public rows) for ``spec.calibration == "own_nulls"``: the threshold then comes from
+    null pairs of θ itself (``calibrate_on_own_model``), which only the holder of θ can make."""
     attack = LabelInference(spec)
     if probes is None:
         probes = attack.probe(original_oracle, public=public, white_box=white_box)
-    guess = attack.guess(original_oracle, unlearned_oracle, probes)
+    if calibration is None and spec.calibration == "own_nulls":
+        if own_nulls is None:
+            raise ConfigError("calibration 'own_nulls' needs θ's weights and public rows (the audit holds them); "
+                              "a black-box user has neither: use calibration 'auto'")
+        theta, rows = own_nulls
+        calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
+                                             top_k=spec.top_k, statistic=spec.statistic, seed=spec.seed,
+                                             device=spec.device, cache=cache)
+    guess = attack.guess(original_oracle, unlearned_oracle, probes, calibration=calibration)
     known = None if deleted is None else tuple(sorted({int(c) for c in deleted}))
     return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes)
 
@@ -334,9 +348,11 @@ def execute_cell(config: ExperimentConfig, folder: Path, *,
         original = ModelOracle.from_pair(pair, "original", device=device)
         unlearned = ModelOracle.from_pair(pair, "unlearned", device=device)
         white_box = pair.model("original", device) if li_spec.generator == "gradient" else None
+        own = (pair.model("original", device), scn.public) if li_spec.calibration == "own_nulls" else None
         inference = infer_and_evaluate(original, unlearned, li_spec.model_copy(update={"seed": seed, "device": device}),
                                        prepared.deleted, public=scn.public if li_spec.generator == "public" else None,
-                                       white_box=white_box)
+                                       white_box=white_box, own_nulls=own,
+                                       cache=cache_dir(scn.config.cache_dir) / "own_nulls")
         inference = write_inference(inference, folder, class_names=names, save_probes=save_probes)
     return CellResult(prepared, recovery, inference, time.perf_counter() - started)
 

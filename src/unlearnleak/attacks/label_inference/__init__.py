@@ -13,6 +13,7 @@ from unlearnleak.attacks.label_inference.calibration import (
     CALIBRATORS,
     Calibration,
     calibrate_on_nulls,
+    calibrate_on_own_nulls,
     gap_statistic,
     null_statistic,
 )
@@ -24,6 +25,7 @@ from unlearnleak.attacks.label_inference.decision import (
     infer_label,
     rank_classes,
 )
+from unlearnleak.attacks.label_inference.own_nulls import calibrate_on_own_model, own_null_changes
 from unlearnleak.attacks.label_inference.probes import (
     PROBE_GENERATORS,
     GeneratorConfig,
@@ -57,6 +59,8 @@ __all__ = [
     "ZooConfig",
     "black_box_generators",
     "calibrate_on_nulls",
+    "calibrate_on_own_model",
+    "calibrate_on_own_nulls",
     "confidence_changes",
     "decide",
     "gap_statistic",
@@ -66,6 +70,7 @@ __all__ = [
     "make_generator",
     "margin_loss",
     "null_statistic",
+    "own_null_changes",
     "rank_classes",
     "register_generator",
 ]

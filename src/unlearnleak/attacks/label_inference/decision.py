@@ -19,9 +19,12 @@ in an audit, to use fresh answers instead).
 ``level`` (5 %): the gap statistic T (the candidate's drop against the spread of the *other classes'*
 drops) must exceed a threshold from a registered calibrator (calibration.py: ``auto``, the default —
 ``null_pairs``, measured on null pairs, where the shipped table covers the probes' generator and number of
-classes, else ``gaussian``; ``student_t``; ``fixed``, no level). The LabelGuess states the level, the
-threshold, the p-value and how the threshold was obtained. When no candidate passes, the guess is "no
-detectable change" at that level. Identical models give all-zero changes, which never pass.
+classes, else ``gaussian``; ``student_t``; ``fixed``, no level; ``own_nulls``, the audited model's own null
+pairs, passed as ``calibration=calibrate_on_own_model(...)`` by whoever holds θ: the test is then on each
+class's change against the drift those pairs predict for it, the only calibration whose level held on held-out
+architectures). The LabelGuess states the level, the threshold, the p-value and how the threshold was
+obtained. When no candidate passes, the guess is "no detectable change" at that level. Identical models give
+all-zero changes, which never pass.
 """
 
 from __future__ import annotations
@@ -153,13 +156,15 @@ def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor, c
     lacking = [c for c in range(counts.numel()) if int(counts[c]) < config.min_per_class]
     if lacking:
         return Decision([], means, counts, [], None, None, None, lacking)
-    ranked = rank_classes(means)
+    tested = calibration.standardize(means) if calibration is not None else means  # per-model units, if any
+    ranked = rank_classes(tested)
     candidates = ranked[:config.top_k]
-    gap = gap_statistic(means, counts, candidates, config.test, config.atol)
+    gap = gap_statistic(tested, counts, candidates, config.test, config.atol if tested is means else 0.0)
     if calibration is None:
         calibration = calibrate(config.calibration, level=config.level, gap=gap, test=config.test,
                                 statistic=config.statistic, generator=generator, top_k=config.top_k, z=config.z)
-    significant = [c for c, t in zip(candidates, gap.values, strict=True) if t > calibration.threshold]
+    significant = [c for c, t in zip(candidates, gap.values, strict=True) if t > calibration.threshold
+                   and (tested is means or float(means[c]) < -config.atol)]  # standardized: c must also drop
     p_value = calibration.p_value(gap.values[0]) if gap.values else None
     return Decision(ranked, means, counts, significant, gap, calibration, p_value, [])
 

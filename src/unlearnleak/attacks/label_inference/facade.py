@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from unlearnleak.attacks.label_inference.calibration import Calibration
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.decision import infer_label
 from unlearnleak.attacks.label_inference.probes import (
@@ -63,9 +64,11 @@ class LabelInference:
         return generate_probes(c.generator, target, original.num_classes, c.per_class, original.input_shape,
                                c.seed, public=public, max_seconds=c.max_seconds, device=c.device, **c.params)
 
-    def guess(self, original: Oracle, unlearned: Oracle, probes: ProbeSet) -> LabelGuess:
-        """One query per probe to θ_u's oracle; the calibrated decision of the config on the answers."""
-        return infer_label(original, unlearned, probes, config=self.config.decision())
+    def guess(self, original: Oracle, unlearned: Oracle, probes: ProbeSet, *,
+              calibration: Calibration | None = None) -> LabelGuess:
+        """One query per probe to θ_u's oracle; the calibrated decision of the config on the answers
+        (``calibration``: a threshold made elsewhere, e.g. from null pairs of θ itself, ``calibrate_on_own_model``)."""
+        return infer_label(original, unlearned, probes, config=self.config.decision(), calibration=calibration)
 
     def attack(self, original: Oracle, unlearned: Oracle, *, public: PublicData | None = None,
                white_box: nn.Module | None = None, probes: ProbeSet | None = None) -> LabelInferenceResult:
