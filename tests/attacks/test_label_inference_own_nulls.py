@@ -175,13 +175,14 @@ def test_own_nulls_by_name_without_theta_says_what_it_needs() -> None:
 
 def test_a_run_cell_with_own_nulls_says_so_and_keeps_them_in_the_cache(tmp_path: Path) -> None:
     """`run` holds θ and public rows: `calibration: own_nulls` makes the model's own null pairs once (cache)."""
+    from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
     from unlearnleak.commands.demo import label_inference_config
     from unlearnleak.experiments.pipeline import run_cell
-    from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig, LabelInferenceSpec
+    from unlearnleak.experiments.schema import AttacksConfig, ExperimentConfig
 
     scenario = label_inference_config(0, "cpu").model_copy(update={"cache_dir": str(tmp_path / "cache")})
     config = ExperimentConfig(scenario=scenario, attacks=AttacksConfig(feature_recovery=None, label_inference=(
-        LabelInferenceSpec(generator="nes", per_class=5, calibration="own_nulls"))))
+        LabelInferenceConfig(generator="nes", per_class=5, calibration="own_nulls"))))
     rows = [run_cell(config, tmp_path / f"cell{i}")["label_inference"] for i in range(2)]
     assert rows[0]["calibration"] == "own_nulls" and rows[0]["p_value"] is not None
     assert rows[0]["deleted"] == [3] and rows[0]["verdict"] in ("detected", "not_detected")
