@@ -318,12 +318,7 @@ def calibrate_on_nulls(null_means: Sequence[torch.Tensor], *, level: float = 0.0
         raise ConfigError(f"confidence must lie in (0, 1) or be None, got {confidence}")
     values = sorted(null_statistic(m, test=test, top_k=top_k) for m in null_means)
     n = len(values)
-    rank = conformal_rank(n, level, confidence)
-    threshold = values[rank - 1] if rank is not None else math.inf
-    how = (f"conformal {1 - level:.0%} quantile" if confidence is None else
-           f"rank {rank} of {n} (level {level:g} held with {confidence:.0%} confidence over the null pairs)"
-           if rank is not None else f"level {level:g} at {confidence:.0%} confidence")
-    need = "" if rank is not None else "; too few null pairs for this level and confidence: nothing is detected"
+    threshold, how, need = _conformal_threshold(values, level, confidence)
     return Calibration("null_pairs", level, threshold, f"{how} of T over {n} null pairs: {source}{need}",
                        null_values=tuple(values))
 
@@ -365,12 +360,7 @@ def calibrate_on_own_nulls(null_means: Sequence[torch.Tensor], *, level: float =
         fitted = _fit_own(torch.cat([table[:i], table[i + 1:]]), ridge)
         values.append(null_statistic(_residuals(table[i:i + 1], fitted)[0], test=test, top_k=top_k))
     values.sort()
-    rank = conformal_rank(n, level, confidence)
-    threshold = values[rank - 1] if rank is not None else math.inf
-    how = (f"conformal {1 - level:.0%} quantile" if confidence is None else
-           f"rank {rank} of {n} (level {level:g} held with {confidence:.0%} confidence over the null pairs)"
-           if rank is not None else f"level {level:g} at {confidence:.0%} confidence")
-    need = "" if rank is not None else "; too few null pairs for this level and confidence: nothing is detected"
+    threshold, how, need = _conformal_threshold(values, level, confidence)
     fit = _fit_own(table, ridge)
     return Calibration("own_nulls", level, threshold,
                        f"{how} of T on each class's change against the drift its own null pairs predict "
@@ -423,3 +413,16 @@ def _null_table() -> dict[str, Any]:
 def calibrate(name: str, **kwargs: Any) -> Calibration:
     """The registered calibrator ``name`` applied to one decision's context."""
     return CALIBRATORS.get(name)(**kwargs)
+
+
+def _conformal_threshold(values: list[float], level: float, confidence: float | None) -> tuple[float, str, str]:
+    """The threshold on sorted null statistics ``values`` (their conformal rank for ``level``/``confidence``;
+    inf when there are too few), how it was chosen, and what is missing (empty when nothing is)."""
+    n = len(values)
+    rank = conformal_rank(n, level, confidence)
+    threshold = values[rank - 1] if rank is not None else math.inf
+    how = (f"conformal {1 - level:.0%} quantile" if confidence is None else
+           f"rank {rank} of {n} (level {level:g} held with {confidence:.0%} confidence over the null pairs)"
+           if rank is not None else f"level {level:g} at {confidence:.0%} confidence")
+    need = "" if rank is not None else "; too few null pairs for this level and confidence: nothing is detected"
+    return threshold, how, need
