@@ -3,10 +3,14 @@ default lets that closed form compete with the inversion on the attacker's own s
 
 from __future__ import annotations
 
+import pytest
 import torch
+from pydantic import ValidationError
 from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery import evaluate_reconstruction, recover
+from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.models import ModelSpec, build_model
 from unlearnleak.pair import ModelPair
@@ -41,6 +45,11 @@ def test_an_image_mlp_gives_its_image_away_in_closed_form() -> None:
     forced = recover(pair, knowledge, iterations=20, method="inversion")  # 20 steps cannot match it
     assert forced.method == "inversion"
     assert evaluate_reconstruction(forced, x, y)["samples"][0]["psnr"] < scored["samples"][0]["psnr"]
+    # the same choice through the attack's one config (an experiment's `overrides: {method: inversion}`)
+    config = FeatureRecoveryConfig(iterations=20, overrides={"method": "inversion"})
+    assert FeatureRecovery(config).attack(pair, knowledge).method == "inversion"
+    with pytest.raises(ValidationError, match="method: choose one of auto, analytic, inversion"):
+        FeatureRecoveryConfig(overrides={"method": "closed"})
 
 
 def test_a_convolutional_net_is_inverted() -> None:

@@ -14,6 +14,9 @@ from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetMode
 from unlearnleak.registry import registered
 
+# overrides may also name ``method``: closed form where it applies (auto), or force one (attack.recover)
+METHODS = ("auto", "analytic", "inversion")
+
 # Settings of one run, not of the attack: an experiment sets them from its `seeds`, its `device` and the
 # scenario's k, so they are left out of dumps (a cell's hash and experiment.yaml name them once, elsewhere).
 RUN_SETTINGS = ("seed", "device", "k")
@@ -86,10 +89,14 @@ class FeatureRecoveryConfig(BaseModel):
         for key, given in value.items():  # NaN and ±inf first: the bounds of a setting would hide them
             if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(given)):
                 raise ValueError(f"{key}: not a finite number, got {given!r}")
-        if not value or preset is None:  # an unknown preset is reported on its own
+        method = value.get("method", "auto")  # not an inversion setting: recover()'s choice of analytic/inversion
+        if method not in METHODS:
+            raise ValueError(f"method: choose one of {', '.join(METHODS)}, got {method!r}")
+        settings = {k: v for k, v in value.items() if k != "method"}
+        if not settings or preset is None:  # an unknown preset is reported on its own
             return value
         try:
-            PRESETS.get(preset).with_overrides(**value)
+            PRESETS.get(preset).with_overrides(**settings)
         except ValidationError as exc:
             raise ValueError(_inversion_problems(exc)) from None
         return value
