@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from constructed_probes import SHAPE, K, constructed_probes
 
 from unlearnleak.attacks.label_inference import (
     CALIBRATORS,
@@ -22,8 +23,6 @@ from unlearnleak.attacks.label_inference.calibration import NULL_CONFIDENCE, con
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import FunctionOracle
 
-K = 10
-SHAPE = (1, 2, 2)
 LEVEL = 0.05
 Draw = Callable[[torch.Generator, tuple[int, ...]], torch.Tensor]
 
@@ -42,19 +41,6 @@ def _student(g: torch.Generator, shape: tuple[int, ...], df: float) -> torch.Ten
     z = torch.randn(shape, generator=g, dtype=torch.float64)
     chi2 = torch.randn((*shape, int(df)), generator=g, dtype=torch.float64).pow(2).sum(-1)
     return z / (chi2 / df).sqrt()
-
-
-def _probes(per_class: int) -> ProbeSet:
-    """Probes at p_c = 0.9995 (the zoo threshold), `per_class` per class; one pixel identifies each probe."""
-    m = K * per_class
-    target = torch.arange(K).repeat(per_class)
-    own = torch.full((m,), 0.9995, dtype=torch.float64)
-    proba = ((1 - own) / (K - 1))[:, None].repeat(1, K)
-    proba[torch.arange(m), target] = own
-    x = torch.zeros(m, *SHAPE)
-    x[:, 0, 0, 0] = torch.arange(m, dtype=torch.float32)
-    return ProbeSet(x=x, target=target, original_proba=proba, queries=torch.ones(m, dtype=torch.long),
-                    accepted=torch.ones(m, dtype=torch.bool), generator="constructed", total_queries=m)
 
 
 def _drifting(probes: ProbeSet, family: str, g: torch.Generator, drop: dict[int, float] | None = None
@@ -101,7 +87,7 @@ def _false_rate(probes: ProbeSet, family: str, n: int, seed: int, config: Decisi
 @pytest.mark.parametrize("per_class", [1, 4])
 def test_null_pair_calibration_holds_its_level(family: str, per_class: int) -> None:
     """Calibrated on 399 null pairs, the rule falsely detects in ≤ 5 % of 600 fresh ones (up to sampling)."""
-    probes = _probes(per_class)
+    probes = constructed_probes(per_class)
     config = DecisionConfig(calibration="fixed", min_per_class=per_class)  # threshold: from the calibration below
     cal = calibrate_on_nulls(_null_means(probes, family, 399, seed=1), level=LEVEL, test=config.test)
     assert cal.level == LEVEL and "399 null pairs" in cal.source and math.isfinite(cal.threshold)
@@ -133,7 +119,7 @@ def test_the_default_rank_holds_the_level_for_most_calibration_sets_where_the_ma
 
 def test_an_uncalibrated_rule_exceeds_the_level_where_the_calibrated_one_holds_it() -> None:
     """The old fixed rule (3 spreads of the other classes' mean/std) fires far above 5 % with heavy tails."""
-    probes = _probes(1)
+    probes = constructed_probes(1)
     n = 600
     fixed = _false_rate(probes, "heavy tails", n, seed=2, config=DecisionConfig(calibration="fixed", z=3.0,
                                                                                   test="student"))
@@ -143,7 +129,7 @@ def test_an_uncalibrated_rule_exceeds_the_level_where_the_calibrated_one_holds_i
 @pytest.mark.parametrize("per_class", [1, 4])
 def test_the_default_gaussian_threshold_holds_its_level_on_gaussian_drift(per_class: int) -> None:
     """The default (robust gap, simulated Gaussian null) is exact when class drifts are Gaussian."""
-    probes = _probes(per_class)
+    probes = constructed_probes(per_class)
     n = 600
     rate = _false_rate(probes, "whole-class shifts", n, seed=4, config=DecisionConfig())
     assert (rate - LEVEL) / math.sqrt(LEVEL * (1 - LEVEL) / n) < 2.576, rate
@@ -158,7 +144,7 @@ def test_calibrators_are_registered_and_validated() -> None:
     assert {"auto", "gaussian", "student_t", "null_pairs", "fixed"} <= set(CALIBRATORS.names())
     with pytest.raises(ValueError, match="unknown calibration"):
         DecisionConfig(calibration="nope")
-    probes = _probes(2)
+    probes = constructed_probes(2)
     with pytest.raises(ConfigError, match="student"):
         infer_label(_stored(probes), _stored(probes), probes,
                     config=DecisionConfig(calibration="student_t", test="robust"))
@@ -167,7 +153,7 @@ def test_calibrators_are_registered_and_validated() -> None:
 
 
 def test_too_few_null_pairs_never_detect_and_say_why() -> None:
-    probes = _probes(1)
+    probes = constructed_probes(1)
     cal = calibrate_on_nulls(_null_means(probes, "whole-class shifts", 10, seed=1), level=LEVEL)
     assert cal.threshold == math.inf and "too few" in cal.source
     guess = infer_label(_stored(probes), _drifting(probes, "whole-class shifts", torch.Generator(), {1: 9.0}),
@@ -177,7 +163,7 @@ def test_too_few_null_pairs_never_detect_and_say_why() -> None:
 
 def test_auto_uses_the_measured_null_pairs_where_they_exist() -> None:
     """nes probes with 10 classes: the shipped null pairs of the benchmark; constructed probes: Gaussian."""
-    probes = _probes(1)
+    probes = constructed_probes(1)
     nes = ProbeSet(**{**probes.__dict__, "generator": "nes"})
     guess = infer_label(_stored(nes), _drifting(nes, "whole-class shifts", torch.Generator(), {4: 9.0}), nes)
     assert guess.calibration == "null_pairs" and "label_calibration.py" in guess.calibration_source

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from constructed_probes import SHAPE, K, constructed_probes
 from torch import nn
 
 from unlearnleak.attacks.label_inference import (
@@ -22,8 +23,6 @@ from unlearnleak.attacks.label_inference import (
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import FunctionOracle, ModelOracle
 
-K = 10
-SHAPE = (1, 2, 2)
 LEVEL = 0.05
 PER_CLASS = 4
 DRIFT = {1: 2.0}  # class 1 loses 2 log-odds on every null pair of this model (one SGD step on a ResNet did)
@@ -31,15 +30,7 @@ DRIFT = {1: 2.0}  # class 1 loses 2 log-odds on every null pair of this model (o
 
 def _probes() -> ProbeSet:
     """Probes at p_c = 0.9995, PER_CLASS per class; one pixel identifies each probe."""
-    m = K * PER_CLASS
-    target = torch.arange(K).repeat(PER_CLASS)
-    own = torch.full((m,), 0.9995, dtype=torch.float64)
-    proba = ((1 - own) / (K - 1))[:, None].repeat(1, K)
-    proba[torch.arange(m), target] = own
-    x = torch.zeros(m, *SHAPE)
-    x[:, 0, 0, 0] = torch.arange(m, dtype=torch.float32)
-    return ProbeSet(x=x, target=target, original_proba=proba, queries=torch.ones(m, dtype=torch.long),
-                    accepted=torch.ones(m, dtype=torch.bool), generator="constructed", total_queries=m)
+    return constructed_probes(PER_CLASS)
 
 
 def _moved(probes: ProbeSet, g: torch.Generator, drop: dict[int, float]) -> FunctionOracle:

@@ -208,9 +208,8 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
             heldout.append(float(scores[r]))
             fitted.append(float(part.restart_costs[r]))
     winner, tvs, eligible = _pick(config, heldout, iterates)
-    order = [winner, *sorted((i for i in range(len(records)) if i != winner), key=lambda i: heldout[i])]
     chosen = contestants[records[winner]["index"]]
-    keep = [i for i in order if records[i]["index"] == records[winner]["index"]][:config.restarts]
+    keep = _kept(records, heldout, winner, config.restarts)
     race_seconds = time.perf_counter() - started
     remaining_steps = max(1, config.iterations - steps)
     main_config = chosen.config.with_overrides(restarts=len(keep), race=(), iterations=remaining_steps,
@@ -310,9 +309,8 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
             heldout.append(float(scores[r]))
             fitted.append(float(part.restart_costs[r]))
     winner, tvs, eligible = _pick(config, heldout, probes)
-    order = [winner, *sorted((i for i in range(len(records)) if i != winner), key=lambda i: heldout[i])]
     chosen = contestants[records[winner]["index"]]
-    keep = [i for i in order if records[i]["index"] == records[winner]["index"]][:config.restarts]
+    keep = _kept(records, heldout, winner, config.restarts)
     race_seconds = time.perf_counter() - started
     state = states[winner][1]
     rows = torch.tensor([states[i][0] for i in keep])
@@ -391,3 +389,9 @@ def _short_budget(model: nn.Module, target: TargetGradient, labels: torch.Tensor
         timings={**main.timings, "race_seconds": 0.0, "race_iterations": 0.0},
         history=[(it + done, cost) for it, cost in main.history], race=record, candidates=main.candidates,
         alive=main.alive)
+
+
+def _kept(records: list[dict[str, Any]], heldout: list[float], winner: int, restarts: int) -> list[int]:
+    """The raced restarts that continue: the winner first, then its recipe's other restarts by held-out cost."""
+    order = [winner, *sorted((i for i in range(len(records)) if i != winner), key=lambda i: heldout[i])]
+    return [i for i in order if records[i]["index"] == records[winner]["index"]][:restarts]
