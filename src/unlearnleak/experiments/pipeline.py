@@ -140,17 +140,22 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
     attack = LabelInference(spec)
     if probes is None:
         probes = attack.probe(original_oracle, public=public, white_box=white_box)
+    info: dict[str, Any] = {}
     if calibration is None and spec.calibration == "own_nulls":
         if own_nulls is None:
             raise ConfigError("calibration 'own_nulls' needs θ's weights and public rows (the audit holds them); "
                               "a black-box user has neither: use calibration 'auto'")
-        theta, rows = own_nulls
-        calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
-                                             top_k=spec.top_k, statistic=spec.statistic, seed=spec.seed,
-                                             device=spec.device, cache=cache)
+        if probes.lacking(probes.verdict_minimum(spec.min_per_class)):  # no verdict: no threshold is used
+            info = {"note": "no own null pairs made: classes lack probes, so there is no verdict to calibrate"}
+        else:
+            theta, rows = own_nulls
+            calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
+                                                 top_k=spec.top_k, statistic=spec.statistic, seed=spec.seed,
+                                                 device=spec.device, cache=cache)
     guess = attack.guess(original_oracle, unlearned_oracle, probes, calibration=calibration)
     known = None if deleted is None else tuple(sorted({int(c) for c in deleted}))
-    return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes)
+    return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes,
+                                    calibration_info=dict(calibration.cost) if calibration is not None else info)
 
 
 def write_recovery(ev: FeatureRecoveryEvaluation, folder: Path, *,
