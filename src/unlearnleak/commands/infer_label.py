@@ -179,9 +179,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(EXIT_NO_VERDICT)
             return
         if not ev.guess.has_verdict:  # one line, the documented exit status; nothing is ranked
-            typer.echo(verdict.sentence)
-            if calibration_note is not None:
-                typer.echo(f"note: {calibration_note}")
+            typer.echo(verdict.sentence)  # no threshold was used: the calibration has nothing to add
             if out is not None:
                 typer.echo(f"results written to {out}", err=True)
             raise typer.Exit(EXIT_NO_VERDICT)

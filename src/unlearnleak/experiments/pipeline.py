@@ -35,6 +35,7 @@ from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, lea
 from unlearnleak.attacks.label_inference import Calibration, ProbeSet, calibrate_on_own_model
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.facade import LabelInference
+from unlearnleak.attacks.label_inference.own_nulls import NO_VERDICT_NOTE, needs_threshold
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
@@ -145,8 +146,8 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
         if own_nulls is None:
             raise ConfigError("calibration 'own_nulls' needs θ's weights and public rows (the audit holds them); "
                               "a black-box user has neither: use calibration 'auto'")
-        if probes.lacking(probes.verdict_minimum(spec.min_per_class)):  # no verdict: no threshold is used
-            info = {"note": "no own null pairs made: classes lack probes, so there is no verdict to calibrate"}
+        if not needs_threshold(probes, spec.min_per_class):
+            info = {"note": NO_VERDICT_NOTE}
         else:
             theta, rows = own_nulls
             calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,

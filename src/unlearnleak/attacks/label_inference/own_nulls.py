@@ -99,6 +99,15 @@ def _one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, *, 
     return theta
 
 
+def needs_threshold(probes: ProbeSet, min_per_class: int) -> bool:
+    """Whether the decision will test anything: with a class short of probes there is no verdict, so no null
+    pairs need to be made (the decision's own rule, ``ProbeSet.verdict_minimum``)."""
+    return not probes.lacking(probes.verdict_minimum(min_per_class))
+
+
+NO_VERDICT_NOTE = "no own null pairs made: classes lack probes, so there is no verdict to calibrate"
+
+
 def calibrate_on_own_model(model: nn.Module, probes: ProbeSet, x: torch.Tensor, y: torch.Tensor, *,
                            level: float = 0.05, test: str = "student", top_k: int = 1, pairs: int = OWN_NULL_PAIRS,
                            lr: float = 1e-3, statistic: str = "log_odds", seed: int = 0, device: str = "cpu",
