@@ -102,7 +102,8 @@ class Calibration:
     coupling: tuple[tuple[float, ...], ...] = ()  # … how z_c follows the other classes' z on a null pair (W) …
     residual_scale: tuple[float, ...] = ()  # … and the spread of what it does not explain (s_c) …
     clip: tuple[float, ...] = ()  # … the largest |z_o| on a null pair: predictions never extrapolate beyond it
-    cost: Mapping[str, Any] = field(default_factory=dict)  # own null pairs: pairs, seconds, cached (JSON)
+    # what making it took (own null pairs: pairs, public_rows, seconds, cached, computed_seconds); not its value
+    cost: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def standardize(self, means: torch.Tensor) -> torch.Tensor:
         """The class changes the test is made on: with a per-model calibration the residual
