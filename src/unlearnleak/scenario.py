@@ -212,12 +212,16 @@ def recorded_public(record: RunRecord, data_dir: str | None = None) -> Dataset:
     """
     config = dict(record.config)
     if not config.get("dataset") or not record.ft_indices:
-        raise ConfigError("its run record (record.json) does not name the scenario's dataset and D_ft's rows")
+        raise ConfigError("its run record (record.json) does not name the scenario's dataset and D_ft's rows (a "
+                          "folder from `unlearnleak scenario` does)")
     try:
         scenario = ScenarioConfig.model_validate({**config, **({"data_dir": data_dir} if data_dir else {})})
     except Exception as exc:
         raise ConfigError(f"its run record's config is not a valid scenario config ({one_line(str(exc))})") from None
-    train = load_dataset(scenario.dataset, scenario.train_split, scenario.data_dir, **scenario.dataset_options)
+    try:
+        train = load_dataset(scenario.dataset, scenario.train_split, scenario.data_dir, **scenario.dataset_options)
+    except UnlearnleakError as exc:
+        raise type(exc)(f"{one_line(str(exc)).rstrip('.')}; pass --data-dir with the scenario's dataset") from exc
     if max(record.ft_indices) >= min(scenario.holdout, len(train)):
         raise ConfigError(f"its run record's D_ft rows lie outside the {scenario.dataset} {scenario.train_split} "
                           f"split's private pool of {min(scenario.holdout, len(train))} rows; is --data-dir the "

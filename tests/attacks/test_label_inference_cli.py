@@ -220,7 +220,7 @@ def test_infer_label_without_public_rows_falls_back_to_auto_saying_why(app: type
     result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "note: auto calibration (other models' null pairs): own null pairs of θ need labelled public rows" \
-        in result.output and "--data-dir" in result.output
+        in result.output and "a folder from `unlearnleak scenario` does" in result.output
     record = json.loads((out / "guess.json").read_text())
     assert record["guess"]["calibration"] == "null_pairs"
     assert "does not name the scenario's dataset" in record["evaluation"]["calibration_info"]["note"]
@@ -241,3 +241,4 @@ def test_infer_label_own_nulls_refused_when_the_dataset_cannot_be_read(
                                        "--data-dir", str(tmp_path / "no-data")])
     assert refused.exit_code == 2, refused.output
     assert "--calibration own_nulls" in refused.output and "cifar10" in refused.output
+    assert "pass --data-dir with the scenario's dataset" in refused.output

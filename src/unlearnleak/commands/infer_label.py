@@ -204,7 +204,8 @@ def own_null_rows(record: Any, data_dir: str | None, num_classes: int, *,
 
     try:
         if record is None:
-            raise ConfigError("this folder has no run record (record.json) naming its scenario")
+            raise ConfigError("this folder has no run record (record.json) naming its scenario (a folder from "
+                              "`unlearnleak scenario` has one)")
         rows = recorded_public(record, data_dir)
         if rows.y.numel() and int(rows.y.max()) >= num_classes:
             raise ConfigError(f"the scenario's labels reach {int(rows.y.max())}, beyond this model's "
@@ -213,11 +214,9 @@ def own_null_rows(record: Any, data_dir: str | None, num_classes: int, *,
         why = str(exc).rstrip(".")
         if explicit:
             raise ConfigError(f"--calibration own_nulls needs labelled public rows of the pair's scenario, but "
-                              f"{why}; pass --data-dir with the scenario's dataset, or choose --calibration auto"
-                              ) from None
+                              f"{why}; or choose --calibration auto") from None
         return None, (f"auto calibration (other models' null pairs): own null pairs of θ need labelled public "
-                      f"rows of the pair's scenario, but {why}; pass --data-dir with the scenario's dataset, or "
-                      f"--calibration auto to choose this one")
+                      f"rows of the pair's scenario, but {why}; or pass --calibration auto to choose this one")
     return rows, None
 
 
