@@ -12,7 +12,8 @@ import torch
 from unlearnleak.errors import ConfigError
 from unlearnleak.experiments.config import load_config
 from unlearnleak.pair import load_pair_folder
-from unlearnleak.scenario import ScenarioConfig, build_scenario, finetune, pretrained_base
+from unlearnleak.record import RunRecord
+from unlearnleak.scenario import ScenarioConfig, build_scenario, finetune, pretrained_base, recorded_public
 from unlearnleak.training import TrainConfig
 
 
@@ -35,7 +36,7 @@ def test_same_seed_same_pair_and_cache_reuse() -> None:
     assert not torch.equal(a.ft_indices, c.ft_indices)
 
 
-def test_exact_scenario_matches_finetune_on_retain_set() -> None:
+def test_exact_scenario_matches_finetune_on_retain_set(tmp_path: Path) -> None:
     cfg = _config()
     scn = build_scenario(cfg)
     spec, base = pretrained_base(cfg)
@@ -49,6 +50,10 @@ def test_exact_scenario_matches_finetune_on_retain_set() -> None:
     # D_ft comes from the private pool only; the public rows (≥ holdout) trained θ0
     assert int(scn.ft_indices.max()) < cfg.holdout
     assert not set(scn.public_indices().tolist()) & set(scn.ft_indices.tolist())
+    # the saved folder's run record rebuilds the same public rows (infer-label's own null pairs are made on them)
+    rebuilt = recorded_public(RunRecord.load(scn.save(tmp_path / "pair"), ground_truth=False))
+    assert torch.equal(rebuilt.x, scn.public.x) and torch.equal(rebuilt.y, scn.public.y)
+    assert len(rebuilt) == cfg.holdout - cfg.n_train
 
 
 def test_class_forget_set_takes_the_first_fraction_of_the_class() -> None:

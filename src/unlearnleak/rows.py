@@ -139,6 +139,8 @@ class LabelInferenceResult(_Part):
     p_value: float | None = None
     chance: float | None = None
     calibration: str | dict[str, Any] | None = None
+    # own null pairs: {pairs, public_rows, seconds, cached, computed_seconds}; otherwise {note: why not}
+    calibration_info: dict[str, Any] | None = None
     probes: int | None = None
     probe_counts: list[int] = Field(default_factory=list)
     queries_original: int | None = None

@@ -178,9 +178,7 @@ class Scenario:
 
     def public_indices(self) -> torch.Tensor:
         """Train rows of the private pool outside D_ft: real data a user may hold (e.g. for `public` probes)."""
-        pool = torch.ones(min(self.config.holdout, len(self.train)), dtype=torch.bool)
-        pool[self.ft_indices] = False
-        return torch.nonzero(pool).flatten()
+        return pool_outside(self.config.holdout, len(self.train), self.ft_indices)
 
     @property
     def public(self) -> Dataset:
@@ -195,6 +193,40 @@ class Scenario:
         self.record.save(folder)
         write_json_atomic(folder / "config.json", self.config.model_dump(mode="json"))
         return folder
+
+
+def pool_outside(holdout: int, rows: int, ft_indices: torch.Tensor | tuple[int, ...]) -> torch.Tensor:
+    """The private pool's rows (the first ``holdout`` of ``rows``) that are not in D_ft (``Scenario.public``)."""
+    pool = torch.ones(min(holdout, rows), dtype=torch.bool)
+    pool[torch.as_tensor(ft_indices, dtype=torch.long)] = False
+    return torch.nonzero(pool).flatten()
+
+
+def recorded_public(record: RunRecord, data_dir: str | None = None) -> Dataset:
+    """A saved scenario's ``Scenario.public`` rebuilt from its run record (dataset, split, holdout, D_ft's rows):
+    the labelled rows ``run`` makes the audited model's own null pairs on. ``data_dir`` overrides the record's.
+
+    Raises:
+        ConfigError / DataError: the record does not name them, or the dataset cannot be read; the message says
+            what is missing and how to fix it.
+    """
+    config = dict(record.config)
+    if not config.get("dataset") or not record.ft_indices:
+        raise ConfigError("its run record (record.json) does not name the scenario's dataset and D_ft's rows (a "
+                          "folder from `unlearnleak scenario` does)")
+    try:
+        scenario = ScenarioConfig.model_validate({**config, **({"data_dir": data_dir} if data_dir else {})})
+    except Exception as exc:
+        raise ConfigError(f"its run record's config is not a valid scenario config ({one_line(str(exc))})") from None
+    try:
+        train = load_dataset(scenario.dataset, scenario.train_split, scenario.data_dir, **scenario.dataset_options)
+    except UnlearnleakError as exc:
+        raise type(exc)(f"{one_line(str(exc)).rstrip('.')}; pass --data-dir with the scenario's dataset") from exc
+    if max(record.ft_indices) >= min(scenario.holdout, len(train)):
+        raise ConfigError(f"its run record's D_ft rows lie outside the {scenario.dataset} {scenario.train_split} "
+                          f"split's private pool of {min(scenario.holdout, len(train))} rows; is --data-dir the "
+                          "dataset the pair was made from?")
+    return train.subset(pool_outside(scenario.holdout, len(train), record.ft_indices))
 
 
 def model_spec(config: ScenarioConfig, data: Dataset) -> ModelSpec:

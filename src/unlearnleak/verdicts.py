@@ -263,7 +263,8 @@ def label_verdict(guess: Mapping[str, Any], class_names: Sequence[str] | None = 
     if change is not None:
         parts.append(f"{'rose' if change > 0 else 'fell'} by {abs(change):.3g} {statistic}")
     p, level = _number(guess.get("p_value")), _number(guess.get("level"))
-    calibrated = CALIBRATION_WORDS.get(str(guess.get("calibration") or ""), "")
+    # no verdict: no threshold was made, so nothing is calibrated (own null pairs are not even made then)
+    calibrated = "" if state == "no_verdict" else CALIBRATION_WORDS.get(str(guess.get("calibration") or ""), "")
     if p is not None:
         parts.append(f"p = {p:.2g}" + (f" at level {level:g}" if level is not None else "") + calibrated)
     elif level is not None:

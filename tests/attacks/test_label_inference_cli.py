@@ -159,3 +159,86 @@ def test_infer_label_writes_a_one_cell_run_folder_that_report_reads(pair_dir: Pa
     one_error(CliRunner().invoke(main_app, ["report", str(out)]), "results.jsonl line 1",
               "`label_inference.ranked`")
     assert not (out / "report").exists()
+
+
+@pytest.fixture
+def digits_pair_dir(tmp_path: Path) -> Path:
+    """A 1×8×8 MLP pair whose unlearned model lost confidence in class 1, with the run record of a `digits`
+    scenario (D_ft: rows 0-7 of a 300-row private pool): its own null pairs can be made on the pool's other rows."""
+    from unlearnleak.data import load_dataset
+
+    spec = ModelSpec("mlp", (1, 8, 8), 10, (0.5,), (0.25,), {"hidden": [16]})
+    torch.manual_seed(0)
+    model = build_model(spec)
+    train = load_dataset("digits", "train")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):  # θ: fitted to the pretraining rows (after the pool), sure of every class
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(train.x[300:]), train.y[300:]).backward()
+        optimizer.step()
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    unlearned = {k: v.clone() for k, v in original.items()}
+    unlearned[[k for k in unlearned if k.endswith("bias")][-1]][1] -= 10.0
+    config = {"dataset": "digits", "holdout": 300, "n_train": 8, "forget": {"k": 1}}
+    RunRecord(config=config, ft_indices=tuple(range(8)), forget_labels=(1,),
+              dataset={"classes": list("abcdefghij")}).save(tmp_path / "pair")
+    return ModelPair(spec=spec, original=original, unlearned=unlearned).save(tmp_path / "pair")
+
+
+def test_infer_label_calibrates_on_the_pairs_own_null_pairs_by_default(
+        app: typer.Typer, digits_pair_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run record names the scenario: the verdict is calibrated on θ's own null pairs, made once on the
+    scenario's 292 public rows (the pool outside D_ft) and read back from the cache the next time."""
+    monkeypatch.setenv("UNLEARNLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["infer-label", str(digits_pair_dir), "--per-class", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "(calibrated on this model's own null pairs)" in result.output
+    assert "calibration: 200 null pairs of θ itself on 292 labelled public rows (made in" in result.output
+    record = json.loads((out / "guess.json").read_text())
+    assert record["guess"]["calibration"] == "own_nulls" and record["guess"]["predicted"] == [1]
+    info = record["evaluation"]["calibration_info"]
+    assert (info["pairs"], info["public_rows"], info["cached"]) == (200, 292, False)
+    again = CliRunner().invoke(app, ["infer-label", str(digits_pair_dir), "--probes", str(out / "probes"), "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["calibration"]["method"] == "own_nulls" and summary["calibration"]["cached"] is True
+    assert summary["guess"]["changes"] == record["guess"]["changes"]
+    assert summary["guess"]["p_value"] == record["guess"]["p_value"]  # the same null pairs, read back
+    chosen = CliRunner().invoke(app, ["infer-label", str(digits_pair_dir), "--probes", str(out / "probes"),
+                                      "--calibration", "auto", "--json"])
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads(chosen.stdout)["guess"]["calibration"] == "null_pairs"
+    assert "note" not in json.loads(chosen.stdout)["calibration"]  # asked for: nothing to explain
+
+
+def test_infer_label_without_public_rows_falls_back_to_auto_saying_why(app: typer.Typer, pair_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """A record that names no scenario: the default verdict rests on `auto`, and a note says why and what to pass;
+    --calibration own_nulls asked for there is refused (exit 2) before any probe is made."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--per-class", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "note: auto calibration (other models' null pairs): own null pairs of θ need labelled public rows" \
+        in result.output and "a folder from `unlearnleak scenario` does" in result.output
+    record = json.loads((out / "guess.json").read_text())
+    assert record["guess"]["calibration"] == "null_pairs"
+    assert "does not name the scenario's dataset" in record["evaluation"]["calibration_info"]["note"]
+    refused = CliRunner().invoke(app, ["infer-label", str(pair_dir), "--calibration", "own_nulls",
+                                       "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2, refused.output
+    assert "error: --calibration own_nulls needs labelled public rows of the pair's scenario" in refused.output
+    assert "--calibration auto" in refused.output and not (tmp_path / "refused").exists()
+
+
+def test_infer_label_own_nulls_refused_when_the_dataset_cannot_be_read(
+        app: typer.Typer, digits_pair_dir: Path, tmp_path: Path) -> None:
+    """The record names a dataset whose files are not in --data-dir: asked-for own_nulls is an error naming it."""
+    record = json.loads((digits_pair_dir / "record.json").read_text())
+    record["config"] = {**record["config"], "dataset": "cifar10"}
+    (digits_pair_dir / "record.json").write_text(json.dumps(record))
+    refused = CliRunner().invoke(app, ["infer-label", str(digits_pair_dir), "--calibration", "own_nulls",
+                                       "--data-dir", str(tmp_path / "no-data")])
+    assert refused.exit_code == 2, refused.output
+    assert "--calibration own_nulls" in refused.output and "cifar10" in refused.output
+    assert "pass --data-dir with the scenario's dataset" in refused.output

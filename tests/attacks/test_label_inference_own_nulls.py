@@ -144,6 +144,7 @@ def test_own_null_pairs_of_a_torch_model_leave_theta_unchanged_and_find_a_lowere
               for _ in range(2)]  # computed once, then read back: the same calibration
     assert len(list(tmp_path.glob("own_nulls-*.safetensors"))) == 1
     assert cached[0] == cached[1] == cal
+    assert (cached[0].cost["cached"], cached[1].cost["cached"], cached[1].cost["pairs"]) == (False, True, 60)
     lowered = _Net().eval()
     with torch.no_grad():
         lowered.body[3].bias[2] -= 3.0

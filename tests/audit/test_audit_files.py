@@ -141,7 +141,7 @@ def test_ctrl_c_keeps_the_finished_stages(user_pair: Any, white_box_args: Callab
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from unlearnleak.attacks.interface import LabelInference
 
-    def interrupted(self: Any, original: Any, unlearned: Any) -> Any:
+    def interrupted(self: Any, original: Any, unlearned: Any, **_: Any) -> Any:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(LabelInference, "attack", interrupted)

@@ -107,3 +107,47 @@ def test_audit_refuses_a_decoder_cache_trained_for_another_model(
     out = tmp_path / "c"
     _refused([str(out) if v == str(tmp_path / "b") else v for v in b], out,
              "trained for another model's weights", "refusing to use it")
+
+
+def test_the_label_verdict_is_calibrated_on_own_null_pairs_with_a_labelled_public_dataset(
+        user_pair: Any, white_box_args: Callable[..., list[str]], tmp_path: Path, monkeypatch: Any) -> None:
+    """--public-data NAME gives labelled rows: the label verdict rests on θ's own null pairs made on them (or,
+    when a class lacks probes, says no pairs were needed); the report, the row and the verdict say which."""
+    from data.conftest import write_cifar10
+    from unlearnleak.run_folder import read_rows
+
+    monkeypatch.setenv("UNLEARNLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    write_cifar10(tmp_path / "data")  # 25 labelled train rows in the official format
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "3", "--restarts", "1",
+                                               "--per-class", "2", "--public-data", "cifar10",
+                                               "--data-dir", str(tmp_path / "data")))
+    assert result.exit_code in (0, 3), result.output
+    pred = json.loads((out / "report.json").read_text())["labels"]["from_predictions"]
+    (row,), _ = read_rows(out / "results.jsonl")
+    assert pred["calibration"] == row.label_inference.calibration == "own_nulls"
+    assert pred["calibration_info"] == row.label_inference.calibration_info
+    if pred["verdict"] == "no_verdict":
+        assert pred["calibration_info"] == {"note": "no own null pairs made: classes lack probes, so there is no "
+                                                    "verdict to calibrate"}
+    else:
+        info = pred["calibration_info"]
+        assert (info["pairs"], info["public_rows"], info["cached"]) == (200, 25, False)
+        assert "(calibrated on this model's own null pairs)" in result.output
+    assert "label verdict calibrated with auto" not in result.output
+
+
+def test_a_folder_of_unlabelled_public_images_keeps_auto_and_says_so(
+        user_pair: Any, white_box_args: Callable[..., list[str]], tmp_path: Path) -> None:
+    """Images without labels cannot make null pairs: the verdict rests on `auto`, and a note says why."""
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "3", "--restarts", "1",
+                                               "--per-class", "2", "--public-data", str(_images(tmp_path / "p"))))
+    assert result.exit_code in (0, 3), result.output
+    note = ("note: label verdict calibrated with auto (other models' null pairs: its level is not guaranteed here): "
+            "own null pairs of θ need labelled public rows, and --public-data is a folder of unlabelled images")
+    assert note in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert any(line.startswith(note) for line in report["verdict"])
+    pred = report["labels"]["from_predictions"]
+    assert pred["calibration"] != "own_nulls" and "folder of unlabelled images" in pred["calibration_info"]["note"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,11 @@ import torch
 
 from unlearnleak.attacks.feature_recovery import Reconstruction, evaluate_reconstruction
 from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
+from unlearnleak.attacks.label_inference import Calibration, ProbeSet, calibrate_on_own_model
 from unlearnleak.attacks.label_inference.facade import LabelInference, LabelInferenceResult
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.audit.run_row import write_audit_cell
+from unlearnleak.cache import cache_dir
 from unlearnleak.errors import CheckpointError, ConfigError, QueryBudgetExceeded
 from unlearnleak.experiments.console import iteration_progress
 from unlearnleak.knowledge import ServerKnowledge
@@ -119,12 +121,15 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
               original_oracle: Oracle | None = None, unlearned_oracle: Oracle | None = None,
               feature_recovery: FeatureRecovery | None = None, label_inference: LabelInference | None = None,
               ground_truth: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-              inputs: dict[str, Any] | None = None) -> AuditOutcome:
+              inputs: dict[str, Any] | None = None, own_nulls: tuple[torch.Tensor, torch.Tensor] | None = None,
+              calibration_note: str | None = None) -> AuditOutcome:
     """Run the attacks that the inputs allow, write report.json (+ tensors, figures) into ``out``.
 
     With a pair, both attacks run (the label attack through in-process oracles of θ and θ_u); with oracles
     only, the label attack. A budget that runs out or a Ctrl-C stops the run; what finished is written and
-    the report says ``"partial": true`` with the reason.
+    the report says ``"partial": true`` with the reason. ``own_nulls``: labelled public rows (x, y) on which the
+    label verdict is calibrated with null pairs of θ itself (a pair is needed); ``calibration_note``: why it
+    is not, said beside the verdict.
     """
     started = time.perf_counter()
     knowledge = knowledge or ServerKnowledge()
@@ -151,13 +156,17 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
             _save_reconstruction(out, rec, pair.spec)
         if label_inference is not None and original_oracle is not None and unlearned_oracle is not None:
             t0 = time.perf_counter()
-            result = label_inference.attack(original_oracle, unlearned_oracle)
+            result = label_inference.attack(original_oracle, unlearned_oracle,
+                                            calibrate=_own_null_calibrator(pair, label_inference, own_nulls))
+            if calibration_note is not None:
+                result = replace(result, calibration_info={"note": calibration_note})
             outcome.labels = result
             report["timing"]["label_inference_seconds"] = time.perf_counter() - t0
             probes = result.probes
             report["attacks"].append({"name": "label_inference", "attack": repr(label_inference),
                                       "knowledge_used": list(result.knowledge_used),
                                       "guess": None if result.guess is None else result.guess.to_dict(),
+                                      "calibration": dict(result.calibration_info) or None,
                                       "probes": None if probes is None else {
                                           "count": len(probes), "accepted": probes.num_accepted,
                                           "total_queries": probes.total_queries, "notes": probes.notes}})
@@ -183,6 +192,22 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
                                                   "confidence_change": CONFIDENCE_FILE})
     _html(out)
     return outcome
+
+
+def _own_null_calibrator(pair: ModelPair | None, attack: LabelInference,
+                         rows: tuple[torch.Tensor, torch.Tensor] | None) -> Callable[[ProbeSet], Calibration] | None:
+    """The threshold from null pairs of θ itself on the labelled public ``rows`` (None: no pair or no rows)."""
+    if pair is None or rows is None:
+        return None
+    c = attack.config
+    theta = pair.model("original", c.device)
+
+    def calibrate(probes: ProbeSet) -> Calibration:
+        return calibrate_on_own_model(theta, probes, rows[0], rows[1], level=c.level, test=c.test, top_k=c.top_k,
+                                      statistic=c.statistic, seed=c.seed, device=c.device,
+                                      cache=cache_dir() / "own_nulls")
+
+    return calibrate
 
 
 def _steps(attack: FeatureRecovery) -> int | None:
@@ -225,6 +250,8 @@ def _labels_section(outcome: AuditOutcome) -> dict[str, Any] | None:
                                        "queries_unlearned": g.queries_unlearned}
         extra = g.to_dict()  # the verdict state, the classes lacking probes, the minimum and why
         section["from_predictions"].update({k: extra[k] for k in LABEL_EXTRA if k in extra})
+        section["from_predictions"].update({"calibration": g.calibration,
+                                            "calibration_info": dict(li.calibration_info) or None})
     return section or None
 
 
@@ -285,6 +312,9 @@ def verdict(report: dict[str, Any]) -> list[str]:
     pred = labels.get("from_predictions")
     if pred is not None:
         lines.append(f"Label inference (black-box): {label_verdict(pred).sentence}.")
+        note = (pred.get("calibration_info") or {}).get("note")
+        if note:
+            lines.append(f"note: {note}")
     weights = labels.get("from_weights")
     fr = next((a for a in report["attacks"] if a["name"] == "feature_recovery"), None)
     evaluation = report.get("evaluation")

@@ -104,6 +104,7 @@ def _label_inference(outcome: AuditOutcome, deleted: list[int] | None,
         "verdict": g.verdict, "reason": g.reason, "lacking": list(g.lacking), "min_per_class": g.min_per_class,
         "deleted_rank": min(ranks) if ranks else None, "predicted": list(g.predicted), "level": g.level,
         "p_value": g.p_value, "chance": (len(deleted) if deleted else 1) / len(g.changes),
-        "calibration": g.calibration, "probes": None if result.probes is None else len(result.probes),
+        "calibration": g.calibration, "calibration_info": dict(result.calibration_info) or None,
+        "probes": None if result.probes is None else len(result.probes),
         "probe_counts": list(g.probe_counts), "queries_original": g.queries_original,
         "queries_unlearned": g.queries_unlearned, "artifacts": artifacts})

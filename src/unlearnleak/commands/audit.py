@@ -116,6 +116,25 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     return value
 
 
+AUTO_NOTE = "label verdict calibrated with auto (other models' null pairs: its level is not guaranteed here)"
+
+
+def own_null_rows(public: Any, num_classes: int) -> tuple[tuple[Any, Any] | None, str | None]:
+    """The labelled public rows (x, y) a white-box audit makes θ's own null pairs on — those of a registered
+    dataset given as --public-data — or None and a note saying why the label verdict rests on ``auto``."""
+    if public is None:
+        return None, (f"{AUTO_NOTE}: own null pairs of θ need labelled public rows; pass --public-data NAME, "
+                      "the model's own dataset (e.g. cifar10[8000:], rows outside the fine-tuning data)")
+    if public.y is None:
+        return None, (f"{AUTO_NOTE}: own null pairs of θ need labelled public rows, and --public-data is a "
+                      "folder of unlabelled images; pass a registered dataset NAME with the model's labels")
+    if public.y.numel() and int(public.y.max()) >= num_classes:
+        return None, (f"{AUTO_NOTE}: own null pairs of θ need public rows labelled with the model's classes, "
+                      f"and --public-data's labels reach {int(public.y.max())} (--num-classes {num_classes}); "
+                      "pass the model's own dataset")
+    return (public.x, public.y), None
+
+
 def register(app: typer.Typer) -> None:
     """Add the `audit` command to ``app``."""
 
@@ -287,6 +306,11 @@ def register(app: typer.Typer) -> None:
                 learned = learned_prior_for(feature_settings.learned_prior, data_dir=data_dir, input_shape=dims,
                                             flag="--public-data")
                 inputs["public_data"] = learned.data.describe()
+            own_rows, calibration_note = own_null_rows(learned.data if learned is not None else None,
+                                                       num_classes)
+            if label_attack is not None:
+                label_attack = LabelInference(label_attack.config.model_copy(
+                    update={"calibration": "auto" if own_rows is None else "own_nulls"}))
             feature = FeatureRecovery(feature_settings, learned_prior=learned)
             truth = read_ground_truth(ground_truth) if ground_truth is not None else None
             if truth is not None:
@@ -301,7 +325,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--base/--train-size/--forget-size/--labels: {exc}") from None
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, pair=pair, knowledge=knowledge, feature_recovery=feature,
-                               label_inference=label_attack, ground_truth=truth, inputs=inputs)
+                                    label_inference=label_attack, ground_truth=truth, inputs=inputs,
+                                    own_nulls=own_rows, calibration_note=calibration_note)
         else:
             if original_endpoint is None or unlearned_endpoint is None:
                 raise ConfigError("a black-box audit needs --original-endpoint and --unlearned-endpoint")
@@ -329,7 +354,9 @@ def register(app: typer.Typer) -> None:
                 oracle.predict_proba(torch.zeros(1, *dims))  # answers the right shape: one counted query
             with output_folder(out, overwrite=overwrite) as staged:
                 outcome = run_audit(staged, original_oracle=oracles[0], unlearned_oracle=oracles[1],
-                               label_inference=label_attack, inputs=inputs)
+                                    label_inference=label_attack, inputs=inputs,
+                                    calibration_note=f"{AUTO_NOTE}: own null pairs need θ's weights, which a "
+                                                     "black-box audit does not have")
         if as_json:
             typer.echo(json.dumps({"out": str(out), "report": str(out / "report.json"),
                                    "page": str(out / "report.html"), "verdict": outcome.verdict,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,8 +70,10 @@ def register(app: typer.Typer) -> None:
             help="False-detection rate the 'detected' verdict holds when nothing was deleted, in (0, 1) "
                  "(default 0.05).")] = None,
         calibration: Annotated[str | None, typer.Option(
-            help="How the detection threshold is obtained: auto (default) | null_pairs | gaussian | student_t | "
-                 "fixed (docs/label_inference.md).")] = None,
+            help="How the detection threshold is obtained: own_nulls (null pairs of θ itself, made on the scenario's "
+                 "labelled public rows; the default when the pair folder's run record and --data-dir allow it) | "
+                 "auto (the default otherwise) | null_pairs | gaussian | student_t | fixed "
+                 "(docs/label_inference.md).")] = None,
         test: Annotated[str | None, typer.Option(
             help="Centre/spread of the other classes' changes: student (mean/std, default), robust (median/MAD), "
                  "lower.")] = None,
@@ -88,7 +91,9 @@ def register(app: typer.Typer) -> None:
         = None,
         public_split: Annotated[str, typer.Option(help="Split the `public` generator draws real samples from.")]
         = "test",
-        data_dir: Annotated[str | None, typer.Option(help="Dataset folder (for --generator public).")] = None,
+        data_dir: Annotated[str | None, typer.Option(
+            help="Dataset folder (for --generator public and the own null pairs; default: the run record's).")]
+        = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for guess.json, figures, probes.")]
         = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -105,6 +110,7 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 with a verdict (detected or not), 3 for "no verdict" (a class has fewer than
         --min-per-class probes that θ predicts as it: nothing is ranked or tested), 2 for bad input.
         """
+        from unlearnleak.cache import cache_dir
         from unlearnleak.errors import ConfigError
         from unlearnleak.experiments.pipeline import infer_and_evaluate, publish_inference
         from unlearnleak.oracle import ModelOracle
@@ -124,6 +130,11 @@ def register(app: typer.Typer) -> None:
         run_record = RunRecord.load(pair_dir, ground_truth=False)  # dataset and class names; never D_u
         meta: dict[str, Any] = run_record.to_dict() if run_record else {}
         spec = pair.spec
+        own_rows, calibration_note = None, None
+        if calibration in (None, "own_nulls"):
+            own_rows, calibration_note = own_null_rows(run_record, data_dir, spec.num_classes,
+                                                       explicit=calibration == "own_nulls")
+            attack = attack.model_copy(update={"calibration": "auto" if own_rows is None else "own_nulls"})
         if attack.top_k >= spec.num_classes:
             raise ConfigError(f"--top-k {attack.top_k}: this model has {spec.num_classes} classes, so at most "
                               f"{spec.num_classes - 1} can be named as deleted (the rest are the reference); "
@@ -146,7 +157,10 @@ def register(app: typer.Typer) -> None:
 
         # ---- the attack (pipeline), then what the user sees -------------------------------------------------
         ev = infer_and_evaluate(original, unlearned, attack, deleted, public=public, probes=probes,
-                                white_box=white_box)
+                                white_box=white_box, cache=cache_dir() / "own_nulls",
+                                own_nulls=None if own_rows is None else (pair.model("original", device), own_rows))
+        if calibration_note is not None:
+            ev = replace(ev, calibration_info={"note": calibration_note})
         from unlearnleak.verdicts import label_verdict
 
         verdict = label_verdict({**ev.guess.to_dict(), "best": ev.guess.best}, class_names, deleted)
@@ -159,21 +173,62 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({"out": None if out is None else str(out), "files": written,
                                    "verdict": verdict.sentence, "state": verdict.level, "leaked": verdict.leaked,
                                    "guess": ev.guess.to_dict(), "deleted": deleted,
+                                   "calibration": {"method": ev.guess.calibration, **ev.calibration_info},
                                    "notes": ev.probes.notes or None}))
             if not ev.guess.has_verdict:
                 raise typer.Exit(EXIT_NO_VERDICT)
             return
         if not ev.guess.has_verdict:  # one line, the documented exit status; nothing is ranked
-            typer.echo(verdict.sentence)
+            typer.echo(verdict.sentence)  # no threshold was used: the calibration has nothing to add
             if out is not None:
                 typer.echo(f"results written to {out}", err=True)
             raise typer.Exit(EXIT_NO_VERDICT)
         output_console().print(guess_table(ev.guess, class_names, deleted))
         if ev.probes.notes:
             typer.echo(f"note: {ev.probes.notes}")
+        line = calibration_line(ev.guess.calibration, ev.calibration_info)
+        if line is not None:
+            typer.echo(line)
         typer.echo(f"verdict: {verdict.sentence}")
         typer.echo(f"results written to {out}" if out is not None else
                    "nothing written: pass --out DIR to keep the guess, its figure and the probes")
+
+
+def own_null_rows(record: Any, data_dir: str | None, num_classes: int, *,
+                  explicit: bool) -> tuple[Any, str | None]:
+    """The labelled public rows the own null pairs are made on (the scenario's ``Scenario.public``, rebuilt from
+    the run record), or — when the folder does not allow them and own_nulls was not asked for — None and a note
+    saying why the verdict rests on ``auto``. Asked for (``explicit``) and impossible: a ConfigError."""
+    from unlearnleak.errors import ConfigError, UnlearnleakError
+    from unlearnleak.scenario import recorded_public
+
+    try:
+        if record is None:
+            raise ConfigError("this folder has no run record (record.json) naming its scenario (a folder from "
+                              "`unlearnleak scenario` has one)")
+        rows = recorded_public(record, data_dir)
+        if rows.y.numel() and int(rows.y.max()) >= num_classes:
+            raise ConfigError(f"the scenario's labels reach {int(rows.y.max())}, beyond this model's "
+                              f"{num_classes} classes")
+    except UnlearnleakError as exc:
+        why = str(exc).rstrip(".")
+        if explicit:
+            raise ConfigError(f"--calibration own_nulls needs labelled public rows of the pair's scenario, but "
+                              f"{why}; or choose --calibration auto") from None
+        return None, (f"auto calibration (other models' null pairs): own null pairs of θ need labelled public "
+                      f"rows of the pair's scenario, but {why}; or pass --calibration auto to choose this one")
+    return rows, None
+
+
+def calibration_line(method: str, info: Any) -> str | None:
+    """One line on what the threshold rests on: the own null pairs' cost, or why they were not made."""
+    if info.get("note"):
+        return f"note: {info['note']}"
+    if method == "own_nulls":
+        made = "read from the cache" if info.get("cached") else f"made in {info.get('seconds')} s"
+        return (f"calibration: {info.get('pairs')} null pairs of θ itself on {info.get('public_rows')} labelled "
+                f"public rows ({made})")
+    return None  # a calibration the user chose: the verdict's words say what its level rests on
 
 
 def _load_probes(folder: Path, num_classes: int, input_shape: tuple[int, ...]) -> Any:

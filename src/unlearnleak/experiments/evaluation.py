@@ -161,6 +161,9 @@ class LabelInferenceEvaluation:
     deleted: tuple[int, ...] | None
     num_classes: int
     artifacts: Mapping[str, str] = field(default_factory=dict)
+    # how the threshold was made beyond its name: own null pairs' cost (pairs, public_rows, seconds, cached,
+    # computed_seconds), or a note saying why the command did not calibrate on own null pairs
+    calibration_info: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def correct(self) -> bool | None:
@@ -203,7 +206,8 @@ class LabelInferenceEvaluation:
                 "verdict": g.verdict, "reason": g.reason, "lacking": list(g.lacking),
                 "min_per_class": g.min_per_class, "deleted_rank": self.deleted_rank,
                 "predicted": list(g.predicted), "level": g.level, "p_value": g.p_value, "chance": self.chance,
-                "calibration": g.calibration, "probes": len(self.probes),
+                "calibration": g.calibration, "calibration_info": dict(self.calibration_info) or None,
+                "probes": len(self.probes),
                 "probe_counts": list(g.probe_counts),
                 "queries_original": g.queries_original, "queries_unlearned": g.queries_unlearned,
                 "artifacts": dict(self.artifacts)})

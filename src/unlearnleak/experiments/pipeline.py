@@ -35,6 +35,7 @@ from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, lea
 from unlearnleak.attacks.label_inference import Calibration, ProbeSet, calibrate_on_own_model
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.facade import LabelInference
+from unlearnleak.attacks.label_inference.own_nulls import NO_VERDICT_NOTE, needs_threshold
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
@@ -140,17 +141,22 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
     attack = LabelInference(spec)
     if probes is None:
         probes = attack.probe(original_oracle, public=public, white_box=white_box)
+    info: dict[str, Any] = {}
     if calibration is None and spec.calibration == "own_nulls":
         if own_nulls is None:
             raise ConfigError("calibration 'own_nulls' needs θ's weights and public rows (the audit holds them); "
                               "a black-box user has neither: use calibration 'auto'")
-        theta, rows = own_nulls
-        calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
-                                             top_k=spec.top_k, statistic=spec.statistic, seed=spec.seed,
-                                             device=spec.device, cache=cache)
+        if not needs_threshold(probes, spec.min_per_class):
+            info = {"note": NO_VERDICT_NOTE}
+        else:
+            theta, rows = own_nulls
+            calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
+                                                 top_k=spec.top_k, statistic=spec.statistic, seed=spec.seed,
+                                                 device=spec.device, cache=cache)
     guess = attack.guess(original_oracle, unlearned_oracle, probes, calibration=calibration)
     known = None if deleted is None else tuple(sorted({int(c) for c in deleted}))
-    return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes)
+    return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes,
+                                    calibration_info=dict(calibration.cost) if calibration is not None else info)
 
 
 def write_recovery(ev: FeatureRecoveryEvaluation, folder: Path, *,

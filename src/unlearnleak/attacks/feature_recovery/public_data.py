@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +33,13 @@ _MODES = {3: "RGB", 1: "L"}
 
 @dataclass(frozen=True)
 class PublicImages:
-    """Images in [0, 1], shape (n, C, H, W), with where they came from and a digest of their pixels."""
+    """Images in [0, 1], shape (n, C, H, W), with where they came from and a digest of their pixels; ``y``:
+    their labels when they come from a registered dataset (the audit's own null pairs need them), else None."""
 
     x: torch.Tensor
     source: str
     digest: str
+    y: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -110,7 +112,7 @@ def _from_dataset(name: str, start: str | None, stop: str | None, data_dir: str 
     rows = slice(int(start) if start else None, int(stop) if stop else None)
     x = data.x[rows]
     where = f"{name} train rows [{start or ''}:{stop or ''}]" if (start or stop) else f"{name} train split"
-    return public_images(x, f"{where} ({x.shape[0]} images)", input_shape)
+    return replace(public_images(x, f"{where} ({x.shape[0]} images)", input_shape), y=data.y[rows].long())
 
 
 def _from_folder(folder: Path, input_shape: Sequence[int] | None, flag: str) -> PublicImages:

@@ -49,8 +49,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, Literal, get_args
@@ -102,6 +102,8 @@ class Calibration:
     coupling: tuple[tuple[float, ...], ...] = ()  # … how z_c follows the other classes' z on a null pair (W) …
     residual_scale: tuple[float, ...] = ()  # … and the spread of what it does not explain (s_c) …
     clip: tuple[float, ...] = ()  # … the largest |z_o| on a null pair: predictions never extrapolate beyond it
+    # what making it took (own null pairs: pairs, public_rows, seconds, cached, computed_seconds); not its value
+    cost: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def standardize(self, means: torch.Tensor) -> torch.Tensor:
         """The class changes the test is made on: with a per-model calibration the residual

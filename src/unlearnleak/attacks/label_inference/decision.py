@@ -202,11 +202,9 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
     start = unlearned.queries
     after = unlearned.predict_proba(probes.x)
     spent_unlearned = unlearned.queries - start
-    asked = probes.params.get("per_class")  # the minimum is at most what was asked (or, without a record of
-    if not isinstance(asked, int) or asked < 1:  # it, made) per class
-        asked = int(torch.bincount(probes.target, minlength=probes.num_classes).max())
-    if asked < config.min_per_class:
-        config = config.model_copy(update={"min_per_class": asked})
+    minimum = probes.verdict_minimum(config.min_per_class)  # at most what was asked per class
+    if minimum < config.min_per_class:
+        config = config.model_copy(update={"min_per_class": minimum})
     d = decide(before, after, before.argmax(dim=1), config, probes.generator, calibration, target=probes.target)
     no_verdict = LabelGuess(
         ranked=(), changes=tuple(float(v) for v in d.means), probe_counts=tuple(int(v) for v in d.counts),

@@ -5,7 +5,8 @@ audit all run label inference through it: every generator, level, calibration an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -13,6 +14,7 @@ from torch import nn
 from unlearnleak.attacks.label_inference.calibration import Calibration
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.decision import infer_label
+from unlearnleak.attacks.label_inference.own_nulls import NO_VERDICT_NOTE, needs_threshold
 from unlearnleak.attacks.label_inference.probes import (
     PROBE_GENERATORS,
     PublicData,
@@ -32,6 +34,7 @@ class LabelInferenceResult:
     guess: LabelGuess | None
     probes: ProbeSet | None
     partial: str | None = None
+    calibration_info: Mapping[str, Any] = field(default_factory=dict)  # what ``calibrate`` cost, or why not run
 
     @property
     def knowledge_used(self) -> tuple[str, ...]:
@@ -71,9 +74,12 @@ class LabelInference:
         return infer_label(original, unlearned, probes, config=self.config.decision(), calibration=calibration)
 
     def attack(self, original: Oracle, unlearned: Oracle, *, public: PublicData | None = None,
-               white_box: nn.Module | None = None, probes: ProbeSet | None = None) -> LabelInferenceResult:
+               white_box: nn.Module | None = None, probes: ProbeSet | None = None,
+               calibrate: Callable[[ProbeSet], Calibration] | None = None) -> LabelInferenceResult:
         """Probes made against ``original`` only (or ``probes`` made earlier), then one query per probe to
-        ``unlearned``; a query budget that runs out gives a partial result saying so instead of an error."""
+        ``unlearned``; a query budget that runs out gives a partial result saying so instead of an error.
+        ``calibrate``: makes the threshold from the probes (e.g. the holder's own null pairs of θ); not called
+        when classes lack probes (no verdict)."""
         if probes is None:
             try:
                 probes = self.probe(original, public=public, white_box=white_box)
@@ -85,11 +91,18 @@ class LabelInference:
                 return LabelInferenceResult(None, None, f"the original model's query budget ran out before any "
                                                         f"probe was finished: {exc}")
         partial = probes.notes if "budget" in probes.notes else None
+        calibration, info = None, {}
+        if calibrate is not None:
+            if needs_threshold(probes, self.config.min_per_class):
+                calibration = calibrate(probes)
+                info = dict(calibration.cost)
+            else:
+                info = {"note": NO_VERDICT_NOTE}
         try:
-            guess = self.guess(original, unlearned, probes)
+            guess = self.guess(original, unlearned, probes, calibration=calibration)
         except QueryBudgetExceeded as exc:
-            return LabelInferenceResult(None, probes, f"the unlearned endpoint's budget ran out: {exc}")
-        return LabelInferenceResult(guess, probes, partial)
+            return LabelInferenceResult(None, probes, f"the unlearned endpoint's budget ran out: {exc}", info)
+        return LabelInferenceResult(guess, probes, partial, info)
 
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={getattr(self.config, name)!r}" for name in type(self.config).model_fields)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,15 @@ def _one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, *, 
     return theta
 
 
+def needs_threshold(probes: ProbeSet, min_per_class: int) -> bool:
+    """Whether the decision will test anything: with a class short of probes there is no verdict, so no null
+    pairs need to be made (the decision's own rule, ``ProbeSet.verdict_minimum``)."""
+    return not probes.lacking(probes.verdict_minimum(min_per_class))
+
+
+NO_VERDICT_NOTE = "no own null pairs made: classes lack probes, so there is no verdict to calibrate"
+
+
 def calibrate_on_own_model(model: nn.Module, probes: ProbeSet, x: torch.Tensor, y: torch.Tensor, *,
                            level: float = 0.05, test: str = "student", top_k: int = 1, pairs: int = OWN_NULL_PAIRS,
                            lr: float = 1e-3, statistic: str = "log_odds", seed: int = 0, device: str = "cpu",
@@ -106,6 +116,7 @@ def calibrate_on_own_model(model: nn.Module, probes: ProbeSet, x: torch.Tensor, 
 
     ``cache``: a folder where the null pairs' class means are kept, keyed by the sha256 of θ, the probes, the
     public rows and the settings (cells of one sweep share θ and the probes: they are computed once).
+    The returned calibration's ``cost`` says what it took: pairs, public rows, seconds, whether from the cache.
     """
     settings = {"pairs": pairs, "lr": lr, "statistic": statistic, "seed": seed, "batch_size": 128, "handful": 5}
 
@@ -119,14 +130,20 @@ def calibrate_on_own_model(model: nn.Module, probes: ProbeSet, x: torch.Tensor, 
         if tuple(state["means"].shape) != (pairs, probes.num_classes):
             raise ValueError(f"own null means of shape {tuple(state['means'].shape)}")
 
+    started = time.perf_counter()
     if cache is None:
-        means = compute()[0]["means"]
+        state, info = compute()
+        means, cached = state["means"], False
     else:
         key = {"kind": "own_null_pairs", **settings, "theta": tensors_digest(model.state_dict()),
                "probes": tensors_digest({"x": probes.x, "proba": probes.original_proba, "target": probes.target}),
                "rows": tensors_digest({"x": x, "y": y})}
-        means = cached_state(cache / f"own_nulls-{key_digest(key)}.safetensors", key, compute, check).state["means"]
-    return calibrate_on_own_nulls(
+        entry = cached_state(cache / f"own_nulls-{key_digest(key)}.safetensors", key, compute, check)
+        means, cached, info = entry.state["means"], entry.cached, dict(entry.info)
+    calibration = calibrate_on_own_nulls(
         list(means), level=level, test=test, top_k=top_k,
         source=f"{pairs} null pairs of this model made by the holder of θ (one SGD step or one gradient-ascent step "
                f"on public rows, lr {lr:g}; {probes.generator} probes, {statistic})")
+    cost = {"pairs": pairs, "public_rows": int(x.shape[0]), "cached": cached,
+            "seconds": round(time.perf_counter() - started, 1), "computed_seconds": info.get("seconds")}
+    return replace(calibration, cost=cost)

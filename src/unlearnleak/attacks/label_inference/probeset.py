@@ -111,6 +111,14 @@ class ProbeSet:
         """Per class, the probes made for it that θ predicts as it (what the decision has to go on)."""
         return torch.bincount(self.target[self.on_target], minlength=self.num_classes).tolist()
 
+    def verdict_minimum(self, min_per_class: int) -> int:
+        """The on-target probes per class a verdict needs: ``min_per_class``, at most what was asked per class
+        (or, without a record of it, made)."""
+        asked = self.params.get("per_class")
+        if not isinstance(asked, int) or asked < 1:
+            asked = int(torch.bincount(self.target, minlength=self.num_classes).max())
+        return min(min_per_class, asked)
+
     def lacking(self, minimum: int = 1) -> list[int]:
         """The classes with fewer than ``minimum`` on-target probes."""
         return [c for c, n in enumerate(self.class_counts()) if n < minimum]
