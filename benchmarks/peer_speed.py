@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import suite_models  # noqa: F401  (registers the suite's architectures)
 import torch
-from breaching_peer import find_python, run_breaching
-from suite_cases import CASES
 from torch.nn import functional as F
 
+import suite_models  # noqa: F401  (registers the suite's architectures)
+from breaching_peer import find_python, run_breaching
+from suite_cases import CASES
 from unlearnleak.attacks.feature_recovery import TargetGradient, invert, preset
 from unlearnleak.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from unlearnleak.models import ModelSpec, build_model

@@ -14,7 +14,11 @@ log file per command, as in CI or under nohup. Usage::
     python scripts/check_readme.py --section "Longer runs" --list   # what would run, with the limits
     python scripts/check_readme.py --workspace /tmp/readme --keep    # keep the outputs to look at
 
-Exit code 0 when every command finished in time with exit code 0; 1 otherwise (the log of each failure is named).
+A command whose comment says ``· exit 0 or 3 ·`` passes with either code (a status the README documents for it,
+e.g. infer-label's "no verdict"); every other command must exit 0.
+
+Exit code 0 when every command finished in time with an exit code it allows; 1 otherwise (the log of each
+failure is named).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SECTIONS = ("Using it", "Audit your own unlearning")
 UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
 LIMIT = re.compile(r"#\s*≤\s*(\d+(?:\.\d+)?)\s*(s|min|h)\b")
+# "· exit 0 or 3 ·" beside the limit: the exit codes the README documents for that command (default: 0 only)
+EXITS = re.compile(r"·\s*exit\s+(\d+(?:\s*(?:,|or)\s*\d+)*)")
 # Files the commands write into the workspace; never mirrored from the repository.
 OUTPUTS = {"runs", "data", "audit", "audit-bb", "audit-files", "logs", ".git"}
 
@@ -47,6 +53,7 @@ class Command:
     text: str
     limit_s: float | None  # None: a setup line
     background: bool = False
+    exits: tuple[int, ...] = (0,)  # the exit codes that pass (a documented "no verdict" status, say)
 
     @property
     def shown(self) -> str:
@@ -78,9 +85,11 @@ def sections(readme: str) -> dict[str, list[Command]]:
             continue
         found = LIMIT.search(line[len(code):])
         limit = float(found.group(1)) * UNITS[found.group(2)] if found else None
+        allowed = EXITS.search(line[len(code):])
+        exits = tuple(int(c) for c in re.findall(r"\d+", allowed.group(1))) if allowed else (0,)
         background = code.rstrip().endswith("&")
         text = code.rstrip()[:-1].rstrip() if background else code.strip()
-        out[current].append(Command(current, text, limit, background))
+        out[current].append(Command(current, text, limit, background, exits))
     return out
 
 
@@ -149,7 +158,7 @@ def run_section(name: str, commands: list[Command], root: Path, env: dict[str, s
                 else:
                     try:
                         code = process.wait(limit)
-                        outcome = "ok" if code == 0 else f"exit code {code}"
+                        outcome = "ok" if code in command.exits else f"exit code {code}"
                     except subprocess.TimeoutExpired:
                         outcome = "over its time limit"
                     finally:  # also when the check itself is stopped (Ctrl-C, SIGTERM)

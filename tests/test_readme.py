@@ -43,12 +43,15 @@ def test_the_parser_joins_continuations_reads_limits_and_background_lines(checke
         "unlearnleak data list   # ≤ 30 s · what",
         "unlearnleak audit --a 1 \\", "    --b 2   # ≤ 2 min · joined",
         "python serve.py 8080 &     # ≤ 1 min · in the background",
+        "unlearnleak infer-label runs/x   # ≤ 5 min · exit 0 or 3 · no verdict allowed",
         "```", "## Other", "```", "make test  # ≤ 1 h", "```"])
     found = checker.sections(readme)
     tour = found["Tour"]
     assert [(c.text, c.limit_s, c.background) for c in tour] == [
         (". .venv/bin/activate", None, False), ("unlearnleak data list", 30.0, False),
-        ("unlearnleak audit --a 1 --b 2", 120.0, False), ("python serve.py 8080", 60.0, True)]
+        ("unlearnleak audit --a 1 --b 2", 120.0, False), ("python serve.py 8080", 60.0, True),
+        ("unlearnleak infer-label runs/x", 300.0, False)]
+    assert [c.exits for c in tour] == [(0,), (0,), (0,), (0,), (0, 3)]
     assert found["Other"] == []  # a block not marked bash is prose, not a command
 
 
@@ -56,10 +59,11 @@ def test_the_checker_runs_a_command_and_fails_one_past_its_limit(checker: Module
     commands = [checker.Command("t", "export GREETING=hello", None),
                 checker.Command("t", 'echo "$GREETING from $(pwd)"', 30.0),
                 checker.Command("t", "sleep 5", 0.5),
-                checker.Command("t", "exit 3", 30.0)]
+                checker.Command("t", "exit 3", 30.0),
+                checker.Command("t", "exit 3", 30.0, exits=(0, 3))]
     (tmp_path / "logs").mkdir()
     results = checker.run_section("t", commands, tmp_path, {"PATH": "/usr/bin:/bin"}, [0], 1.0)
     outcomes = [outcome for _, outcome, _, _ in results]
-    assert outcomes == ["ok", "over its time limit", "exit code 3"]
+    assert outcomes == ["ok", "over its time limit", "exit code 3", "ok"]
     assert f"hello from {tmp_path}" in results[0][3].read_text()
     assert results[1][2] < 4  # stopped at its limit, not after the whole sleep

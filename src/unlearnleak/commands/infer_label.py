@@ -45,6 +45,11 @@ def guess_table(guess: Any, class_names: list[str] | None, deleted: list[int] | 
     level = "uncalibrated threshold" if guess.level is None else f"false-detection level {guess.level:g}"
     p_value = "" if guess.p_value is None else f", p = {guess.p_value:.2g}"
     queries = f"queries: {guess.queries_original} to θ, {guess.queries_unlearned} to θ_u"
+    if guess.calibration == "own_nulls" and guess.threshold is not None:  # standardised units: say it in words
+        table.caption = (f"{level}{p_value} (own_nulls calibration, guess.json says how): each class's change is "
+                         f"standardised by its drift over null updates of θ and tested against what the other "
+                         f"classes predict for it; {queries}")
+        return table
     table.caption = (f"{level}{p_value} ({guess.calibration} calibration, guess.json says how): a class counts as "
                      f"significant when its change is below {guess.threshold:+.3e}, the other classes' center minus "
                      f"{guess.z:.3g} × their spread; {queries}" if guess.threshold is not None else

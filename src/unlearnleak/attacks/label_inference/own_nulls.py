@@ -32,6 +32,7 @@ from unlearnleak.attacks.label_inference.probeset import ProbeSet
 from unlearnleak.cache import cached_state, key_digest, tensors_digest
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import ModelOracle
+from unlearnleak.progress import track
 
 OWN_NULL_PAIRS = 200  # the threshold is the 195th of 200 LOO statistics (5 % at 90 % confidence; ≥ 45 needed)
 NULL_KINDS = ("step", "handful_ga")
@@ -72,7 +73,7 @@ def own_null_answers(model: nn.Module, probes: ProbeSet, x: torch.Tensor, y: tor
     inputs = probes.x[probes.on_target]
     classes = torch.unique(y)
     out = []
-    for i in range(pairs):
+    for i in track(range(pairs), "own null pairs of θ (calibration)"):  # minutes on a CPU: say so
         kind = NULL_KINDS[i % len(NULL_KINDS)]
         if kind == "step":
             rows = torch.randperm(x.shape[0], generator=g)[:batch_size]
