@@ -13,7 +13,7 @@ Per n: false detections on the half's null pairs (the benchmark's, made on priva
 method × p_u, the argmin accuracy, and per deleted class its raw mean change, residual statistic T and p-value;
 ``--raw-drop off`` also shows the verdicts without the decision's "the candidate's raw mean must drop" clause.
 
-Usage: python benchmarks/label_power.py --pairs /tmp/h2/lc --cases convnet16 lenet --probes public50
+Usage: python benchmarks/label_power.py --pairs benchmarks/out/label_calibration --cases convnet16 lenet --probes public50
        --per-class 10 20 30 50 --half tune [--own-nulls 200]
 """
 
