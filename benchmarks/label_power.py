@@ -10,11 +10,11 @@ generator screens rows in one seeded order and keeps the first that pass), calib
 the package's decision (``decide``). Rules may only be chosen on ``--half tune`` (label_cases.py's split).
 
 Per n: false detections on the half's null pairs (the benchmark's, made on private rows), detections per
-method × p_u, the argmin accuracy, and per deleted class its raw mean change, residual statistic T and p-value;
-``--raw-drop off`` also shows the verdicts without the decision's "the candidate's raw mean must drop" clause.
+method × p_u, the argmin accuracy, and (``--detail``) per deleted class its raw mean change, residual statistic T
+and p-value; the "T only" counts are the verdicts without the decision's "the candidate's raw mean must drop" clause.
 
-Usage: python benchmarks/label_power.py --pairs benchmarks/out/label_calibration --cases convnet16 lenet --probes public50
-       --per-class 10 20 30 50 --half tune [--own-nulls 200]
+Usage: python benchmarks/label_power.py --pairs benchmarks/out/label_calibration --cases convnet16 lenet
+       --probes public50 --per-class 10 20 30 50 --half tune [--own-nulls 200]
 """
 
 from __future__ import annotations
