@@ -153,6 +153,12 @@ def test_label_summary_over_seeds_and_the_gradient_label_phrase() -> None:
     assert text == ("label leaked in 1 of 3 cells: the largest confidence drop was a deleted class in 2 of 3 "
                     "cells (chance 0.10); significant in 1 of 3")
     assert label_summary([GUESS]) == label_verdict(GUESS).sentence and label_summary([]) is None
+    silent = {**GUESS, "verdict": "no_verdict", "lacking": [4], "min_per_class": 3, "ranked": []}
+    # cells without a verdict are neither "leaked" nor "no leak shown": counted apart, and all of them say so
+    assert label_summary([silent, silent]) == "no verdict in any of 2 cells: class 4 has fewer than 3 probes"
+    mixed = label_summary([*cells, silent])
+    assert mixed is not None and mixed.endswith("significant in 1 of 3; 1 more cell without a verdict (too few "
+                                                "probes)")
     assert gradient_label_phrase(1.0, 1) == "labels read from the weight change: 1 of 1 right"
     assert gradient_label_phrase(0.75, 4, 0.1) == "labels read from the weight change: 3 of 4 right (chance 0.10)"
     assert gradient_label_phrase(None) is None

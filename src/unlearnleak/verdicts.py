@@ -316,6 +316,12 @@ def label_summary(guesses: Sequence[Mapping[str, Any]], class_names: Sequence[st
         return None
     if len(guesses) == 1:
         return label_verdict(guesses[0], class_names).sentence
+    silent = [g for g in guesses if label_verdict(g).level == "no_verdict"]  # nothing tested: neither way
+    if len(silent) == len(guesses):
+        lacking = sorted({int(c) for g in silent for c in (g.get("lacking") or [])})
+        return (f"no verdict in any of {len(guesses)} cells: "
+                f"{_lacking_phrase(lacking, class_names, silent[0].get('min_per_class'))}")
+    guesses = [g for g in guesses if label_verdict(g).level != "no_verdict"]
     n = len(guesses)
     significant = sum(1 for g in guesses if label_verdict(g).leaked)
     scored = [g for g in guesses if g.get("correct") is not None]
@@ -329,4 +335,6 @@ def label_summary(guesses: Sequence[Mapping[str, Any]], class_names: Sequence[st
     head = "label leaked" if significant else "no label leak shown"
     if significant and significant < n:
         head = f"label leaked in {significant} of {n} cells"
+    if silent:
+        parts.append(f"{len(silent)} more cell{'s' if len(silent) > 1 else ''} without a verdict (too few probes)")
     return f"{head}: {'; '.join(parts)}"
