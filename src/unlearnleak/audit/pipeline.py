@@ -21,8 +21,9 @@ import torch
 
 from unlearnleak.attacks.feature_recovery import Reconstruction, evaluate_reconstruction
 from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
-from unlearnleak.attacks.label_inference import Calibration, ProbeSet, calibrate_on_own_model
+from unlearnleak.attacks.label_inference import Calibration, ProbeSet
 from unlearnleak.attacks.label_inference.facade import LabelInference, LabelInferenceResult
+from unlearnleak.attacks.label_inference.own_nulls import own_null_calibrator
 from unlearnleak.audit.checkpoint import read_checkpoint, to_normalized_layout
 from unlearnleak.audit.run_row import write_audit_cell
 from unlearnleak.cache import cache_dir
@@ -199,15 +200,8 @@ def _own_null_calibrator(pair: ModelPair | None, attack: LabelInference,
     """The threshold from null pairs of θ itself on the labelled public ``rows`` (None: no pair or no rows)."""
     if pair is None or rows is None:
         return None
-    c = attack.config
-    theta = pair.model("original", c.device)
-
-    def calibrate(probes: ProbeSet) -> Calibration:
-        return calibrate_on_own_model(theta, probes, rows[0], rows[1], level=c.level, test=c.test, top_k=c.top_k,
-                                      statistic=c.statistic, seed=c.seed, device=c.device,
-                                      cache=cache_dir() / "own_nulls")
-
-    return calibrate
+    return own_null_calibrator(pair.model("original", attack.config.device), rows[0], rows[1], attack.config,
+                               cache=cache_dir() / "own_nulls")
 
 
 def _steps(attack: FeatureRecovery) -> int | None:

@@ -32,10 +32,10 @@ from unlearnleak.attacks.feature_recovery import PRESETS, RECONSTRUCTION_FILE, e
 from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
 from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_for
-from unlearnleak.attacks.label_inference import Calibration, ProbeSet, calibrate_on_own_model
+from unlearnleak.attacks.label_inference import Calibration, ProbeSet
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.facade import LabelInference
-from unlearnleak.attacks.label_inference.own_nulls import NO_VERDICT_NOTE, needs_threshold
+from unlearnleak.attacks.label_inference.own_nulls import calibrate_if_tested, own_null_calibrator
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset
 from unlearnleak.errors import ConfigError
@@ -146,17 +146,15 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
         if own_nulls is None:
             raise ConfigError("calibration 'own_nulls' needs θ's weights and public rows (the audit holds them); "
                               "a black-box user has neither: use calibration 'auto'")
-        if not needs_threshold(probes, spec.min_per_class):
-            info = {"note": NO_VERDICT_NOTE}
-        else:
-            theta, rows = own_nulls
-            calibration = calibrate_on_own_model(theta, probes, rows.x, rows.y, level=spec.level, test=spec.test,
-                                                 top_k=spec.top_k, statistic=spec.statistic, seed=spec.seed,
-                                                 device=spec.device, cache=cache)
+        theta, rows = own_nulls
+        calibration, info = calibrate_if_tested(probes, spec.min_per_class,
+                                                own_null_calibrator(theta, rows.x, rows.y, spec, cache=cache))
+    elif calibration is not None:
+        info = dict(calibration.cost)
     guess = attack.guess(original_oracle, unlearned_oracle, probes, calibration=calibration)
     known = None if deleted is None else tuple(sorted({int(c) for c in deleted}))
     return LabelInferenceEvaluation(spec, guess, probes, known or None, original_oracle.num_classes,
-                                    calibration_info=dict(calibration.cost) if calibration is not None else info)
+                                    calibration_info=info)
 
 
 def write_recovery(ev: FeatureRecoveryEvaluation, folder: Path, *,

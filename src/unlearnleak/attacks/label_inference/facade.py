@@ -14,7 +14,7 @@ from torch import nn
 from unlearnleak.attacks.label_inference.calibration import Calibration
 from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 from unlearnleak.attacks.label_inference.decision import infer_label
-from unlearnleak.attacks.label_inference.own_nulls import NO_VERDICT_NOTE, needs_threshold
+from unlearnleak.attacks.label_inference.own_nulls import calibrate_if_tested
 from unlearnleak.attacks.label_inference.probes import (
     PROBE_GENERATORS,
     PublicData,
@@ -91,13 +91,10 @@ class LabelInference:
                 return LabelInferenceResult(None, None, f"the original model's query budget ran out before any "
                                                         f"probe was finished: {exc}")
         partial = probes.notes if "budget" in probes.notes else None
-        calibration, info = None, {}
+        calibration: Calibration | None = None
+        info: dict[str, Any] = {}
         if calibrate is not None:
-            if needs_threshold(probes, self.config.min_per_class):
-                calibration = calibrate(probes)
-                info = dict(calibration.cost)
-            else:
-                info = {"note": NO_VERDICT_NOTE}
+            calibration, info = calibrate_if_tested(probes, self.config.min_per_class, calibrate)
         try:
             guess = self.guess(original, unlearned, probes, calibration=calibration)
         except QueryBudgetExceeded as exc:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,6 +34,9 @@ from unlearnleak.cache import cached_state, key_digest, tensors_digest
 from unlearnleak.errors import ConfigError
 from unlearnleak.oracle import ModelOracle
 from unlearnleak.progress import track
+
+if TYPE_CHECKING:
+    from unlearnleak.attacks.label_inference.config import LabelInferenceConfig
 
 OWN_NULL_PAIRS = 200  # the threshold is the 195th of 200 LOO statistics (5 % at 90 % confidence; ≥ 45 needed)
 NULL_KINDS = ("step", "handful_ga")
@@ -107,6 +111,27 @@ def needs_threshold(probes: ProbeSet, min_per_class: int) -> bool:
 
 
 NO_VERDICT_NOTE = "no own null pairs made: classes lack probes, so there is no verdict to calibrate"
+
+
+def calibrate_if_tested(probes: ProbeSet, min_per_class: int, calibrate: Callable[[ProbeSet], Calibration]
+                        ) -> tuple[Calibration | None, dict[str, Any]]:
+    """``calibrate(probes)`` and its cost, or — when the decision will give no verdict — nothing and a note."""
+    if not needs_threshold(probes, min_per_class):
+        return None, {"note": NO_VERDICT_NOTE}
+    calibration = calibrate(probes)
+    return calibration, dict(calibration.cost)
+
+
+def own_null_calibrator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: LabelInferenceConfig, *,
+                        cache: Path | None = None) -> Callable[[ProbeSet], Calibration]:
+    """:func:`calibrate_on_own_model` of θ on the labelled public rows (x, y), with the attack's level, test,
+    top_k, statistic, seed and device: what ``run``, ``infer-label`` and ``audit`` pass as the calibration."""
+    def calibrate(probes: ProbeSet) -> Calibration:
+        return calibrate_on_own_model(model, probes, x, y, level=config.level, test=config.test, top_k=config.top_k,
+                                      statistic=config.statistic, seed=config.seed, device=config.device,
+                                      cache=cache)
+
+    return calibrate
 
 
 def calibrate_on_own_model(model: nn.Module, probes: ProbeSet, x: torch.Tensor, y: torch.Tensor, *,
