@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery.adaptive import Candidate, invert
-from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig, second_order_attention
 from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.learned_prior import LearnedPrior, learned_prior_off, prepare_learned_prior
 from unlearnleak.attacks.feature_recovery.result import Reconstruction
@@ -117,8 +117,9 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
                                                                   model, labels_used, kind, seed=seed)
         if decoded is not None:
             preset_name = f"{preset_name}+learned_prior"
-    result = invert(model, target, labels_used, shape, config, seed=seed, time_budget=time_budget,
-                    candidates=candidates)
+    with second_order_attention():
+        result = invert(model, target, labels_used, shape, config, seed=seed, time_budget=time_budget,
+                        candidates=candidates)
     timings = {"label_seconds": label_seconds, **result.timings}
     if closed_form:  # an image MLP: the closed form competes with the inversion on the attacker's own score
         analytic = _analytic(model, target, labels_used, source, label_scores, started, label_seconds, used,
@@ -158,7 +159,7 @@ def gradient_cost(model: torch.nn.Module, target: TargetGradient, x: torch.Tenso
     device = next(model.parameters()).device
     params = [p for n, p in model.named_parameters() if n in target.names]
     loss = F.cross_entropy(model(x.to(device)), labels.to(device))
-    grads = torch.autograd.grad(loss, params)
+    grads = torch.autograd.grad(loss, params, materialize_grads=True)  # an unused parameter's gradient: 0
     g = torch.cat([t.reshape(-1) for t in grads]).double()
     t = target.flat().to(device)
     return float(1 - (g @ t) / (g.norm() * t.norm()).clamp_min(1e-300))

@@ -52,9 +52,19 @@ from unlearnleak.errors import ConfigError
 from unlearnleak.registry import Registry
 
 __all__ = ["PRESETS", "GradientMatcher", "InversionConfig", "InversionResult", "RaceEntry", "learning_rate",
-           "penultimate_features", "preset", "run_inversion", "total_variation"]
+           "penultimate_features", "preset", "run_inversion", "second_order_attention", "total_variation"]
 
 PATTERN = 4  # side of the tile of the "patterned" start (breaching's ``patterned-4``)
+
+
+@contextmanager
+def second_order_attention() -> Iterator[None]:
+    """Attention on PyTorch's math kernel: the fused ones (flash, memory-efficient) have no second derivative,
+    and matching gradients differentiates the model's gradient (a ViT's ``scaled_dot_product_attention``)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 class RaceEntry(BaseModel):
@@ -338,7 +348,8 @@ class GradientMatcher:
                 logits = self._forward(self.leaves, x)
             loss = F.cross_entropy(logits, self.labels)
             penalties = self._penalties(x)
-            grads = torch.autograd.grad(loss, list(self.leaves.values()), create_graph=True)
+            grads = torch.autograd.grad(loss, list(self.leaves.values()), create_graph=True,
+                                        materialize_grads=True)  # a parameter forward never uses: 0
             g = torch.cat([t.reshape(-1) for t in grads])
         else:
             def loss_fn(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,7 +97,7 @@ def _one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, *, 
     theta = copy.deepcopy(model).to(device).eval()
     params = [p for p in theta.parameters() if p.requires_grad]
     loss = F.cross_entropy(theta(x.to(device)), y.to(device))
-    grads = torch.autograd.grad(-loss if ascent else loss, params)
+    grads = torch.autograd.grad(-loss if ascent else loss, params, materialize_grads=True)  # unused: 0
     with torch.no_grad():
         for p, grad in zip(params, grads, strict=True):
             p.sub_(lr * grad)

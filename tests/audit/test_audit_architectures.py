@@ -1,0 +1,129 @@
+"""`unlearnleak audit` on users' unusual architectures: it works, or stops with one `error:` line (exit 2).
+
+Each test writes a small plain-PyTorch model file, fits θ with a few SGD steps on random 16×16 images, makes θ_u
+by one gradient-ascent step on the deleted image (as tests/audit/conftest.py does), and runs the audit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch.nn import functional as F
+from typer.testing import CliRunner
+
+from unlearnleak.cli import app
+
+runner = CliRunner()
+SHAPE = (3, 16, 16)
+DELETED_LABEL = 3
+
+HEADER = "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n\n"
+
+VIT = HEADER + '''
+class Net(nn.Module):
+    """Patch embedding, a positional-embedding parameter, LayerNorm, multi-head attention, GELU MLP."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 8, stride=8)
+        self.pos = nn.Parameter(torch.randn(1, 4, 8) * 0.02)
+        self.norm = nn.LayerNorm(8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        h = self.norm(t)
+        t = t + self.attn(h, h, h, need_weights=False)[0]
+        return self.head((t + self.mlp(t)).mean(1))
+'''
+
+UNUSED_PARAMETER = HEADER + '''
+class Net(nn.Module):
+    """A parameter forward never uses (a leftover embedding) and one Linear applied twice."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.leftover = nn.Linear(num_classes, 8, bias=False)
+        self.shared = nn.Linear(256, 256)
+        self.fc = nn.Linear(256, num_classes)
+
+    def forward(self, x):
+        h = torch.flatten(torch.sigmoid(self.conv(x)), 1)
+        return self.fc(torch.sigmoid(self.shared(torch.sigmoid(self.shared(h)))))
+'''
+
+
+def _load(code: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"arch_{code.stem}", code)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out["logits"] if isinstance(out, dict) else out
+
+
+def user_files(folder: Path, source: str, num_classes: int = 10) -> dict[str, Path]:
+    """The model file, θ (torch state dict), θ_u (safetensors) and the deleted image, made as a user would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    code = folder / "model.py"
+    code.write_text(source)
+    torch.manual_seed(0)
+    net = _load(code).Net(num_classes=num_classes)
+    x = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % num_classes
+    y[0] = DELETED_LABEL % num_classes
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(_logits(net(x)), y).backward()
+        opt.step()
+    torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, folder / "before.pt")
+    opt.zero_grad()
+    (-F.cross_entropy(_logits(net(x[:1])), y[:1])).backward()  # unlearning: one gradient-ascent step
+    opt.step()
+    save_file({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()},
+              str(folder / "after.safetensors"))
+    save_file({"images": x[:1].contiguous(), "labels": y[:1].contiguous()}, str(folder / "deleted.safetensors"))
+    return {"model": code, "before": folder / "before.pt", "after": folder / "after.safetensors",
+            "deleted": folder / "deleted.safetensors"}
+
+
+def audit(files: dict[str, Path], out: Path, *extra: str, num_classes: int = 10) -> Any:
+    """Run the white-box audit on ``files`` with a tiny budget (no label inference unless ``extra`` asks)."""
+    return runner.invoke(app, ["audit", "--model-def", f"{files['model']}:Net", "--original", str(files["before"]),
+                               "--unlearned", str(files["after"]), "--input-shape", ",".join(map(str, SHAPE)),
+                               "--num-classes", str(num_classes), "--iterations", "4", "--restarts", "1",
+                               "--ground-truth", str(files["deleted"]), "--out", str(out), *extra])
+
+
+def _works(result: Any, out: Path, *, label: int = DELETED_LABEL) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["labels"]["from_weights"]["labels"] == [label]
+    mean = report["evaluation"]["mean"]
+    assert all(mean[key] == mean[key] for key in ("psnr", "thumbnail_4x4_psnr", "own_mean_colour_psnr"))
+    return report
+
+
+def test_attention_model_is_inverted(tmp_path: Path) -> None:
+    """Gradient inversion differentiates the gradient; the fused attention kernels cannot, the math one can."""
+    files = user_files(tmp_path / "vit", VIT)
+    _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+
+
+def test_unused_and_shared_parameters(tmp_path: Path) -> None:
+    """A parameter forward never uses has a zero gradient (and a zero weight change), not an autograd error."""
+    files = user_files(tmp_path / "unused", UNUSED_PARAMETER)
+    _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
