@@ -298,3 +298,26 @@ def test_a_timed_truncated_race_fits_its_budget_from_the_step_time() -> None:
     leg, cool = race["steps_per_candidate"], race["cooldown_steps"]
     assert leg >= 1 and race["iterations"] == 3 * (leg + cool)
     assert race["iterations"] < result.iterations <= race["iterations"] + race["schedule_length"] - leg < 100_000
+
+
+def test_output_layer_is_the_linear_forward_calls_last() -> None:
+    """Registration order does not say which K-wide Linear makes the logits; one forward pass does."""
+    from torch import nn
+
+    from unlearnleak.attacks.closed_forms import num_logits
+    from unlearnleak.models import Normalized
+
+    class HeadFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(3, 3)
+            self.hidden = nn.Linear(4, 3)
+            self.extra = nn.Linear(4, 7)  # registered last, called first
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.hidden(x + 0 * self.extra(x).sum())))
+
+    model = Normalized(HeadFirst(), (0.0,), (1.0,), image=False, input_shape=(4,)).train()
+    assert output_layer(model, 3)[0] == "net.head"
+    assert num_logits(model) == 3
+    assert model.training  # the probe runs in eval mode and restores the mode

@@ -127,3 +127,47 @@ def test_unused_and_shared_parameters(tmp_path: Path) -> None:
     """A parameter forward never uses has a zero gradient (and a zero weight change), not an autograd error."""
     files = user_files(tmp_path / "unused", UNUSED_PARAMETER)
     _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+
+HEAD_FIRST = HEADER + '''
+class Net(nn.Module):
+    """The head is registered first; a hidden Linear as wide as the classes is registered after it."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.head = nn.Linear(num_classes, num_classes)
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.hidden = nn.Linear(256, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.sigmoid(self.hidden(torch.flatten(torch.sigmoid(self.conv(x)), 1))))
+'''
+
+CONV_HEAD = HEADER + '''
+class Net(nn.Module):
+    """No Linear layer: a 1×1 convolution to the classes, then global average pooling."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.classes = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x):
+        return self.classes(torch.relu(self.body(x))).mean((2, 3))
+'''
+
+
+def test_labels_come_from_the_layer_forward_calls_last(tmp_path: Path) -> None:
+    """With two Linear layers as wide as the classes, the labels are read off the one that makes the logits
+    (the last called), not the last registered: before, this named a wrong class with no warning."""
+    files = user_files(tmp_path / "headfirst", HEAD_FIRST)
+    _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+
+
+def test_model_without_linear_head_needs_labels(tmp_path: Path) -> None:
+    """Without a Linear output layer the labels cannot be read off ∇*: one error naming --labels; with it, works."""
+    files = user_files(tmp_path / "convhead", CONV_HEAD)
+    result = audit(files, tmp_path / "out", "--per-class", "0")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1 and "no Linear layer with 10 outputs" in result.output
+    assert "--labels" in result.output and not (tmp_path / "out").exists()
+    _works(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)), tmp_path / "out")

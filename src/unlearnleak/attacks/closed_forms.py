@@ -1,6 +1,7 @@
 """Closed forms that several attacks read off gradients or probabilities, defined once.
 
-- :func:`output_layer` — the model's last ``nn.Linear`` with one output per class (where ∇* carries labels).
+- :func:`output_layer` — the model's ``nn.Linear`` with one output per class that ``forward`` calls last (where
+  ∇* carries labels).
 - :func:`penultimate_features` — the input of that layer for one sample, read off ∇* exactly: its gradient is
   ``∂W[c,:] = (p_c − y_c)·h`` and ``∂b[c] = p_c − y_c``, so ``h = Σ_c ∂b_c ∂W_c / Σ_c ∂b_c²`` (the identity
   that also recovers a table row from a first Linear layer, ``feature_recovery/tabular.py``).
@@ -16,21 +17,53 @@ from unlearnleak.errors import ConfigError
 
 
 def output_layer(model: nn.Module, num_classes: int) -> tuple[str, nn.Linear]:
-    """The last ``nn.Linear`` with ``num_classes`` outputs (module registration order), and its name."""
-    found: tuple[str, nn.Linear] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and module.out_features == num_classes:
-            found = (name, module)
-    if found is None:
+    """The ``nn.Linear`` with ``num_classes`` outputs that ``forward`` calls last, and its name.
+
+    With one such layer it is that one; with several (a hidden layer as wide as the classes), registration order
+    says nothing about which makes the logits, so one forward pass on a zero input of the model's
+    ``input_shape`` (set by ``build_model``) tells.
+    """
+    found = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    if not found:
         raise ConfigError(f"cannot infer labels from the gradient: the model has no Linear layer with "
-                          f"{num_classes} outputs; pass the labels explicitly")
-    return found
+                          f"{num_classes} outputs; pass the labels explicitly (audit --labels)")
+    if len(found) == 1:
+        return found[0]
+    called = [entry for entry in linears_in_call_order(model) if entry[1].out_features == num_classes]
+    if not called:
+        raise ConfigError(f"cannot tell the output layer: {', '.join(n for n, _ in found)} all have {num_classes} "
+                          f"outputs and forward calls none of them")
+    return called[-1]
 
 
 def num_logits(model: nn.Module) -> int:
-    """Output width of the model's last ``nn.Linear`` (0 without one)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else 0
+    """Output width of the ``nn.Linear`` that ``forward`` calls last (0 without one)."""
+    called = linears_in_call_order(model)
+    return called[-1][1].out_features if called else 0
+
+
+def linears_in_call_order(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The model's ``nn.Linear`` layers in the order ``forward`` last calls them, from one no-grad eval-mode
+    pass on zeros of ``model.input_shape``; registration order for a model without one (its forward unknown)."""
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    shape = getattr(model, "input_shape", None)
+    if shape is None or not linears:
+        return linears
+    calls: list[str] = []
+    hooks = [m.register_forward_hook(lambda *_, name=name: calls.append(name)) for name, m in linears]
+    first = next(model.parameters(), None)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *shape, device=None if first is None else first.device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    last = {name: i for i, name in enumerate(calls)}  # a layer called twice counts where it was called last
+    return sorted(((n, m) for n, m in linears if n in last), key=lambda entry: last[entry[0]])
 
 
 def features_from_linear_gradient(weight_grad: torch.Tensor, bias_grad: torch.Tensor) -> torch.Tensor | None:

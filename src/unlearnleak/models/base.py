@@ -31,9 +31,11 @@ class Normalized(nn.Module):
     The constants are buffers, not parameters, so they never enter a gradient.
     """
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], image: bool) -> None:
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], image: bool,
+                 input_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.net = net
+        self.input_shape = input_shape  # one input's shape, when known: attacks probe forward with it
         shape = (1, -1, 1, 1) if image else (1, -1)
         self.mean: torch.Tensor
         self.std: torch.Tensor
@@ -166,7 +168,7 @@ def build_model(spec: ModelSpec) -> Normalized:
                           f"input_shape={tuple(spec.input_shape)}, num_classes={spec.num_classes}, "
                           f"kwargs={dict(spec.kwargs)!r}: {str(exc).splitlines()[0] if str(exc) else ''}; "
                           f"fix the model definition or its arguments") from exc
-    return Normalized(net, spec.mean, spec.std, image=image)
+    return Normalized(net, spec.mean, spec.std, image=image, input_shape=tuple(spec.input_shape))
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
