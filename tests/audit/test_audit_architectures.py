@@ -80,7 +80,7 @@ def user_files(folder: Path, source: str, num_classes: int = 10) -> dict[str, Pa
     code.write_text(source)
     torch.manual_seed(0)
     net = _load(code).Net(num_classes=num_classes)
-    x = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(1)).to(next(net.parameters()).dtype)
     y = torch.arange(8) % num_classes
     y[0] = DELETED_LABEL % num_classes
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
@@ -94,7 +94,7 @@ def user_files(folder: Path, source: str, num_classes: int = 10) -> dict[str, Pa
     opt.step()
     save_file({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()},
               str(folder / "after.safetensors"))
-    save_file({"images": x[:1].contiguous(), "labels": y[:1].contiguous()}, str(folder / "deleted.safetensors"))
+    save_file({"images": x[:1].float().contiguous(), "labels": y[:1].contiguous()}, str(folder / "deleted.safetensors"))
     return {"model": code, "before": folder / "before.pt", "after": folder / "after.safetensors",
             "deleted": folder / "deleted.safetensors"}
 
@@ -171,3 +171,47 @@ def test_model_without_linear_head_needs_labels(tmp_path: Path) -> None:
     assert result.output.count("error:") == 1 and "no Linear layer with 10 outputs" in result.output
     assert "--labels" in result.output and not (tmp_path / "out").exists()
     _works(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)), tmp_path / "out")
+
+TUPLE_OUT = HEADER + '''
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(256, num_classes)
+
+    def forward(self, x):
+        h = torch.flatten(torch.sigmoid(self.conv(x)), 1)
+        return self.fc(h), h
+'''
+
+DICT_OUT = TUPLE_OUT.replace("return self.fc(h), h", 'return {"logits": self.fc(h), "features": h}')
+DOUBLE = TUPLE_OUT.replace("return self.fc(h), h", "return self.fc(h)").replace(
+    "self.fc = nn.Linear(256, num_classes)", "self.fc = nn.Linear(256, num_classes)\n        self.double()")
+
+
+def _refused(result: Any, out: Path) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output, result.output
+    assert not out.exists()
+    return str(result.output)
+
+
+def test_forward_returning_tuple_or_dict_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """The audit needs one logits tensor; the error says to name a subclass returning it, not to change flags."""
+    for name, source, pick in (("tuple", TUPLE_OUT, "[0]"), ("dict", DICT_OUT, "['logits']")):
+        files = user_files(tmp_path / name, source)
+        text = _refused(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+        assert f"forward returns a {name}" in text and f"return super().forward(x){pick}" in text
+        assert "--input-shape" not in text
+
+
+def test_float64_model_definition_is_refused_clearly(tmp_path: Path) -> None:
+    """A definition built in float64 is named as such (before: 'give the shape it was trained on'); float64
+    checkpoints of a float32 definition are read (the weight change taken in float64)."""
+    files = user_files(tmp_path / "double", DOUBLE)
+    text = _refused(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+    assert "builds conv.weight in float64" in text and "build it in float32" in text
+    single = user_files(tmp_path / "single", DOUBLE.replace("        self.double()\n", ""))
+    state = torch.load(single["before"], weights_only=True)
+    torch.save({k: v.double() for k, v in state.items()}, single["before"])
+    _works(audit(single, tmp_path / "out", "--per-class", "0"), tmp_path / "out")

@@ -83,7 +83,15 @@ def pair_from_files(model_def: str, *, original: str | Path, unlearned: str | Pa
 
 
 def _check_input_shape(model: torch.nn.Module, spec: ModelSpec) -> None:
+    """The built model is float32 and answers (n, K) logits for inputs of the declared shape."""
     flag = "--input-shape" if len(spec.input_shape) == 3 else "--features"
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    odd = next(((name, t.dtype) for name, t in tensors if t.is_floating_point() and t.dtype != torch.float32), None)
+    if odd is not None:
+        raise ConfigError(f"{spec.name} builds {odd[0].removeprefix('net.')} in "
+                          f"{str(odd[1]).removeprefix('torch.')}; the audit runs the model in float32: build it in "
+                          f"float32 (drop .double()/.half() from the definition; checkpoints of any float dtype "
+                          f"are read)")
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, *spec.input_shape))
@@ -91,8 +99,13 @@ def _check_input_shape(model: torch.nn.Module, spec: ModelSpec) -> None:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"the model rejects inputs of shape {tuple(spec.input_shape)} ({flag}): "
                           f"{type(exc).__name__}: {text[:200]}; give the shape it was trained on") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if not isinstance(out, torch.Tensor):
+        pick = f"[{next(iter(out))!r}]" if isinstance(out, dict) and out else "[0]"
+        raise ConfigError(f"the model's forward returns a {type(out).__name__}; the audit needs one tensor of "
+                          f"logits (n, {spec.num_classes}): name a subclass whose forward returns only the logits "
+                          f"(e.g. return super().forward(x){pick}) in --model-def")
+    if tuple(out.shape) != (2, spec.num_classes):
+        got = tuple(out.shape)
         raise ConfigError(f"the model answers {got} for 2 inputs of shape {tuple(spec.input_shape)}; expected "
                           f"(2, {spec.num_classes}) logits (--num-classes, {flag})")
 
