@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def _load(code: Path) -> Any:
     spec = importlib.util.spec_from_file_location(f"arch_{code.stem}", code)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so that torch.save(model) can pickle its class, as a user's would
     spec.loader.exec_module(module)
     return module
 
@@ -215,3 +217,16 @@ def test_float64_model_definition_is_refused_clearly(tmp_path: Path) -> None:
     state = torch.load(single["before"], weights_only=True)
     torch.save({k: v.double() for k, v in state.items()}, single["before"])
     _works(audit(single, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+
+
+def test_whole_pickled_model_is_refused_with_how_to_save_weights(tmp_path: Path) -> None:
+    """torch.save(model) is refused unrun; the error names the pickled class and says how to save the weights,
+    without torch's advice to load it with weights_only=False (or its terminal escape codes)."""
+    files = user_files(tmp_path / "whole", TUPLE_OUT.replace("return self.fc(h), h", "return self.fc(h)"))
+    net = _load(files["model"]).Net()
+    net.load_state_dict(torch.load(files["before"], weights_only=True))
+    torch.save(net, files["before"])
+    text = _refused(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+    assert "refused without running them" in text and "pickles arch_model.Net" in text
+    assert "model.state_dict()" in text and "safetensors" in text
+    assert "weights_only" not in text and "\x1b" not in text

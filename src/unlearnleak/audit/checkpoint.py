@@ -9,6 +9,7 @@ declared normalisation; a ``module.`` prefix (DataParallel) and ``{"state_dict":
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -41,13 +42,24 @@ def read_checkpoint(path: str | Path, flag: str) -> StateDict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise CheckpointError(f"{flag} {path} holds objects beyond tensors, refused without running them "
-                              f"({first[:160]}); save model.state_dict() or convert it to safetensors") from None
+        raise CheckpointError(f"{flag} {path} holds objects beyond tensors ({_pickled(exc)}), refused without "
+                              f"running them; save it with torch.save(model.state_dict(), ...) or as "
+                              f"safetensors") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{flag} {path} is not a readable PyTorch checkpoint: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return _state_of(obj, path, flag)
+
+
+def _pickled(exc: pickle.UnpicklingError) -> str:
+    """What the refused pickle names (``arch.Net``: a whole model saved with ``torch.save(model)``), without
+    torch's advice to load it unsafely or its terminal escape codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found is not None:
+        return f"it pickles {found.group(1)}, e.g. a whole model saved with torch.save(model)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:160] if lines else "unsupported content"
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
