@@ -321,3 +321,26 @@ def test_output_layer_is_the_linear_forward_calls_last() -> None:
     assert output_layer(model, 3)[0] == "net.head"
     assert num_logits(model) == 3
     assert model.training  # the probe runs in eval mode and restores the mode
+
+
+def test_bias_free_head_label_whatever_the_sign_of_the_features() -> None:
+    """A bias-free output layer after tanh: the weight rows' signs flip with the features' sum; for k = 1 the
+    label's entry is still the largest in magnitude (before: the most confident wrong class was named)."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from unlearnleak.attacks.feature_recovery.labels import infer_labels
+    from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
+
+    torch.manual_seed(0)
+    for shift, label in ((-2.0, 4), (2.0, 1), (-2.0, 0)):
+        net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5, bias=False))
+        with torch.no_grad():
+            net[0].bias.fill_(shift)  # features all below (or above) 0
+        x = torch.randn(1, 6)
+        loss = F.cross_entropy(net(x), torch.tensor([label]))
+        names = tuple(n for n, _ in net.named_parameters())
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        target = TargetGradient(names, tuple(g.double() for g in grads), "approximate", "original")
+        estimate = infer_labels(net, target, 1, 5)
+        assert estimate.source == "output_weight_rows" and estimate.labels.tolist() == [label]

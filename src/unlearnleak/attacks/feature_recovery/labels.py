@@ -5,7 +5,10 @@ at the true class. ∇* is a positive multiple of the summed gradient of D_u (se
 its output-bias entries are ``s·(P_c − n_c)`` with ``P_c = Σ_i p_ic`` and ``n_c`` the count of class c in
 D_u. The classes with a negative entry are the unlearned classes; for k = 1 the most negative entry is the
 label (exact, whatever the model). Without an output bias the row sums of the output weight gradient,
-``s·Σ_i (p_ic − y_ic)·‖h_i‖₁``, carry the same signs when the penultimate features are non-negative (ReLU).
+``s·Σ_i (p_ic − y_ic)·Σ_j h_ij``, carry the same signs when the penultimate features are non-negative (ReLU).
+For k = 1 and K ≥ 3 they carry them up to one common sign whatever the features (tanh, GELU): the label's entry
+``1 − p_y = Σ_{c≠y} p_c`` is the largest in magnitude, so the scores are turned to make it negative. (With K = 2
+the two entries tie and non-negative features are assumed.)
 
 Counts for k > 1: the positive entries of classes absent from D_u estimate the probability mass every
 class receives from other classes' samples (``s·P̄``); for a present class ``ḡ⁺ − g_c ≈ s·n_c·(1 − p̄)``,
@@ -52,6 +55,8 @@ def infer_labels(model: nn.Module, target: TargetGradient, k: int, num_classes: 
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     scores, source = label_scores(model, target, num_classes)
+    if source == "output_weight_rows" and k == 1 and num_classes >= 3 and float(scores[scores.abs().argmax()]) > 0:
+        scores = -scores  # the features summed below 0 (tanh, GELU): the largest entry, 1 − p_y, is the label's
     counts = estimate_counts(scores, k)
     labels = torch.repeat_interleave(torch.arange(num_classes), counts)
     scale = scores.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
