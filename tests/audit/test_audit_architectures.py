@@ -230,3 +230,45 @@ def test_whole_pickled_model_is_refused_with_how_to_save_weights(tmp_path: Path)
     assert "refused without running them" in text and "pickles arch_model.Net" in text
     assert "model.state_dict()" in text and "safetensors" in text
     assert "weights_only" not in text and "\x1b" not in text
+
+TIED = HEADER + '''
+class Net(nn.Module):
+    """Two Linear layers sharing one weight (dec.weight = enc.weight): two state-dict keys, one parameter."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.inp = nn.Linear(256, 16)
+        self.enc = nn.Linear(16, 16)
+        self.dec = nn.Linear(16, 16)
+        self.dec.weight = self.enc.weight
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        h = torch.sigmoid(self.inp(torch.flatten(torch.sigmoid(self.conv(x)), 1)))
+        return self.fc(torch.sigmoid(self.dec(torch.sigmoid(self.enc(h)))))
+'''
+
+
+def test_tied_weights_saved_once_by_safetensors_save_model(tmp_path: Path) -> None:
+    """safetensors' save_model keeps one name of a shared weight; the other is the same tensor (before: 'lacks
+    net.dec.weight')."""
+    from safetensors.torch import load_file, save_model
+
+    files = user_files(tmp_path / "tied", TIED)
+    net = _load(files["model"]).Net()
+    net.load_state_dict(load_file(str(files["after"])))
+    save_model(net, str(files["after"]))
+    assert len(load_file(str(files["after"]))) == len(net.state_dict()) - 1
+    _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+
+
+def test_frozen_output_layer_needs_labels(tmp_path: Path) -> None:
+    """A frozen head carries no weight change to read labels off: one error naming --labels, not a traceback."""
+    frozen = TIED.replace("        self.dec.weight = self.enc.weight\n", "").replace(
+        "        self.fc = nn.Linear(16, num_classes)\n",
+        "        self.fc = nn.Linear(16, num_classes)\n        self.fc.requires_grad_(False)\n")
+    files = user_files(tmp_path / "frozen", frozen)
+    text = _refused(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+    assert "output layer 'net.fc' has no trainable parameters of its own" in text and "--labels" in text
+    _works(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)), tmp_path / "out")

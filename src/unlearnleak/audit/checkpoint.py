@@ -3,7 +3,8 @@
 Accepted: safetensors, or a PyTorch state dict read with ``torch.load(weights_only=True)`` (a pickle that
 would execute code is refused by torch's restricted unpickler, and we say so). A state dict saved from the
 bare network (no ``Normalized`` wrapper: no ``net.`` prefix, no ``mean``/``std``) is completed from the
-declared normalisation; a ``module.`` prefix (DataParallel) and ``{"state_dict": ...}`` wrappers are unwrapped.
+declared normalisation; a ``module.`` prefix (DataParallel) and ``{"state_dict": ...}`` wrappers are unwrapped;
+a tied weight saved under one of its names (safetensors' ``save_model``) is given its other names.
 """
 
 from __future__ import annotations
@@ -99,8 +100,24 @@ def to_normalized_layout(state: StateDict, model: Normalized, what: str = "check
         state = {f"net.{k}": v for k, v in state.items()}
         state.setdefault("mean", expected["mean"].clone())
         state.setdefault("std", expected["std"].clone())
+    state = _with_tied_keys(state, model)
     check_dtypes(state, expected, what)
     return state
+
+
+def _with_tied_keys(state: StateDict, model: Normalized) -> StateDict:
+    """``state`` with each tied parameter under all its names: safetensors' ``save_model`` keeps one name of
+    weights shared between layers (``head.weight = emb.weight``), the model's state dict lists them all."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    filled = dict(state)
+    for group in names.values():
+        present = next((name for name in group if name in state), None)
+        if present is not None:
+            for name in group:
+                filled.setdefault(name, state[present])
+    return filled
 
 
 def check_dtypes(state: StateDict, expected: StateDict, what: str) -> None:

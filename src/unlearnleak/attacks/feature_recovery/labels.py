@@ -47,7 +47,9 @@ def label_scores(model: nn.Module, target: TargetGradient, num_classes: int) -> 
         return target[f"{prefix}bias"].double(), "output_bias"
     if f"{prefix}weight" in target.names:
         return target[f"{prefix}weight"].double().sum(dim=1), "output_weight_rows"
-    raise ConfigError(f"the output layer {name!r} has no trainable parameters in the target gradient")
+    raise ConfigError(f"cannot infer labels from the gradient: the output layer {name!r} has no trainable "
+                      f"parameters of its own (frozen, or tied to another layer's); pass the labels explicitly "
+                      f"(audit --labels)")
 
 
 def infer_labels(model: nn.Module, target: TargetGradient, k: int, num_classes: int) -> LabelEstimate:
