@@ -272,3 +272,32 @@ def test_frozen_output_layer_needs_labels(tmp_path: Path) -> None:
     text = _refused(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
     assert "output layer 'net.fc' has no trainable parameters of its own" in text and "--labels" in text
     _works(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)), tmp_path / "out")
+
+PROTOTYPES = HEADER + '''
+class Net(nn.Module):
+    """Logits are minus the distances to learned class prototypes (torch.cdist: no second derivative)."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.emb = nn.Linear(256, 8)
+        self.prototypes = nn.Parameter(torch.randn(num_classes, 8))
+
+    def forward(self, x):
+        return -torch.cdist(self.emb(torch.flatten(torch.sigmoid(self.conv(x)), 1)), self.prototypes)
+'''
+
+
+def test_operation_without_second_derivative_is_one_error(tmp_path: Path) -> None:
+    """Gradient matching needs the gradient's derivative; torch.cdist has none: one error naming the operation
+    and how to write it (before: a NotImplementedError traceback)."""
+    files = user_files(tmp_path / "proto", PROTOTYPES)
+    text = _refused(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)),
+                    tmp_path / "out")
+    assert "cannot differentiate (_cdist_backward)" in text and "clamp_min(1e-12).sqrt()" in text
+    h = "self.emb(torch.flatten(torch.sigmoid(self.conv(x)), 1))"
+    written = PROTOTYPES.replace(f"-torch.cdist({h}, self.prototypes)",
+                                 f"-(({h}[:, None] - self.prototypes[None]) ** 2).sum(-1).clamp_min(1e-12).sqrt()")
+    assert written != PROTOTYPES
+    files = user_files(tmp_path / "written", written)
+    _works(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)), tmp_path / "out")

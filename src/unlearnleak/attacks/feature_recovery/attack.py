@@ -8,6 +8,7 @@ never does.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -117,9 +118,12 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
                                                                   model, labels_used, kind, seed=seed)
         if decoded is not None:
             preset_name = f"{preset_name}+learned_prior"
-    with second_order_attention():
-        result = invert(model, target, labels_used, shape, config, seed=seed, time_budget=time_budget,
-                        candidates=candidates)
+    try:
+        with second_order_attention():
+            result = invert(model, target, labels_used, shape, config, seed=seed, time_budget=time_budget,
+                            candidates=candidates)
+    except (RuntimeError, NotImplementedError) as exc:
+        raise _no_second_derivative(exc, spec.name) or exc from None
     timings = {"label_seconds": label_seconds, **result.timings}
     if closed_form:  # an image MLP: the closed form competes with the inversion on the attacker's own score
         analytic = _analytic(model, target, labels_used, source, label_scores, started, label_seconds, used,
@@ -136,6 +140,23 @@ def recover(pair: ModelPair, knowledge: ServerKnowledge | None = None, *, preset
                 "learned_prior": prior_record},
         label_scores=label_scores, timings=timings, decoded=decoded,
     )
+
+
+def _no_second_derivative(exc: BaseException, model_name: str) -> ConfigError | None:
+    """The error to show when an operation of the model has no second derivative (None: another failure).
+
+    Gradient matching differentiates the model's gradient, which PyTorch cannot do through some operations
+    (``torch.cdist``'s backward, a fused kernel): that is the model's limit, said in one line, not a traceback."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    found = re.search(r"derivative for '?([\w.:]+)'? is not implemented|double backward", text)
+    if found is None:
+        return None
+    op = found.group(1) or "double backward"
+    hint = ", e.g. torch.cdist(a, b) as ((a[:, None] - b[None]) ** 2).sum(-1).clamp_min(1e-12).sqrt()" \
+        if "cdist" in op else ""
+    return ConfigError(f"feature recovery differentiates the model's gradient, and {model_name} uses an operation "
+                       f"whose gradient PyTorch cannot differentiate ({op}); write that step with operations it "
+                       f"can{hint}")
 
 
 def _analytic(model: torch.nn.Module, target: TargetGradient, labels: torch.Tensor, source: str,
