@@ -301,3 +301,17 @@ def test_operation_without_second_derivative_is_one_error(tmp_path: Path) -> Non
     assert written != PROTOTYPES
     files = user_files(tmp_path / "written", written)
     _works(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)), tmp_path / "out")
+
+
+def test_single_logit_classifier_is_told_how_to_give_two(tmp_path: Path) -> None:
+    """A sigmoid classifier (one output) is told the exact rewrite to two softmax logits, not to check flags."""
+    single = TUPLE_OUT.replace("return self.fc(h), h", "return self.fc(h)")
+    files = user_files(tmp_path / "two", single, num_classes=2)
+    code = files["model"].read_text() + (
+        "\n\nclass Sigmoid(Net):\n    def __init__(self, num_classes=2):\n        super().__init__(num_classes=1)\n")
+    files["model"].write_text(code)
+    args = ["audit", "--model-def", f"{files['model']}:Sigmoid", "--original", str(files["before"]), "--unlearned",
+            str(files["after"]), "--input-shape", "3,16,16", "--num-classes", "2", "--out", str(tmp_path / "out"),
+            "--per-class", "0", "--iterations", "2"]
+    text = _refused(runner.invoke(app, args), tmp_path / "out")
+    assert "one output per input" in text and "torch.cat([torch.zeros_like(z), z], 1)" in text

@@ -104,6 +104,10 @@ def _check_input_shape(model: torch.nn.Module, spec: ModelSpec) -> None:
         raise ConfigError(f"the model's forward returns a {type(out).__name__}; the audit needs one tensor of "
                           f"logits (n, {spec.num_classes}): name a subclass whose forward returns only the logits "
                           f"(e.g. return super().forward(x){pick}) in --model-def")
+    if tuple(out.shape) == (2, 1):
+        raise ConfigError("the model answers one output per input (a sigmoid/BCE classifier); the attacks work on "
+                          "K ≥ 2 softmax logits: name a subclass whose forward returns torch.cat([torch.zeros_like(z),"
+                          " z], 1) for its output z (the same probabilities and gradients) and give --num-classes 2")
     if tuple(out.shape) != (2, spec.num_classes):
         got = tuple(out.shape)
         raise ConfigError(f"the model answers {got} for 2 inputs of shape {tuple(spec.input_shape)}; expected "
