@@ -315,3 +315,12 @@ def test_single_logit_classifier_is_told_how_to_give_two(tmp_path: Path) -> None
             "--per-class", "0", "--iterations", "2"]
     text = _refused(runner.invoke(app, args), tmp_path / "out")
     assert "one output per input" in text and "torch.cat([torch.zeros_like(z), z], 1)" in text
+
+
+def test_lazy_layers_are_given_their_shapes(tmp_path: Path) -> None:
+    """nn.LazyLinear has no shape until a first batch: the audit makes one pass on zeros before loading
+    (before: a traceback about uninitialized parameters)."""
+    plain = TUPLE_OUT.replace("return self.fc(h), h", "return self.fc(h)")
+    files = user_files(tmp_path / "lazy", plain)
+    files["model"].write_text(plain.replace("nn.Linear(256, num_classes)", "nn.LazyLinear(num_classes)"))
+    _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")

@@ -168,7 +168,23 @@ def build_model(spec: ModelSpec) -> Normalized:
                           f"input_shape={tuple(spec.input_shape)}, num_classes={spec.num_classes}, "
                           f"kwargs={dict(spec.kwargs)!r}: {str(exc).splitlines()[0] if str(exc) else ''}; "
                           f"fix the model definition or its arguments") from exc
+    _materialize_lazy(net, tuple(spec.input_shape))
     return Normalized(net, spec.mean, spec.std, image=image, input_shape=tuple(spec.input_shape))
+
+
+def _materialize_lazy(net: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Give lazy layers (``nn.LazyLinear``…) their shapes with one eval-mode pass on zeros, as the first batch of
+    training did: their parameters have none until then, so no checkpoint could be checked or loaded."""
+    from torch.nn.parameter import is_lazy
+
+    if not any(is_lazy(t) for t in (*net.parameters(), *net.buffers())):
+        return
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, *input_shape))
+    finally:
+        net.train(was_training)
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
