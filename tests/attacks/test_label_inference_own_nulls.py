@@ -180,3 +180,22 @@ def test_a_run_cell_with_own_nulls_says_so_and_keeps_them_in_the_cache(tmp_path:
     assert rows[0]["deleted"] == [3] and rows[0]["verdict"] in ("detected", "not_detected")
     assert len(list((tmp_path / "cache" / "own_nulls").glob("own_nulls-*.safetensors"))) == 1
     assert rows[1]["p_value"] == rows[0]["p_value"] and rows[1]["detected"] == rows[0]["detected"]
+
+
+def test_own_null_pairs_of_a_model_with_an_unused_parameter(tmp_path: Path) -> None:
+    """A parameter forward never uses (a leftover layer of the user's model) gets no update on the null pairs,
+    rather than an autograd error."""
+    net = _Net().eval()
+    net.leftover = nn.Linear(3, 3)  # registered, never called
+    g = torch.Generator().manual_seed(0)
+    public_x, public_y = torch.randn(50, *IN, generator=g), torch.randint(0, K, (50,), generator=g)
+    probe_x = torch.zeros(K * PER_CLASS, 16)
+    probe_x[torch.arange(K * PER_CLASS), torch.arange(K).repeat(PER_CLASS)] = 5.0
+    probe_x = probe_x.reshape(-1, *IN)
+    theta = ModelOracle(net, num_classes=K, input_shape=IN)
+    probes = ProbeSet(x=probe_x, target=torch.arange(K).repeat(PER_CLASS), original_proba=theta.predict_proba(probe_x),
+                      queries=torch.ones(len(probe_x), dtype=torch.long),
+                      accepted=torch.ones(len(probe_x), dtype=torch.bool), generator="constructed",
+                      total_queries=len(probe_x))
+    nulls = own_null_changes(net, probes, public_x, public_y, pairs=4, seed=0)
+    assert len(nulls) == 4 and all(not m.isnan().any() for m in nulls)
