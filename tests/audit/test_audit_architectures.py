@@ -172,7 +172,11 @@ def test_model_without_linear_head_needs_labels(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert result.output.count("error:") == 1 and "no Linear layer with 10 outputs" in result.output
     assert "--labels" in result.output and not (tmp_path / "out").exists()
-    _works(audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL)), tmp_path / "out")
+    given = audit(files, tmp_path / "out", "--per-class", "0", "--labels", str(DELETED_LABEL))
+    _works(given, tmp_path / "out")
+    # the verdict says the labels were given, not read off the weight change
+    assert f"with the given class(es) [{DELETED_LABEL}]" in given.output
+    assert "weight change names" not in given.output and "labels read from the weight change" not in given.output
 
 TUPLE_OUT = HEADER + '''
 class Net(nn.Module):

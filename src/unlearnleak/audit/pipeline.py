@@ -331,10 +331,13 @@ def verdict(report: dict[str, Any]) -> list[str]:
     evaluation = report.get("evaluation")
     if fr is not None and weights is not None:
         cost = fr["result"]["best_cost"]
-        known = "" if evaluation is None or not evaluation.get("labels_known") else \
+        given = weights["source"] == "given"
+        known = "" if given or evaluation is None or not evaluation.get("labels_known") else \
             f" ({gradient_label_phrase(evaluation.get('label_accuracy'), len(evaluation['samples']))})"
-        lines.append(f"Feature recovery (white-box): the weight change names class(es) {weights['labels']} for the "
-                     f"{len(weights['labels'])} deleted sample(s) ({weights['source']}){known}; the recovered input "
+        named = f"with the given class(es) {weights['labels']} of the" if given else \
+            f"the weight change names class(es) {weights['labels']} for the"
+        lines.append(f"Feature recovery (white-box): {named} {len(weights['labels'])} deleted sample(s) "
+                     f"({weights['source']}){known}; the recovered input "
                      f"reproduces the weight change with gradient cosine {1 - cost:.3f} (1 = exactly); knowledge "
                      f"used: {', '.join(fr['knowledge_used']) or 'θ and θ_u only'}.")
     prior = None if fr is None else fr["result"]["config"].get("learned_prior")
