@@ -328,3 +328,14 @@ def test_lazy_layers_are_given_their_shapes(tmp_path: Path) -> None:
     files = user_files(tmp_path / "lazy", plain)
     files["model"].write_text(plain.replace("nn.Linear(256, num_classes)", "nn.LazyLinear(num_classes)"))
     _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")
+
+
+def test_two_classes_run_feature_recovery_and_refuse_the_label_test(tmp_path: Path) -> None:
+    """With K = 2 the label test has one other class to weigh the drop against and always said 'no label leak
+    shown' (p = 1); it is refused up front with the fix, and the feature recovery runs with --per-class 0."""
+    files = user_files(tmp_path / "two", TUPLE_OUT.replace("return self.fc(h), h", "return self.fc(h)"),
+                       num_classes=2)
+    text = _refused(audit(files, tmp_path / "out", "--per-class", "2", num_classes=2), tmp_path / "out")
+    assert "--num-classes 2" in text and "could never detect a leak" in text and "--per-class 0" in text
+    _works(audit(files, tmp_path / "out", "--per-class", "0", num_classes=2), tmp_path / "out",
+           label=DELETED_LABEL % 2)

@@ -264,6 +264,12 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("--public-data: the learned prior decodes images; this model takes table rows "
                                   "(--features), so drop --public-data")
         label_attack = None
+        if per_class != 0 and num_classes < 3:  # calibration.gap_statistic: T = 0 with fewer than two others
+            fix = "give --per-class 0 to run the feature recovery alone" if white else \
+                "a black-box audit of this model has nothing to run"
+            raise ConfigError(f"--num-classes {num_classes}: the label test weighs the deleted class's drop against "
+                              f"the spread of at least two other classes' drops, so with {num_classes} classes it "
+                              f"could never detect a leak; {fix}")
         if per_class != 0:
             from unlearnleak.attacks.label_inference import PROBE_GENERATORS
 
