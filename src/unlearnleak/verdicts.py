@@ -251,8 +251,10 @@ def label_verdict(guess: Mapping[str, Any], class_names: Sequence[str] | None = 
         head = f"label leaked: classes {named} were deleted" if named else f"label leaked: {cls} was deleted"
         lead = f"{what}, significant"
     elif state == "no_verdict":
-        head = f"no verdict on the label: {_lacking_phrase(lacking, class_names, guess.get('min_per_class'))}"
         reason = str(guess.get("reason") or "")
+        # no class lacks probes but a reason is given: the decision had too few classes to test (it says so)
+        head = "no verdict on the label" if not lacking and reason else \
+            f"no verdict on the label: {_lacking_phrase(lacking, class_names, guess.get('min_per_class'))}"
         # a guess that ranked nothing (today's decision) says so; an older one names its argmin among the others
         lead = "; ".join([*([reason] if reason else []),
                           "nothing was ranked or tested" if best is None else f"among the others {cls} has {what}"])

@@ -271,3 +271,33 @@ def test_log_odds_sees_a_saturated_class_that_the_probability_rule_misses() -> N
     by_odds = decide(before, after, target, DecisionConfig(statistic="log_odds")).ranked
     by_prob = decide(before, after, target, DecisionConfig(statistic="probability")).ranked
     assert by_odds[0] == 0 and by_prob[0] == 1
+
+
+@pytest.mark.parametrize(("classes", "top_k"), [(2, 1), (3, 2)])
+def test_too_few_classes_for_the_test_is_no_verdict_not_no_leak(classes: int, top_k: int) -> None:
+    """The gap statistic weighs the candidates' drop against the spread of at least two other classes: with
+    fewer, a clear drop of the deleted class must not read 'no label leak shown' (it used to, p = 1)."""
+    g = torch.Generator().manual_seed(0)
+    predicted = torch.arange(classes).repeat(20)
+    before = torch.rand(predicted.numel(), classes, generator=g, dtype=torch.float64)
+    before = before / before.sum(dim=1, keepdim=True)
+    after = before.clone()
+    after[predicted == 0, 0] *= 0.3  # class 0 was deleted: its probes lose most of their confidence
+    d = decide(before, after, predicted, DecisionConfig(top_k=top_k))
+    assert d.verdict == "no_verdict" and d.significant == [] and d.lacking == []
+    assert f"at least {top_k + 2} classes" in d.reason and f"{classes}" in d.reason
+
+
+def test_a_two_class_model_gets_no_verdict_saying_why() -> None:
+    """What a user of infer-label on a binary classifier reads: no verdict and why, never 'no label leak shown'."""
+    from unlearnleak.verdicts import label_verdict
+
+    probes = probe_set(per_class=6, k=2)
+    guess = infer_label(stored(probes), answering(probes, {1: 0.5}), probes)
+    assert guess.verdict == "no_verdict" and not guess.detected and guess.lacking == ()
+    assert "at least 3 classes" in guess.reason and "this model has 2" in guess.reason
+    assert guess.changes[1] < guess.changes[0]  # the per-class changes are still reported
+    verdict = label_verdict(guess.to_dict())
+    assert verdict.level == "no_verdict" and not verdict.leaked
+    assert verdict.head == "no verdict on the label" and "at least 3 classes" in verdict.detail
+    assert "no label leak" not in verdict.sentence

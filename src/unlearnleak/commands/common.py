@@ -22,7 +22,7 @@ from unlearnleak.experiments.config import validation_message
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
-EXIT_NO_VERDICT = 3  # label inference: classes lack probes, so there is no verdict (docs/label_inference.md)
+EXIT_NO_VERDICT = 3  # label inference: classes lack probes or too few classes, so no verdict (docs/label_inference.md)
 
 # click's exception base class, found through typer's public BadParameter so that it works whether typer
 # vendors click (typer ≥ 0.2x) or depends on it.

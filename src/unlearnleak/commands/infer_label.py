@@ -113,7 +113,8 @@ def register(app: typer.Typer) -> None:
         """Probe θ before the deletion, replay the probes to θ_u, and name the class whose confidence fell most.
 
         Exit status: 0 with a verdict (detected or not), 3 for "no verdict" (a class has fewer than
-        --min-per-class probes that θ predicts as it: nothing is ranked or tested), 2 for bad input.
+        --min-per-class probes that θ predicts as it, or the model has fewer than 3 classes: nothing is ranked
+        or tested), 2 for bad input.
         """
         from unlearnleak.cache import cache_dir
         from unlearnleak.errors import ConfigError

@@ -148,7 +148,8 @@ def infer_and_evaluate(original_oracle: Oracle, unlearned_oracle: Oracle, spec: 
                               "a black-box user has neither: use calibration 'auto'")
         theta, rows = own_nulls
         calibration, info = calibrate_if_tested(probes, spec.min_per_class,
-                                                own_null_calibrator(theta, rows.x, rows.y, spec, cache=cache))
+                                                own_null_calibrator(theta, rows.x, rows.y, spec, cache=cache),
+                                                spec.top_k)
     elif calibration is not None:
         info = dict(calibration.cost)
     guess = attack.guess(original_oracle, unlearned_oracle, probes, calibration=calibration)

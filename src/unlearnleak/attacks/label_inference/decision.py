@@ -91,11 +91,12 @@ class Decision:
     calibration: Calibration | None
     p_value: float | None  # of the first candidate
     lacking: list[int]
+    reason: str = ""  # why there is no verdict when no class lacks probes (too few classes for the test)
 
     @property
     def verdict(self) -> str:
         """"detected", "not_detected" or "no_verdict"."""
-        return "no_verdict" if self.lacking else "detected" if self.significant else "not_detected"
+        return "no_verdict" if self.lacking or self.reason else "detected" if self.significant else "not_detected"
 
 
 def confidence_changes(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor,
@@ -147,7 +148,8 @@ def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor, c
 
     Returns:
         The decision; without a verdict (``lacking`` not empty) when a class has fewer than
-        ``config.min_per_class`` probes: then nothing is ranked and no threshold is computed.
+        ``config.min_per_class`` probes, or (``reason``) when the model has fewer than ``top_k`` + 2 classes:
+        then nothing is ranked and no threshold is computed.
     """
     if target is not None:
         keep = predicted == target
@@ -156,6 +158,11 @@ def decide(before: torch.Tensor, after: torch.Tensor, predicted: torch.Tensor, c
     lacking = [c for c in range(counts.numel()) if int(counts[c]) < config.min_per_class]
     if lacking:
         return Decision([], means, counts, [], None, None, None, lacking)
+    if counts.numel() - config.top_k < 2:  # gap_statistic: T = 0 without two other classes to spread
+        return Decision([], means, counts, [], None, None, None, [], reason=(
+            f"the test weighs the drop of {config.top_k} candidate class{'es' if config.top_k > 1 else ''} "
+            f"against the spread of at least two other classes, so it needs at least {config.top_k + 2} classes; "
+            f"this model has {counts.numel()}: compare the classes' changes yourself"))
     tested = calibration.standardize(means) if calibration is not None else means  # per-model units, if any
     ranked = rank_classes(tested)
     candidates = ranked[:config.top_k]
@@ -212,9 +219,9 @@ def infer_label(original: Oracle, unlearned: Oracle, probes: ProbeSet, top_k: in
         queries_original=probes.total_queries + requeried, queries_unlearned=spent_unlearned,
         generator=probes.generator, statistic=config.statistic, level=config.level, p_value=None, gap=0.0,
         calibration=config.calibration, calibration_source="", test=config.test, verdict="no_verdict",
-        reason=_lacking_reason(probes, d.lacking) if d.lacking else "", lacking=tuple(d.lacking),
+        reason=_lacking_reason(probes, d.lacking) if d.lacking else d.reason, lacking=tuple(d.lacking),
         min_per_class=config.min_per_class)
-    if d.gap is None or d.calibration is None:  # classes lack probes: nothing is ranked or tested
+    if d.gap is None or d.calibration is None:  # classes lack probes, or too few classes: nothing is tested
         return no_verdict
     detected = bool(d.significant)
     cal = d.calibration

@@ -94,7 +94,8 @@ class LabelInference:
         calibration: Calibration | None = None
         info: dict[str, Any] = {}
         if calibrate is not None:
-            calibration, info = calibrate_if_tested(probes, self.config.min_per_class, calibrate)
+            calibration, info = calibrate_if_tested(probes, self.config.min_per_class, calibrate,
+                                                self.config.top_k)
         try:
             guess = self.guess(original, unlearned, probes, calibration=calibration)
         except QueryBudgetExceeded as exc:

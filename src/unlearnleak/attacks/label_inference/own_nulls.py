@@ -104,20 +104,22 @@ def _one_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, *, 
     return theta
 
 
-def needs_threshold(probes: ProbeSet, min_per_class: int) -> bool:
-    """Whether the decision will test anything: with a class short of probes there is no verdict, so no null
-    pairs need to be made (the decision's own rule, ``ProbeSet.verdict_minimum``)."""
-    return not probes.lacking(probes.verdict_minimum(min_per_class))
+def needs_threshold(probes: ProbeSet, min_per_class: int, top_k: int = 1) -> bool:
+    """Whether the decision will test anything: with a class short of probes (the decision's own rule,
+    ``ProbeSet.verdict_minimum``) or fewer than ``top_k`` + 2 classes there is no verdict, so no null pairs need
+    to be made."""
+    return probes.num_classes - top_k >= 2 and not probes.lacking(probes.verdict_minimum(min_per_class))
 
 
 NO_VERDICT_NOTE = "no own null pairs made: classes lack probes, so there is no verdict to calibrate"
+FEW_CLASSES_NOTE = "no own null pairs made: the model has too few classes for the test, so there is no verdict"
 
 
-def calibrate_if_tested(probes: ProbeSet, min_per_class: int, calibrate: Callable[[ProbeSet], Calibration]
-                        ) -> tuple[Calibration | None, dict[str, Any]]:
+def calibrate_if_tested(probes: ProbeSet, min_per_class: int, calibrate: Callable[[ProbeSet], Calibration],
+                        top_k: int = 1) -> tuple[Calibration | None, dict[str, Any]]:
     """``calibrate(probes)`` and its cost, or — when the decision will give no verdict — nothing and a note."""
-    if not needs_threshold(probes, min_per_class):
-        return None, {"note": NO_VERDICT_NOTE}
+    if not needs_threshold(probes, min_per_class, top_k):
+        return None, {"note": FEW_CLASSES_NOTE if probes.num_classes - top_k < 2 else NO_VERDICT_NOTE}
     calibration = calibrate(probes)
     return calibration, dict(calibration.cost)
 

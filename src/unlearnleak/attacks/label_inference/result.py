@@ -88,7 +88,7 @@ class LabelGuess:
 
     @property
     def has_verdict(self) -> bool:
-        """False when classes lack probes: then nothing is ranked or tested."""
+        """False when classes lack probes or the model has too few classes: nothing is ranked or tested."""
         return self.verdict != "no_verdict"
 
     def rank(self, c: int) -> int | None:
