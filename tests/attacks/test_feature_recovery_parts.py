@@ -344,3 +344,21 @@ def test_bias_free_head_label_whatever_the_sign_of_the_features() -> None:
         target = TargetGradient(names, tuple(g.double() for g in grads), "approximate", "original")
         estimate = infer_labels(net, target, 1, 5)
         assert estimate.source == "output_weight_rows" and estimate.labels.tolist() == [label]
+
+
+def test_bias_free_head_after_relu_keeps_the_label_when_a_wrong_class_takes_almost_all_mass() -> None:
+    """ReLU features (sum > 0) and a confidently misclassified deleted sample: the label's entry −(1 − p_y) and
+    the wrong class's +p_c nearly tie in magnitude; the label must still be named (no sign flip on a near-tie)."""
+    from unlearnleak.attacks.feature_recovery.labels import infer_labels
+    from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
+
+    h = torch.rand(8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 0.1  # ReLU: ≥ 0
+    p = torch.tensor([1e-7, 0.9999996, 1e-7, 1e-7, 1e-7], dtype=torch.float64)  # label 0, class 1 takes it all
+    y = torch.zeros(5, dtype=torch.float64)
+    y[0] = 1
+    grad = torch.outer(p - y, h)
+    grad[1] *= 1 + 1e-6  # float noise of ∇* (a float32 step) tips the near-tie towards the wrong class
+    target = TargetGradient(("head.weight",), (grad,), "approximate", "original")
+    head = torch.nn.Sequential()
+    head.add_module("head", torch.nn.Linear(8, 5, bias=False))
+    assert infer_labels(head, target, 1, 5).labels.tolist() == [0]

@@ -7,8 +7,9 @@ D_u. The classes with a negative entry are the unlearned classes; for k = 1 the 
 label (exact, whatever the model). Without an output bias the row sums of the output weight gradient,
 ``s·Σ_i (p_ic − y_ic)·Σ_j h_ij``, carry the same signs when the penultimate features are non-negative (ReLU).
 For k = 1 and K ≥ 3 they carry them up to one common sign whatever the features (tanh, GELU): the label's entry
-``1 − p_y = Σ_{c≠y} p_c`` is the largest in magnitude, so the scores are turned to make it negative. (With K = 2
-the two entries tie and non-negative features are assumed.)
+``1 − p_y = Σ_{c≠y} p_c`` is the largest in magnitude, so the scores are turned to make it negative when a
+positive entry leads by more than 1 % (a near-tie, or K = 2 where the two entries tie, keeps the non-negative
+reading).
 
 Counts for k > 1: the positive entries of classes absent from D_u estimate the probability mass every
 class receives from other classes' samples (``s·P̄``); for a present class ``ḡ⁺ − g_c ≈ s·n_c·(1 − p̄)``,
@@ -52,12 +53,19 @@ def label_scores(model: nn.Module, target: TargetGradient, num_classes: int) -> 
                       f"(audit --labels)")
 
 
+# Flip the bias-free scores only when the positive entry clearly leads: the label's entry exceeds the next by
+# the probability mass of the remaining classes, which a confidently misclassified sample can make smaller than
+# the float noise of ∇*; a near-tie keeps the non-negative-features reading (ReLU), the common case.
+FLIP_MARGIN = 1.01
+
+
 def infer_labels(model: nn.Module, target: TargetGradient, k: int, num_classes: int) -> LabelEstimate:
     """The k labels of D_u (a multiset, sorted) from the output-layer entries of ∇*."""
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     scores, source = label_scores(model, target, num_classes)
-    if source == "output_weight_rows" and k == 1 and num_classes >= 3 and float(scores[scores.abs().argmax()]) > 0:
+    if source == "output_weight_rows" and k == 1 and num_classes >= 3 \
+            and float(scores.max()) > FLIP_MARGIN * float(-scores.min()):
         scores = -scores  # the features summed below 0 (tanh, GELU): the largest entry, 1 − p_y, is the label's
     counts = estimate_counts(scores, k)
     labels = torch.repeat_interleave(torch.arange(num_classes), counts)
