@@ -339,3 +339,30 @@ def test_two_classes_run_feature_recovery_and_refuse_the_label_test(tmp_path: Pa
     assert "--num-classes 2" in text and "could never detect a leak" in text and "--per-class 0" in text
     _works(audit(files, tmp_path / "out", "--per-class", "0", num_classes=2), tmp_path / "out",
            label=DELETED_LABEL % 2)
+
+
+BATCH_NORM = HEADER + '''
+class Net(nn.Module):
+    """Conv, batch norm, ReLU, pooling, Linear head."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.bn(self.conv(x))).mean((2, 3)))
+'''
+
+
+def test_checkpoints_without_batch_norm_counters_are_read(tmp_path: Path) -> None:
+    """Older PyTorch and converted checkpoints have no num_batches_tracked: eval mode never reads it."""
+    files = user_files(tmp_path / "bn", BATCH_NORM)
+    before = torch.load(files["before"], weights_only=True)
+    assert "bn.num_batches_tracked" in before
+    torch.save({k: v for k, v in before.items() if not k.endswith("num_batches_tracked")}, files["before"])
+    from safetensors.torch import load_file
+    after = load_file(str(files["after"]))
+    save_file({k: v for k, v in after.items() if not k.endswith("num_batches_tracked")}, str(files["after"]))
+    _works(audit(files, tmp_path / "out", "--per-class", "0"), tmp_path / "out")

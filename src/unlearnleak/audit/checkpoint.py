@@ -101,8 +101,19 @@ def to_normalized_layout(state: StateDict, model: Normalized, what: str = "check
         state.setdefault("mean", expected["mean"].clone())
         state.setdefault("std", expected["std"].clone())
     state = _with_tied_keys(state, model)
+    state = _with_batch_counters(state, expected)
     check_dtypes(state, expected, what)
     return state
+
+
+def _with_batch_counters(state: StateDict, expected: StateDict) -> StateDict:
+    """``state`` with batch norm's ``num_batches_tracked`` filled in where a layer's running statistics are
+    present without it (older PyTorch, converted checkpoints): the counter only sets the momentum of training
+    with ``momentum=None``, never an eval-mode output, which is all the attacks compute."""
+    suffix = ".num_batches_tracked"
+    missing = [k for k in expected if k.endswith(suffix) and k not in state
+               and f"{k.removesuffix(suffix)}.running_mean" in state]
+    return {**state, **{k: expected[k].clone() for k in missing}} if missing else state
 
 
 def _with_tied_keys(state: StateDict, model: Normalized) -> StateDict:
