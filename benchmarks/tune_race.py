@@ -40,6 +40,14 @@ VARIANTS: dict[str, dict[str, Any]] = {  # rule name → overrides of the best p
     # the rule chosen: legs of 10 % each on the recipe's own schedule, scored after a cool-down probe of half a
     # leg, tolerance 0.25; the winner continues its schedule (the preset's values today)
     "trunc-cool": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5, "race_tolerance": 0.25},
+    # instead of the cool-down, the mean of the leg's last half is scored: no extra steps, a longer winner's schedule
+    "trunc-avg": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.0, "race_average": 0.5,
+                  "race_tolerance": 0.25},
+    "trunc-avg-s20": {"race_schedule": "truncated", "race_share": 0.20, "race_cooldown": 0.0, "race_average": 0.5,
+                      "race_tolerance": 0.25},
+    # cheaper cool-downs: a quarter leg, or legs of 2/3 the length
+    "trunc-cool25": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.25, "race_tolerance": 0.25},
+    "trunc-s20-cool": {"race_schedule": "truncated", "race_share": 0.20, "race_cooldown": 0.5, "race_tolerance": 0.25},
 }
 
 

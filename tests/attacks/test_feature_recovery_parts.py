@@ -287,6 +287,26 @@ def test_the_race_and_the_winner_share_the_budget(schedule: str) -> None:
         assert race["iterations"] == 3 * (leg + cool)
 
 
+def test_a_race_scored_on_tail_averages_spends_no_extra_steps() -> None:
+    """Scoring each leg by the mean of its last iterates (``race_average``) instead of a cool-down costs no steps:
+    the winner's schedule spans S = T − (n − 1)·L; the averaged tail is the mean of exactly those iterates."""
+    model, x, y = _tiny()
+    cfg = preset("best", iterations=120, race_min_steps=0, race_cooldown=0.0, race_average=0.5)
+    result = invert(model, _target(model, x, y), y, (3, 16, 16), cfg, seed=0)
+    race = result.race
+    assert race is not None and race["raced"] is True and result.iterations == 120
+    assert (race["steps_per_candidate"], race["cooldown_steps"], race["averaged_steps"]) == (12, 0, 6)
+    assert race["schedule_length"] == 120 - 2 * 12 and race["iterations"] == 3 * 12
+    plain = preset("paper", iterations=20, restarts=1)
+    tails = [run_inversion(model, _target(model, x, y), y, (3, 16, 16), plain, seed=1, log_every=0,
+                           stop_step=s).candidates for s in (18, 19, 20)]
+    averaged = run_inversion(model, _target(model, x, y), y, (3, 16, 16), plain, seed=1, log_every=0,
+                             average_last=3)
+    assert averaged.average is not None and torch.allclose(averaged.average, sum(tails) / 3, atol=1e-6)
+    with pytest.raises(ValueError, match="race_average and race_cooldown"):
+        preset("best", race_average=0.5)
+
+
 def test_a_timed_truncated_race_fits_its_budget_from_the_step_time() -> None:
     """With a time budget the race's T comes from the measured step time (capped by the configured iterations),
     and the legs, cool-downs and the winner's schedule are split from it as for an iteration budget."""

@@ -16,7 +16,9 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
      winner's whole run, S = T − (n − 1)·L − n·C steps (not compressed, not decayed), each candidate from the
      start it would draw alone. To be scored it is cooled on a copy: C = ``race_cooldown`` × L more steps with
      the learning rate decayed from where the leg stopped to 0 (an undecayed iterate carries its step noise,
-     which hides how well the recipe explains ∇*; the paper's signed steps most of all).
+     which hides how well the recipe explains ∇*; the paper's signed steps most of all). ``race_average``
+     scores the mean of the leg's last iterates instead, at no extra steps (measured worse on the tuning cases:
+     docs/feature_recovery.md).
    - ``"compressed"`` (the rule before): the leg is a complete run of the recipe, its schedule compressed to L
      steps (decayed to 0), scored as it ends.
 2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation), and
@@ -271,6 +273,7 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
         total = max(n + 1, min(config.iterations, int(time_budget / per_step)))
     leg = max(1, round(config.race_share * total / n))
     cool = round(config.race_cooldown * leg)
+    tail = round(config.race_average * leg)
     horizon = max(leg + 1, total - (n - 1) * leg - n * cool)
     records: list[dict[str, Any]] = []
     iterates: list[torch.Tensor] = []
@@ -287,9 +290,9 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
             if cand.weights and cand.prior else None
         part = run_inversion(model, target, labels, input_shape, run_config, seed=seed, log_every=0,
                              init=init, prior_weights=weights, mask=fit, priors=cand.priors, feature_phase=False,
-                             stop_step=leg)  # each recipe from the start it draws alone: the winner's run is its own
+                             stop_step=leg, average_last=tail)  # from the start it draws alone, as the winner
         assert part.candidates is not None
-        probe = part.candidates
+        probe = part.candidates if part.average is None else part.average
         if cool:  # score after a cool-down on a copy: the leg's learning rate decayed to 0 in `cool` steps
             cooled = run_inversion(model, target, labels, input_shape, run_config.with_overrides(
                 iterations=cool, lr=learning_rate(run_config, part.iterations, horizon), schedule="cosine",
@@ -330,7 +333,8 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
         "tolerance": config.race_tolerance, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
-        "steps_per_candidate": leg, "cooldown_steps": cool, "schedule_length": horizon, "seconds": race_seconds,
+        "steps_per_candidate": leg, "cooldown_steps": cool, "averaged_steps": tail, "schedule_length": horizon,
+        "seconds": race_seconds,
         "samples": int(labels.numel()),
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}

@@ -144,6 +144,9 @@ class InversionConfig(BaseModel):
     # (its learning rate decayed from where the leg stopped to 0, on a copy; the winner continues the un-cooled
     # leg): an undecayed iterate carries its step noise, which hides how well the recipe explains ∇*.
     race_cooldown: float = Field(0.0, ge=0, le=2)
+    # "truncated" only, instead of a cool-down: score the mean of the leg's last race_average × L iterates (pixel
+    # space; a tail average damps the step noise as a cool-down does, without its extra steps).
+    race_average: float = Field(0.0, ge=0, lt=1)
     # The pick: among the candidates whose held-out cost is within (1 + race_tolerance) × the lowest, the one whose
     # image has the lowest total variation (0: the lowest held-out cost alone).
     race_tolerance: float = Field(0.0, ge=0)
@@ -162,6 +165,8 @@ class InversionConfig(BaseModel):
             raise ValueError(f"priors must map registered priors {PRIORS.names()} to weights >= 0, got {self.priors}")
         if self.short_recipe is not None and (self.short_recipe not in PRESETS or PRESETS.get(self.short_recipe).race):
             raise ValueError(f"short_recipe must name a preset that does not race, got {self.short_recipe!r}")
+        if self.race_average and self.race_cooldown:
+            raise ValueError("race_average and race_cooldown both smooth the scored leg; set one of them to 0")
         return self
 
     def with_overrides(self, **overrides: Any) -> InversionConfig:
@@ -243,6 +248,7 @@ class InversionResult:
     candidates: torch.Tensor | None = None  # (R_alive, k, …) every surviving restart's result, on the device
     alive: torch.Tensor | None = None  # (R_alive,) their restart indices
     optimizer_state: dict[str, Any] | None = None  # the gradient phase's optimiser state at the end (to continue)
+    average: torch.Tensor | None = None  # (R_alive, k, …) mean of the last ``average_last`` iterates (pixel space)
 
 
 def learning_rate(config: InversionConfig, step: int, total: int) -> float:
@@ -479,6 +485,8 @@ class _Run:
     final_costs: torch.Tensor  # (R,)
     costs: torch.Tensor  # (R_alive,) gradient costs of the last step
     iterations: int = 0
+    tail_sum: torch.Tensor | None = None  # sum of the averaged tail's pixel-space iterates (average_last)
+    tail_count: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -496,10 +504,11 @@ def _prune(run: _Run, optimizer: torch.optim.Optimizer, keep: torch.Tensor) -> N
 
 def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: int, deadline: float | None, *,
               gradient_phase: bool, log_every: int, space: Space, prune: bool = True, start: int = 0,
-              stop: int | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+              stop: int | None = None, state: dict[str, Any] | None = None, average_last: int = 0) -> dict[str, Any]:
     """``iterations`` optimiser steps on ``run.x`` (fitted to ``deadline`` when given), with a fresh schedule —
     or steps ``start`` … ``stop`` of that schedule, the optimiser's ``state`` restored (a run continued where an
-    earlier call stopped). Returns the optimiser's state (per-element tensors cloned).
+    earlier call stopped). Returns the optimiser's state (per-element tensors cloned). With ``average_last`` the
+    pixel-space iterates after each of the last that many steps are summed into ``run.tail_sum``.
 
     ``run.x`` holds the optimiser's variable p (``space``); ``step_fn`` takes and returns pixel-space values."""
     optimizer = OPTIMIZERS.get(config.optimizer)([run.x], config)
@@ -539,6 +548,11 @@ def _optimise(run: _Run, step_fn: StepFn, config: InversionConfig, iterations: i
         scheduler.step()
         t += 1
         run.iterations += 1
+        if average_last and t > min(horizon[0], end) - average_last:
+            tail = space.to_x(run.x.detach())
+            tail = tail.clamp(0, 1) if config.boxed else tail
+            run.tail_sum = tail.clone() if run.tail_sum is None else run.tail_sum + tail
+            run.tail_count += 1
         if log_every and (run.iterations % log_every == 0 or run.iterations == 1):
             run.history.append((run.iterations, float(costs.min())))
         if deadline is not None:
@@ -591,7 +605,8 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
                   log_every: int = 100, init: torch.Tensor | None = None,
                   prior_weights: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
                   feature_phase: bool = True, priors: tuple[Prior, ...] = (), start_step: int = 0,
-                  stop_step: int | None = None, optimizer_state: dict[str, Any] | None = None) -> InversionResult:
+                  stop_step: int | None = None, optimizer_state: dict[str, Any] | None = None,
+                  average_last: int = 0) -> InversionResult:
     """One inversion with a fixed recipe (the engine under ``adaptive.invert``).
 
     With ``feature_phase`` > 0 (and penultimate features readable from ∇*, k = 1) the first share of the
@@ -610,6 +625,7 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
             phase's schedule (its length stays ``config.iterations``), the optimiser's state restored from an
             earlier call's ``InversionResult.optimizer_state`` — a run stopped part-way and continued later (the
             adaptive race). Only with ``feature_phase=False``.
+        average_last: also return, as ``average``, the mean of the gradient phase's last that many iterates.
     """
     started = time.perf_counter()
     device = next(model.parameters()).device
@@ -646,7 +662,8 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
         deadline = started + time_budget if time_budget is not None else None
         state = _optimise(run, _stepper(matcher.cost, config.batched), config,
                           max(1, config.iterations - run.iterations), deadline, gradient_phase=True,
-                          log_every=log_every, space=space, start=start_step, stop=stop_step, state=optimizer_state)
+                          log_every=log_every, space=space, start=start_step, stop=stop_step, state=optimizer_state,
+                          average_last=average_last)
         optimise_seconds = time.perf_counter() - started
         x = space.to_x(run.x.detach())
         if config.boxed:
@@ -667,4 +684,5 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
     return InversionResult(
         x=x[pick].detach().cpu(), restart_costs=run.final_costs.cpu(), best_restart=best_restart,
         iterations=run.iterations, seconds=seconds, history=run.history, timings=timings,
-        candidates=x.detach(), alive=alive.detach(), optimizer_state=state)
+        candidates=x.detach(), alive=alive.detach(), optimizer_state=state,
+        average=None if run.tail_sum is None else run.tail_sum / run.tail_count)
