@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from suite import RESULTS, _base, append_row, build_pair, interval, read_rows
+from suite import RESULTS, _base, append_row, build_pair, interval, read_rows, save_cell_images
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.decoder import DECODER_FORMAT, DecoderConfig, cached_decoder, penultimate
@@ -108,6 +108,9 @@ def run_cell(case: Case, setting: Setting, sample: int, args: argparse.Namespace
             row["learned_prior"]["decoder_cache"] = (record.get("decoder") or {}).get("cache")
             row["learned_prior"]["decoder_seconds"] = (record.get("decoder") or {}).get("seconds")
             row["race"] = ev.reconstruction.config.get("race")
+            if args.save_images is not None and ev.reconstruction.decoded is not None:
+                save_cell_images(args.save_images, case.name, setting.name, sample,
+                                 {"learned": ev.reconstruction.x, "decoder": ev.reconstruction.decoded})
         for base, values in (ev.baselines or {}).items():
             row[base] = {m: values.get(m) for m in METRICS}
     row["cell_seconds"] = time.perf_counter() - started
@@ -220,6 +223,8 @@ def main() -> int:
     parser.add_argument("--lpips", action="store_true", help="also LPIPS (slower)")
     parser.add_argument("--cross", type=int, default=0, help="θ0-vs-θ decoder check on this many samples per case")
     parser.add_argument("--out", type=Path, default=RESULTS / "decoder_prior.jsonl")
+    parser.add_argument("--save-images", type=Path, help="keep the learned and decoded images under this folder, "
+                        "beside suite.py --save-images's (for suite_grid.py)")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()

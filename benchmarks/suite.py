@@ -257,16 +257,23 @@ def run_cell(job: tuple[Case, Setting, int, dict[str, str], argparse.Namespace])
                                    "max_abs_error": float(diff.abs().amax(1).mean())}}
         rows.append({**base, "key": todo["baselines"], "name": "baselines", "result": result})
     if args.save_images and image:
-        folder = args.save_images / case.name / setting.name
-        folder.mkdir(parents=True, exist_ok=True)
-        existing = folder / f"{sample}.safetensors"
-        if existing.is_file():
-            from safetensors.torch import load_file
-            images = {**load_file(str(existing)), **images}
-        save_tensors_atomic(existing, {k: v.detach().float().contiguous() for k, v in images.items()})
+        save_cell_images(args.save_images, case.name, setting.name, sample, images)
     for row in rows:
         row["cell_seconds"] = time.perf_counter() - started
     return rows
+
+
+def save_cell_images(root: Path, case: str, setting: str, sample: int, images: dict[str, torch.Tensor]) -> Path:
+    """Keep a cell's images in ``root/<case>/<setting>/<sample>.safetensors`` (for ``suite_grid.py``), merged into
+    what another run kept there (same keys replaced), written atomically."""
+    folder = root / case / setting
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sample}.safetensors"
+    if path.is_file():
+        from safetensors.torch import load_file
+        images = {**load_file(str(path)), **images}
+    save_tensors_atomic(path, {k: v.detach().float().contiguous() for k, v in images.items()})
+    return path
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -499,7 +506,7 @@ def methods_for(case: Case, args: argparse.Namespace) -> list[str]:
     """The method rows a cell of ``case`` should have: ours, breaching's (images, when available), baselines."""
     names = ["default", *(["paper"] if not args.no_paper else []), *args.presets]
     if case.kind == "image" and args.breaching_python:
-        names += list(PEERS)
+        names += [n for n, attack in PEERS.items() if attack in args.breaching_attacks]
     return [*names, "baselines"]
 
 
@@ -550,6 +557,9 @@ def main() -> int:
     parser.add_argument("--breaching-python", help="python of breaching's own environment (default: "
                         "$UNLEARNLEAK_BREACHING_PYTHON, else /work/brv/bin/python when present)")
     parser.add_argument("--no-breaching", action="store_true", help="skip breaching's rows")
+    parser.add_argument("--breaching-attacks", type=lambda s: [p for p in s.split(",") if p],
+                        default=list(PEERS.values()), help=f"breaching's attacks to run (default: "
+                        f"{','.join(PEERS.values())}; each costs about one trajectory per cell)")
     parser.add_argument("--save-images", type=Path, help="keep every reconstruction under this folder")
     parser.add_argument("--jobs", type=int, default=1, help="cells in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (and for breaching)")
@@ -560,6 +570,10 @@ def main() -> int:
     parser.add_argument("--summary-only", action="store_true", help="only re-print the table from --out")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args()
+    unknown = [a for a in args.breaching_attacks if a not in PEERS.values()]
+    if unknown:
+        print(f"error: --breaching-attacks {unknown}: choose among {list(PEERS.values())}", file=sys.stderr)
+        return 2
     if args.quick and args.iterations == 1000:
         args.iterations = 100
     if args.no_breaching:

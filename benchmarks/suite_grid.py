@@ -3,8 +3,8 @@
 Reads the images ``suite.py --save-images DIR`` kept (``DIR/<case>/<setting>/<sample>.safetensors``) and writes
 one PNG. Columns (a missing one is left blank, labelled "not run"): truth, own mean colour, 4×4 thumbnail,
 breaching ``modern``, ours (the default), then any ``--column KEY=TITLE`` (repeatable; KEY is a method's name in
-the saved file, e.g. ``--column paper=paper`` or, once the learned prior's attack runs, ``--column
-"decoder=decoder alone"``, issue 16 item 2).
+the saved file, e.g. ``--column paper=paper``, or the learned prior's ``--column "learned=learned prior"`` and
+``--column "decoder=decoder alone"``, kept by ``decoder_prior.py --save-images DIR``).
 
     python benchmarks/suite_grid.py benchmarks/results/suite_v2_images --out docs/images/suite_v2_grid.png \
         --cell bn-gelu-tanh/approx-k1-N32/0 --cell vgg-bn/approx-k1-N32/0
