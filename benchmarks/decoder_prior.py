@@ -38,7 +38,7 @@ from suite import RESULTS, _base, append_row, build_pair, interval, read_rows, s
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.decoder import DECODER_FORMAT, DecoderConfig, cached_decoder, penultimate
-from unlearnleak.attacks.feature_recovery.inversion import PRESETS
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig
 from unlearnleak.attacks.feature_recovery.learned_prior import (
     REFINE,
     WEIGHTS,
@@ -73,12 +73,21 @@ def candidate_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"recipe": recipe.with_overrides(race=(), prune_at=()), "weights": weights}
 
 
+def recipe_identity(recipe: InversionConfig) -> dict[str, Any]:
+    """The candidate recipe as it enters a cell key; ``race_average`` (added later) only when set, so the rows
+    from before it existed keep their keys."""
+    dump = recipe.model_dump(mode="json")
+    if dump.get("race_average") == 0.0:
+        dump.pop("race_average")
+    return dump
+
+
 def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace) -> str:
     """A hash of what determines a cell's numbers."""
     obj = {"v": VERSION, "case": case.name, "config": case.config(n_train=setting.n).model_dump(
         mode="json", exclude={"data_dir"}), "setting": setting.name, "sample": sample,
         "iterations": args.iterations, "decoder": DecoderConfig(**json.loads(args.decoder)).model_dump(mode="json"),
-        "refine": candidate_options(args)["recipe"].model_dump(mode="json"),
+        "refine": recipe_identity(candidate_options(args)["recipe"]),
         "weights": candidate_options(args)["weights"],
         "decoder_format": DECODER_FORMAT}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -213,6 +222,7 @@ def main() -> int:
     parser.add_argument("--case", action="append", help="run only this case (repeatable)")
     parser.add_argument("--setting", action="append", help="e.g. approx-k1-N32 (default: both k = 1, N = 32)")
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--first-sample", type=int, default=0, help="photos first … first + samples − 1")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--decoder", default="{}", help="DecoderConfig fields as JSON (default: the defaults)")
     parser.add_argument("--decoder-recipe", default="modern",
@@ -236,7 +246,8 @@ def main() -> int:
         args.lpips = None
     selected = [c for c in cases(args.split, args.case) if c.kind == "image"]
     settings = tuple(args.setting or ("approx-k1-N32", "exact-k1-N32"))
-    jobs = [(c, s, i) for c in selected for s in c.settings if s.name in settings for i in range(args.samples)]
+    jobs = [(c, s, i) for c in selected for s in c.settings if s.name in settings
+            for i in range(args.first_sample, args.first_sample + args.samples)]
     existing = read_rows(args.out)
     started = time.perf_counter()
     if not args.summary_only:

@@ -50,7 +50,7 @@ import torch
 
 from breaching_peer import find_python, run_breaching
 from suite_cases import Case, Setting, cases
-from unlearnleak.attacks.feature_recovery import PRESETS, recover, target_gradient
+from unlearnleak.attacks.feature_recovery import PRESETS, InversionConfig, recover, target_gradient
 from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
@@ -91,12 +91,21 @@ def method_identity(name: str) -> dict[str, Any]:
     if name == "baselines":
         return {"baselines": list(BASELINES)}
     preset = default_preset() if name == "default" else name
-    config = PRESETS.get(preset).model_dump(mode="json")
-    # fields added later: at their old behaviour, the key of the rows from before the fields existed
-    for field, unset in (("best_by", "objective"), ("race_schedule", "compressed"), ("race_cooldown", 0.0)):
-        if config.get(field) == unset:
-            config.pop(field, None)
-    return {"preset": preset, "config": config}
+    return {"preset": preset, "config": config_identity(PRESETS.get(preset))}
+
+
+LATER_FIELDS = (("best_by", "objective"), ("race_schedule", "compressed"), ("race_cooldown", 0.0),
+                ("race_average", 0.0))
+
+
+def config_identity(config: InversionConfig) -> dict[str, Any]:
+    """An inversion config as it enters a row key: fields added later are left out while at their old behaviour,
+    so rows from before those fields existed keep their keys."""
+    dump = config.model_dump(mode="json")
+    for field, unset in LATER_FIELDS:
+        if dump.get(field) == unset:
+            dump.pop(field, None)
+    return dump
 
 
 def _digest(obj: dict[str, Any]) -> str:
