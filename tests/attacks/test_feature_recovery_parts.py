@@ -17,6 +17,7 @@ from unlearnleak.attacks.feature_recovery.inversion import GradientMatcher, run_
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
 from unlearnleak.attacks.feature_recovery.priors import PRIORS, Prior, total_variation
 from unlearnleak.data import load_dataset
+from unlearnleak.errors import ConfigError
 from unlearnleak.metrics import psnr
 from unlearnleak.models import ModelSpec, build_model
 
@@ -305,6 +306,9 @@ def test_a_race_scored_on_tail_averages_spends_no_extra_steps() -> None:
     assert averaged.average is not None and torch.allclose(averaged.average, sum(tails) / 3, atol=1e-6)
     with pytest.raises(ValueError, match="race_average and race_cooldown"):
         preset("best", race_average=0.5)
+    with pytest.raises(ConfigError, match="prune_at"):
+        run_inversion(model, _target(model, x, y), y, (3, 16, 16), plain.with_overrides(restarts=2, prune_at=(0.5,)),
+                      average_last=3)
 
 
 def test_a_timed_truncated_race_fits_its_budget_from_the_step_time() -> None:

@@ -625,8 +625,11 @@ def run_inversion(model: nn.Module, target: TargetGradient, labels: torch.Tensor
             phase's schedule (its length stays ``config.iterations``), the optimiser's state restored from an
             earlier call's ``InversionResult.optimizer_state`` — a run stopped part-way and continued later (the
             adaptive race). Only with ``feature_phase=False``.
-        average_last: also return, as ``average``, the mean of the gradient phase's last that many iterates.
+        average_last: also return, as ``average``, the mean of the gradient phase's last that many iterates
+            (not with ``prune_at``: the restarts averaged must stay the same).
     """
+    if average_last and config.prune_at:
+        raise ConfigError("average_last keeps one running mean per restart; it cannot be combined with prune_at")
     started = time.perf_counter()
     device = next(model.parameters()).device
     labels = labels.to(device=device, dtype=torch.long)
