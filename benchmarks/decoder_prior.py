@@ -248,7 +248,7 @@ def main() -> int:
     settings = tuple(args.setting or ("approx-k1-N32", "exact-k1-N32"))
     jobs = [(c, s, i) for c in selected for s in c.settings if s.name in settings
             for i in range(args.first_sample, args.first_sample + args.samples)]
-    existing = read_rows(args.out)
+    existing = read_rows(args.out, field="learned")
     started = time.perf_counter()
     if not args.summary_only:
         for case, setting, sample in jobs:

@@ -488,8 +488,9 @@ def markdown_targets(verdict: dict[str, Any]) -> str:
 
 
 # --- driver ---------------------------------------------------------------------------------------------
-def read_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """Existing JSON lines by key (a torn last line from an interrupted run is ignored)."""
+def read_rows(path: Path, field: str = "name") -> dict[str, dict[str, Any]]:
+    """Existing JSON lines by key, those that have ``field`` (a method's row: its name; other scripts' rows name
+    their own); a torn last line from an interrupted run is ignored."""
     rows: dict[str, dict[str, Any]] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -497,7 +498,7 @@ def read_rows(path: Path) -> dict[str, dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if row.get("key") and row.get("name"):
+            if row.get("key") and row.get(field):
                 rows[row["key"]] = row
     return rows
 
