@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from suite import RESULTS, _base, append_row, build_pair, interval, read_rows, save_cell_images
+from suite import RESULTS, _base, append_row, build_pair, config_identity, interval, read_rows, save_cell_images
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.attacks.feature_recovery.decoder import DECODER_FORMAT, DecoderConfig, cached_decoder, penultimate
-from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS
 from unlearnleak.attacks.feature_recovery.learned_prior import (
     REFINE,
     WEIGHTS,
@@ -73,13 +73,7 @@ def candidate_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"recipe": recipe.with_overrides(race=(), prune_at=()), "weights": weights}
 
 
-def recipe_identity(recipe: InversionConfig) -> dict[str, Any]:
-    """The candidate recipe as it enters a cell key; ``race_average`` (added later) only when set, so the rows
-    from before it existed keep their keys."""
-    dump = recipe.model_dump(mode="json")
-    if dump.get("race_average") == 0.0:
-        dump.pop("race_average")
-    return dump
+RECIPE_LATER_FIELDS = (("race_average", 0.0),)  # the recipe was keyed in full before this field existed
 
 
 def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace) -> str:
@@ -87,7 +81,7 @@ def cell_key(case: Case, setting: Setting, sample: int, args: argparse.Namespace
     obj = {"v": VERSION, "case": case.name, "config": case.config(n_train=setting.n).model_dump(
         mode="json", exclude={"data_dir"}), "setting": setting.name, "sample": sample,
         "iterations": args.iterations, "decoder": DecoderConfig(**json.loads(args.decoder)).model_dump(mode="json"),
-        "refine": recipe_identity(candidate_options(args)["recipe"]),
+        "refine": config_identity(candidate_options(args)["recipe"], later=RECIPE_LATER_FIELDS),
         "weights": candidate_options(args)["weights"],
         "decoder_format": DECODER_FORMAT}
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

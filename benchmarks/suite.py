@@ -98,11 +98,12 @@ LATER_FIELDS = (("best_by", "objective"), ("race_schedule", "compressed"), ("rac
                 ("race_average", 0.0))
 
 
-def config_identity(config: InversionConfig) -> dict[str, Any]:
-    """An inversion config as it enters a row key: fields added later are left out while at their old behaviour,
-    so rows from before those fields existed keep their keys."""
+def config_identity(config: InversionConfig,
+                    later: tuple[tuple[str, Any], ...] = LATER_FIELDS) -> dict[str, Any]:
+    """An inversion config as it enters a row key: the ``later`` fields (added after rows were keyed) are left out
+    while at their old behaviour, so rows from before those fields existed keep their keys."""
     dump = config.model_dump(mode="json")
-    for field, unset in LATER_FIELDS:
+    for field, unset in later:
         if dump.get(field) == unset:
             dump.pop(field, None)
     return dump
