@@ -11,6 +11,7 @@ exists. Set it up once (pip takes torch and torchvision from the index):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unlearnleak.attacks.feature_recovery import TargetGradient
+from unlearnleak.experiments.executors.local import die_with_parent
 from unlearnleak.models import ModelSpec, Normalized
 
 HERE = Path(__file__).resolve().parent
@@ -93,7 +95,8 @@ def run_breaching(python: Path, model: torch.nn.Module, spec: ModelSpec, target:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "PYTHONWARNINGS": "ignore",
                "OMP_NUM_THREADS": str(threads)}
         done = subprocess.run([str(python), str(HERE / "breaching_runner.py"), str(job_dir)], capture_output=True,
-                              text=True, env=env, timeout=timeout)
+                              text=True, env=env, timeout=timeout,
+                              preexec_fn=functools.partial(die_with_parent, os.getpid()))  # dies with its caller
         if done.returncode != 0:
             raise RuntimeError(f"breaching failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
         report = json.loads((job_dir / "result.json").read_text())

@@ -40,6 +40,7 @@ from unlearnleak.attacks.feature_recovery.labels import infer_labels
 from unlearnleak.attacks.feature_recovery.target_gradient import target_gradient
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import load_dataset
+from unlearnleak.experiments.executors.local import die_with_parent
 from unlearnleak.experiments.pipeline import FeatureRecoveryEvaluation, recover_and_evaluate
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import load_lpips
@@ -175,7 +176,8 @@ def _map(fn: Callable[[Any], Any], jobs: list[Any], processes: int) -> list[Any]
     """``fn`` over ``jobs`` in order, in ``processes`` spawned workers (one sample each, --threads threads)."""
     if processes <= 1:
         return [fn(job) for job in jobs]
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:  # none outlives us
         return list(pool.map(fn, jobs))
 
 

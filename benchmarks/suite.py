@@ -55,6 +55,7 @@ from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
 from unlearnleak.cache import cache_dir
 from unlearnleak.data import Dataset, load_dataset
 from unlearnleak.errors import UnlearnleakError
+from unlearnleak.experiments.executors.local import die_with_parent
 from unlearnleak.experiments.pipeline import recover_and_evaluate
 from unlearnleak.knowledge import ServerKnowledge
 from unlearnleak.metrics import LPIPS, image_metrics, load_lpips
@@ -544,7 +545,8 @@ def _run(jobs: list[Any], processes: int) -> Iterator[list[dict[str, Any]]]:
         for job in jobs:
             yield run_cell(job)
         return
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:  # none outlives us
         pending: set[Future[list[dict[str, Any]]]] = {pool.submit(run_cell, job) for job in jobs}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -5,7 +5,8 @@ Controlled by environment variables (set by the tests, inherited by pool and Ray
 UNLEARNLEAK_TEST_MARKERS  folder for the completion markers (one file per completed run of a cell);
 UNLEARNLEAK_TEST_INTERRUPT_AFTER  raise KeyboardInterrupt once this many cells have completed;
 UNLEARNLEAK_TEST_FAIL_N  raise ValueError in cells whose scenario.n_train equals it;
-UNLEARNLEAK_TEST_BLOCK_N  cells with this n_train write `<hash>.started` and then sleep (to be interrupted);
+UNLEARNLEAK_TEST_BLOCK_N  cells with this n_train write `<hash>.started` (their pid) and then sleep (to be
+    interrupted);
 UNLEARNLEAK_TEST_BAD_ROW_N  cells with this n_train return a row whose `feature_recovery.metrics` is a string.
 """
 
@@ -44,7 +45,7 @@ def counting_cell(config: ExperimentConfig, cell_dir: Path) -> dict[str, Any]:
     if os.environ.get("UNLEARNLEAK_TEST_FAIL_N") == str(n):
         raise ValueError(f"planned failure for n_train={n}\nsecond line of the message")
     if os.environ.get("UNLEARNLEAK_TEST_BLOCK_N") == str(n):
-        (folder / f"{cell}.started").write_text("started")
+        (folder / f"{cell}.started").write_text(str(os.getpid()))  # the worker's pid
         time.sleep(600)
     generator = torch.Generator().manual_seed(1000 * config.cell_seed() + n)
     values = torch.rand(n, 3, generator=generator)

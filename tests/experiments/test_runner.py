@@ -149,6 +149,44 @@ def test_sigint_to_a_pool_sweep_keeps_finished_cells_and_resumes(sweep_file: Pat
     assert cell_files(out) == cell_files(tmp_path / "clean")
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers die with the driver through Linux prctl")
+def test_pool_workers_do_not_outlive_a_killed_driver(sweep_file: Path, marker_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL to the driver (no handler runs) while two workers hang in their cells: both workers stop."""
+    argv = [sys.executable, "-c", "from unlearnleak.cli import main; main()", "sweep", str(sweep_file),
+            "--out", str(tmp_path / "run"), "--workers", "2", "--cell-fn", CELL_FN]
+    env = {**os.environ, "UNLEARNLEAK_TEST_BLOCK_N": "6", "UNLEARNLEAK_PROGRESS": "0"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None
+            pids = [int(p.read_text()) for p in marker_dir.glob("*.started") if p.read_text().strip()]
+            time.sleep(0.2)
+        assert len(pids) == 2, "the sweep did not reach the blocked cells in time"
+        proc.kill()
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in pids), f"workers {pids} still run after their driver was killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_sigterm_stops_an_in_process_sweep_like_ctrl_c(sweep_file: Path, marker_dir: Path, tmp_path: Path) -> None:
     """A batch scheduler's SIGTERM: exit 130, run.json says interrupted, finished cells kept."""
     out = tmp_path / "run"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,8 +26,30 @@ def available_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(threads: int) -> None:
-    """Pool worker start: Ctrl-C is the driver's to handle; torch gets its share of the cores; no nested bars."""
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel SIGTERM this process as soon as ``parent`` (its parent's pid) dies, even by
+    SIGKILL: a worker whose driver was killed stops now instead of finishing a cell nobody will collect.
+
+    Elsewhere (no prctl) a worker still exits once its cell ends and it finds the driver gone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Pool worker start: Ctrl-C is the driver's to handle, the worker dies with it; torch gets its share of the
+    cores; no nested bars."""
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["UNLEARNLEAK_PROGRESS"] = "0"
     import torch
@@ -73,7 +97,7 @@ class LocalExecutor:
             return
         threads = self.threads or max(1, available_cpus() // workers)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                   initializer=_init_worker, initargs=(threads,))
+                                   initializer=_init_worker, initargs=(threads, os.getpid()))
         futures: dict[Future[CellOutcome], CellTask] = {}
         stop = threading.Event()
         try:
