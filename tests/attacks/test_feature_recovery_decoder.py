@@ -76,6 +76,18 @@ def test_training_is_deterministic_for_a_seed() -> None:
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+def test_training_shows_progress_for_the_feature_pass_and_the_epochs(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Both phases report (the feature pass is most of the time on a wide network), with the image count."""
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "lines")
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS_INTERVAL", "1e-9")  # a line at every step, a closing line at the end
+    spec = ModelSpec("cnn_nobn", SHAPE, 5, (0.5,) * 3, (0.25,) * 3, {"width": 8})
+    train_decoder(build_model(spec), _images(20), 5, TINY, desc="decoder")
+    err = capsys.readouterr().err
+    assert "decoder: the model's features of 40 images: 1/1 done" in err  # 20 images and their mirror images
+    assert "decoder: 2/2 done" in err
+
+
 def test_the_cache_misses_then_hits_and_keys_on_model_and_data(tmp_path: Path) -> None:
     spec = ModelSpec("cnn_nobn", SHAPE, 5, (0.5,) * 3, (0.25,) * 3, {"width": 8})
     torch.manual_seed(0)
