@@ -29,19 +29,28 @@ def available_cpus() -> int:
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once at import (so a forked child about to exec only calls it), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 def die_with_parent(parent: int) -> None:
     """On Linux, have the kernel SIGTERM this process as soon as ``parent`` (its parent's pid) dies, even by
     SIGKILL: a worker whose driver was killed stops now instead of finishing a cell nobody will collect.
 
     Elsewhere (no prctl) a worker still exits once its cell ends and it finds the driver gone.
     """
-    if not sys.platform.startswith("linux"):
+    if _PRCTL is None:
         return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
