@@ -86,6 +86,9 @@ def main() -> int:
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
     if args.summary:
+        if not args.out.is_file():
+            print(f"error: --out {args.out}: no such file (run without --summary first)", file=sys.stderr)
+            return 2
         summary(args.out)
         return 0
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
