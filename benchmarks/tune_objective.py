@@ -1,0 +1,98 @@
+"""Does the per-layer cosine (``layer_cosine``) recover more than the one global cosine? TUNING cases only (issue 16).
+
+On a trained network ∇*'s norm sits mostly in the last layers, so one cosine over all parameters says little
+about the first layers, where the spatial detail is; ``layer_cosine`` weighs every parameter tensor the same.
+Per (case, sample) each ``--recipes`` preset runs once per ``--costs`` objective at ``--iterations`` on the same
+cached pair (approximate unlearning, k = 1, N = 32, true label), and its PSNR is recorded: one JSON line per run.
+
+    python benchmarks/tune_objective.py --cases lenet,convnet16-1ep --samples 4
+    python benchmarks/tune_objective.py --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import suite
+from suite_cases import CASES, Setting
+from unlearnleak.attacks.feature_recovery.attack import recover
+from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
+from unlearnleak.metrics import psnr
+from unlearnleak.storage import environment_record
+
+OUT = Path(__file__).resolve().parent / "results" / "tune_objective.jsonl"
+
+
+def summary(path: Path) -> None:
+    """Mean PSNR per (case, recipe, cost), and each cost's paired difference to ``cosine``."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in rows:
+        groups.setdefault((r["case"], r["recipe"], r["cost"]), {})[r["sample"]] = r["psnr"]
+    for (case, recipe, cost), values in sorted(groups.items()):
+        base = groups.get((case, recipe, "cosine"), {})
+        paired = [values[s] - base[s] for s in values if s in base]
+        diff = f"  − cosine {statistics.fmean(paired):+.2f} dB" if cost != "cosine" and paired else ""
+        print(f"{case:16s} {recipe:8s} {cost:13s} n={len(values)}  {statistics.fmean(values.values()):6.2f} dB{diff}")
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="lenet,convnet16-1ep")
+    parser.add_argument("--recipes", default="modern")
+    parser.add_argument("--costs", default="cosine,layer_cosine")
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    if args.summary:
+        if not args.out.is_file():
+            print(f"error: --out {args.out}: no such file (run without --summary first)", file=sys.stderr)
+            return 2
+        summary(args.out)
+        return 0
+    cases, costs = args.cases.split(","), args.costs.split(",")
+    held_out = [c for c in cases if c not in CASES or CASES.get(c).split != "tune"]
+    if held_out:
+        print(f"error: {held_out}: not tuning cases of the suite; tune on the tuning half only "
+              f"({sorted(n for n in CASES if CASES.get(n).split == 'tune')})", file=sys.stderr)
+        return 2
+    unknown = [c for c in costs if c not in OBJECTIVES]
+    if unknown:
+        print(f"error: unknown cost(s) {unknown}; known: {OBJECTIVES.names()}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    env = environment_record()
+    for case_name in cases:
+        for sample in range(args.samples):
+            pair, knowledge, truth, labels, _ = suite.build_pair(CASES.get(case_name), Setting("approx", 1, 32),
+                                                                 sample, "cpu")
+            for recipe in args.recipes.split(","):
+                for cost in costs:
+                    started = time.perf_counter()
+                    rec = recover(pair, knowledge, preset=recipe, iterations=args.iterations, seed=sample,
+                                  labels=labels, cost=cost)
+                    row = {"case": case_name, "setting": "approx-k1-N32", "sample": sample, "recipe": recipe,
+                           "cost": cost, "iterations": args.iterations,
+                           "psnr": float(psnr(rec.x.clamp(0, 1), truth).mean()),
+                           "seconds": time.perf_counter() - started,
+                           "environment": {k: env.get(k) for k in ("torch", "git", "threads") if k in env}}
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    with args.out.open("a") as handle:
+                        handle.write(json.dumps(row) + "\n")
+                    print(json.dumps({k: row[k] for k in ("case", "sample", "recipe", "cost", "psnr")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
