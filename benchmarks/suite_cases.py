@@ -140,5 +140,14 @@ def cases(split: str = "all", names: list[str] | None = None) -> list[Case]:
     return [CASES.get(n) for n in _ORDER if split == "all" or CASES.get(n).split == split]
 
 
+def not_tuning(names: list[str]) -> str | None:
+    """The error a tuning script prints when ``names`` include a case outside the tuning half (None: all tuning)."""
+    bad = [n for n in names if n not in CASES or CASES.get(n).split != "tune"]
+    if not bad:
+        return None
+    return (f"error: {bad}: not tuning cases of the suite; tune on the tuning half only "
+            f"({sorted(n for n in CASES if CASES.get(n).split == 'tune')})")
+
+
 _ORDER = ["convnet16-1ep", "lenet", "cnn-nobn-random", "tabular-mlp", "convnet16-60", "resnet18-w8", "mlp-cifar10",
           "cifar100-convnet16", "retinamnist-convnet16", "bn-gelu-tanh", "vgg-bn", "resnet-gn", "convnet64-paper"]

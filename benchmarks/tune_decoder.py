@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 import suite
-from suite_cases import CASES
+from suite_cases import CASES, not_tuning
 from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, penultimate, train_decoder
 from unlearnleak.metrics import psnr
 from unlearnleak.metrics.baselines import own_mean_colour, thumbnail_4x4
@@ -95,10 +95,9 @@ def main() -> int:
     if unknown:
         print(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}", file=sys.stderr)
         return 2
-    held_out = [c for c in args.cases.split(",") if c not in CASES or CASES.get(c).split != "tune"]
-    if held_out:
-        print(f"{held_out}: not tuning cases of the suite; tune the decoder on the tuning half only "
-              f"({sorted(n for n in CASES if CASES.get(n).split == 'tune')})", file=sys.stderr)
+    refused = not_tuning(args.cases.split(","))
+    if refused:
+        print(refused, file=sys.stderr)
         return 2
     env = environment_record()
     for case_name in args.cases.split(","):

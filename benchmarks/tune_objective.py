@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import suite
-from suite_cases import CASES, Setting
+from suite_cases import CASES, Setting, not_tuning
 from unlearnleak.attacks.feature_recovery.attack import recover
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
 from unlearnleak.metrics import psnr
@@ -62,10 +62,9 @@ def main() -> int:
         summary(args.out)
         return 0
     cases, costs = args.cases.split(","), args.costs.split(",")
-    held_out = [c for c in cases if c not in CASES or CASES.get(c).split != "tune"]
-    if held_out:
-        print(f"error: {held_out}: not tuning cases of the suite; tune on the tuning half only "
-              f"({sorted(n for n in CASES if CASES.get(n).split == 'tune')})", file=sys.stderr)
+    refused = not_tuning(cases)
+    if refused:
+        print(refused, file=sys.stderr)
         return 2
     unknown = [c for c in costs if c not in OBJECTIVES]
     if unknown:
