@@ -7,6 +7,8 @@ once and reused from the cache (``unlearnleak.scenario.pretrained_base``; key = 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +30,13 @@ def bench_config(*, width: int = 16, n_train: int = 32, data_dir: str | Path | N
     return ScenarioConfig(dataset="cifar10", data_dir=str(data_dir or DEFAULT_DATA), model="convnet",
                           model_kwargs={"width": width}, holdout=4000, pretrain=BENCH_PRETRAIN,
                           n_train=n_train, device=device, **overrides)
+
+
+def summary_of(path: Path, summarise: Callable[[Path], None]) -> int:
+    """A tuning script's ``--summary``: ``summarise(path)`` and exit code 0, or one ``error:`` line and 2 when
+    ``path`` does not exist (nothing has been measured there yet)."""
+    if not path.is_file():
+        print(f"error: --out {path}: no such file (run without --summary first)", file=sys.stderr)
+        return 2
+    summarise(path)
+    return 0

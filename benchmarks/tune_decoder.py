@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 import suite
+from common import summary_of
 from suite_cases import CASES, not_tuning
 from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, penultimate, train_decoder
 from unlearnleak.metrics import psnr
@@ -86,11 +87,7 @@ def main() -> int:
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
     if args.summary:
-        if not args.out.is_file():
-            print(f"error: --out {args.out}: no such file (run without --summary first)", file=sys.stderr)
-            return 2
-        summary(args.out)
-        return 0
+        return summary_of(args.out, summary)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         print(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}", file=sys.stderr)

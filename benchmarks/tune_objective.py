@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import suite
+from common import summary_of
 from suite_cases import CASES, Setting, not_tuning
 from unlearnleak.attacks.feature_recovery.attack import recover
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
@@ -56,11 +57,7 @@ def main() -> int:
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
     if args.summary:
-        if not args.out.is_file():
-            print(f"error: --out {args.out}: no such file (run without --summary first)", file=sys.stderr)
-            return 2
-        summary(args.out)
-        return 0
+        return summary_of(args.out, summary)
     cases, costs = args.cases.split(","), args.costs.split(",")
     refused = not_tuning(cases)
     if refused:
