@@ -90,7 +90,7 @@ def main() -> int:
         return summary_of(args.out, summary)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
-        print(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}", file=sys.stderr)
+        print(f"error: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}", file=sys.stderr)
         return 2
     refused = not_tuning(args.cases.split(","))
     if refused:

@@ -3,7 +3,8 @@
 On a trained network ∇*'s norm sits mostly in the last layers, so one cosine over all parameters says little
 about the first layers, where the spatial detail is; ``layer_cosine`` weighs every parameter tensor the same.
 Per (case, sample) each ``--recipes`` preset runs once per ``--costs`` objective at ``--iterations`` on the same
-cached pair (approximate unlearning, k = 1, N = 32, true label), and its PSNR is recorded: one JSON line per run.
+cached pair (approximate unlearning, k = 1, N = 32, true label), and its PSNR is recorded beside the photo's own
+mean colour and 4×4 thumbnail: one JSON line per run.
 
     python benchmarks/tune_objective.py --cases lenet,convnet16-1ep --samples 4
     python benchmarks/tune_objective.py --summary
@@ -24,24 +25,31 @@ import suite
 from common import summary_of
 from suite_cases import CASES, Setting, not_tuning
 from unlearnleak.attacks.feature_recovery.attack import recover
+from unlearnleak.attacks.feature_recovery.inversion import PRESETS
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
 from unlearnleak.metrics import psnr
+from unlearnleak.metrics.baselines import own_mean_colour, thumbnail_4x4
 from unlearnleak.storage import environment_record
 
 OUT = Path(__file__).resolve().parent / "results" / "tune_objective.jsonl"
 
 
 def summary(path: Path) -> None:
-    """Mean PSNR per (case, recipe, cost), and each cost's paired difference to ``cosine``."""
+    """Per (case, recipe, cost): mean PSNR ± 95 % interval over the photos, the paired difference to ``cosine``,
+    and the photos' own mean colour and 4×4 thumbnail beside them."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    groups: dict[tuple[str, str, str], dict[int, float]] = {}
-    for r in rows:
-        groups.setdefault((r["case"], r["recipe"], r["cost"]), {})[r["sample"]] = r["psnr"]
-    for (case, recipe, cost), values in sorted(groups.items()):
+    groups: dict[tuple[str, str, str], dict[int, dict[str, float]]] = {}
+    for r in rows:  # a rerun of a photo replaces its row
+        groups.setdefault((r["case"], r["recipe"], r["cost"]), {})[r["sample"]] = r
+    for (case, recipe, cost), by_sample in sorted(groups.items()):
         base = groups.get((case, recipe, "cosine"), {})
-        paired = [values[s] - base[s] for s in values if s in base]
-        diff = f"  − cosine {statistics.fmean(paired):+.2f} dB" if cost != "cosine" and paired else ""
-        print(f"{case:16s} {recipe:8s} {cost:13s} n={len(values)}  {statistics.fmean(values.values()):6.2f} dB{diff}")
+        cell = suite.interval([r["psnr"] for r in by_sample.values()])
+        mean_colour = statistics.fmean(r["own_mean_colour"] for r in by_sample.values())
+        thumb = statistics.fmean(r["thumbnail_4x4"] for r in by_sample.values())
+        paired = suite.interval([by_sample[s]["psnr"] - base[s]["psnr"] for s in by_sample if s in base])
+        diff = f"  − cosine {paired['mean']:+.2f} ± {paired['ci95']:.2f} dB" if cost != "cosine" and paired else ""
+        print(f"{case:16s} {recipe:8s} {cost:13s} n={cell['n']}  {cell['mean']:6.2f} ± {cell['ci95']:.2f} dB{diff}"
+              f"  (own mean colour {mean_colour:.2f}, thumbnail {thumb:.2f})")
 
 
 def main() -> int:
@@ -63,6 +71,12 @@ def main() -> int:
     if refused:
         print(refused, file=sys.stderr)
         return 2
+    recipes = args.recipes.split(",")
+    bad = [r for r in recipes if r not in PRESETS or PRESETS.get(r).race]
+    if bad:  # a racing preset's candidates keep their own costs: the override would not reach them
+        print(f"error: --recipes {bad}: name plain presets that do not race "
+              f"({[n for n in PRESETS.names() if not PRESETS.get(n).race]})", file=sys.stderr)
+        return 2
     unknown = [c for c in costs if c not in OBJECTIVES]
     if unknown:
         print(f"error: unknown cost(s) {unknown}; known: {OBJECTIVES.names()}", file=sys.stderr)
@@ -73,7 +87,9 @@ def main() -> int:
         for sample in range(args.samples):
             pair, knowledge, truth, labels, _ = suite.build_pair(CASES.get(case_name), Setting("approx", 1, 32),
                                                                  sample, "cpu")
-            for recipe in args.recipes.split(","):
+            baselines = {name: float(psnr(fn(truth), truth).mean())
+                         for name, fn in (("own_mean_colour", own_mean_colour), ("thumbnail_4x4", thumbnail_4x4))}
+            for recipe in recipes:
                 for cost in costs:
                     started = time.perf_counter()
                     rec = recover(pair, knowledge, preset=recipe, iterations=args.iterations, seed=sample,
@@ -81,7 +97,7 @@ def main() -> int:
                     row = {"case": case_name, "setting": "approx-k1-N32", "sample": sample, "recipe": recipe,
                            "cost": cost, "iterations": args.iterations,
                            "psnr": float(psnr(rec.x.clamp(0, 1), truth).mean()),
-                           "seconds": time.perf_counter() - started,
+                           "seconds": time.perf_counter() - started, **baselines,
                            "environment": {k: env.get(k) for k in ("torch", "git", "threads") if k in env}}
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     with args.out.open("a") as handle:
