@@ -198,7 +198,8 @@ def _ours(name: str, pair: ModelPair, knowledge: ServerKnowledge, truth: tuple[t
     race = rec.config.get("race") if isinstance(rec.config, dict) else None
     result = {**_avg(scored["samples"], keys), "label_accuracy": scored["label_accuracy"], "seconds": rec.seconds,
               "optimise_seconds": rec.timings.get("optimise_seconds"), "iterations": rec.iterations,
-              "sec_per_iter": rec.seconds / max(rec.iterations, 1), "preset": rec.preset, "method": rec.method,
+              "sec_per_iter": rec.seconds / rec.iterations if rec.iterations else None,  # None: a closed form
+              "preset": rec.preset, "method": rec.method,
               "cost": rec.best_cost, "error": None,
               "race": None if not race else {k: race.get(k) for k in ("raced", "chosen_recipe", "chosen_weight",
                                                                          "heldout_costs", "total_variation",
@@ -332,7 +333,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["methods"][name] = {k: interval([float(v[k]) for v in results.values() if v.get(k) is not None])
                                       for k in keys}
             entry["sec_per_iter"][name] = interval([float(v["sec_per_iter"]) for v in results.values()
-                                                    if v.get("sec_per_iter") is not None])
+                                                    if v.get("sec_per_iter") is not None
+                                                    and v.get("iterations") != 0])  # closed forms take no step
             entry["failures"][name] = sum(v.get("error") is not None for v in results.values())
             if name == "default":
                 entry["races"] = dict(sorted(_count(str((v.get("race") or {}).get("chosen_recipe"))
