@@ -101,9 +101,7 @@ def main() -> int:
         for variant in args.variants.split(","):
             row = measure(case_name, variant, args.val)
             row["environment"] = {k: env.get(k) for k in ("torch", "git", "threads") if k in env}
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            suite.append_row(args.out, row)
             print(json.dumps({k: row[k] for k in ("case", "variant", "decoder", "thumbnail_4x4", "seconds")}),
                   flush=True)
     return 0

@@ -99,9 +99,7 @@ def main() -> int:
                            "psnr": float(psnr(rec.x.clamp(0, 1), truth).mean()),
                            "seconds": time.perf_counter() - started, **baselines,
                            "environment": {k: env.get(k) for k in ("torch", "git", "threads") if k in env}}
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    with args.out.open("a") as handle:
-                        handle.write(json.dumps(row) + "\n")
+                    suite.append_row(args.out, row)
                     print(json.dumps({k: row[k] for k in ("case", "sample", "recipe", "cost", "psnr")}), flush=True)
     return 0
 
