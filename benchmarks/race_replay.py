@@ -1,0 +1,183 @@
+"""Check a change to the race's pick rule on recorded suite cells: replay it, rerun only the cells it changes.
+
+The suite's ``default`` rows record every raced candidate's held-out cost and image TV (``result.race``), and a
+cell's run is deterministic for its seed and thread count. So a new *pick* rule (``race_tolerance``) can be
+judged on recorded cells without rerunning all of them: ``--list`` replays the rule on the recorded costs (never
+on the truth) and prints the cells whose winner changes; ``--run`` reruns exactly those cells with the rule (the
+``default`` preset with ``--set race_tolerance=…``) and writes their rows; ``--summary`` prints, per (case,
+setting), the recorded default, the default under the rule (recorded where the winner is the same, rerun where
+it changed) and both beside breaching's ``modern`` row of the same cell, paired.
+
+    python benchmarks/race_replay.py --rows results/suite_v2_main8.jsonl --tolerance 0 --list
+    python benchmarks/race_replay.py --rows results/suite_v2_main8.jsonl --tolerance 0 --run --out results/x.jsonl
+    python benchmarks/race_replay.py --rows results/suite_v2_main8.jsonl --tolerance 0 --summary --out results/x.jsonl
+
+Rerun one recorded cell at the recorded rule first (``--check``): the rows must agree, or the replay does not
+stand for a rerun (another torch, thread count or code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import suite
+from suite_cases import CASES, Setting
+from unlearnleak.attacks.feature_recovery import PRESETS
+
+Cell = tuple[str, str, int]
+
+
+def recorded(paths: list[Path], args: argparse.Namespace) -> dict[Cell, dict[str, dict[str, Any]]]:
+    """The recorded rows the suite itself would select today (their key is today's ``suite.row_key``: this
+    default preset, these iterations): cell → method name → row."""
+    cells: dict[Cell, dict[str, dict[str, Any]]] = {}
+    for path in paths:
+        for key, row in suite.read_rows(path).items():
+            if row["case"] not in CASES:
+                continue
+            setting = _setting(row["setting"])
+            if key == suite.row_key(CASES.get(row["case"]), setting, int(row["sample"]), row["name"], args):
+                cells.setdefault((row["case"], row["setting"], int(row["sample"])), {})[row["name"]] = row
+    return cells
+
+
+def _setting(name: str) -> Setting:
+    """``approx-k1-N32`` → Setting("approx", 1, 32)."""
+    method, k, n = name.split("-")
+    return Setting(method, int(k[1:]), int(n[1:]))
+
+
+def replay(race: dict[str, Any], tolerance: float) -> str:
+    """The recipe the pick rule with ``tolerance`` chooses from the recorded held-out costs and TVs."""
+    costs, tvs = race["heldout_costs"], race["total_variation"]
+    bound = min(costs) + tolerance * abs(min(costs))
+    winner = min((i for i, c in enumerate(costs) if c <= bound), key=lambda i: (tvs[i], costs[i]))
+    return str(race["candidates"][winner]["recipe"])
+
+
+def changed(cells: dict[Cell, dict[str, dict[str, Any]]], tolerance: float) -> list[Cell]:
+    """The raced cells whose winner differs under ``tolerance``."""
+    out = []
+    for cell, methods in sorted(cells.items()):
+        race = (methods.get("default", {}).get("result") or {}).get("race") or {}
+        if race.get("raced") and race.get("heldout_costs") and replay(race, tolerance) != race["chosen_recipe"]:
+            out.append(cell)
+    return out
+
+
+def rerun(cell: Cell, tolerance: float, iterations: int, threads: int) -> dict[str, Any]:
+    """The suite's ``default`` row of ``cell`` with the default preset's ``race_tolerance`` set."""
+    default = suite.default_preset()
+    PRESETS._items[default] = PRESETS.get(default).with_overrides(race_tolerance=tolerance)  # this process only
+    case_name, setting_name, sample = cell
+    args = argparse.Namespace(iterations=iterations, device="cpu", threads=threads, paper_restarts=1,
+                              save_images=None)
+    rows = suite.run_cell((CASES.get(case_name), _setting(setting_name), sample,
+                           {"default": f"replay-tol{tolerance:g}-{case_name}-{setting_name}-{sample}"}, args))
+    row = next(r for r in rows if r["name"] == "default")
+    return {**row, "race_tolerance": tolerance}
+
+
+def summary(cells: dict[Cell, dict[str, dict[str, Any]]], reruns: dict[Cell, dict[str, Any]],
+            tolerance: float) -> list[dict[str, Any]]:
+    """Per (case, setting): recorded default, default under the rule, each minus breaching `modern`, paired."""
+    groups: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    missing = 0
+    for cell, methods in sorted(cells.items()):
+        old, peer = methods.get("default"), methods.get("breaching_modern")
+        if old is None or peer is None or old["result"].get("psnr") is None or peer["result"].get("psnr") is None:
+            continue
+        race = old["result"].get("race") or {}
+        moved = bool(race.get("raced")) and replay(race, tolerance) != race.get("chosen_recipe")
+        if moved and cell not in reruns:
+            missing += 1
+            continue
+        new = reruns[cell]["result"]["psnr"] if moved else old["result"]["psnr"]
+        groups.setdefault(cell[:2], []).append((old["result"]["psnr"], new, peer["result"]["psnr"]))
+    print(f"race_tolerance {tolerance:g}: PSNR dB, mean ± 95 % t-interval, paired")
+    print("| case | setting | n | recorded | under the rule | rule − recorded | recorded − modern | rule − modern |")
+    print("|---|---|---|---|---|---|---|---|")
+    table = []
+    for (case, setting), v in groups.items():
+        columns = {"recorded": [a for a, _, _ in v], "rule": [b for _, b, _ in v],
+                   "rule_minus_recorded": [b - a for a, b, _ in v], "recorded_minus_modern": [a - m for a, _, m in v],
+                   "rule_minus_modern": [b - m for _, b, m in v]}
+        print(f"| {case} | {setting} | {len(v)} | "
+              + " | ".join(_ci(c, "minus" in name) for name, c in columns.items()) + " |")
+        table.append({"case": case, "setting": setting, **{k: suite.interval(c) for k, c in columns.items()}})
+    if missing:
+        print(f"({missing} changed cells not rerun yet: --run)")
+    return table
+
+
+def _ci(values: list[float], signed: bool) -> str:
+    """Mean ± half-width of the 95 % t-interval (the suite's); a difference with its sign."""
+    iv = suite.interval(values)
+    assert iv is not None
+    mean = f"{iv['mean']:+.2f}" if signed else f"{iv['mean']:.2f}"
+    return mean if iv["n"] < 2 else f"{mean}±{iv['ci95']:.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=Path, action="append", required=True, help="recorded suite rows (repeatable)")
+    parser.add_argument("--tolerance", type=float, required=True, help="the pick rule's race_tolerance to replay")
+    parser.add_argument("--list", action="store_true", help="print the cells whose winner changes")
+    parser.add_argument("--run", action="store_true", help="rerun the changed cells (missing from --out)")
+    parser.add_argument("--check", help="rerun this recorded cell (case:setting:sample) at today's rule")
+    parser.add_argument("--summary", action="store_true", help="the paired table (recorded / under the rule)")
+    parser.add_argument("--out", type=Path, help="rows of the reruns (JSON lines, resumable)")
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    bad = [p for p in args.rows if not p.is_file()]
+    if bad or args.tolerance < 0 or ((args.run or args.summary) and args.out is None):
+        print(f"error: {'missing --rows ' + ', '.join(map(str, bad)) if bad else 'need --tolerance >= 0 and --out'}",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    args.device, args.paper_restarts = "cpu", 1  # what the suite's row keys hold besides the cell
+    cells = recorded(args.rows, args)
+    moved = changed(cells, args.tolerance)
+    if args.list:
+        for case, setting, sample in moved:
+            race = cells[(case, setting, sample)]["default"]["result"]["race"]
+            print(f"{case}:{setting}:{sample}  {race['chosen_recipe']} -> {replay(race, args.tolerance)}")
+        print(f"{len(moved)} of {sum('default' in m for m in cells.values())} recorded cells change winner")
+    if args.check:
+        case, setting, sample = args.check.split(":")
+        cell = (case, setting, int(sample))
+        if cell not in cells or "default" not in cells[cell]:
+            print(f"error: no recorded default row for {args.check} in --rows", file=sys.stderr)
+            return 2
+        old = cells[cell]["default"]["result"]
+        row = rerun(cell, PRESETS.get(suite.default_preset()).race_tolerance, args.iterations, args.threads)
+        same = row["result"]["psnr"] == old["psnr"]
+        print(f"{args.check}: recorded {old['psnr']:.6f}, rerun {row['result']['psnr']:.6f}: "
+              f"{'identical' if same else 'DIFFERENT: the replay does not stand for a rerun here'}")
+        if not same:
+            return 1
+    reruns = {(r["case"], r["setting"], int(r["sample"])): r for r in suite.read_rows(args.out).values()} \
+        if args.out else {}
+    if args.run:
+        for cell in moved:
+            if cell not in reruns:
+                row = rerun(cell, args.tolerance, args.iterations, args.threads)
+                suite.append_row(args.out, row)
+                reruns[cell] = row
+                print(f"{':'.join(map(str, cell))}: {row['result']['psnr']:.2f} dB "
+                      f"({row['result']['race']['chosen_recipe']})", flush=True)
+    table = summary(cells, reruns, args.tolerance) if args.summary else None
+    print(json.dumps({"tolerance": args.tolerance, "cells": sum("default" in m for m in cells.values()),
+                      "changed": len(moved), "rerun": sum(c in reruns for c in moved), "summary": table}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
