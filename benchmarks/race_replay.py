@@ -124,6 +124,20 @@ def _ci(values: list[float], signed: bool) -> str:
     return mean if iv["n"] < 2 else f"{mean}±{iv['ci95']:.2f}"
 
 
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, as one sentence that says how to fix it (None: nothing)."""
+    missing = [str(p) for p in args.rows if not p.is_file()]
+    if missing:
+        return f"--rows {', '.join(missing)}: no such file; give the suite's JSON lines (benchmarks/results/…)"
+    if args.tolerance < 0:
+        return f"--tolerance {args.tolerance:g}: a race tolerance is >= 0 (0: the lowest held-out cost alone)"
+    if (args.run or args.summary) and args.out is None:
+        return "--run and --summary need --out, the JSON lines of the reruns"
+    if args.check and (len(args.check.split(":")) != 3 or not args.check.split(":")[2].isdigit()):
+        return f"--check {args.check!r}: name a cell as case:setting:sample, e.g. convnet16-60:approx-k1-N32:0"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=Path, action="append", required=True, help="recorded suite rows (repeatable)")
@@ -136,10 +150,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    bad = [p for p in args.rows if not p.is_file()]
-    if bad or args.tolerance < 0 or ((args.run or args.summary) and args.out is None):
-        print(f"error: {'missing --rows ' + ', '.join(map(str, bad)) if bad else 'need --tolerance >= 0 and --out'}",
-              file=sys.stderr)
+    problem = _usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     args.device, args.paper_restarts = "cpu", 1  # what the suite's row keys hold besides the cell
