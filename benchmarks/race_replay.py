@@ -3,8 +3,9 @@
 The suite's ``default`` rows record every raced candidate's held-out cost and image TV (``result.race``), and a
 cell's run is deterministic for its seed and thread count. So a new *pick* rule (``race_tolerance``) can be
 judged on recorded cells without rerunning all of them: ``--list`` replays the rule on the recorded costs (never
-on the truth) and prints the cells whose winner changes; ``--run`` reruns exactly those cells with the rule (the
-``default`` preset with ``--set race_tolerance=…``) and writes their rows; ``--summary`` prints, per (case,
+on the truth; the library's own ``pick_winner``) and prints the cells whose winner changes; ``--run`` reruns
+exactly those cells with the rule (the default preset with ``race_tolerance`` set, in this process only) and
+writes their rows; ``--summary`` prints, per (case,
 setting), the recorded default, the default under the rule (recorded where the winner is the same, rerun where
 it changed) and both beside breaching's ``modern`` row of the same cell, paired.
 
@@ -12,8 +13,8 @@ it changed) and both beside breaching's ``modern`` row of the same cell, paired.
     python benchmarks/race_replay.py --rows results/suite_v2_main8.jsonl --tolerance 0 --run --out results/x.jsonl
     python benchmarks/race_replay.py --rows results/suite_v2_main8.jsonl --tolerance 0 --summary --out results/x.jsonl
 
-Rerun one recorded cell at the recorded rule first (``--check``): the rows must agree, or the replay does not
-stand for a rerun (another torch, thread count or code).
+Rerun one recorded cell at today's rule first (``--check``): the rows must agree, or the replay does not stand
+for a rerun (another torch, thread count or code).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 import suite
 from suite_cases import CASES, Setting
 from unlearnleak.attacks.feature_recovery import PRESETS
+from unlearnleak.attacks.feature_recovery.adaptive import pick_winner
 
 Cell = tuple[str, str, int]
 
@@ -55,9 +57,7 @@ def _setting(name: str) -> Setting:
 
 def replay(race: dict[str, Any], tolerance: float) -> str:
     """The recipe the pick rule with ``tolerance`` chooses from the recorded held-out costs and TVs."""
-    costs, tvs = race["heldout_costs"], race["total_variation"]
-    bound = min(costs) + tolerance * abs(min(costs))
-    winner = min((i for i, c in enumerate(costs) if c <= bound), key=lambda i: (tvs[i], costs[i]))
+    winner, _ = pick_winner(race["heldout_costs"], race["total_variation"], tolerance)
     return str(race["candidates"][winner]["recipe"])
 
 
@@ -84,7 +84,7 @@ def rerun(cell: Cell, tolerance: float, iterations: int, threads: int) -> dict[s
     return {**row, "race_tolerance": tolerance}
 
 
-def summary(cells: dict[Cell, dict[str, dict[str, Any]]], reruns: dict[Cell, dict[str, Any]],
+def summary(cells: dict[Cell, dict[str, dict[str, Any]]], reruns: dict[Cell, dict[str, Any]], moved: set[Cell],
             tolerance: float) -> list[dict[str, Any]]:
     """Per (case, setting): recorded default, default under the rule, each minus breaching `modern`, paired."""
     groups: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
@@ -93,12 +93,10 @@ def summary(cells: dict[Cell, dict[str, dict[str, Any]]], reruns: dict[Cell, dic
         old, peer = methods.get("default"), methods.get("breaching_modern")
         if old is None or peer is None or old["result"].get("psnr") is None or peer["result"].get("psnr") is None:
             continue
-        race = old["result"].get("race") or {}
-        moved = bool(race.get("raced")) and replay(race, tolerance) != race.get("chosen_recipe")
-        if moved and cell not in reruns:
+        if cell in moved and cell not in reruns:
             missing += 1
             continue
-        new = reruns[cell]["result"]["psnr"] if moved else old["result"]["psnr"]
+        new = reruns[cell]["result"]["psnr"] if cell in moved else old["result"]["psnr"]
         groups.setdefault(cell[:2], []).append((old["result"]["psnr"], new, peer["result"]["psnr"]))
     print(f"race_tolerance {tolerance:g}: PSNR dB, mean ± 95 % t-interval, paired")
     print("| case | setting | n | recorded | under the rule | rule − recorded | recorded − modern | rule − modern |")
@@ -186,7 +184,7 @@ def main() -> int:
                 reruns[cell] = row
                 print(f"{':'.join(map(str, cell))}: {row['result']['psnr']:.2f} dB "
                       f"({row['result']['race']['chosen_recipe']})", flush=True)
-    table = summary(cells, reruns, args.tolerance) if args.summary else None
+    table = summary(cells, reruns, set(moved), args.tolerance) if args.summary else None
     print(json.dumps({"tolerance": args.tolerance, "cells": sum("default" in m for m in cells.values()),
                       "changed": len(moved), "rerun": sum(c in reruns for c in moved), "summary": table}))
     return 0

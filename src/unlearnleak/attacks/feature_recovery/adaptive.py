@@ -72,7 +72,7 @@ from unlearnleak.attacks.feature_recovery.priors import Prior, total_variation
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
 
-__all__ = ["Candidate", "candidates_of", "holdout_mask", "invert", "invert_adaptive"]
+__all__ = ["Candidate", "candidates_of", "holdout_mask", "invert", "invert_adaptive", "pick_winner"]
 
 PROBE_STEPS = 3  # steps of the single trajectory that measure its step time (kept when no race follows)
 
@@ -241,12 +241,19 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
 
 def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Tensor]) -> tuple[int, list[float],
                                                                                             list[int]]:
-    """The winner: the lowest TV among the restarts within (1 + race_tolerance) × the lowest held-out cost."""
-    lowest = min(heldout)
+    """The winner of ``pick_winner`` on the iterates' TVs; also the TVs and the eligible restarts."""
     tvs = [float(total_variation(x)) for x in iterates]
-    bound = lowest + config.race_tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
+    winner, eligible = pick_winner(heldout, tvs, config.race_tolerance)
+    return winner, tvs, eligible
+
+
+def pick_winner(heldout: Sequence[float], tvs: Sequence[float], tolerance: float) -> tuple[int, list[int]]:
+    """The race's pick: the lowest TV among the restarts within (1 + tolerance) × the lowest held-out cost, and
+    those eligible restarts (also replayed on recorded races: benchmarks/race_replay.py)."""
+    lowest = min(heldout)
+    bound = lowest + tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
     eligible = [i for i in range(len(heldout)) if heldout[i] <= bound]
-    return min(eligible, key=lambda i: (tvs[i], heldout[i])), tvs, eligible
+    return min(eligible, key=lambda i: (tvs[i], heldout[i])), eligible
 
 
 def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tensor, input_shape: tuple[int, ...],
