@@ -56,8 +56,12 @@ def _setting(name: str) -> Setting:
 
 
 def replay(race: dict[str, Any], tolerance: float) -> str:
-    """The recipe the pick rule with ``tolerance`` chooses from the recorded held-out costs and TVs."""
-    winner, _ = pick_winner(race["heldout_costs"], race["total_variation"], tolerance)
+    """The recipe the pick rule with ``tolerance`` chooses from the recorded held-out costs and TVs (and the
+    recorded agreement gate: its measured agreement and threshold, the first recipe's restarts as faithful)."""
+    first = race["candidates"][0]["recipe"]
+    faithful = [i for i, c in enumerate(race["candidates"]) if c["recipe"] == first]
+    winner, _ = pick_winner(race["heldout_costs"], race["total_variation"], tolerance, faithful=faithful,
+                            agreement=race.get("agreement_db"), threshold=race.get("agreement_threshold") or 0.0)
     return str(race["candidates"][winner]["recipe"])
 
 

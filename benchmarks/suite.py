@@ -96,7 +96,7 @@ def method_identity(name: str) -> dict[str, Any]:
 
 
 LATER_FIELDS = (("best_by", "objective"), ("race_schedule", "compressed"), ("race_cooldown", 0.0),
-                ("race_average", 0.0))
+                ("race_average", 0.0), ("race_agreement", 0.0))
 
 
 def config_identity(config: InversionConfig,
@@ -125,6 +125,11 @@ def row_key(case: Case, setting: Setting, sample: int, method: str, args: argpar
     if method == "paper" and args.paper_restarts != 1:
         identity["restarts"] = args.paper_restarts
     return _digest(identity)
+
+
+# What a row keeps of the race's record: enough to replay its pick rule (benchmarks/race_replay.py).
+RACE_FIELDS = ("raced", "chosen_recipe", "chosen_weight", "heldout_costs", "total_variation", "eligible", "candidates",
+               "tolerance", "agreement_db", "agreement_threshold")
 
 
 # --- one cell (runs in a worker) -------------------------------------------------------------------------
@@ -201,9 +206,7 @@ def _ours(name: str, pair: ModelPair, knowledge: ServerKnowledge, truth: tuple[t
               "sec_per_iter": rec.seconds / rec.iterations if rec.iterations else None,  # None: a closed form
               "preset": rec.preset, "method": rec.method,
               "cost": rec.best_cost, "error": None,
-              "race": None if not race else {k: race.get(k) for k in ("raced", "chosen_recipe", "chosen_weight",
-                                                                         "heldout_costs", "total_variation",
-                                                                         "eligible", "candidates")}}
+              "race": None if not race else {k: race.get(k) for k in RACE_FIELDS if k in race}}
     matched = rec.x.detach().cpu()[torch.tensor(scored["assignment"], dtype=torch.long)] if image else None
     return result, matched
 

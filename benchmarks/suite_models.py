@@ -1,4 +1,5 @@
-"""Architectures only the suite's held-out half uses (issue 16, item 4): no inversion tuning has seen them.
+"""Benchmark-only architectures: the held-out half's (issue 16, item 4; no inversion tuning has seen them) and
+one tuning-only network with batch norm and a smooth activation.
 
 Registered in the model registry when this module is imported (``suite_cases.py`` does; so does breaching's
 runner, through the job's ``model_modules``). They need nothing but torch, so breaching's own environment can
@@ -8,6 +9,9 @@ build them too.
   two-layer classifier head with ReLU.
 - ``resnet_gn``: a ResNet-style CNN with GroupNorm (4 groups) instead of batch norm, one basic block per stage
   (widths w, 2w, 4w), SiLU activations, global average pooling and a linear head.
+- ``allconv_bn_silu`` (TUNING half only): an all-convolutional CNN (strided convolutions instead of pooling),
+  conv-BN-SiLU layers, global average pooling and a linear head. It gives the tuning half a trained network
+  with normalisation layers and a smooth activation, the kind on which the race's strong-prior recipe matters.
 """
 
 from __future__ import annotations
@@ -81,6 +85,25 @@ class ResNetGN(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+class AllConvBNSiLU(nn.Module):
+    """conv-BN-SiLU at widths w, 2w (stride 2), 2w, 4w (stride 2), 4w; global average pool; linear head."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = int(width)
+        plan = ((w, 1), (2 * w, 2), (2 * w, 1), (4 * w, 2), (4 * w, 1))
+        layers: list[nn.Module] = []
+        c = input_shape[0]
+        for out, stride in plan:
+            layers += [nn.Conv2d(c, out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out), nn.SiLU()]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
 @register_model("vgg_bn")
 def vgg_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, hidden: int = 128) -> nn.Module:
     """VGG-style CNN with batch norm (held-out suite case)."""
@@ -93,3 +116,10 @@ def resnet_gn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, g
     """ResNet-style CNN with GroupNorm (held-out suite case)."""
     _image("resnet_gn", input_shape)
     return ResNetGN(input_shape, num_classes, width, groups)
+
+
+@register_model("allconv_bn_silu")
+def allconv_bn_silu(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """All-convolutional CNN with batch norm and SiLU (tuning suite case)."""
+    _image("allconv_bn_silu", input_shape)
+    return AllConvBNSiLU(input_shape, num_classes, width)

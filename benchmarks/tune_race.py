@@ -31,7 +31,9 @@ from unlearnleak.storage import environment_record
 
 OUT = Path(__file__).resolve().parent / "results" / "tune_race.jsonl"
 ALONE = ("paper", "modern", "smooth")
-VARIANTS: dict[str, dict[str, Any]] = {  # rule name → overrides of the best preset
+# rule name → overrides of the best preset; a variant that does not set race_agreement runs without the
+# agreement gate (race_agreement 0: the rules measured before the gate, unchanged)
+VARIANTS: dict[str, dict[str, Any]] = {
     "compressed": {"race_schedule": "compressed", "race_share": 0.75, "race_cooldown": 0.0,  # the rule before:
                    "race_continue_lr": 0.3, "race_tolerance": 0.75},  # 3 compressed legs of 1/4, winner at 0.3× lr
     "trunc30": {"race_schedule": "truncated", "race_share": 0.30, "race_continue_lr": 1.0},
@@ -62,6 +64,10 @@ VARIANTS: dict[str, dict[str, Any]] = {  # rule name → overrides of the best p
     "trunc-cool-pm": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5, "race_tolerance": 0.25,
                       "race": (RaceEntry(recipe="paper", prior="total_variation", weights=(0.01,)),
                                RaceEntry(recipe="modern", prior="colour_tv", weights=(0.1,)))},
+    # the chosen rule with the agreement gate (today's preset): `paper` wins if its scored image agrees with
+    # another recipe's to >= 22 dB PSNR, else it leaves the race to `modern` and `smooth`
+    "trunc-cool-agree22": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
+                           "race_tolerance": 0.25, "race_agreement": 22.0},
 }
 
 
@@ -74,7 +80,8 @@ def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace)
     shape = tuple(pair.spec.input_shape)
     rows = []
     methods = [(n, preset(n, iterations=args.iterations, restarts=1)) for n in args.alone] + [
-        (v, preset("best", iterations=args.iterations, race_min_steps=0, **VARIANTS[v])) for v in args.variants]
+        (v, preset("best", iterations=args.iterations, race_min_steps=0, **({"race_agreement": 0.0} | VARIANTS[v])))
+        for v in args.variants]
     for name, cfg in methods:
         started = time.perf_counter()
         result = invert(model, target, truth_y, shape, cfg, seed=sample)

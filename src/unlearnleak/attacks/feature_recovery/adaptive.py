@@ -21,11 +21,15 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
      docs/feature_recovery.md).
    - ``"compressed"`` (the rule before): the leg is a complete run of the recipe, its schedule compressed to L
      steps (decayed to 0), scored as it ends.
-2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation), and
-   pick, among the candidates within ``(1 + race_tolerance)`` × the lowest held-out cost, the one whose image
-   has the lowest total variation: several recipes may explain ∇* about equally well on a trained network,
-   where a fast weak-prior recipe fits the gradient with colour noise; among near-equal explanations the
-   smoother image is the likelier photo (``race_tolerance`` = 0: the lowest held-out cost alone).
+2. **Score** each candidate by the cosine cost on the *held-out* coordinates (gradient cross-validation).
+   **Agreement gate** (``race_agreement`` dB; 0 = off): the first candidate is the data-faithful recipe (the
+   weakest prior, ``paper``). If its scored image agrees with another candidate's to ≥ ``race_agreement`` dB
+   PSNR, two recipes with different priors landed on the same image, so ∇* pins it down and the faithful recipe
+   wins outright (the TV tie-break below would hand such a target to a smoother, blurrier recipe). Otherwise
+   **pick**, among the candidates within ``(1 + race_tolerance)`` × the lowest held-out cost, the one whose
+   image has the lowest total variation: several recipes may explain ∇* about equally well on a trained
+   network, where a fast weak-prior recipe fits the gradient with colour noise; among near-equal explanations
+   the smoother image is the likelier photo (``race_tolerance`` = 0: the lowest held-out cost alone).
 3. **Continue** the winner on all of ∇* (with ``restarts`` = R > 1, the R best restarts of its recipe).
    Truncated: from its un-cooled leg, steps L … S of the same schedule with its optimiser state — so where a
    recipe wins, its run is its own recipe for S steps from its own start, the first L fitted on part of ∇*;
@@ -71,8 +75,10 @@ from unlearnleak.attacks.feature_recovery.inversion import (
 from unlearnleak.attacks.feature_recovery.priors import Prior, total_variation
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
+from unlearnleak.metrics import psnr
 
-__all__ = ["Candidate", "candidates_of", "holdout_mask", "invert", "invert_adaptive", "pick_winner"]
+__all__ = ["Candidate", "Pick", "candidates_of", "holdout_mask", "image_agreement", "invert", "invert_adaptive",
+           "pick_winner"]
 
 PROBE_STEPS = 3  # steps of the single trajectory that measure its step time (kept when no race follows)
 
@@ -209,7 +215,8 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
             iterates.append(part.candidates[r])
             heldout.append(float(scores[r]))
             fitted.append(float(part.restart_costs[r]))
-    winner, tvs, eligible = _pick(config, heldout, iterates)
+    pick = _pick(config, heldout, iterates, records)
+    winner = pick.winner
     chosen = contestants[records[winner]["index"]]
     keep = _kept(records, heldout, winner, config.restarts)
     race_seconds = time.perf_counter() - started
@@ -224,8 +231,9 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
                          feature_phase=False, priors=chosen.priors)
     record = {
         "raced": True, "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
-        "heldout_costs": heldout, "fit_costs": fitted, "total_variation": tvs, "eligible": eligible,
-        "tolerance": config.race_tolerance, "winner": winner,
+        "heldout_costs": heldout, "fit_costs": fitted, "total_variation": pick.tvs, "eligible": pick.eligible,
+        "tolerance": config.race_tolerance, "agreement_db": pick.agreement,
+        "agreement_threshold": config.race_agreement, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": per_candidate if time_budget is None else None, "seconds": race_seconds,
@@ -239,20 +247,58 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
         alive=main.alive)
 
 
-def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Tensor]) -> tuple[int, list[float],
-                                                                                            list[int]]:
-    """The winner of ``pick_winner`` on the iterates' TVs; also the TVs and the eligible restarts."""
+@dataclass(frozen=True)
+class Pick:
+    """The race's decision: the winning restart, the restarts it was chosen among, the scored images' TVs, and
+    the agreement (dB) of the data-faithful recipe's image with the others' (None when the gate is off)."""
+
+    winner: int
+    eligible: list[int]
+    tvs: list[float]
+    agreement: float | None
+
+
+def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Tensor],
+          records: list[dict[str, Any]]) -> Pick:
+    """``pick_winner`` on the scored iterates: their TVs and, with ``race_agreement``, how far the first
+    candidate's images agree with the other candidates'."""
     tvs = [float(total_variation(x)) for x in iterates]
-    winner, eligible = pick_winner(heldout, tvs, config.race_tolerance)
-    return winner, tvs, eligible
+    faithful = [i for i, r in enumerate(records) if r["index"] == 0]
+    agreement = image_agreement(iterates, faithful) if config.race_agreement else None
+    winner, eligible = pick_winner(heldout, tvs, config.race_tolerance, faithful=faithful, agreement=agreement,
+                                   threshold=config.race_agreement)
+    return Pick(winner, eligible, tvs, agreement)
 
 
-def pick_winner(heldout: Sequence[float], tvs: Sequence[float], tolerance: float) -> tuple[int, list[int]]:
-    """The race's pick: the lowest TV among the restarts within (1 + tolerance) × the lowest held-out cost, and
-    those eligible restarts (also replayed on recorded races: benchmarks/race_replay.py)."""
-    lowest = min(heldout)
+def image_agreement(iterates: Sequence[torch.Tensor], faithful: Sequence[int]) -> float | None:
+    """The highest PSNR (dB, mean over the k images) between a ``faithful`` restart's image and another
+    candidate's: two recipes with different priors that land on the same image were pinned there by ∇*.
+    None when there is no other candidate."""
+    others = [i for i in range(len(iterates)) if i not in faithful]
+    if not faithful or not others:
+        return None
+    shape = iterates[0].shape[-3:]
+    return max(float(psnr(iterates[f].reshape(-1, *shape).clamp(0, 1), iterates[o].reshape(-1, *shape).clamp(0, 1))
+                     .clamp(max=100.0).mean()) for f in faithful for o in others)
+
+
+def pick_winner(heldout: Sequence[float], tvs: Sequence[float], tolerance: float, *, faithful: Sequence[int] = (),
+                agreement: float | None = None, threshold: float = 0.0) -> tuple[int, list[int]]:
+    """The race's pick and the restarts it chose among (also replayed on recorded races:
+    benchmarks/race_replay.py).
+
+    With a ``threshold`` (dB) and a measured ``agreement``: if the ``faithful`` restarts' image agrees with
+    another candidate's to ≥ threshold, the faithful restart with the lowest held-out cost wins; otherwise the
+    faithful restarts leave the race. Then the lowest TV among the restarts within (1 + tolerance) × the lowest
+    held-out cost wins."""
+    pool = list(range(len(heldout)))
+    if threshold > 0 and agreement is not None and faithful:
+        if agreement >= threshold:
+            return min(faithful, key=lambda i: heldout[i]), list(faithful)
+        pool = [i for i in pool if i not in faithful]
+    lowest = min(heldout[i] for i in pool)
     bound = lowest + tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
-    eligible = [i for i in range(len(heldout)) if heldout[i] <= bound]
+    eligible = [i for i in pool if heldout[i] <= bound]
     return min(eligible, key=lambda i: (tvs[i], heldout[i])), eligible
 
 
@@ -318,7 +364,8 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
             states.append((r, part.optimizer_state))
             heldout.append(float(scores[r]))
             fitted.append(float(part.restart_costs[r]))
-    winner, tvs, eligible = _pick(config, heldout, probes)
+    pick = _pick(config, heldout, probes, records)
+    winner = pick.winner
     chosen = contestants[records[winner]["index"]]
     keep = _kept(records, heldout, winner, config.restarts)
     race_seconds = time.perf_counter() - started
@@ -336,8 +383,9 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
     record = {
         "raced": True, "schedule": "truncated",
         "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
-        "heldout_costs": heldout, "fit_costs": fitted, "total_variation": tvs, "eligible": eligible,
-        "tolerance": config.race_tolerance, "winner": winner,
+        "heldout_costs": heldout, "fit_costs": fitted, "total_variation": pick.tvs, "eligible": pick.eligible,
+        "tolerance": config.race_tolerance, "agreement_db": pick.agreement,
+        "agreement_threshold": config.race_agreement, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": leg, "cooldown_steps": cool, "averaged_steps": tail, "schedule_length": horizon,

@@ -150,6 +150,10 @@ class InversionConfig(BaseModel):
     # The pick: among the candidates whose held-out cost is within (1 + race_tolerance) × the lowest, the one whose
     # image has the lowest total variation (0: the lowest held-out cost alone).
     race_tolerance: float = Field(0.0, ge=0)
+    # Before that pick, the agreement gate (0 = off): the first race entry is the data-faithful recipe (the weakest
+    # prior). If its scored image agrees with another recipe's to >= race_agreement dB PSNR, ∇* pins the image down
+    # and it wins outright; otherwise the pick above decides.
+    race_agreement: float = Field(0.0, ge=0)
     short_recipe: str | None = None  # the preset run alone when the race is unaffordable (None: the first entry)
 
     @model_validator(mode="after")
@@ -210,7 +214,8 @@ PRESETS.register("best")(InversionConfig(
     # The project's default, adaptive (adaptive.py, docs/feature_recovery.md): three complete recipes race on
     # half of ∇*'s coordinates, each for the first 10 % of the budget (race_share 0.3 / 3) of its OWN schedule
     # (truncated, not compressed), scored on the other half after a cool-down probe of half a leg; the winner is
-    # the smoothest image (lowest TV) among those whose held-out cost is within 1.25× the lowest, and continues
+    # `paper` if its image agrees with another recipe's to ≥ 22 dB PSNR (∇* pins the image down), else the
+    # smoothest image (lowest TV) among those whose held-out cost is within 1.25× the lowest; it continues
     # its schedule and optimiser state on all of ∇* (its schedule spans T − 2·L − 3·C = 0.65·T steps: 650 at
     # 1,000 iterations). Only when each leg gets ≥ 100 steps (≥ 1,000 iterations); below, the whole budget goes
     # to `modern`. Measured on the suite's tuning cases: benchmarks/tune_race.py.
@@ -219,7 +224,7 @@ PRESETS.register("best")(InversionConfig(
           RaceEntry(recipe="modern", prior="colour_tv", weights=(0.1,)),
           RaceEntry(recipe="smooth", prior="total_variation", weights=(0.3,))),
     race_schedule="truncated", race_share=0.3, race_cooldown=0.5, race_min_steps=100, race_tolerance=0.25,
-    short_recipe="modern",
+    race_agreement=22.0, short_recipe="modern",
 ))
 PRESETS.register("tabular")(InversionConfig(
     # Rows: no image priors, no box; used when the analytic recovery does not apply (k > 1, no bias).
