@@ -64,10 +64,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "trunc-cool-pm": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5, "race_tolerance": 0.25,
                       "race": (RaceEntry(recipe="paper", prior="total_variation", weights=(0.01,)),
                                RaceEntry(recipe="modern", prior="colour_tv", weights=(0.1,)))},
-    # the chosen rule with the agreement gate (today's preset): `paper` wins if its scored image agrees with
-    # another recipe's to >= 22 dB PSNR, else it leaves the race to `modern` and `smooth`
-    "trunc-cool-agree22": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
-                           "race_tolerance": 0.25, "race_agreement": 22.0},
+    # the chosen rule with the agreement gate (today's preset): `paper` wins outright if its scored image agrees
+    # with another recipe's to >= 22 dB PSNR, else the rule above. (Rows named "trunc-cool-agree22" were measured at
+    # commit 7c105a7, where below the threshold `paper` also left the race: rejected on the held-out half.)
+    "trunc-cool-gate22": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
+                          "race_tolerance": 0.25, "race_agreement": 22.0},
 }
 
 
@@ -89,7 +90,8 @@ def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace)
         row = {"case": case_name, "method": method, "sample": sample, "name": name, "iterations": args.iterations,
                "psnr": float(psnr(result.x, truth_x).mean()), "seconds": time.perf_counter() - started,
                "chosen": race.get("chosen_recipe"), "heldout": race.get("heldout_costs"),
-               "tv": race.get("total_variation"), "leg": race.get("steps_per_candidate")}
+               "tv": race.get("total_variation"), "leg": race.get("steps_per_candidate"),
+               "agreement": race.get("agreement_db")}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from unlearnleak.attacks.closed_forms import features_from_linear_gradient, log_odds, output_layer
 from unlearnleak.attacks.feature_recovery import Candidate, TargetGradient, invert, preset
+from unlearnleak.attacks.feature_recovery.adaptive import image_agreement, pick_winner
 from unlearnleak.attacks.feature_recovery.inversion import GradientMatcher, run_inversion
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
 from unlearnleak.attacks.feature_recovery.priors import PRIORS, Prior, total_variation
@@ -129,18 +130,55 @@ def test_the_race_picks_the_recipe_that_recovers_best(shared_data: Path) -> None
     assert (race["steps_per_candidate"], race["cooldown_steps"], race["schedule_length"]) == (100, 50, 650)
     assert max(alone, key=alone.__getitem__) == "paper" and alone["paper"] > max(alone["modern"], alone["smooth"]) + 1.5
     assert race["chosen_recipe"] == "paper"
+    # it wins by the agreement gate: the three recipes' scored images agree, so ∇* pins the photo
+    assert race["agreement_db"] >= race["agreement_threshold"] == preset("best").race_agreement > 0
     _check_pick(race)
     assert float(psnr(result.x, x)[0]) > max(alone["modern"], alone["smooth"]) + 1.0
     assert result.iterations == 1000
 
 
 def _check_pick(race: dict) -> None:
-    """The recorded pick follows the rule: the lowest TV among the candidates within (1 + tolerance) × the lowest
-    held-out cost."""
+    """The recorded pick follows the rule: with the agreement gate on, the first candidate wins if its image
+    agrees with another's to the threshold; else the lowest TV among the candidates within (1 + tolerance) × the
+    lowest held-out cost."""
     costs, tvs = race["heldout_costs"], race["total_variation"]
+    first = [i for i, c in enumerate(race["candidates"]) if c["recipe"] == race["candidates"][0]["recipe"]]
+    agreement, threshold = race["agreement_db"], race["agreement_threshold"]
+    if threshold and agreement is not None and agreement >= threshold:
+        assert race["eligible"] == first and race["winner"] == min(first, key=lambda i: costs[i])
+        return
     eligible = [i for i, c in enumerate(costs) if c <= min(costs) + race["tolerance"] * abs(min(costs))]
     assert race["eligible"] == eligible and race["tolerance"] == preset("best").race_tolerance
     assert race["winner"] == min(eligible, key=lambda i: tvs[i])
+
+
+def test_the_agreement_gate_trusts_the_faithful_recipe_only_where_the_recipes_agree() -> None:
+    """Restart 0 (the data-faithful recipe) explains ∇* about as well as restart 1, whose image is smoother: the
+    tolerance rule hands the race to restart 1. Where restart 0's image agrees with another recipe's to the
+    threshold, ∇* pins the image down and restart 0 wins outright; below the threshold, or with the gate off
+    (threshold 0), the tolerance rule decides."""
+    costs, tvs = [0.020, 0.022, 0.030], [0.14, 0.09, 0.08]
+    assert pick_winner(costs, tvs, 0.25) == (1, [0, 1])
+    assert pick_winner(costs, tvs, 0.25, faithful=[0], agreement=25.0, threshold=22.0) == (0, [0])
+    assert pick_winner(costs, tvs, 0.25, faithful=[0], agreement=21.9, threshold=22.0) == (1, [0, 1])
+    assert pick_winner(costs, tvs, 0.25, faithful=[0], agreement=25.0, threshold=0.0) == (1, [0, 1])
+    # of several faithful restarts, the one with the lowest held-out cost
+    assert pick_winner([0.03, 0.02, 0.022], tvs, 0.25, faithful=[0, 1], agreement=30.0, threshold=22.0) == (1, [0, 1])
+    # a lone faithful candidate (nothing to agree with: agreement None) races as before
+    assert pick_winner([0.01], [0.3], 0.25, faithful=[0], agreement=None, threshold=22.0) == (0, [0])
+
+
+def test_image_agreement_is_the_psnr_between_the_faithful_image_and_the_closest_other() -> None:
+    """Agreement is the PSNR of the faithful restart's image against the closest image of another candidate:
+    noise of standard deviation 0.05 gives about 26 dB; an unrelated uniform-noise image about 10 dB."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 16, 16, generator=g) * 0.5 + 0.25
+    close = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    far = torch.rand(x.shape, generator=g)
+    assert image_agreement([x, far, close], faithful=[0]) == pytest.approx(26.0, abs=0.5)
+    assert image_agreement([x, far], faithful=[0]) < 12.0
+    assert image_agreement([x, x.clone()], faithful=[0]) == 100.0  # identical images: capped, not +inf
+    assert image_agreement([x, close], faithful=[0, 1]) is None  # no candidate other than the faithful one
 
 
 def test_among_near_equal_explanations_the_smoother_image_wins() -> None:
@@ -152,7 +190,7 @@ def test_among_near_equal_explanations_the_smoother_image_wins() -> None:
     noisy = (x + 0.15 * torch.randn(x.shape, generator=torch.Generator().manual_seed(8))).clamp(0, 1)
     still = preset("paper", lr=1e-6)
     cands = [Candidate("noisy", still, init=noisy), Candidate("smooth truth", still, init=x)]
-    cfg = preset("best", iterations=40, race=(), race_min_steps=0)
+    cfg = preset("best", iterations=40, race=(), race_min_steps=0, race_agreement=0.0)  # the tolerance rule alone
     result = invert(model, target, y, (3, 16, 16), cfg, seed=0, candidates=cands)
     race = result.race
     assert race is not None and [c["recipe"] for c in race["candidates"]] == ["configured", "noisy", "smooth truth"]

@@ -288,17 +288,13 @@ def pick_winner(heldout: Sequence[float], tvs: Sequence[float], tolerance: float
     benchmarks/race_replay.py).
 
     With a ``threshold`` (dB) and a measured ``agreement``: if the ``faithful`` restarts' image agrees with
-    another candidate's to ≥ threshold, the faithful restart with the lowest held-out cost wins; otherwise the
-    faithful restarts leave the race. Then the lowest TV among the restarts within (1 + tolerance) × the lowest
-    held-out cost wins."""
-    pool = list(range(len(heldout)))
-    if threshold > 0 and agreement is not None and faithful:
-        if agreement >= threshold:
-            return min(faithful, key=lambda i: heldout[i]), list(faithful)
-        pool = [i for i in pool if i not in faithful]
-    lowest = min(heldout[i] for i in pool)
+    another candidate's to ≥ threshold, the faithful restart with the lowest held-out cost wins. Otherwise (and
+    with the gate off) the lowest TV among the restarts within (1 + tolerance) × the lowest held-out cost wins."""
+    if threshold > 0 and agreement is not None and faithful and agreement >= threshold:
+        return min(faithful, key=lambda i: heldout[i]), list(faithful)
+    lowest = min(heldout)
     bound = lowest + tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
-    eligible = [i for i in pool if heldout[i] <= bound]
+    eligible = [i for i in range(len(heldout)) if heldout[i] <= bound]
     return min(eligible, key=lambda i: (tvs[i], heldout[i])), eligible
 
 
