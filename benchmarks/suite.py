@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+import suite_presets  # noqa: F401  (registers the benchmark-only presets)
 from breaching_peer import find_python, run_breaching
 from suite_cases import Case, Setting, cases
 from unlearnleak.attacks.feature_recovery import PRESETS, InversionConfig, recover, target_gradient
@@ -96,7 +97,7 @@ def method_identity(name: str) -> dict[str, Any]:
 
 
 LATER_FIELDS = (("best_by", "objective"), ("race_schedule", "compressed"), ("race_cooldown", 0.0),
-                ("race_average", 0.0), ("race_agreement", 0.0))
+                ("race_average", 0.0), ("race_agreement", 0.0), ("race_consensus", 0.0))
 
 
 def config_identity(config: InversionConfig,
@@ -129,7 +130,7 @@ def row_key(case: Case, setting: Setting, sample: int, method: str, args: argpar
 
 # What a row keeps of the race's record: enough to replay its pick rule (benchmarks/race_replay.py).
 RACE_FIELDS = ("raced", "chosen_recipe", "chosen_weight", "heldout_costs", "total_variation", "eligible", "candidates",
-               "tolerance", "agreement_db", "agreement_threshold")
+               "tolerance", "agreement_db", "agreement_threshold", "consensus")
 
 
 # --- one cell (runs in a worker) -------------------------------------------------------------------------
@@ -521,7 +522,7 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 def methods_for(case: Case, args: argparse.Namespace) -> list[str]:
     """The method rows a cell of ``case`` should have: ours, breaching's (images, when available), baselines."""
-    names = ["default", *(["paper"] if not args.no_paper else []), *args.presets]
+    names = [*(["default"] if not args.no_default else []), *(["paper"] if not args.no_paper else []), *args.presets]
     if case.kind == "image" and args.breaching_python:
         names += [n for n, attack in PEERS.items() if attack in args.breaching_attacks]
     return [*names, "baselines"]
@@ -570,6 +571,8 @@ def main() -> int:
     parser.add_argument("--presets", type=lambda s: [p for p in s.split(",") if p], default=[],
                         help="further presets of ours to run beside default and paper, e.g. modern,smooth")
     parser.add_argument("--paper-restarts", type=int, default=1, help="restarts of the paper rows (the paper: 5)")
+    parser.add_argument("--no-default", action="store_true", help="skip the default's rows (e.g. to measure a "
+                        "--presets rule beside default rows recorded in another file)")
     parser.add_argument("--no-paper", action="store_true", help="skip the paper recipe's rows (saves a trajectory "
                         "per cell on the costly cases)")
     parser.add_argument("--breaching-python", help="python of breaching's own environment (default: "

@@ -26,7 +26,7 @@ import suite
 from suite_cases import CASES, Setting
 from unlearnleak.attacks.feature_recovery import invert, preset, target_gradient
 from unlearnleak.attacks.feature_recovery.inversion import RaceEntry
-from unlearnleak.metrics import psnr
+from unlearnleak.metrics import psnr, ssim
 from unlearnleak.storage import environment_record
 
 OUT = Path(__file__).resolve().parent / "results" / "tune_race.jsonl"
@@ -69,6 +69,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # commit 7c105a7, where below the threshold `paper` also left the race: rejected on the held-out half.)
     "trunc-cool-gate22": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
                           "race_tolerance": 0.25, "race_agreement": 22.0},
+    # the gate plus the consensus: where the gate does not fire, half the winner's final image and half the mean of
+    # the other recipes' scored images (no extra steps)
+    "trunc-cool-gate22-cons50": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
+                                 "race_tolerance": 0.25, "race_agreement": 22.0, "race_consensus": 0.5},
 }
 
 
@@ -88,10 +92,12 @@ def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace)
         result = invert(model, target, truth_y, shape, cfg, seed=sample)
         race = result.race or {}
         row = {"case": case_name, "method": method, "sample": sample, "name": name, "iterations": args.iterations,
-               "psnr": float(psnr(result.x, truth_x).mean()), "seconds": time.perf_counter() - started,
+               "psnr": float(psnr(result.x, truth_x).mean()), "ssim": float(ssim(result.x.clamp(0, 1), truth_x).mean()),
+               "seconds": time.perf_counter() - started,
                "chosen": race.get("chosen_recipe"), "heldout": race.get("heldout_costs"),
                "tv": race.get("total_variation"), "leg": race.get("steps_per_candidate"),
-               "agreement": race.get("agreement_db")}
+               "agreement": race.get("agreement_db"),
+               "consensus": (race.get("consensus") or {}).get("applied")}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

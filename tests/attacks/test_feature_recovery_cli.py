@@ -62,6 +62,7 @@ def test_attack_never_reads_the_ground_truth(pair_dir: Path, tmp_path: Path) -> 
     (["--mode", "exact"], "θ0, N and k"),
     (["--set", "colour=3"], "colour"),
     (["--set", "race_agreement=-1"], "race_agreement: Input should be greater than or equal to 0"),
+    (["--set", "race_consensus=1"], "race_consensus: Input should be less than 1"),
 ])
 def test_user_errors_exit_2(pair_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "o"), *args])

@@ -13,7 +13,13 @@ from torch.nn import functional as F
 
 from unlearnleak.attacks.closed_forms import features_from_linear_gradient, log_odds, output_layer
 from unlearnleak.attacks.feature_recovery import Candidate, TargetGradient, invert, preset
-from unlearnleak.attacks.feature_recovery.adaptive import image_agreement, pick_winner
+from unlearnleak.attacks.feature_recovery.adaptive import (
+    Pick,
+    _consensus,
+    blend_consensus,
+    image_agreement,
+    pick_winner,
+)
 from unlearnleak.attacks.feature_recovery.inversion import GradientMatcher, run_inversion
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES
 from unlearnleak.attacks.feature_recovery.priors import PRIORS, Prior, total_variation
@@ -198,6 +204,44 @@ def test_among_near_equal_explanations_the_smoother_image_wins() -> None:
     tvs = race["total_variation"]
     assert tvs[2] < tvs[1]
     _check_pick(race)
+
+
+def test_the_consensus_blends_aligned_answers_and_only_where_the_gate_did_not_fire() -> None:
+    """Three answers to a photo, each the truth plus independent noise: their blend (half the first, half the mean
+    of the others) is closer to the truth than the first alone. Two samples of one label that another answer
+    returns swapped are aligned before blending; samples of different labels are never swapped. In a race, the
+    blend is applied (and recorded) only where the agreement gate did not fire."""
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(1, 3, 16, 16, generator=g) * 0.6 + 0.2
+    answers = [(truth + 0.1 * torch.randn(truth.shape, generator=g)).clamp(0, 1) for _ in range(3)]
+    blended = blend_consensus(answers[0], answers[1:], torch.tensor([4]), 0.5)
+    assert float(psnr(blended, truth)[0]) > float(psnr(answers[0], truth)[0]) + 3.0  # noise variance × 3/8
+    assert torch.equal(blend_consensus(answers[0], answers[1:], torch.tensor([4]), 0.0), answers[0])
+    pair = torch.cat([truth, truth.flip(-1)])
+    same = blend_consensus(pair, [pair.flip(0)], torch.tensor([2, 2]), 0.5)  # one label: aligned first
+    assert torch.allclose(same, pair)
+    mixed = blend_consensus(pair, [pair.flip(0)], torch.tensor([2, 7]), 0.5)  # two labels: slot i stays slot i
+    assert torch.allclose(mixed, 0.5 * pair + 0.5 * pair.flip(0))
+    # in a race: the gate off (nothing pins the image) → applied to the winner's answer, the losers as members
+    model, x, y = _tiny()
+    target = _target(model, x, y)
+    still = preset("paper", lr=1e-6)
+    noisy = (x + 0.15 * torch.randn(x.shape, generator=torch.Generator().manual_seed(8))).clamp(0, 1)
+    cands = [Candidate("noisy", still, init=noisy), Candidate("smooth truth", still, init=x)]
+    cfg = preset("best", iterations=40, race=(), race_min_steps=0, race_agreement=0.0)
+    plain = invert(model, target, y, (3, 16, 16), cfg, seed=0, candidates=cands)
+    blend = invert(model, target, y, (3, 16, 16), cfg.with_overrides(race_consensus=0.5), seed=0, candidates=cands)
+    assert plain.race is not None and plain.race["consensus"] is None
+    assert blend.race is not None and blend.race["winner"] == plain.race["winner"] == 2
+    record = blend.race["consensus"]
+    assert record["applied"] is True and record["members"] == [0, 1] and record["weight"] == 0.5
+    moved = float(psnr(blend.x, plain.x)[0])
+    assert record["psnr_to_winner"] == pytest.approx(moved, abs=1e-3) and moved < 60.0
+    # the gate fired (∇* pins the image down): the winner's answer as it is, and the record says why
+    fired = Pick(winner=0, eligible=[0], tvs=[0.1, 0.1], agreement=30.0, pinned=True)
+    kept, why = _consensus(cfg.with_overrides(race_consensus=0.5), fired, plain.x, [plain.x, noisy], [0], y)
+    assert kept is plain.x and why == {"weight": 0.5, "applied": False, "reason": "the agreement gate fired",
+                                       "members": []}
 
 
 def test_adaptive_default_works_for_several_samples() -> None:

@@ -35,6 +35,11 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
    recipe wins, its run is its own recipe for S steps from its own start, the first L fitted on part of ∇*;
    the race costs it the losers' legs and the cool-downs, (n − 1)·L + n·C of T steps. Compressed: for the rest
    of the budget, a fresh schedule at ``race_continue_lr`` × its learning rate.
+4. **Consensus** (``race_consensus`` = w; 0 = off): if the gate did not fire, ∇* left the image uncertain, and
+   the run returns (1 − w) × the winner's final image + w × the mean of the other candidates' scored images
+   (each aligned to the winner's slots within a label): the race's answers disagree, and a blend of them has a
+   lower expected squared error than a bet on one (the consensus image of GradInversion's group consistency,
+   Yin et al., CVPR 2021). No extra steps; the record keeps how far the blend moved from the winner.
 
 **Candidates.** ``config.race`` names them (``RaceEntry``: a preset, the prior whose weight varies, the
 weights). Candidates that need data a preset cannot name — their own starting images, or an extra prior built
@@ -75,10 +80,10 @@ from unlearnleak.attacks.feature_recovery.inversion import (
 from unlearnleak.attacks.feature_recovery.priors import Prior, total_variation
 from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
-from unlearnleak.metrics import psnr
+from unlearnleak.metrics import match_by_mse, psnr
 
-__all__ = ["Candidate", "Pick", "candidates_of", "holdout_mask", "image_agreement", "invert", "invert_adaptive",
-           "pick_winner"]
+__all__ = ["Candidate", "Pick", "blend_consensus", "candidates_of", "holdout_mask", "image_agreement", "invert",
+           "invert_adaptive", "pick_winner"]
 
 PROBE_STEPS = 3  # steps of the single trajectory that measure its step time (kept when no race follows)
 
@@ -229,11 +234,12 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     main = run_inversion(model, target, labels, input_shape, main_config, seed=seed, time_budget=remaining,
                          log_every=log_every, init=torch.stack([iterates[i] for i in keep]), prior_weights=weights,
                          feature_phase=False, priors=chosen.priors)
+    x, consensus = _consensus(config, pick, main.x, iterates, keep, labels)
     record = {
         "raced": True, "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
         "heldout_costs": heldout, "fit_costs": fitted, "total_variation": pick.tvs, "eligible": pick.eligible,
         "tolerance": config.race_tolerance, "agreement_db": pick.agreement,
-        "agreement_threshold": config.race_agreement, "winner": winner,
+        "agreement_threshold": config.race_agreement, "consensus": consensus, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": per_candidate if time_budget is None else None, "seconds": race_seconds,
@@ -241,7 +247,7 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
     return InversionResult(
-        x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
+        x=x, restart_costs=main.restart_costs, best_restart=main.best_restart,
         iterations=steps + main.iterations, seconds=time.perf_counter() - started, timings=timings,
         history=[(it + steps, cost) for it, cost in main.history], race=record, candidates=main.candidates,
         alive=main.alive)
@@ -256,6 +262,7 @@ class Pick:
     eligible: list[int]
     tvs: list[float]
     agreement: float | None
+    pinned: bool = False  # the gate fired: ∇* pins the image down (no consensus)
 
 
 def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Tensor],
@@ -267,7 +274,45 @@ def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Te
     agreement = image_agreement(iterates, faithful) if config.race_agreement else None
     winner, eligible = pick_winner(heldout, tvs, config.race_tolerance, faithful=faithful, agreement=agreement,
                                    threshold=config.race_agreement)
-    return Pick(winner, eligible, tvs, agreement)
+    pinned = bool(config.race_agreement) and agreement is not None and agreement >= config.race_agreement
+    return Pick(winner, eligible, tvs, agreement, pinned)
+
+
+def blend_consensus(x: torch.Tensor, others: Sequence[torch.Tensor], labels: torch.Tensor,
+                    weight: float) -> torch.Tensor:
+    """(1 − weight) × ``x`` + weight × the mean of ``others`` (each (k, …) like ``x``), every other answer's
+    samples first aligned to ``x``'s slots by minimum MSE among the slots of the same label (a joint
+    reconstruction of k samples of one label may come back in any order)."""
+    if not others or weight == 0:
+        return x
+    aligned = []
+    for other in others:
+        other = other.reshape(x.shape).to(x.device, x.dtype)
+        rows = torch.arange(x.shape[0])
+        for label in labels.unique():
+            slots = (labels.cpu() == label).nonzero().flatten()
+            if len(slots) > 1:
+                rows[slots] = slots[match_by_mse(other[slots.to(x.device)], x[slots.to(x.device)])]
+        aligned.append(other[rows.to(x.device)])
+    return (1 - weight) * x + weight * torch.stack(aligned).mean(0)
+
+
+def _consensus(config: InversionConfig, pick: Pick, x: torch.Tensor, scored: list[torch.Tensor], keep: list[int],
+               labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any] | None]:
+    """The returned image and the consensus record (None when off): the blend of step 4, unless the gate
+    fired or no other candidate scored an image."""
+    if not config.race_consensus:
+        return x, None
+    members = [i for i in range(len(scored)) if i not in keep]
+    if pick.pinned or not members:
+        reason = "the agreement gate fired" if pick.pinned else "no other candidate"
+        return x, {"weight": config.race_consensus, "applied": False, "reason": reason, "members": []}
+    blended = blend_consensus(x, [scored[i] for i in members], labels, config.race_consensus)
+    shape = x.shape[1:]
+    moved = float(psnr(x.reshape(-1, *shape).clamp(0, 1), blended.reshape(-1, *shape).clamp(0, 1))
+                  .clamp(max=100.0).mean()) if x.dim() == 4 else None
+    return blended, {"weight": config.race_consensus, "applied": True, "members": members,
+                     "psnr_to_winner": moved}
 
 
 def image_agreement(iterates: Sequence[torch.Tensor], faithful: Sequence[int]) -> float | None:
@@ -376,12 +421,13 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
     main = run_inversion(model, target, labels, input_shape, main_config, seed=seed, time_budget=remaining,
                          log_every=log_every, init=torch.stack([iterates[i] for i in keep]), prior_weights=weights,
                          feature_phase=False, priors=chosen.priors, start_step=leg, optimizer_state=state)
+    x, consensus = _consensus(config, pick, main.x, probes, keep, labels)
     record = {
         "raced": True, "schedule": "truncated",
         "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
         "heldout_costs": heldout, "fit_costs": fitted, "total_variation": pick.tvs, "eligible": pick.eligible,
         "tolerance": config.race_tolerance, "agreement_db": pick.agreement,
-        "agreement_threshold": config.race_agreement, "winner": winner,
+        "agreement_threshold": config.race_agreement, "consensus": consensus, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": leg, "cooldown_steps": cool, "averaged_steps": tail, "schedule_length": horizon,
@@ -390,7 +436,7 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
     }
     timings = {**main.timings, "race_seconds": race_seconds, "race_iterations": float(steps)}
     return InversionResult(
-        x=main.x, restart_costs=main.restart_costs, best_restart=main.best_restart,
+        x=x, restart_costs=main.restart_costs, best_restart=main.best_restart,
         iterations=steps + main.iterations, seconds=time.perf_counter() - started, timings=timings,
         history=[(it + steps, cost) for it, cost in main.history], race=record, candidates=main.candidates,
         alive=main.alive)

@@ -1,0 +1,10 @@
+"""Benchmark-only presets: the default with one option changed, so the suite measures a rule before (or instead of)
+adopting it, through the same pipeline and row keys (``suite.py --presets NAME``)."""
+
+from __future__ import annotations
+
+from unlearnleak.attacks.feature_recovery import PRESETS
+
+# The consensus (race_consensus 0.5): where the agreement gate does not fire, half the winner's final image and half
+# the mean of the other recipes' scored images. Measured and not adopted (benchmarks/README.md, "The consensus").
+PRESETS.register("best-consensus")(PRESETS.get("best").with_overrides(race_consensus=0.5))
