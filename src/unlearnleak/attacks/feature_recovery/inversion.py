@@ -156,8 +156,9 @@ class InversionConfig(BaseModel):
     race_agreement: float = Field(0.0, ge=0)
     # The consensus (0 = off): when the gate above does not fire (∇* does not pin the image down), the returned image
     # is (1 - race_consensus) × the winner's final image + race_consensus × the mean of the other candidates' scored
-    # images (aligned per label): under that uncertainty a blend of the recipes' answers has a lower expected error
-    # than any one of them. No extra steps.
+    # images (aligned per label), on the hypothesis that under that uncertainty a blend of the recipes' answers has a
+    # lower expected error than one of them. No extra steps. Off in best: worse on the held-out half (measured in
+    # docs/feature_recovery.md, "The consensus").
     race_consensus: float = Field(0.0, ge=0, lt=1)
     short_recipe: str | None = None  # the preset run alone when the race is unaffordable (None: the first entry)
 
