@@ -12,6 +12,9 @@ build them too.
 - ``allconv_bn_silu`` (TUNING half only): an all-convolutional CNN (strided convolutions instead of pooling),
   conv-BN-SiLU layers, global average pooling and a linear head. It gives the tuning half a trained network
   with normalisation layers and a smooth activation, the kind on which the race's strong-prior recipe matters.
+- ``preact_resnet_bn`` (TUNING half only): a pre-activation ResNet (BN-ReLU-conv blocks, one per stage, widths w,
+  2w, 4w), batch norm and ReLU. It gives the tuning half a residual network with batch norm, the family on which
+  the held-out half measured `paper`'s pick to be the better one (the BN ResNet-18).
 """
 
 from __future__ import annotations
@@ -104,6 +107,41 @@ class AllConvBNSiLU(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
 
 
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv3×3 twice, with the (1×1-projected) shortcut taken after the first BN-ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        return self.conv2(F.relu(self.bn2(self.conv1(out)))) + skip
+
+
+class PreActResNetBN(nn.Module):
+    """Stem conv, one PreActBlock per stage at widths w, 2w (stride 2), 4w (stride 2), BN-ReLU, pool, fc."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = int(width)
+        self.stem = nn.Conv2d(input_shape[0], w, 3, padding=1, bias=False)
+        self.stages = nn.Sequential(PreActBlock(w, w, 1), PreActBlock(w, 2 * w, 2), PreActBlock(2 * w, 4 * w, 2))
+        self.bn = nn.BatchNorm2d(4 * w)
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.stages(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
 @register_model("vgg_bn")
 def vgg_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, hidden: int = 128) -> nn.Module:
     """VGG-style CNN with batch norm (held-out suite case)."""
@@ -123,3 +161,10 @@ def allconv_bn_silu(input_shape: tuple[int, ...], num_classes: int, width: int =
     """All-convolutional CNN with batch norm and SiLU (tuning suite case)."""
     _image("allconv_bn_silu", input_shape)
     return AllConvBNSiLU(input_shape, num_classes, width)
+
+
+@register_model("preact_resnet_bn")
+def preact_resnet_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """Pre-activation ResNet with batch norm and ReLU (tuning suite case)."""
+    _image("preact_resnet_bn", input_shape)
+    return PreActResNetBN(input_shape, num_classes, width)
