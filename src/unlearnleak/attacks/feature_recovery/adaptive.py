@@ -35,11 +35,11 @@ weights and ∇* (and θ0, N, k when known), so the choice is made from ∇* alo
    recipe wins, its run is its own recipe for S steps from its own start, the first L fitted on part of ∇*;
    the race costs it the losers' legs and the cool-downs, (n − 1)·L + n·C of T steps. Compressed: for the rest
    of the budget, a fresh schedule at ``race_continue_lr`` × its learning rate.
-4. **Consensus** (``race_consensus`` = w; 0 = off): if the gate did not fire, ∇* left the image uncertain, and
-   the run returns (1 − w) × the winner's final image + w × the mean of the other candidates' scored images
-   (each aligned to the winner's slots within a label): the race's answers disagree, and a blend of them has a
-   lower expected squared error than a bet on one (the consensus image of GradInversion's group consistency,
-   Yin et al., CVPR 2021). No extra steps; the record keeps how far the blend moved from the winner. Off in
+4. **Consensus** (``race_consensus`` = w; 0 = off): if the gate did not fire, the run returns (1 − w) × the
+   winner's final image + w × the mean of the other candidates' scored images (each aligned to the winner's
+   slots within a label), on the hypothesis that where the race's answers disagree a blend of them has a lower
+   expected squared error than a bet on one (the consensus image of GradInversion's group consistency, Yin et
+   al., CVPR 2021). No extra steps; the record keeps how far the blend moved from the winner. Off in
    ``best``: on the held-out half it was 0.28 dB below the winner alone, with a lower SSIM
    (docs/feature_recovery.md, "The consensus").
 
@@ -276,8 +276,7 @@ def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Te
     agreement = image_agreement(iterates, faithful) if config.race_agreement else None
     winner, eligible = pick_winner(heldout, tvs, config.race_tolerance, faithful=faithful, agreement=agreement,
                                    threshold=config.race_agreement)
-    pinned = bool(config.race_agreement) and agreement is not None and agreement >= config.race_agreement
-    return Pick(winner, eligible, tvs, agreement, pinned)
+    return Pick(winner, eligible, tvs, agreement, _gate_fires(faithful, agreement, config.race_agreement))
 
 
 def blend_consensus(x: torch.Tensor, others: Sequence[torch.Tensor], labels: torch.Tensor,
@@ -287,12 +286,13 @@ def blend_consensus(x: torch.Tensor, others: Sequence[torch.Tensor], labels: tor
     reconstruction of k samples of one label may come back in any order)."""
     if not others or weight == 0:
         return x
+    labels = labels.cpu()
     aligned = []
     for other in others:
         other = other.reshape(x.shape).to(x.device, x.dtype)
         rows = torch.arange(x.shape[0])
         for label in labels.unique():
-            slots = (labels.cpu() == label).nonzero().flatten()
+            slots = (labels == label).nonzero().flatten()
             if len(slots) > 1:
                 rows[slots] = slots[match_by_mse(other[slots.to(x.device)], x[slots.to(x.device)])]
         aligned.append(other[rows.to(x.device)])
@@ -329,6 +329,11 @@ def image_agreement(iterates: Sequence[torch.Tensor], faithful: Sequence[int]) -
                      .clamp(max=100.0).mean()) for f in faithful for o in others)
 
 
+def _gate_fires(faithful: Sequence[int], agreement: float | None, threshold: float) -> bool:
+    """The agreement gate: on (threshold > 0), measured, and the faithful image agrees to the threshold."""
+    return threshold > 0 and agreement is not None and bool(faithful) and agreement >= threshold
+
+
 def pick_winner(heldout: Sequence[float], tvs: Sequence[float], tolerance: float, *, faithful: Sequence[int] = (),
                 agreement: float | None = None, threshold: float = 0.0) -> tuple[int, list[int]]:
     """The race's pick and the restarts it chose among (also replayed on recorded races:
@@ -337,7 +342,7 @@ def pick_winner(heldout: Sequence[float], tvs: Sequence[float], tolerance: float
     With a ``threshold`` (dB) and a measured ``agreement``: if the ``faithful`` restarts' image agrees with
     another candidate's to ≥ threshold, the faithful restart with the lowest held-out cost wins. Otherwise (and
     with the gate off) the lowest TV among the restarts within (1 + tolerance) × the lowest held-out cost wins."""
-    if threshold > 0 and agreement is not None and faithful and agreement >= threshold:
+    if _gate_fires(faithful, agreement, threshold):
         return min(faithful, key=lambda i: heldout[i]), list(faithful)
     lowest = min(heldout)
     bound = lowest + tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
