@@ -7,7 +7,7 @@ reaches is measured by ``python benchmarks/suite.py --pretrain-only`` and record
 SPLIT (fixed; shared with the inversion-engine work — do not move cases between halves):
 TUNING = ConvNet θ0 after one epoch, LeNet, CNN without BN (random θ0), tabular rows; added later (the race's
 decisions needed a trained network with normalisation layers on the tuning side too): an all-convolutional
-BN-SiLU CNN and a pre-activation ResNet with BN (``suite_models.py``, tuning only).
+BN-SiLU CNN, a pre-activation ResNet with BN and a CIFAR ResNet-20 with BN (``suite_models.py``, tuning only).
 HELD-OUT = ConvNet θ0 ~60 %, ResNet-18 narrow, MLP, CIFAR-100, RetinaMNIST, BN/GELU CNN with tanh head;
 added with issue 16 (architectures in ``suite_models.py``, never used for tuning): a VGG-style CNN with batch
 norm, a ResNet-style CNN with GroupNorm, and the paper-scale ConvNet (width 64, θ0 after one epoch of the
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import suite_models  # noqa: F401  (registers vgg_bn, resnet_gn, allconv_bn_silu and preact_resnet_bn)
+import suite_models  # noqa: F401  (registers the suite's own architectures)
 from unlearnleak.registry import Registry
 from unlearnleak.scenario import ScenarioConfig
 from unlearnleak.training import TrainConfig
@@ -100,6 +100,9 @@ _add(Case("allconv-bn-silu", "tune", "cifar10", "allconv_bn_silu", {"width": 16}
           note="all-convolutional CNN with BN and SiLU (strided convs, global pool), θ0 3 epochs on 8,000 images"))
 _add(Case("preact-resnet-bn", "tune", "cifar10", "preact_resnet_bn", {"width": 16}, 12000, _sgd(3, milestones=(2,)),
           note="pre-activation ResNet with BN and ReLU (one block per stage), θ0 3 epochs on 8,000 images"))
+_add(Case("resnet20-w8", "tune", "cifar10", "cifar_resnet_bn", {"width": 8, "blocks": 3}, 12000,
+          _sgd(3, milestones=(2,)),
+          note="He et al.'s CIFAR ResNet-20 (BN, ReLU, option-A shortcuts), widths 8-32, θ0 3 epochs on 8,000 images"))
 # θ0 only 3 epochs: a θ0 fitted for 60 epochs (99 % test accuracy) saturates its softmax on most rows, so their
 # gradient is exactly zero in float32 and there is nothing to recover (measured: 2 of 8 cells failed).
 _add(Case("tabular-mlp", "tune", "breast_cancer", "mlp", {"hidden": [64]}, 100, _sgd(3, lr=0.01, batch=32),
@@ -156,5 +159,5 @@ def not_tuning(names: list[str]) -> str | None:
 
 
 _ORDER = ["convnet16-1ep", "lenet", "cnn-nobn-random", "tabular-mlp", "allconv-bn-silu", "preact-resnet-bn",
-          "convnet16-60", "resnet18-w8", "mlp-cifar10",
+          "resnet20-w8", "convnet16-60", "resnet18-w8", "mlp-cifar10",
           "cifar100-convnet16", "retinamnist-convnet16", "bn-gelu-tanh", "vgg-bn", "resnet-gn", "convnet64-paper"]

@@ -15,6 +15,11 @@ build them too.
 - ``preact_resnet_bn`` (TUNING half only): a pre-activation ResNet (BN-ReLU-conv blocks, one per stage, widths w,
   2w, 4w), batch norm and ReLU. It gives the tuning half a residual network with batch norm, the family on which
   the held-out half measured `paper`'s pick to be the better one (the BN ResNet-18).
+- ``cifar_resnet_bn`` (TUNING half only): He et al.'s CIFAR ResNet (2016, §4.2): three stages of 3×3
+  conv-BN-ReLU basic blocks (post-activation) at widths w, 2w, 4w, n blocks per stage (n = 3: ResNet-20), with
+  parameter-free "option A" shortcuts (subsample, zero-pad the new channels). Deeper than ``preact_resnet_bn`` and
+  post-activation like the held-out ResNet-18, which differs from it in stages (4), blocks per stage (2),
+  projection shortcuts and its stem; added because ``preact_resnet_bn`` did not behave like that ResNet-18.
 """
 
 from __future__ import annotations
@@ -142,6 +147,46 @@ class PreActResNetBN(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+class OptionABlock(nn.Module):
+    """Post-activation basic block (conv-BN-ReLU, conv-BN, add, ReLU) with a parameter-free shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.stride, self.pad = stride, c_out - c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        skip = x[:, :, :: self.stride, :: self.stride] if self.stride != 1 else x
+        if self.pad:
+            skip = F.pad(skip, (0, 0, 0, 0, 0, self.pad))
+        return F.relu(out + skip)
+
+
+class CifarResNetBN(nn.Module):
+    """Stem conv-BN-ReLU, n OptionABlocks per stage at widths w, 2w (stride 2), 4w (stride 2), pool, fc."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16, blocks: int = 3) -> None:
+        super().__init__()
+        w = int(width)
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                                  nn.ReLU())
+        layers: list[nn.Module] = []
+        c = w
+        for mult, stride in ((1, 1), (2, 2), (4, 2)):
+            for b in range(int(blocks)):
+                layers.append(OptionABlock(c, w * mult, stride if b == 0 else 1))
+                c = w * mult
+        self.stages = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1))
+
+
 @register_model("vgg_bn")
 def vgg_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, hidden: int = 128) -> nn.Module:
     """VGG-style CNN with batch norm (held-out suite case)."""
@@ -168,3 +213,10 @@ def preact_resnet_bn(input_shape: tuple[int, ...], num_classes: int, width: int 
     """Pre-activation ResNet with batch norm and ReLU (tuning suite case)."""
     _image("preact_resnet_bn", input_shape)
     return PreActResNetBN(input_shape, num_classes, width)
+
+
+@register_model("cifar_resnet_bn")
+def cifar_resnet_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, blocks: int = 3) -> nn.Module:
+    """He et al.'s CIFAR ResNet with batch norm, option-A shortcuts (tuning suite case; blocks=3: ResNet-20)."""
+    _image("cifar_resnet_bn", input_shape)
+    return CifarResNetBN(input_shape, num_classes, width, blocks)

@@ -8,3 +8,7 @@ from unlearnleak.attacks.feature_recovery import PRESETS
 # The consensus (race_consensus 0.5): where the agreement gate does not fire, half the winner's final image and half
 # the mean of the other recipes' scored images. Measured and not adopted (benchmarks/README.md, "The consensus").
 PRESETS.register("best-consensus")(PRESETS.get("best").with_overrides(race_consensus=0.5))
+
+# A wider pick tolerance (race_tolerance 1.0): the smoothest candidate within 2x the lowest held-out cost (issue 16;
+# benchmarks/README.md, "A wider pick tolerance").
+PRESETS.register("best-tol1")(PRESETS.get("best").with_overrides(race_tolerance=1.0))

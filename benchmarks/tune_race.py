@@ -73,6 +73,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the other recipes' scored images (no extra steps)
     "trunc-cool-gate22-cons50": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
                                  "race_tolerance": 0.25, "race_agreement": 22.0, "race_consensus": 0.5},
+    # the gate with a wider tolerance: the smoothest candidate within 2x (not 1.25x) the lowest held-out cost
+    "trunc-cool-gate22-tol1": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
+                               "race_tolerance": 1.0, "race_agreement": 22.0},
 }
 
 
