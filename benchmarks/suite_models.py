@@ -20,6 +20,12 @@ build them too.
   parameter-free "option A" shortcuts (subsample, zero-pad the new channels). Deeper than ``preact_resnet_bn`` and
   post-activation like the held-out ResNet-18, which differs from it in stages (4), blocks per stage (2),
   projection shortcuts and its stem; added because ``preact_resnet_bn`` did not behave like that ResNet-18.
+- ``mobilenet_bn`` (HELD-OUT, added after the race's rules of issue 16 were chosen): a MobileNet-style CNN
+  (Howard et al. 2017): a conv-BN-ReLU6 stem, then depthwise-separable blocks (3×3 depthwise conv-BN-ReLU6,
+  1×1 pointwise conv-BN-ReLU6), global average pooling and a linear head.
+- ``convnext_ln`` (HELD-OUT, added with ``mobilenet_bn``): a ConvNeXt-style CNN (Liu et al. 2022): a 2×2
+  patchify stem, one block per stage (7×7 depthwise conv, LayerNorm over channels, 1×1 expansion ×4, GELU,
+  1×1 projection, residual), LayerNorm + 2×2 stride-2 convolutions between stages, global pool, LayerNorm, linear.
 """
 
 from __future__ import annotations
@@ -187,6 +193,68 @@ class CifarResNetBN(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1))
 
 
+class MobileNetBN(nn.Module):
+    """Stem conv-BN-ReLU6, depthwise-separable blocks at widths w, 2w (s2), 2w, 4w (s2), 4w, pool, fc."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = int(width)
+        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                                   nn.ReLU6()]
+        c = w
+        for out, stride in ((w, 1), (2 * w, 2), (2 * w, 1), (4 * w, 2), (4 * w, 1)):
+            layers += [nn.Conv2d(c, c, 3, stride=stride, padding=1, groups=c, bias=False), nn.BatchNorm2d(c),
+                       nn.ReLU6(), nn.Conv2d(c, out, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU6()]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of an (N, C, H, W) map (ConvNeXt's channels-first LayerNorm)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """7×7 depthwise conv, channel LayerNorm, 1×1 conv to 4c, GELU, 1×1 conv back to c, plus the input."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = ChannelNorm(c)
+        self.up = nn.Conv2d(c, 4 * c, 1)
+        self.down = nn.Conv2d(4 * c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(F.gelu(self.up(self.norm(self.dw(x)))))
+
+
+class ConvNeXtLN(nn.Module):
+    """2×2 patchify stem + norm, a ConvNeXtBlock per stage at widths w, 2w, 4w (norm + 2×2/2 conv between)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = int(width)
+        layers: list[nn.Module] = [nn.Conv2d(input_shape[0], w, 2, stride=2), ChannelNorm(w), ConvNeXtBlock(w)]
+        for c_in, c_out in ((w, 2 * w), (2 * w, 4 * w)):
+            layers += [ChannelNorm(c_in), nn.Conv2d(c_in, c_out, 2, stride=2), ConvNeXtBlock(c_out)]
+        self.features = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(4 * w)
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)))
+
+
 @register_model("vgg_bn")
 def vgg_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16, hidden: int = 128) -> nn.Module:
     """VGG-style CNN with batch norm (held-out suite case)."""
@@ -220,3 +288,17 @@ def cifar_resnet_bn(input_shape: tuple[int, ...], num_classes: int, width: int =
     """He et al.'s CIFAR ResNet with batch norm, option-A shortcuts (tuning suite case; blocks=3: ResNet-20)."""
     _image("cifar_resnet_bn", input_shape)
     return CifarResNetBN(input_shape, num_classes, width, blocks)
+
+
+@register_model("mobilenet_bn")
+def mobilenet_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """MobileNet-style depthwise-separable CNN with batch norm and ReLU6 (held-out suite case)."""
+    _image("mobilenet_bn", input_shape)
+    return MobileNetBN(input_shape, num_classes, width)
+
+
+@register_model("convnext_ln")
+def convnext_ln(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """ConvNeXt-style CNN with LayerNorm and GELU (held-out suite case)."""
+    _image("convnext_ln", input_shape)
+    return ConvNeXtLN(input_shape, num_classes, width)
