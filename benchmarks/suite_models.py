@@ -1,5 +1,5 @@
 """Benchmark-only architectures: the held-out half's (issue 16, item 4; no inversion tuning has seen them) and
-one tuning-only network with batch norm and a smooth activation.
+tuning-only networks with normalisation layers (marked TUNING below).
 
 Registered in the model registry when this module is imported (``suite_cases.py`` does; so does breaching's
 runner, through the job's ``model_modules``). They need nothing but torch, so breaching's own environment can
