@@ -97,7 +97,7 @@ def method_identity(name: str) -> dict[str, Any]:
 
 
 LATER_FIELDS = (("best_by", "objective"), ("race_schedule", "compressed"), ("race_cooldown", 0.0),
-                ("race_average", 0.0), ("race_agreement", 0.0), ("race_consensus", 0.0))
+                ("race_average", 0.0), ("race_agreement", 0.0), ("race_consensus", 0.0), ("race_pick", "tv"))
 
 
 def config_identity(config: InversionConfig,
@@ -130,7 +130,7 @@ def row_key(case: Case, setting: Setting, sample: int, method: str, args: argpar
 
 # What a row keeps of the race's record: enough to replay its pick rule (benchmarks/race_replay.py).
 RACE_FIELDS = ("raced", "chosen_recipe", "chosen_weight", "heldout_costs", "total_variation", "eligible", "candidates",
-               "tolerance", "agreement_db", "agreement_threshold", "consensus")
+               "tolerance", "agreement_db", "agreement_threshold", "agreements_db", "consensus")
 
 
 # --- one cell (runs in a worker) -------------------------------------------------------------------------

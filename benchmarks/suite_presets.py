@@ -12,3 +12,8 @@ PRESETS.register("best-consensus")(PRESETS.get("best").with_overrides(race_conse
 # A wider pick tolerance (race_tolerance 1.0): the smoothest candidate within 2x the lowest held-out cost (issue 16;
 # benchmarks/README.md, "A wider pick tolerance").
 PRESETS.register("best-tol1")(PRESETS.get("best").with_overrides(race_tolerance=1.0))
+
+# The agreement tie-break (race_pick "agreement", race_tolerance 1.0): among the candidates within 2x the lowest
+# held-out cost, the image that agrees most with the other candidates' scored images (issue 16; benchmarks/README.md,
+# "The agreement tie-break").
+PRESETS.register("best-agree1")(PRESETS.get("best").with_overrides(race_tolerance=1.0, race_pick="agreement"))

@@ -25,7 +25,7 @@ import torch
 import suite
 from suite_cases import CASES, Setting
 from unlearnleak.attacks.feature_recovery import invert, preset, target_gradient
-from unlearnleak.attacks.feature_recovery.inversion import RaceEntry
+from unlearnleak.attacks.feature_recovery.inversion import InversionConfig, RaceEntry
 from unlearnleak.metrics import psnr, ssim
 from unlearnleak.storage import environment_record
 
@@ -76,7 +76,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the gate with a wider tolerance: the smoothest candidate within 2x (not 1.25x) the lowest held-out cost
     "trunc-cool-gate22-tol1": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
                                "race_tolerance": 1.0, "race_agreement": 22.0},
+    # the gate, the same wider tolerance, and the agreement tie-break instead of TV: among the candidates within 2x
+    # the lowest held-out cost, the image that agrees most with the other candidates' scored images
+    "trunc-cool-gate22-agree1": {"race_schedule": "truncated", "race_share": 0.30, "race_cooldown": 0.5,
+                                 "race_tolerance": 1.0, "race_agreement": 22.0, "race_pick": "agreement"},
 }
+
+
+def alone_recipe(spec: str, iterations: int) -> InversionConfig:
+    """A recipe run alone: a preset name, optionally with numeric overrides (``modern+bn_prior=0.01``)."""
+    name, *overrides = spec.split("+")
+    values = {key: float(value) for key, value in (o.split("=", 1) for o in overrides)}
+    return preset(name, iterations=iterations, restarts=1, **values)
 
 
 def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -87,7 +98,7 @@ def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace)
     model = pair.model(target.invert_on, "cpu", knowledge)
     shape = tuple(pair.spec.input_shape)
     rows = []
-    methods = [(n, preset(n, iterations=args.iterations, restarts=1)) for n in args.alone] + [
+    methods = [(n, alone_recipe(n, args.iterations)) for n in args.alone] + [
         (v, preset("best", iterations=args.iterations, race_min_steps=0, **({"race_agreement": 0.0} | VARIANTS[v])))
         for v in args.variants]
     for name, cfg in methods:
@@ -99,7 +110,7 @@ def run_cell(case_name: str, method: str, sample: int, args: argparse.Namespace)
                "seconds": time.perf_counter() - started,
                "chosen": race.get("chosen_recipe"), "heldout": race.get("heldout_costs"),
                "tv": race.get("total_variation"), "leg": race.get("steps_per_candidate"),
-               "agreement": race.get("agreement_db"),
+               "agreement": race.get("agreement_db"), "agreements": race.get("agreements_db"),
                "consensus": (race.get("consensus") or {}).get("applied")}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -141,7 +152,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--first-sample", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--alone", type=lambda s: [p for p in s.split(",") if p], default=list(ALONE))
+    parser.add_argument("--alone", type=lambda s: [p for p in s.split(",") if p], default=list(ALONE),
+                        help="recipes run alone: preset names, optionally with overrides (modern+bn_prior=0.01)")
     parser.add_argument("--variants", type=lambda s: [p for p in s.split(",") if p], default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary", action="store_true")

@@ -88,6 +88,7 @@ def _entries(folder: Path) -> set[str]:
     (["--labels", "a,b"], ["--labels"]),
     (["--set", "lr=-1"], ["--set", "lr"]),
     (["--set", "colour=3"], ["--set", "colour"]),
+    (["--set", "race_pick=smoothest"], ["--set", "race_pick", "'tv' or 'agreement'"]),
     (["--device", "tpu"], ["--device"]),
     (["--seed", "x"], ["--seed"]),
 ])

@@ -17,7 +17,9 @@ from unlearnleak.attacks.feature_recovery.adaptive import (
     Pick,
     _consensus,
     blend_consensus,
+    candidate_support,
     image_agreement,
+    pairwise_agreement,
     pick_winner,
 )
 from unlearnleak.attacks.feature_recovery.inversion import GradientMatcher, run_inversion
@@ -204,6 +206,46 @@ def test_among_near_equal_explanations_the_smoother_image_wins() -> None:
     tvs = race["total_variation"]
     assert tvs[2] < tvs[1]
     _check_pick(race)
+
+
+def test_the_agreement_tie_break_picks_the_answer_the_other_recipes_share() -> None:
+    """Three candidates explain ∇* about equally (within the tolerance). Two of them are the photo plus mild noise,
+    the third is the photo plus strong colour noise smoothed away by a blur (low TV, far from the others). The TV
+    tie-break hands the race to the blurred one; the agreement tie-break picks an image the other recipes vouch for.
+    A candidate's own restarts never vouch for it."""
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(1, 3, 16, 16, generator=g) * 0.6 + 0.2
+    a = (truth + 0.05 * torch.randn(truth.shape, generator=g)).clamp(0, 1)
+    b = (truth + 0.08 * torch.randn(truth.shape, generator=g)).clamp(0, 1)
+    smooth_wrong = F.avg_pool2d(torch.rand(truth.shape, generator=g), 5, stride=1, padding=2)
+    images = [a, b, smooth_wrong]
+    matrix = pairwise_agreement(images)
+    assert matrix[0][0] == 100.0 and matrix[0][1] == matrix[1][0] > matrix[0][2] + 5.0
+    costs, tvs = [0.020, 0.024, 0.022], [float(total_variation(x)) for x in images]
+    assert pick_winner(costs, tvs, 1.0) == (2, [0, 1, 2])  # the TV tie-break: the smooth, wrong image
+    support = candidate_support(matrix, [0, 1, 2])
+    assert pick_winner(costs, tvs, 1.0, support=support) == (0, [0, 1, 2])  # the best-supported image
+    assert pick_winner(costs, tvs, 0.0, support=support) == (0, [0])  # tolerance 0: the lowest cost alone
+    # restarts 1 and 2 as one candidate: they do not vouch for each other; 0 has no one else's support but theirs
+    grouped = candidate_support([[100.0, 20.0, 10.0], [20.0, 100.0, 40.0], [10.0, 40.0, 100.0]], [0, 1, 1])
+    assert grouped == [15.0, 20.0, 10.0]
+    assert candidate_support([[100.0]], [0]) == [0.0]  # a lone candidate
+
+
+def test_a_race_with_the_agreement_tie_break_records_it() -> None:
+    """``race_pick="agreement"`` on a real race: the record holds the agreement matrix (symmetric, 100 on the
+    diagonal), the rule, and a winner the replayed rule confirms from the recorded numbers."""
+    model, x, y = _tiny()
+    target = _target(model, x, y)
+    cfg = preset("best", iterations=300, race_min_steps=0, race_agreement=0.0, race_tolerance=1.0,
+                 race_pick="agreement")
+    race = invert(model, target, y, (3, 16, 16), cfg, seed=0).race
+    assert race is not None and race["pick_by"] == "agreement"
+    matrix = race["agreements_db"]
+    assert len(matrix) == len(race["heldout_costs"]) == 3
+    assert all(matrix[i][i] == 100.0 and matrix[i][j] == matrix[j][i] for i in range(3) for j in range(3))
+    support = candidate_support(matrix, [0, 1, 2])
+    assert pick_winner(race["heldout_costs"], race["total_variation"], 1.0, support=support)[0] == race["winner"]
 
 
 def test_the_consensus_blends_aligned_answers_and_only_where_the_gate_did_not_fire() -> None:

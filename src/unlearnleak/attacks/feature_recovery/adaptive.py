@@ -84,8 +84,8 @@ from unlearnleak.attacks.feature_recovery.target_gradient import TargetGradient
 from unlearnleak.errors import ConfigError
 from unlearnleak.metrics import match_by_mse, psnr
 
-__all__ = ["Candidate", "Pick", "blend_consensus", "candidates_of", "holdout_mask", "image_agreement", "invert",
-           "invert_adaptive", "pick_winner"]
+__all__ = ["Candidate", "Pick", "blend_consensus", "candidate_support", "candidates_of", "holdout_mask",
+           "image_agreement", "invert", "invert_adaptive", "pairwise_agreement", "pick_winner"]
 
 PROBE_STEPS = 3  # steps of the single trajectory that measure its step time (kept when no race follows)
 
@@ -241,7 +241,8 @@ def invert_adaptive(model: nn.Module, target: TargetGradient, labels: torch.Tens
         "raced": True, "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
         "heldout_costs": heldout, "fit_costs": fitted, "total_variation": pick.tvs, "eligible": pick.eligible,
         "tolerance": config.race_tolerance, "agreement_db": pick.agreement,
-        "agreement_threshold": config.race_agreement, "consensus": consensus, "winner": winner,
+        "agreement_threshold": config.race_agreement, "agreements_db": pick.agreements, "pick_by": config.race_pick,
+        "consensus": consensus, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": per_candidate if time_budget is None else None, "seconds": race_seconds,
@@ -265,6 +266,7 @@ class Pick:
     tvs: list[float]
     agreement: float | None
     pinned: bool = False  # the gate fired: ∇* pins the image down (no consensus)
+    agreements: list[list[float]] | None = None  # PSNR (dB) between every two scored images (a diagnostic)
 
 
 def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Tensor],
@@ -273,10 +275,32 @@ def _pick(config: InversionConfig, heldout: list[float], iterates: list[torch.Te
     candidate's images agree with the other candidates'."""
     tvs = [float(total_variation(x)) for x in iterates]
     faithful = [i for i, r in enumerate(records) if r["index"] == 0]
-    agreement = image_agreement(iterates, faithful) if config.race_agreement else None
+    matrix = pairwise_agreement(iterates)
+    agreement = image_agreement(iterates, faithful, matrix) if config.race_agreement else None
+    support = candidate_support(matrix, [r["index"] for r in records]) if config.race_pick == "agreement" else None
     winner, eligible = pick_winner(heldout, tvs, config.race_tolerance, faithful=faithful, agreement=agreement,
-                                   threshold=config.race_agreement)
-    return Pick(winner, eligible, tvs, agreement, _gate_fires(faithful, agreement, config.race_agreement))
+                                   threshold=config.race_agreement, support=support)
+    return Pick(winner, eligible, tvs, agreement, _gate_fires(faithful, agreement, config.race_agreement), matrix)
+
+
+def candidate_support(matrix: Sequence[Sequence[float]], groups: Sequence[int]) -> list[float]:
+    """Per scored image, its mean agreement (PSNR, dB) with the images of the OTHER candidates (``groups``: the
+    candidate of each restart; a candidate's own restarts share its start and prior, so they do not vouch for it).
+    A restart with no other candidate gets 0."""
+    out = []
+    for i, row in enumerate(matrix):
+        others = [row[j] for j in range(len(row)) if groups[j] != groups[i]]
+        out.append(sum(others) / len(others) if others else 0.0)
+    return out
+
+
+def pairwise_agreement(iterates: Sequence[torch.Tensor]) -> list[list[float]]:
+    """PSNR (dB, mean over the k images, capped at 100) between every two scored images: where recipes with
+    different priors land on the same image, ∇* pinned it down (recorded for the audit trail and rule studies)."""
+    shape = iterates[0].shape[-3:]
+    images = [x.reshape(-1, *shape).clamp(0, 1) for x in iterates]
+    return [[100.0 if i == j else float(psnr(a, b).clamp(max=100.0).mean()) for j, b in enumerate(images)]
+            for i, a in enumerate(images)]
 
 
 def blend_consensus(x: torch.Tensor, others: Sequence[torch.Tensor], labels: torch.Tensor,
@@ -317,16 +341,16 @@ def _consensus(config: InversionConfig, pick: Pick, x: torch.Tensor, scored: lis
                      "psnr_to_winner": moved}
 
 
-def image_agreement(iterates: Sequence[torch.Tensor], faithful: Sequence[int]) -> float | None:
+def image_agreement(iterates: Sequence[torch.Tensor], faithful: Sequence[int],
+                    matrix: Sequence[Sequence[float]] | None = None) -> float | None:
     """The highest PSNR (dB, mean over the k images) between a ``faithful`` restart's image and another
     candidate's: two recipes with different priors that land on the same image were pinned there by ∇*.
-    None when there is no other candidate."""
+    None when there is no other candidate. ``matrix``: their ``pairwise_agreement`` when already measured."""
     others = [i for i in range(len(iterates)) if i not in faithful]
     if not faithful or not others:
         return None
-    shape = iterates[0].shape[-3:]
-    return max(float(psnr(iterates[f].reshape(-1, *shape).clamp(0, 1), iterates[o].reshape(-1, *shape).clamp(0, 1))
-                     .clamp(max=100.0).mean()) for f in faithful for o in others)
+    matrix = pairwise_agreement(iterates) if matrix is None else matrix
+    return max(matrix[f][o] for f in faithful for o in others)
 
 
 def _gate_fires(faithful: Sequence[int], agreement: float | None, threshold: float) -> bool:
@@ -335,18 +359,23 @@ def _gate_fires(faithful: Sequence[int], agreement: float | None, threshold: flo
 
 
 def pick_winner(heldout: Sequence[float], tvs: Sequence[float], tolerance: float, *, faithful: Sequence[int] = (),
-                agreement: float | None = None, threshold: float = 0.0) -> tuple[int, list[int]]:
+                agreement: float | None = None, threshold: float = 0.0,
+                support: Sequence[float] | None = None) -> tuple[int, list[int]]:
     """The race's pick and the restarts it chose among (also replayed on recorded races:
     benchmarks/race_replay.py).
 
     With a ``threshold`` (dB) and a measured ``agreement``: if the ``faithful`` restarts' image agrees with
     another candidate's to ≥ threshold, the faithful restart with the lowest held-out cost wins. Otherwise (and
-    with the gate off) the lowest TV among the restarts within (1 + tolerance) × the lowest held-out cost wins."""
+    with the gate off), among the restarts within (1 + tolerance) × the lowest held-out cost: with ``support``
+    (``candidate_support``, ``race_pick="agreement"``) the one that agrees most with the other candidates, else
+    the lowest TV; ties go to the lower held-out cost."""
     if _gate_fires(faithful, agreement, threshold):
         return min(faithful, key=lambda i: heldout[i]), list(faithful)
     lowest = min(heldout)
     bound = lowest + tolerance * abs(lowest)  # the lowest is always eligible (also at a cost ≤ 0)
     eligible = [i for i in range(len(heldout)) if heldout[i] <= bound]
+    if support is not None:
+        return min(eligible, key=lambda i: (-support[i], heldout[i])), eligible
     return min(eligible, key=lambda i: (tvs[i], heldout[i])), eligible
 
 
@@ -434,7 +463,8 @@ def _truncated_race(model: nn.Module, target: TargetGradient, labels: torch.Tens
         "candidates": [{key: v for key, v in r.items() if key != "index"} for r in records],
         "heldout_costs": heldout, "fit_costs": fitted, "total_variation": pick.tvs, "eligible": pick.eligible,
         "tolerance": config.race_tolerance, "agreement_db": pick.agreement,
-        "agreement_threshold": config.race_agreement, "consensus": consensus, "winner": winner,
+        "agreement_threshold": config.race_agreement, "agreements_db": pick.agreements, "pick_by": config.race_pick,
+        "consensus": consensus, "winner": winner,
         "chosen_recipe": records[winner]["recipe"], "chosen_prior": records[winner]["prior"],
         "chosen_weight": records[winner]["weight"], "holdout_share": config.race_holdout, "iterations": steps,
         "steps_per_candidate": leg, "cooldown_steps": cool, "averaged_steps": tail, "schedule_length": horizon,

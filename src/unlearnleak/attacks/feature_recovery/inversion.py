@@ -150,6 +150,9 @@ class InversionConfig(BaseModel):
     # The pick: among the candidates whose held-out cost is within (1 + race_tolerance) × the lowest, the one whose
     # image has the lowest total variation (0: the lowest held-out cost alone).
     race_tolerance: float = Field(0.0, ge=0)
+    # What breaks that tie: "tv", the lowest total variation; "agreement", the image that agrees most (mean PSNR)
+    # with the other candidates' scored images — the answer the recipes share, a measure no single prior shapes.
+    race_pick: Literal["tv", "agreement"] = "tv"
     # Before that pick, the agreement gate (0 = off): the first race entry is the data-faithful recipe (the weakest
     # prior). If its scored image agrees with another recipe's to >= race_agreement dB PSNR, ∇* pins the image down
     # and it wins outright; otherwise the pick above decides.
