@@ -174,7 +174,15 @@ def main() -> int:
     parser.add_argument("--score", choices=SCORES, default="global", help="the score --summary ranks by")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    checkpoints = tuple(int(c) for c in args.checkpoints.split(","))
+    try:
+        checkpoints = tuple(int(c) for c in args.checkpoints.split(","))
+    except ValueError:
+        checkpoints = ()
+    ascending = bool(checkpoints) and list(checkpoints) == sorted(set(checkpoints))
+    if not ascending or not 0 < checkpoints[0] <= checkpoints[-1] <= T:
+        print(f"error: --checkpoints {args.checkpoints!r}: give ascending steps in 1 … {T}, e.g. 100,300,1000",
+              file=sys.stderr)
+        return 2
     if not args.summary:
         if any(CASES.get(n).split != "tune" for n in args.cases.split(",")):
             print("error: --cases must be tuning cases (suite_cases.py)", file=sys.stderr)
