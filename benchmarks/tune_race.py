@@ -26,6 +26,7 @@ import suite
 from suite_cases import CASES, Setting
 from unlearnleak.attacks.feature_recovery import invert, preset, target_gradient
 from unlearnleak.attacks.feature_recovery.inversion import InversionConfig, RaceEntry
+from unlearnleak.errors import UnlearnleakError
 from unlearnleak.metrics import psnr, ssim
 from unlearnleak.storage import environment_record
 
@@ -166,6 +167,13 @@ def main() -> int:
             print(f"error: {bad} are not tuning cases ({sorted(tuning)}) or variants ({list(VARIANTS)})",
                   file=sys.stderr)
             return 2
+        for spec in args.alone:
+            try:
+                alone_recipe(spec, args.iterations)
+            except (ValueError, KeyError, UnlearnleakError) as exc:  # pydantic's ValidationError: a ValueError
+                print(f"error: --alone {spec!r}: write PRESET or PRESET+FIELD=NUMBER (e.g. modern+bn_prior=0.01); "
+                      f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
+                return 2
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a") as f:
             f.write(json.dumps({"environment": environment_record(), "args": vars(args) | {"out": str(args.out)}},
