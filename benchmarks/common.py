@@ -6,6 +6,8 @@ once and reused from the cache (``unlearnleak.scenario.pretrained_base``; key = 
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnleak.scenario import ScenarioConfig
+from unlearnleak.storage import environment_record
 from unlearnleak.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,3 +43,12 @@ def summary_of(path: Path, summarise: Callable[[Path], None]) -> int:
         return 2
     summarise(path)
     return 0
+
+
+def append_run_header(args: argparse.Namespace) -> None:
+    """Open a run in the JSON-lines file ``args.out``: one line with the environment and the arguments, before the
+    run's rows (a file may hold several runs; its readers skip these lines)."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        f.write(json.dumps({"environment": environment_record(), "args": vars(args) | {"out": str(args.out)}},
+                           default=str) + "\n")

@@ -36,13 +36,13 @@ import torch
 from torch.nn import functional as F
 
 import suite
+from common import append_run_header, summary_of
 from suite_cases import CASES, Setting
 from unlearnleak.attacks.feature_recovery import preset, target_gradient
 from unlearnleak.attacks.feature_recovery.inversion import run_inversion
 from unlearnleak.attacks.feature_recovery.objectives import OBJECTIVES, Objective
 from unlearnleak.metrics import psnr
 from unlearnleak.metrics.baselines import own_mean_colour
-from unlearnleak.storage import environment_record
 
 OUT = Path(__file__).resolve().parent / "results" / "fixed_point_check.jsonl"
 EPS = 1e-12  # floor of 1 − cosine inside the logarithm (float32 resolves ~1e-7 on unit vectors)
@@ -194,22 +194,15 @@ def main() -> int:
                   f"and recipes {list(RECIPES)}", file=sys.stderr)
             return 2
         torch.set_num_threads(1)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(json.dumps({"environment": environment_record(), "args": vars(args) | {"out": str(args.out)}},
-                               default=str) + "\n")
+        append_run_header(args)
         for sample in range(args.first_sample, args.first_sample + args.samples):
             for name in args.cases.split(","):
                 rows = run_photo(name, sample, args)
                 with args.out.open("a") as f:
                     f.writelines(json.dumps(row) + "\n" for row in rows)
                 print(f"{name} #{sample}: {len(rows)} rows", flush=True)
-    if not args.out.exists():
-        print(f"error: {args.out} does not exist; run without --summary first", file=sys.stderr)
-        return 2
-    rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    summary([r for r in rows if "kind" in r])
-    return 0
+    return summary_of(args.out, lambda path: summary([r for r in map(json.loads, path.read_text().splitlines())
+                                                      if "kind" in r]))
 
 
 if __name__ == "__main__":

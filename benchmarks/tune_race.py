@@ -23,12 +23,12 @@ from typing import Any
 import torch
 
 import suite
+from common import append_run_header
 from suite_cases import CASES, Setting
 from unlearnleak.attacks.feature_recovery import invert, preset, target_gradient
 from unlearnleak.attacks.feature_recovery.inversion import InversionConfig, RaceEntry
 from unlearnleak.errors import UnlearnleakError
 from unlearnleak.metrics import psnr, ssim
-from unlearnleak.storage import environment_record
 
 OUT = Path(__file__).resolve().parent / "results" / "tune_race.jsonl"
 ALONE = ("paper", "modern", "smooth")
@@ -174,10 +174,7 @@ def main() -> int:
                 print(f"error: --alone {spec!r}: write PRESET or PRESET+FIELD=NUMBER (e.g. modern+bn_prior=0.01); "
                       f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
                 return 2
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(json.dumps({"environment": environment_record(), "args": vars(args) | {"out": str(args.out)}},
-                               default=str) + "\n")
+        append_run_header(args)
         for sample in range(args.first_sample, args.first_sample + args.samples):
             for name in args.cases.split(","):
                 for method in args.methods.split(","):

@@ -27,13 +27,13 @@ import torch
 from torch import nn
 
 import suite
+from common import append_run_header
 from suite_cases import CASES, Setting
 from unlearnleak.attacks.feature_recovery import preset, target_gradient
 from unlearnleak.attacks.feature_recovery.adaptive import holdout_mask
 from unlearnleak.attacks.feature_recovery.inversion import GradientMatcher, InversionConfig, run_inversion
 from unlearnleak.attacks.feature_recovery.priors import total_variation
 from unlearnleak.metrics import psnr
-from unlearnleak.storage import environment_record
 
 OUT = Path(__file__).resolve().parent / "results" / "tune_recipes.jsonl"
 RECIPES = {  # name → (preset, overrides)
@@ -159,10 +159,7 @@ def main() -> int:
             if name not in tuning:
                 print(f"error: {name} is not a tuning case ({sorted(tuning)})", file=sys.stderr)
                 return 2
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(json.dumps({"environment": environment_record(), "args": vars(args) | {"out": str(args.out)}},
-                               default=str) + "\n")
+        append_run_header(args)
         for name in args.cases.split(","):
             for method in args.methods.split(","):
                 for sample in range(args.first_sample, args.first_sample + args.samples):
