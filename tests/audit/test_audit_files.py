@@ -41,6 +41,11 @@ def test_white_box_audit_of_a_users_own_files(user_pair: Any, white_box_args: Ca
                           ssim=m["ssim"], lpips=m["lpips"])
     assert image is not None and f"Image: {image.sentence}." in result.output  # the shared wording
     assert "IMAGE LEAKED" not in result.output and "report written to" in result.output
+    # beside the recovered input's match to ∇*, the deleted photo's own (one gradient-ascent step: ∇* is exact)
+    costs = report["evaluation"]["gradient_cost"]
+    assert costs["deleted_samples"] < 1e-9 < costs["reconstruction"]
+    assert f"the deleted sample(s) themselves to {costs['deleted_samples']:.1e}" in result.output
+    assert "search stopped short" not in result.output  # the photo was recovered beyond its thumbnail
     assert "dataset_mean_colour_psnr" not in m  # no --mean given: the dataset's mean colour is unknown
     # LPIPS is scored whenever its weights are found (docs/metrics.md), else reported as absent, never 0
     assert (m["lpips"] is None) == (load_lpips() is None)
@@ -63,6 +68,39 @@ def test_white_box_audit_of_a_users_own_files(user_pair: Any, white_box_args: Ca
         (out / "reconstructions.safetensors").read_bytes()
     assert runner.invoke(app, ["report", str(out)]).exit_code == 0
     assert "Declared knowledge" in (out / "report" / "index.html").read_text()  # still the audit page
+
+
+def test_a_search_that_stops_short_is_not_reported_as_a_safe_deletion(user_pair: Any,
+        white_box_args: Callable[..., list[str]], tmp_path: Path) -> None:
+    """One step of inversion recovers nothing; the photo itself explains ∇* exactly: the audit says the search
+    failed rather than letting "nothing leaked" stand for a safe deletion."""
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(user_pair, out, "--iterations", "1", "--per-class", "0",
+                                               "--ground-truth", str(user_pair.truth)))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    m, costs = report["evaluation"]["mean"], report["evaluation"]["gradient_cost"]
+    assert m["psnr"] <= m["thumbnail_4x4_psnr"]
+    assert costs["reconstruction"] > 1e3 * costs["deleted_samples"]
+    assert "the search stopped short: a stronger attack may recover more than this audit shows" in \
+        " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(("psnr", "ours", "truth", "warned"), [
+    (12.0, 1e-2, 1e-10, True),  # below the thumbnail, and the photo explains ∇* far better: the search failed
+    (25.0, 1e-2, 1e-10, False),  # recovered beyond the thumbnail: nothing to warn about
+    (12.0, 1e-2, 5e-3, False),  # the photo explains ∇* no better: ∇* says no more
+])
+def test_the_match_clause_warns_only_when_the_search_stopped_short(psnr: float, ours: float, truth: float,
+                                                                   warned: bool) -> None:
+    from unlearnleak.audit.pipeline import _match
+
+    evaluation = {"mean": {"psnr": psnr, "thumbnail_4x4_psnr": 16.0},
+                  "gradient_cost": {"reconstruction": ours, "deleted_samples": truth}}
+    clause = _match(evaluation, ours)
+    assert f"1 − cosine {ours:.1e}" in clause and f"themselves to {truth:.1e}" in clause
+    assert ("stronger attack may recover more" in clause) is warned
+    assert _match(None, 3e-4) == "reproduces the weight change to 1 − cosine 3.0e-04 (0 = exactly)"
 
 
 def test_declared_knowledge_is_used_and_reported(user_pair: Any, white_box_args: Callable[..., list[str]],

@@ -6,7 +6,12 @@ rows. ``evaluate_reconstruction`` scores the result against the ground truth. Se
 """
 
 from unlearnleak.attacks.feature_recovery.adaptive import Candidate, invert
-from unlearnleak.attacks.feature_recovery.attack import evaluate_reconstruction, gradient_cost, recover
+from unlearnleak.attacks.feature_recovery.attack import (
+    cost_on_target,
+    evaluate_reconstruction,
+    gradient_cost,
+    recover,
+)
 from unlearnleak.attacks.feature_recovery.inversion import (
     PRESETS,
     InversionConfig,
@@ -30,6 +35,7 @@ __all__ = [
     "Reconstruction",
     "TargetGradient",
     "analytic_applicable",
+    "cost_on_target",
     "evaluate_reconstruction",
     "gradient_cost",
     "infer_labels",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -184,6 +185,20 @@ def gradient_cost(model: torch.nn.Module, target: TargetGradient, x: torch.Tenso
     g = torch.cat([t.reshape(-1) for t in grads]).double()
     t = target.flat().to(device)
     return float(1 - (g @ t) / (g.norm() * t.norm()).clamp_min(1e-300))
+
+
+def cost_on_target(pair: ModelPair, knowledge: ServerKnowledge | None, rec: Reconstruction, x: torch.Tensor,
+                   labels: torch.Tensor, device: str = "cpu") -> float:
+    """``gradient_cost`` of inputs (x, labels) on the ∇* that ``rec`` was recovered from, in float64.
+
+    With the deleted samples themselves, beside the reconstruction's own: it tells an attack that stopped short
+    (the truth explains ∇* far better than the reconstruction: a stronger search could recover more) from a ∇*
+    that cannot say more (both alike)."""
+    with warnings.catch_warnings():  # the attack already reported the estimator's warnings
+        warnings.simplefilter("ignore")
+        target = target_gradient(pair, knowledge, rec.target_mode)
+    model = pair.model(target.invert_on, device, knowledge)
+    return gradient_cost(model, target, x.float(), torch.as_tensor(labels, dtype=torch.long))
 
 
 def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, ground_truth_y: torch.Tensor | None,
