@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from unlearnleak.attacks.feature_recovery import Reconstruction, cost_on_target, evaluate_reconstruction
+from unlearnleak.attacks.feature_recovery import Reconstruction, costs_on_target, evaluate_reconstruction
 from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
 from unlearnleak.attacks.label_inference import Calibration, ProbeSet
 from unlearnleak.attacks.label_inference.facade import LabelInference, LabelInferenceResult
@@ -201,10 +201,11 @@ def run_audit(out: Path, *, pair: ModelPair | None = None, knowledge: ServerKnow
         report["evaluation"] = _evaluate(outcome.reconstruction, ground_truth,
                                          None if pair is None or given_mean is None else pair.spec.mean)
         if pair is not None:  # how closely the deleted samples themselves explain ∇*, beside the reconstruction
-            rec, (x, y), device = outcome.reconstruction, ground_truth, _device(feature_recovery)
-            report["evaluation"]["gradient_cost"] = {
-                "reconstruction": cost_on_target(pair, knowledge, rec, rec.x, rec.labels, device),
-                "deleted_samples": cost_on_target(pair, knowledge, rec, x, y if y is not None else rec.labels, device)}
+            rec, (x, y) = outcome.reconstruction, ground_truth
+            ours, truth = costs_on_target(pair, knowledge, rec, [(rec.x, rec.labels),
+                                                                 (x, y if y is not None else rec.labels)],
+                                          _device(feature_recovery))
+            report["evaluation"]["gradient_cost"] = {"reconstruction": ours, "deleted_samples": truth}
     report["queries"] = _queries(original_oracle, unlearned_oracle)
     report["timing"]["total_seconds"] = time.perf_counter() - started
     outcome.verdict = verdict(report)

@@ -7,7 +7,7 @@ rows. ``evaluate_reconstruction`` scores the result against the ground truth. Se
 
 from unlearnleak.attacks.feature_recovery.adaptive import Candidate, invert
 from unlearnleak.attacks.feature_recovery.attack import (
-    cost_on_target,
+    costs_on_target,
     evaluate_reconstruction,
     gradient_cost,
     recover,
@@ -35,7 +35,7 @@ __all__ = [
     "Reconstruction",
     "TargetGradient",
     "analytic_applicable",
-    "cost_on_target",
+    "costs_on_target",
     "evaluate_reconstruction",
     "gradient_cost",
     "infer_labels",

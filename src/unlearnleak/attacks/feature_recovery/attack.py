@@ -187,18 +187,18 @@ def gradient_cost(model: torch.nn.Module, target: TargetGradient, x: torch.Tenso
     return float(1 - (g @ t) / (g.norm() * t.norm()).clamp_min(1e-300))
 
 
-def cost_on_target(pair: ModelPair, knowledge: ServerKnowledge | None, rec: Reconstruction, x: torch.Tensor,
-                   labels: torch.Tensor, device: str = "cpu") -> float:
-    """``gradient_cost`` of inputs (x, labels) on the ∇* that ``rec`` was recovered from, in float64.
+def costs_on_target(pair: ModelPair, knowledge: ServerKnowledge | None, rec: Reconstruction,
+                    inputs: Sequence[tuple[torch.Tensor, torch.Tensor]], device: str = "cpu") -> list[float]:
+    """``gradient_cost`` of each (x, labels) in ``inputs`` on the ∇* that ``rec`` was recovered from (float64; ∇*
+    and the model built once).
 
-    With the deleted samples themselves, beside the reconstruction's own: it tells an attack that stopped short
-    (the truth explains ∇* far better than the reconstruction: a stronger search could recover more) from a ∇*
-    that cannot say more (both alike)."""
+    The deleted samples themselves beside the reconstruction tell an attack that stopped short (the truth explains
+    ∇* far better: a stronger search could recover more) from a ∇* that cannot say more (both alike)."""
     with warnings.catch_warnings():  # the attack already reported the estimator's warnings
         warnings.simplefilter("ignore")
         target = target_gradient(pair, knowledge, rec.target_mode)
     model = pair.model(target.invert_on, device, knowledge)
-    return gradient_cost(model, target, x.float(), torch.as_tensor(labels, dtype=torch.long))
+    return [gradient_cost(model, target, x.float(), torch.as_tensor(y, dtype=torch.long)) for x, y in inputs]
 
 
 def evaluate_reconstruction(rec: Reconstruction, ground_truth_x: torch.Tensor, ground_truth_y: torch.Tensor | None,
