@@ -3,8 +3,10 @@
 Per case, each decoder setting (``--variants``: names of ``VARIANTS``, overrides of ``DecoderConfig``) is trained
 on θ0's features of θ0's public pretraining rows (as ``decoder_prior.py`` does) and scored on images it never
 saw: ``--val`` rows of the case's private pool (train rows below ``holdout``), decoded from θ0's own features of
-them (for k = 1 the attack reads exactly these features off ∇*, on θ instead of θ0). One JSON line per
-(case, variant): decoder-alone PSNR mean ± 95 % interval, training seconds, and the baselines on the same images.
+them (for k = 1 the attack reads exactly these features off ∇*, on θ instead of θ0) and, for a ``gradient_sketch``
+setting, their own sketched gradients with their true labels (what ∇* of one deleted image is, up to scale).
+One JSON line per (case, variant): decoder-alone PSNR mean ± 95 % interval, training seconds, and the baselines on
+the same images.
 
     python benchmarks/tune_decoder.py --cases convnet16-1ep,lenet --variants base,epochs12,width64
     python benchmarks/tune_decoder.py --summary
@@ -25,6 +27,7 @@ import suite
 from common import summary_of
 from suite_cases import CASES, not_tuning
 from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, penultimate, train_decoder
+from unlearnleak.attacks.feature_recovery.gradient_sketch import GradientSketch, sketched_gradients
 from unlearnleak.metrics import psnr
 from unlearnleak.metrics.baselines import own_mean_colour, thumbnail_4x4
 from unlearnleak.models import build_model, load_weights
@@ -40,6 +43,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name → DecoderConfig overrides
     "width128-epochs12": {"width": 128, "epochs": 12},
     "batch32-epochs12": {"batch_size": 32, "epochs": 12},
     "lr1e-3-epochs12": {"lr": 1e-3, "epochs": 12},
+    "features": {"gradient_sketch": 0},  # the penultimate features alone (the default before the sketch)
+    "sketch256": {"gradient_sketch": 256},
+    "sketch1024": {"gradient_sketch": 1024},
 }
 
 
@@ -52,13 +58,17 @@ def measure(case_name: str, variant: str, val: int) -> dict[str, Any]:
     model.eval()
     public = train.x[case.holdout:]
     rows = torch.randperm(case.holdout, generator=torch.Generator().manual_seed(7))[:val]
-    truth = train.x[rows]
+    truth, labels = train.x[rows], train.y[rows]
     config = DecoderConfig(**VARIANTS[variant])
     started = time.perf_counter()
     decoder = train_decoder(model, public, base.spec.num_classes, config, desc=f"{case_name} {variant}")
     seconds = time.perf_counter() - started
+    inputs = penultimate(model, truth, base.spec.num_classes)
+    if config.gradient_sketch:  # what ∇* of one deleted image gives: its own gradient, with its true label
+        sketch = GradientSketch.of(model, config.gradient_sketch, config.seed)
+        inputs = torch.cat([inputs, sketched_gradients(model, truth, labels, sketch)], 1)
     with torch.no_grad():
-        decoded = decoder(penultimate(model, truth, base.spec.num_classes))
+        decoded = decoder(inputs)
     out: dict[str, Any] = {"case": case_name, "variant": variant, "config": config.model_dump(mode="json"),
                            "public_images": int(public.shape[0]), "val_images": int(val), "seconds": seconds}
     for name, image in (("decoder", decoded), ("own_mean_colour", own_mean_colour(truth)),

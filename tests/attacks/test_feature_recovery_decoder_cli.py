@@ -56,13 +56,38 @@ def test_recover_with_a_folder_of_public_images(pair_dir: Path, tmp_path: Path) 
     result = runner.invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "out"), "--iterations", "20",
                                  "--public-data", str(public)])
     assert result.exit_code == 0, result.output
-    assert "learned prior: on (decoder trained on original's features, cache miss)" in result.output
+    assert ("learned prior: on (decoder trained on original's features, cache miss; it reads penultimate features "
+            "and ∇* sketched to 1024 per tensor)") in result.output  # the gradient sketch is on by default
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["learned_prior"]["status"] == "on" and saved["learned_prior"]["data"]["images"] == 12
     assert isinstance(saved["decoder_alone"]["psnr"], float)
     rec = Reconstruction.load(tmp_path / "out" / RECONSTRUCTION_FILE)
     assert rec.decoded is not None and rec.decoded.shape == rec.x.shape == (1, 3, 16, 16)
     assert rec.preset == "best+learned_prior"
+
+
+def test_recover_with_gradient_inputs_says_what_the_decoder_read(pair_dir: Path, tmp_path: Path) -> None:
+    public = _images(tmp_path / "public")
+    result = runner.invoke(app, ["recover", str(pair_dir), "--out", str(tmp_path / "out"), "--iterations", "20",
+                                 "--public-data", str(public), "--gradient-sketch", "32"])
+    assert result.exit_code == 0, result.output
+    assert "it reads penultimate features and ∇* sketched to 32 per tensor" in result.output
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["learned_prior"]["decoder"]["config"]["gradient_sketch"] == 32
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--gradient-sketch", "32"], ["--gradient-sketch", "give --public-data too"]),
+    (["--gradient-sketch", "-3", "--public-data", "PUBLIC"], ["--gradient-sketch", "greater than or equal to 0"]),
+])
+def test_recover_refuses_a_bad_gradient_sketch(pair_dir: Path, tmp_path: Path, extra: list[str],
+                                               words: list[str]) -> None:
+    public = str(_images(tmp_path / "public"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["recover", str(pair_dir), "--out", str(out),
+                                 *[public if e == "PUBLIC" else e for e in extra]])
+    one_error(result, *words)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("make, words", [

@@ -82,6 +82,27 @@ def test_audit_refuses_bad_public_data(user_pair: Any, white_box_args: Callable[
              "--public-data", "not inside preset=paper (--preset)")
 
 
+def test_audit_with_gradient_inputs_says_what_the_decoder_read(
+        user_pair: Any, white_box_args: Callable[..., list[str]], tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    result = runner.invoke(app, white_box_args(
+        user_pair, out, "--per-class", "0", "--iterations", "20", "--public-data", str(_images(tmp_path / "public")),
+        "--gradient-sketch", "64"))
+    assert result.exit_code == 0, result.output
+    assert "(it reads penultimate features and ∇* sketched to 64 per tensor)" in result.output
+    record = json.loads((out / "report.json").read_text())["attacks"][0]["result"]["config"]["learned_prior"]
+    assert record["decoder"]["config"]["gradient_sketch"] == 64
+
+
+def test_audit_refuses_a_bad_gradient_sketch(user_pair: Any, white_box_args: Callable[..., list[str]],
+                                             tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    base = white_box_args(user_pair, out, "--per-class", "0", "--iterations", "3")
+    _refused([*base, "--gradient-sketch", "64"], out, "--gradient-sketch", "give --public-data too")
+    _refused([*base, "--gradient-sketch", "-1", "--public-data", str(_images(tmp_path / "public"))], out,
+             "--gradient-sketch", "greater than or equal to 0")
+
+
 def test_audit_refuses_public_data_without_a_white_box_image_model(tmp_path: Path) -> None:
     out = tmp_path / "audit"
     _refused(["audit", "--original-endpoint", "http://127.0.0.1:9/v2/models/a", "--unlearned-endpoint",

@@ -372,9 +372,11 @@ def verdict(report: dict[str, Any]) -> list[str]:
     if prior is not None and prior.get("status") != "on":
         lines.append(f"learned prior: off — {prior.get('reason')}")
     elif prior is not None:
+        reads = prior.get("inputs", "penultimate features")
+        extra = "" if reads == "penultimate features" else f" (it reads {reads})"
         lines.append(f"learned prior: on — decoder trained on {prior['decoder_model']}'s features of "
-                     f"{prior['data']['source']}; the decoded image raced as a start and a prior beside the "
-                     f"other recipes.")
+                     f"{prior['data']['source']}{extra}; the decoded image raced as a start and a prior beside "
+                     f"the other recipes.")
     if evaluation is not None and "decoder_alone" in evaluation:
         lines.append(f"Decoder alone (feature inversion from the features ∇* gives away): PSNR "
                      f"{evaluation['decoder_alone']['mean']['psnr']:.2f} dB.")

@@ -17,6 +17,7 @@ import typer
 from unlearnleak.commands.common import (
     DATA_DIR_HELP,
     EXIT_NO_VERDICT,
+    GRADIENT_SKETCH_HELP,
     PUBLIC_DATA_HELP,
     handle_errors,
     label_config,
@@ -205,6 +206,7 @@ def register(app: typer.Typer) -> None:
         = False,
         public_data: Annotated[str | None, typer.Option(help=f"White-box. {PUBLIC_DATA_HELP}")] = None,
         data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+        gradient_sketch: Annotated[int | None, typer.Option(help=f"White-box. {GRADIENT_SKETCH_HELP}")] = None,
     ) -> None:
         """Audit your own unlearning: attack your pair (files, white-box) or your endpoints (black-box).
 
@@ -256,6 +258,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--labels must lie in [0, {num_classes}), got {labels!r}")
         if unlearning not in (None, "exact", "approximate"):
             raise ConfigError(f"--unlearning must be exact or approximate, got {unlearning!r}")
+        if gradient_sketch is not None and public_data is None:
+            raise ConfigError("--gradient-sketch sets the learned prior's decoder, which needs the server's own "
+                              "images: give --public-data too, or drop --gradient-sketch")
         if public_data is not None:
             if not white:
                 raise ConfigError("--public-data feeds the white-box feature recovery; give the model files "
@@ -304,7 +309,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--train-size/--forget-size/--labels: {exc}") from None
             feature_settings = recovery_config("audit", preset=preset, iterations=iterations, restarts=restarts,
                                                seed=seed, time_budget=time_budget, device=device, k=forget_size,
-                                               public_data=public_data, flags={"k": "--forget-size"})
+                                               public_data=public_data, gradient_sketch=gradient_sketch,
+                                               flags={"k": "--forget-size"})
             learned = None
             if feature_settings.learned_prior is not None:  # read and checked before any model is built
                 from unlearnleak.attacks.feature_recovery.learned_prior import learned_prior_for

@@ -107,6 +107,9 @@ PUBLIC_DATA_HELP = ("Learned prior: the server's own images (not D_ft, not D_u):
                     "from --data-dir, or a FOLDER of PNG/JPEG/BMP files of the input size "
                     "(docs/feature_recovery.md). Default: off.")
 DATA_DIR_HELP = "Folder holding the dataset named by --public-data."
+GRADIENT_SKETCH_HELP = ("Learned prior: the decoder also reads the deleted sample's gradient (k = 1), count-sketched "
+                        "to this many entries per parameter tensor; 0: the penultimate features only (faster decoder "
+                        "training, weaker). Needs --public-data. Default: 1024 (docs/feature_recovery.md).")
 
 
 # ---- the options of the two attacks, mapped onto their one config each (attacks/*/config.py) ----------------
@@ -114,7 +117,8 @@ DATA_DIR_HELP = "Folder holding the dataset named by --public-data."
 # config field → the flag that sets it, so that a value the config refuses is reported under the flag typed
 RECOVERY_FLAGS = {"preset": "--preset", "iterations": "--iterations", "restarts": "--restarts", "mode": "--mode",
                   "time_budget": "--time-budget", "overrides": "--set", "learned_prior.public_data": "--public-data",
-                  "seed": "--seed", "device": "--device", "k": "--k"}
+                  "learned_prior.decoder.gradient_sketch": "--gradient-sketch", "seed": "--seed",
+                  "device": "--device", "k": "--k"}
 LABEL_FLAGS = {"generator": "--generator", "per_class": "--per-class", "top_k": "--top-k",
                "statistic": "--statistic", "level": "--level", "calibration": "--calibration", "test": "--test",
                "min_per_class": "--min-per-class", "max_seconds": "--max-seconds", "params": "--set",
@@ -134,14 +138,24 @@ def parse_sets(assignments: Sequence[str] | None) -> dict[str, Any] | None:
 
 
 def recovery_config(command: str, *, sets: Sequence[str] | None = None, public_data: str | None = None,
-                    flags: dict[str, str] | None = None, **options: Any) -> Any:
+                    gradient_sketch: int | None = None, flags: dict[str, str] | None = None, **options: Any) -> Any:
     """The ``FeatureRecoveryConfig`` of ``command``'s options (field name → value, None: not given, the
-    config's default), ``--set`` as inversion overrides, ``--public-data`` as the learned prior's source;
-    ``flags``: where ``command`` names a field's flag otherwise than ``RECOVERY_FLAGS``."""
+    config's default), ``--set`` as inversion overrides, ``--public-data`` as the learned prior's source and
+    ``--gradient-sketch`` as its decoder's gradient inputs; ``flags``: where ``command`` names a field's flag
+    otherwise than ``RECOVERY_FLAGS``.
+
+    Raises:
+        ConfigError: ``--gradient-sketch`` without ``--public-data`` (it sets the learned prior's decoder).
+    """
     from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
+    from unlearnleak.errors import ConfigError
     from unlearnleak.experiments.config import load_config
 
-    values = {**options, "overrides": parse_sets(sets), "learned_prior.public_data": public_data}
+    if gradient_sketch is not None and public_data is None:
+        raise ConfigError("--gradient-sketch sets the learned prior's decoder, which needs the server's own images: "
+                          "give --public-data too, or drop --gradient-sketch")
+    values = {**options, "overrides": parse_sets(sets), "learned_prior.public_data": public_data,
+              "learned_prior.decoder.gradient_sketch": gradient_sketch}
     return load_config(FeatureRecoveryConfig, values=values, flags={**RECOVERY_FLAGS, **(flags or {})},
                        what=f"{command} options")
 

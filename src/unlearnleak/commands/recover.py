@@ -17,6 +17,7 @@ from rich.table import Table
 
 from unlearnleak.commands.common import (
     DATA_DIR_HELP,
+    GRADIENT_SKETCH_HELP,
     PUBLIC_DATA_HELP,
     check_device_flag,
     handle_errors,
@@ -78,7 +79,7 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str | None = None, labels:
                 overrides: list[str] | None = None, evaluate: bool = True,
                 lpips_path: str | None = None, overwrite: bool = False,
                 model_def: str | None = None, public_data: str | None = None,
-                data_dir: str | Path | None = None) -> dict[str, Any]:
+                data_dir: str | Path | None = None, gradient_sketch: int | None = None) -> dict[str, Any]:
     """Check every input, then attack the pair in ``pair_dir`` through the pipeline and publish ``out``.
 
     The attack's options become its one config (``commands.common.recovery_config``: a refused value is
@@ -98,7 +99,7 @@ def run_recover(pair_dir: Path, out: Path, *, preset: str | None = None, labels:
     started = time.perf_counter()
     spec = recovery_config("recover", preset=preset, iterations=iterations, restarts=restarts, mode=mode, k=k,
                            device=device, seed=seed, time_budget=time_budget, sets=overrides,
-                           public_data=public_data)
+                           public_data=public_data, gradient_sketch=gradient_sketch)
     check_output_folder(out, overwrite=overwrite)
     pair, knowledge = load_pair_folder(pair_dir, model_def=model_def)
     image = len(pair.spec.input_shape) == 3
@@ -201,8 +202,10 @@ def _learned_prior_line(results: dict[str, Any]) -> str:
         return f"learned prior: off — {record.get('reason', 'no public data given')}"
     alone = results.get("decoder_alone")
     scored = f"; the decoded image alone: PSNR {_fmt(alone.get('psnr'))} dB" if alone else ""
+    reads = record.get("inputs", "penultimate features")
+    extra = "" if reads == "penultimate features" else f"; it reads {reads}"
     return f"learned prior: on (decoder trained on {record.get('decoder_model')}'s features, " \
-           f"cache {record.get('decoder', {}).get('cache')}){scored}"
+           f"cache {record.get('decoder', {}).get('cache')}{extra}){scored}"
 
 
 def recovery_entry(results: dict[str, Any]) -> dict[str, Any] | None:
@@ -271,6 +274,7 @@ def register(app: typer.Typer) -> None:
         = None,
         public_data: Annotated[str | None, typer.Option(help=PUBLIC_DATA_HELP)] = None,
         data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+        gradient_sketch: Annotated[int | None, typer.Option(help=GRADIENT_SKETCH_HELP)] = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON summary (verdict, means, baselines, folder) instead of the tables.")]
         = False,
@@ -282,7 +286,7 @@ def register(app: typer.Typer) -> None:
                               iterations=iterations, restarts=restarts, mode=mode, k=k, device=device,
                               seed=seed, time_budget=time_budget, overrides=set_, evaluate=not no_eval,
                               lpips_path=lpips, overwrite=overwrite, model_def=model_def,
-                              public_data=public_data, data_dir=data_dir)
+                              public_data=public_data, data_dir=data_dir, gradient_sketch=gradient_sketch)
         info = summary(results, folder)
         if as_json:
             typer.echo(json.dumps(info, allow_nan=False, default=_json_number))

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearnleak.attacks.closed_forms import output_layer
+from unlearnleak.attacks.feature_recovery.gradient_sketch import GradientSketch, drawn_labels, sketched_gradients
 from unlearnleak.attacks.feature_recovery.public_data import PublicImages
 from unlearnleak.cache import cache_dir as user_cache_dir
 from unlearnleak.errors import CheckpointError, ConfigError
@@ -61,6 +62,11 @@ class DecoderConfig(BaseModel):
     feature_share: float = Field(0.25, gt=0, le=1)  # last share of the epochs that add that term
     max_images: int | None = Field(None, ge=1)  # only the first this many public images
     seed: int = 0
+    # n > 0: decode from the penultimate features AND the sample's own gradient (k = 1: ∇* is that gradient up to
+    # scale), unit-normalised and count-sketched to n entries per parameter tensor (tensors of at most n entries
+    # kept whole; ``gradient_sketch.py``). 0: the penultimate features alone (cheaper to train, weaker: measured
+    # in docs/feature_recovery.md, "Gradient inputs").
+    gradient_sketch: int = Field(1024, ge=0)
 
 
 class FeatureDecoder(nn.Module):
@@ -137,17 +143,26 @@ def penultimate(model: nn.Module, x: torch.Tensor, num_classes: int, *, batch_si
 
 def train_decoder(model: nn.Module, images: torch.Tensor, num_classes: int, config: DecoderConfig, *,
                   desc: str = "training the learned prior's decoder") -> FeatureDecoder:
-    """Fit a decoder from ``model``'s penultimate features to ``images`` (n, C, H, W) in [0, 1].
+    """Fit a decoder from ``model``'s penultimate features (and, with ``config.gradient_sketch``, the images' own
+    sketched gradients, each with a label drawn from the model's predictions) to ``images`` (n, C, H, W) in
+    [0, 1].
 
     Pixel MSE on every batch; in the last ``feature_share`` of the epochs, plus ``feature_weight`` times the
     relative feature error of the decoded images through the model (the model's weights stay fixed).
     """
     device = next(model.parameters()).device
+    sketch = GradientSketch.of(model, config.gradient_sketch, config.seed) if config.gradient_sketch else None
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     x = images[:config.max_images].detach().float()
     if config.flips:
         x = torch.cat([x, x.flip(-1)])
     h = penultimate(frozen, x, num_classes, desc=f"{desc}: the model's features of {x.shape[0]} images")
+    width = h.shape[1]  # the penultimate features' part of the decoder's input
+    if sketch is not None:
+        own = drawn_labels(frozen, images[:config.max_images], config.seed)
+        y = torch.cat([own, own]) if config.flips else own
+        h = torch.cat([h, sketched_gradients(frozen, x, y, sketch,
+                                             desc=f"{desc}: the gradients of {x.shape[0]} images")], 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         decoder = FeatureDecoder(h.shape[1], tuple(x.shape[1:]), config.width)  # type: ignore[arg-type]
@@ -173,8 +188,8 @@ def train_decoder(model: nn.Module, images: torch.Tensor, num_classes: int, conf
                 if feature_from is not None and epoch >= feature_from:
                     captured.clear()
                     frozen(out)
-                    got = captured[-1].reshape(out.shape[0], -1)
-                    rel = (got - hb).pow(2).sum(1) / hb.pow(2).sum(1).clamp_min(1e-12)
+                    got, want = captured[-1].reshape(out.shape[0], -1), hb[:, :width]
+                    rel = (got - want).pow(2).sum(1) / want.pow(2).sum(1).clamp_min(1e-12)
                     loss = loss + config.feature_weight * rel.mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -199,8 +214,9 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 def decoder_key(spec: ModelSpec, state: dict[str, torch.Tensor], data: PublicImages,
                 config: DecoderConfig) -> dict[str, Any]:
     """What a decoder depends on: the model (architecture and weights), the images and the settings."""
+    settings = config.model_dump(mode="json", exclude={"gradient_sketch"} if not config.gradient_sketch else None)
     return {"format": DECODER_FORMAT, "spec": spec.to_dict(), "model_sha256": state_digest(state),
-            "data_sha256": data.digest, "images": len(data), "config": config.model_dump(mode="json")}
+            "data_sha256": data.digest, "images": len(data), "config": settings}
 
 
 def cache_path(key: dict[str, Any], cache_dir: str | Path | None = None) -> Path:

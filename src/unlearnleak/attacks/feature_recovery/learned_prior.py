@@ -9,7 +9,9 @@
    estimate is decoded once per class and used for each of that class's samples.
 2. **Decode** with a decoder trained on the server's public images (``decoder.py``): on θ0 when the server
    knows it (one decoder then serves every θ fine-tuned from θ0; benchmarks/decoder_prior.py measures the
-   cost of using θ0's decoder on θ's features), else on the model the inversion runs on.
+   cost of using θ0's decoder on θ's features), else on the model the inversion runs on. With
+   ``DecoderConfig.gradient_sketch`` and k = 1 the decoder also reads ∇* itself, sketched
+   (``gradient_sketch.py``), as it read the public images' own gradients in training.
 3. **Race** the decoded image as one candidate of the default's recipe race (``adaptive.Candidate``): the
    ``DECODER_RECIPE`` (``modern``) started from the decoded image, with the penalty ``w·‖x − x_dec‖²`` (the prior
    ``decoded``) whose weight w is raced among ``WEIGHTS``, one restart each, beside the ``paper``, ``modern``
@@ -33,6 +35,7 @@ from torch import nn
 from unlearnleak.attacks.closed_forms import output_layer, penultimate_features
 from unlearnleak.attacks.feature_recovery.adaptive import Candidate
 from unlearnleak.attacks.feature_recovery.decoder import DecoderConfig, cached_decoder
+from unlearnleak.attacks.feature_recovery.gradient_sketch import GradientSketch
 from unlearnleak.attacks.feature_recovery.inversion import PRESETS, InversionConfig
 from unlearnleak.attacks.feature_recovery.priors import DecodedImage
 from unlearnleak.attacks.feature_recovery.public_data import PublicImages, load_public_images, public_images
@@ -155,11 +158,23 @@ def decoded_start(pair: ModelPair, knowledge: ServerKnowledge, target: TargetGra
     trained_on = build_model(spec)
     load_weights(trained_on, state, what=f"the decoder's model ({role})")
     trained_on.to(device).eval()
-    decoder, info = cached_decoder(trained_on, spec, state, prior.data, prior.decoder, cache_dir=prior.cache_dir)
+    config, inputs = prior.decoder, "penultimate features"
+    if config.gradient_sketch:
+        if labels.numel() == 1:
+            sketch = GradientSketch.of(trained_on, config.gradient_sketch, config.seed)
+            features = torch.cat([features.cpu(), sketch({n: t.unsqueeze(0) for n, t in
+                                                          zip(target.names, target.tensors, strict=True)})], 1)
+            inputs = f"penultimate features and ∇* sketched to {config.gradient_sketch} per tensor"
+        else:  # ∇* sums k gradients: it is no sample's own gradient, which is what the decoder was trained on
+            config = config.model_copy(update={"gradient_sketch": 0})
+            inputs = (f"penultimate features only: ∇* sums {labels.numel()} samples' gradients, and a gradient "
+                      "sketch decodes one sample's own (k = 1)")
+    decoder, info = cached_decoder(trained_on, spec, state, prior.data, config, cache_dir=prior.cache_dir)
     with torch.no_grad():
         x = decoder(features.to(device)).detach()  # (k, C, H, W)
-    record = {"status": "on", "features": how, "decoder_model": role, "inverted_on": target.invert_on,
-              "data": prior.data.describe(), "decoder": info, "weights": list(prior.weights)}
+    record = {"status": "on", "features": how, "inputs": inputs, "decoder_model": role,
+              "inverted_on": target.invert_on, "data": prior.data.describe(), "decoder": info,
+              "weights": list(prior.weights)}
     return DecodedStart(x=x.cpu(), record=record)
 
 
