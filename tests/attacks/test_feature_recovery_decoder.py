@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from recover_pairs import ascent_pair
 from torch.nn import functional as F
 
 from unlearnleak.attacks.feature_recovery import recover
@@ -31,15 +32,7 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 def _pair(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> ModelPair:
     """A small CNN θ and θ_u = θ + τ∇ℓ(D_u) (one step of gradient ascent on x, y)."""
-    spec = ModelSpec("cnn_nobn", SHAPE, 5, (0.5,) * 3, (0.25,) * 3, {"width": 8})
-    torch.manual_seed(seed)
-    model = build_model(spec).eval()
-    original = state_of(model)
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-    unlearned = dict(original)
-    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
-        unlearned[name] = (p + 1e-3 * g).detach()
-    return ModelPair(spec, original, unlearned)
+    return ascent_pair(ModelSpec("cnn_nobn", SHAPE, 5, (0.5,) * 3, (0.25,) * 3, {"width": 8}), x, y, seed=seed)
 
 
 def test_one_samples_features_are_read_off_the_gradient_exactly() -> None:

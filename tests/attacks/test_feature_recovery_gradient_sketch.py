@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
+from recover_pairs import ascent_pair
 from torch import nn
 from torch.nn import functional as F
 
@@ -37,14 +38,7 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 def _pair(x: torch.Tensor, y: torch.Tensor) -> ModelPair:
     """θ and θ_u = θ + 10⁻³·∇ℓ(D_u): one step of gradient ascent on (x, y)."""
-    torch.manual_seed(0)
-    model = build_model(SPEC).eval()
-    original = state_of(model)
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-    unlearned = dict(original)
-    for (name, p), g in zip(model.named_parameters(), grads, strict=True):
-        unlearned[name] = (p + 1e-3 * g).detach()
-    return ModelPair(SPEC, original, unlearned)
+    return ascent_pair(SPEC, x, y)
 
 
 def test_the_sketch_of_one_samples_update_is_the_sketch_of_its_own_gradient() -> None:
