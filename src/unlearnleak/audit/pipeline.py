@@ -21,6 +21,7 @@ import torch
 
 from unlearnleak.attacks.feature_recovery import Reconstruction, costs_on_target, evaluate_reconstruction
 from unlearnleak.attacks.feature_recovery.facade import FeatureRecovery
+from unlearnleak.attacks.feature_recovery.learned_prior import FEATURES_ONLY
 from unlearnleak.attacks.label_inference import Calibration, ProbeSet
 from unlearnleak.attacks.label_inference.facade import LabelInference, LabelInferenceResult
 from unlearnleak.attacks.label_inference.own_nulls import own_null_calibrator
@@ -372,8 +373,8 @@ def verdict(report: dict[str, Any]) -> list[str]:
     if prior is not None and prior.get("status") != "on":
         lines.append(f"learned prior: off — {prior.get('reason')}")
     elif prior is not None:
-        reads = prior.get("inputs", "penultimate features")
-        extra = "" if reads == "penultimate features" else f" (it reads {reads})"
+        reads = prior.get("inputs", FEATURES_ONLY)
+        extra = "" if reads == FEATURES_ONLY else f" (it reads {reads})"
         lines.append(f"learned prior: on — decoder trained on {prior['decoder_model']}'s features of "
                      f"{prior['data']['source']}{extra}; the decoded image raced as a start and a prior beside "
                      f"the other recipes.")

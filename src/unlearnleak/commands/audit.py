@@ -19,6 +19,7 @@ from unlearnleak.commands.common import (
     EXIT_NO_VERDICT,
     GRADIENT_SKETCH_HELP,
     PUBLIC_DATA_HELP,
+    check_gradient_sketch,
     handle_errors,
     label_config,
     recovery_config,
@@ -258,9 +259,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--labels must lie in [0, {num_classes}), got {labels!r}")
         if unlearning not in (None, "exact", "approximate"):
             raise ConfigError(f"--unlearning must be exact or approximate, got {unlearning!r}")
-        if gradient_sketch is not None and public_data is None:
-            raise ConfigError("--gradient-sketch sets the learned prior's decoder, which needs the server's own "
-                              "images: give --public-data too, or drop --gradient-sketch")
+        check_gradient_sketch(gradient_sketch, public_data)  # also where no recovery config is built (black-box)
         if public_data is not None:
             if not white:
                 raise ConfigError("--public-data feeds the white-box feature recovery; give the model files "

@@ -137,6 +137,19 @@ def parse_sets(assignments: Sequence[str] | None) -> dict[str, Any] | None:
     return data
 
 
+def check_gradient_sketch(gradient_sketch: int | None, public_data: str | None) -> None:
+    """Refuse ``--gradient-sketch`` without ``--public-data``: it sets the learned prior's decoder.
+
+    Raises:
+        ConfigError: the sketch given, the public data not.
+    """
+    from unlearnleak.errors import ConfigError
+
+    if gradient_sketch is not None and public_data is None:
+        raise ConfigError("--gradient-sketch sets the learned prior's decoder, which needs the server's own images: "
+                          "give --public-data too, or drop --gradient-sketch")
+
+
 def recovery_config(command: str, *, sets: Sequence[str] | None = None, public_data: str | None = None,
                     gradient_sketch: int | None = None, flags: dict[str, str] | None = None, **options: Any) -> Any:
     """The ``FeatureRecoveryConfig`` of ``command``'s options (field name → value, None: not given, the
@@ -148,12 +161,9 @@ def recovery_config(command: str, *, sets: Sequence[str] | None = None, public_d
         ConfigError: ``--gradient-sketch`` without ``--public-data`` (it sets the learned prior's decoder).
     """
     from unlearnleak.attacks.feature_recovery.config import FeatureRecoveryConfig
-    from unlearnleak.errors import ConfigError
     from unlearnleak.experiments.config import load_config
 
-    if gradient_sketch is not None and public_data is None:
-        raise ConfigError("--gradient-sketch sets the learned prior's decoder, which needs the server's own images: "
-                          "give --public-data too, or drop --gradient-sketch")
+    check_gradient_sketch(gradient_sketch, public_data)
     values = {**options, "overrides": parse_sets(sets), "learned_prior.public_data": public_data,
               "learned_prior.decoder.gradient_sketch": gradient_sketch}
     return load_config(FeatureRecoveryConfig, values=values, flags={**RECOVERY_FLAGS, **(flags or {})},

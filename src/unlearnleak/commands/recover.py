@@ -197,13 +197,15 @@ def _summary_table(results: dict[str, Any]) -> Table:
 
 
 def _learned_prior_line(results: dict[str, Any]) -> str:
+    from unlearnleak.attacks.feature_recovery.learned_prior import FEATURES_ONLY
+
     record = results.get("learned_prior") or {}
     if record.get("status") != "on":
         return f"learned prior: off — {record.get('reason', 'no public data given')}"
     alone = results.get("decoder_alone")
     scored = f"; the decoded image alone: PSNR {_fmt(alone.get('psnr'))} dB" if alone else ""
-    reads = record.get("inputs", "penultimate features")
-    extra = "" if reads == "penultimate features" else f"; it reads {reads}"
+    reads = record.get("inputs", FEATURES_ONLY)
+    extra = "" if reads == FEATURES_ONLY else f"; it reads {reads}"
     return f"learned prior: on (decoder trained on {record.get('decoder_model')}'s features, " \
            f"cache {record.get('decoder', {}).get('cache')}{extra}){scored}"
 

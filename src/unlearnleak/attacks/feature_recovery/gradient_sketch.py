@@ -64,8 +64,9 @@ def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """∇_θ CE(model(x_i), y_i) for each row i, per parameter of ``names``, shape (n, *param shape); the model as
     it is (eval mode for batch norm's running statistics, as the inversion runs it). ``torch.func.vmap`` where
     the model allows it, else one backward pass per row (the same numbers, slower)."""
-    params = {n: p.detach() for n, p in model.named_parameters() if n in set(names)}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+    wanted = set(names)
+    params = {n: p.detach() for n, p in model.named_parameters() if n in wanted}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in wanted}
     buffers = dict(model.named_buffers())
 
     def loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,8 @@ def sketched_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sketc
     at a time or fewer, so that a batch's gradients hold at most ``MAX_BATCH_ENTRIES`` numbers; ``desc`` shows a
     progress bar over the batches."""
     device = next(model.parameters()).device
-    entries = sum(p.numel() for n, p in model.named_parameters() if n in set(sketch.names))
+    wanted = set(sketch.names)
+    entries = sum(p.numel() for n, p in model.named_parameters() if n in wanted)
     batch_size = max(1, min(batch_size, MAX_BATCH_ENTRIES // max(1, entries)))
     starts = range(0, x.shape[0], batch_size)
     out = [sketch(per_sample_gradients(model, x[s:s + batch_size].to(device), y[s:s + batch_size].to(device),

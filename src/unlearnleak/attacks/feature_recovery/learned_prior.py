@@ -47,6 +47,7 @@ from unlearnleak.pair import ModelPair
 
 TrainOn = Literal["auto", "base", "attacked"]
 OFF_REASON = "no public data given"
+FEATURES_ONLY = "penultimate features"  # the decoder's input without the gradient sketch (records before it say none)
 
 # The former candidate recipe (kept for comparison, benchmarks/decoder_prior.py --decoder-recipe refine): Adam lr
 # 0.01 from the decoded start, cosine decay, feature matching, keep-best; its prior weights were 3, 10, 30.
@@ -158,16 +159,16 @@ def decoded_start(pair: ModelPair, knowledge: ServerKnowledge, target: TargetGra
     trained_on = build_model(spec)
     load_weights(trained_on, state, what=f"the decoder's model ({role})")
     trained_on.to(device).eval()
-    config, inputs = prior.decoder, "penultimate features"
+    config, inputs = prior.decoder, FEATURES_ONLY
     if config.gradient_sketch:
         if labels.numel() == 1:
             sketch = GradientSketch.of(trained_on, config.gradient_sketch, config.seed)
             features = torch.cat([features.cpu(), sketch({n: t.unsqueeze(0) for n, t in
                                                           zip(target.names, target.tensors, strict=True)})], 1)
-            inputs = f"penultimate features and ∇* sketched to {config.gradient_sketch} per tensor"
+            inputs = f"{FEATURES_ONLY} and ∇* sketched to {config.gradient_sketch} per tensor"
         else:  # ∇* sums k gradients: it is no sample's own gradient, which is what the decoder was trained on
             config = config.model_copy(update={"gradient_sketch": 0})
-            inputs = (f"penultimate features only: ∇* sums {labels.numel()} samples' gradients, and a gradient "
+            inputs = (f"{FEATURES_ONLY} only: ∇* sums {labels.numel()} samples' gradients, and a gradient "
                       "sketch decodes one sample's own (k = 1)")
     decoder, info = cached_decoder(trained_on, spec, state, prior.data, config, cache_dir=prior.cache_dir)
     with torch.no_grad():
