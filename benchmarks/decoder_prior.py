@@ -10,7 +10,9 @@ same number of iterations:
 - ``default``: ``recover()``'s default without public data;
 - ``learned``: the same with the learned prior; its decoded images alone are the ``decoder`` row;
 
-with the image baselines (``own_mean_colour``, ``thumbnail_4x4``, ``dataset_mean_colour``). One JSON line per cell
+with the image baselines (``own_mean_colour``, ``thumbnail_4x4``, ``dataset_mean_colour``). ``--default-from``
+takes the default's row from a suite file where its key matches; ``--no-default`` skips it (a cell written so
+keeps no default row, also when rerun without the flag). One JSON line per cell
 goes to ``--out`` (resumable: a cell already there is skipped). ``--cross`` also measures, on the first
 samples of each case, whether a decoder trained on θ0 serves θ (and one trained on θ serves θ0): it trains θ's
 own decoder and decodes the deleted sample's features with both.
@@ -126,9 +128,9 @@ def run_cell(case: Case, setting: Setting, sample: int, args: argparse.Namespace
     prior = LearnedPrior(public_rows(case), DecoderConfig(**json.loads(args.decoder)), **candidate_options(args))
     row: dict[str, Any] = {"key": cell_key(case, setting, sample, args), "case": case.name, "split": case.split,
                            "setting": setting.name, "sample": sample, "iterations": args.iterations}
-    reused = reused_default(case, setting, sample, args)
-    if reused is not None:
-        row["default"] = reused
+    reused = None if args.no_default else reused_default(case, setting, sample, args)
+    if reused is not None or args.no_default:
+        row["default"] = reused  # None: not run here (--no-default)
     for name, learned in (("default", None), ("learned", prior)):
         if name in row:
             continue
@@ -202,7 +204,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for method in METHODS:
             entry[method] = {m: interval([float(r[method][m]) for r in rs if r.get(method) and
                                           r[method].get(m) is not None]) for m in METRICS}
-        entry["learned_minus_default_psnr"] = interval([r["learned"]["psnr"] - r["default"]["psnr"] for r in rs])
+        entry["learned_minus_default_psnr"] = interval([r["learned"]["psnr"] - r["default"]["psnr"] for r in rs
+                                                        if r.get("default")])
         entry["learned_minus_own_mean_psnr"] = interval([r["learned"]["psnr"] - r["own_mean_colour"]["psnr"]
                                                          for r in rs])
         entry["chosen_weights"] = sorted({(r.get("race") or {}).get("chosen_weight") for r in rs}, key=str)
@@ -210,6 +213,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["seconds_each"] = sum(r["learned"]["seconds"] for r in rs) / len(rs)
         table.append(entry)
     return table
+
+
+def _psnr(method_row: dict[str, Any] | None) -> str:
+    return "–" if not method_row else f"{method_row['psnr']:.2f}"
 
 
 def _fmt(cell: dict[str, Any] | None) -> str:
@@ -229,7 +236,7 @@ def markdown(table: list[dict[str, Any]]) -> str:
                      + " | ".join(_fmt(e[m]["psnr"]) for m in METHODS)
                      + f" | {_fmt(e['learned_minus_own_mean_psnr'])} | {_fmt(e['learned_minus_default_psnr'])} | "
                        f"{_fmt(e['learned']['ssim'])} / "
-                       f"{_fmt(e['default']['ssim'])} |")
+                       f"{_fmt((e.get('default') or {}).get('ssim'))} |")
     return "\n".join(lines)
 
 
@@ -261,6 +268,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--default-from", type=Path, help="take each cell's default row from this suite JSONL "
                         "when it holds that row (same suite key; saves one trajectory per cell)")
+    parser.add_argument("--no-default", action="store_true", help="run the learned prior only: no default row "
+                        "(its rows come from elsewhere; learned − default is then not summarised)")
     parser.add_argument("--lpips", action="store_true", help="also LPIPS (slower)")
     parser.add_argument("--cross", type=int, default=0, help="θ0-vs-θ decoder check on this many samples per case")
     parser.add_argument("--out", type=Path, default=RESULTS / "decoder_prior.jsonl")
@@ -297,7 +306,7 @@ def main() -> int:
             append_row(args.out, row)
             existing[key] = row
             print(f"{case.name:22s} {setting.name:14s} #{sample}  learned {row['learned']['psnr']:.2f}  decoder "
-                  f"{row['decoder']['psnr']:.2f}  default {row['default']['psnr']:.2f}  own mean "
+                  f"{row['decoder']['psnr']:.2f}  default {_psnr(row.get('default'))}  own mean "
                   f"{row['own_mean_colour']['psnr']:.2f}  thumb {row['thumbnail_4x4']['psnr']:.2f} dB  "
                   f"(won: {(row['race'] or {}).get('chosen_recipe')}, w {(row['race'] or {}).get('chosen_weight')}, "
                   f"{row['cell_seconds']:.0f} s)", flush=True)

@@ -81,6 +81,20 @@ def test_training_shows_progress_for_the_feature_pass_and_the_epochs(monkeypatch
     assert "decoder: 2/2 done" in err
 
 
+def test_training_with_gradient_inputs_shows_progress_for_every_pass(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """With the sketch two more passes run (the predictions that draw the labels, the per-sample gradients); on a
+    wide network each takes minutes, so none may be silent."""
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS", "lines")
+    monkeypatch.setenv("UNLEARNLEAK_PROGRESS_INTERVAL", "1e-9")
+    spec = ModelSpec("cnn_nobn", SHAPE, 5, (0.5,) * 3, (0.25,) * 3, {"width": 8})
+    train_decoder(build_model(spec), _images(20), 5, TINY.model_copy(update={"gradient_sketch": 16}), desc="decoder")
+    err = capsys.readouterr().err
+    for phase in ("the model's features of 40 images: 1/1 done", "the model's predictions of 20 images: 1/1 done",
+                  "the gradients of 40 images: 1/1 done", "2/2 done"):
+        assert f"decoder: {phase}" in err
+
+
 def test_the_cache_misses_then_hits_and_keys_on_model_and_data(tmp_path: Path) -> None:
     spec = ModelSpec("cnn_nobn", SHAPE, 5, (0.5,) * 3, (0.25,) * 3, {"width": 8})
     torch.manual_seed(0)

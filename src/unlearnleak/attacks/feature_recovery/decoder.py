@@ -159,7 +159,8 @@ def train_decoder(model: nn.Module, images: torch.Tensor, num_classes: int, conf
     h = penultimate(frozen, x, num_classes, desc=f"{desc}: the model's features of {x.shape[0]} images")
     width = h.shape[1]  # the penultimate features' part of the decoder's input
     if sketch is not None:
-        own = drawn_labels(frozen, images[:config.max_images], config.seed)
+        rows = images[:config.max_images]
+        own = drawn_labels(frozen, rows, config.seed, desc=f"{desc}: the model's predictions of {len(rows)} images")
         y = torch.cat([own, own]) if config.flips else own
         h = torch.cat([h, sketched_gradients(frozen, x, y, sketch,
                                              desc=f"{desc}: the gradients of {x.shape[0]} images")], 1)

@@ -104,13 +104,16 @@ def sketched_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sketc
     return torch.cat(out) if out else torch.zeros(0, sketch.dim)
 
 
-def drawn_labels(model: nn.Module, x: torch.Tensor, seed: int, batch_size: int = 256) -> torch.Tensor:
+def drawn_labels(model: nn.Module, x: torch.Tensor, seed: int, batch_size: int = 256,
+                 desc: str | None = None) -> torch.Tensor:
     """One label per image drawn from the model's predicted class probabilities (seeded): the labels the public
     images' gradients are taken with. A deleted sample carries its true label, which the model is no more sure
     of than its predictions say; measured, this decoded better than the public rows' true labels on Fig. 3
-    (docs/feature_recovery.md, "Gradient inputs"), and it needs no labels, so a folder of images serves."""
+    (docs/feature_recovery.md, "Gradient inputs"), and it needs no labels, so a folder of images serves; ``desc``
+    shows a progress bar (a forward pass over the images: minutes on a wide network)."""
     device = next(model.parameters()).device
+    starts = range(0, x.shape[0], batch_size)
     with torch.no_grad():
         probs = torch.cat([F.softmax(model(x[s:s + batch_size].to(device)).float(), 1).cpu()
-                           for s in range(0, x.shape[0], batch_size)])
+                           for s in (starts if desc is None else track(starts, desc))])
     return torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(int(seed) + 2)).squeeze(1)
