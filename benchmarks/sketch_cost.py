@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from unlearnleak.attacks.feature_recovery.gradient_sketch import MAX_BATCH_ENTRIES, GradientSketch, sketched_gradients
+from unlearnleak.attacks.feature_recovery.gradient_sketch import GradientSketch, batch_size_for, sketched_gradients
 from unlearnleak.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from unlearnleak.models import ModelSpec, build_model
 
@@ -57,7 +57,7 @@ def main() -> None:
         print(json.dumps({"model": text, "parameters": entries, "threads": args.threads, "images": args.images,
                           "sketch_dim": sketch.dim, "ms_per_image": round(1e3 * per_image, 1),
                           f"minutes_for_{PUBLIC_IMAGES}": round(per_image * PUBLIC_IMAGES / 60, 1),
-                          "batch_size": max(1, min(64, MAX_BATCH_ENTRIES // entries)),
+                          "batch_size": batch_size_for(entries),
                           "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}),
               flush=True)
 

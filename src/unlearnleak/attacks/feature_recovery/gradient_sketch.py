@@ -88,6 +88,12 @@ def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 MAX_BATCH_ENTRIES = 1 << 27  # gradient entries held at once (0.5 GiB of float32): fewer images per batch on big models
 
 
+def batch_size_for(entries: int, batch_size: int = 64) -> int:
+    """Images per batch of per-sample gradients: ``batch_size`` or fewer, so that a batch holds at most
+    ``MAX_BATCH_ENTRIES`` gradient entries of a model with ``entries`` trainable ones."""
+    return max(1, min(batch_size, MAX_BATCH_ENTRIES // max(1, entries)))
+
+
 def sketched_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sketch: GradientSketch, *,
                        batch_size: int = 64, desc: str | None = None) -> torch.Tensor:
     """(n, sketch.dim) sketches of the images' own gradients on ``model`` (float32, CPU), ``batch_size`` images
@@ -96,7 +102,7 @@ def sketched_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sketc
     device = next(model.parameters()).device
     wanted = set(sketch.names)
     entries = sum(p.numel() for n, p in model.named_parameters() if n in wanted)
-    batch_size = max(1, min(batch_size, MAX_BATCH_ENTRIES // max(1, entries)))
+    batch_size = batch_size_for(entries, batch_size)
     starts = range(0, x.shape[0], batch_size)
     out = [sketch(per_sample_gradients(model, x[s:s + batch_size].to(device), y[s:s + batch_size].to(device),
                                        sketch.names))
