@@ -266,10 +266,11 @@ def main() -> int:
                              "refine (learned_prior.REFINE, the former one)")
     parser.add_argument("--decoder-weights", default="", help="its raced prior weights as JSON (default: WEIGHTS)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--default-from", type=Path, help="take each cell's default row from this suite JSONL "
-                        "when it holds that row (same suite key; saves one trajectory per cell)")
-    parser.add_argument("--no-default", action="store_true", help="run the learned prior only: no default row "
-                        "(its rows come from elsewhere; learned − default is then not summarised)")
+    default = parser.add_mutually_exclusive_group()
+    default.add_argument("--default-from", type=Path, help="take each cell's default row from this suite JSONL "
+                         "when it holds that row (same suite key; saves one trajectory per cell)")
+    default.add_argument("--no-default", action="store_true", help="run the learned prior only: no default row "
+                         "(its rows come from elsewhere; learned − default is then not summarised)")
     parser.add_argument("--lpips", action="store_true", help="also LPIPS (slower)")
     parser.add_argument("--cross", type=int, default=0, help="θ0-vs-θ decoder check on this many samples per case")
     parser.add_argument("--out", type=Path, default=RESULTS / "decoder_prior.jsonl")

@@ -22,14 +22,28 @@ import torch
 
 from unlearnleak.attacks.feature_recovery.gradient_sketch import GradientSketch, batch_size_for, sketched_gradients
 from unlearnleak.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from unlearnleak.errors import ConfigError
 from unlearnleak.models import ModelSpec, build_model
 
 PUBLIC_IMAGES = 24_000  # the suite's 12,000 public CIFAR-10 images and their mirror images
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def model_of(text: str) -> tuple[torch.nn.Module, ModelSpec]:
-    """``name`` or ``name:width`` of the model registry, seeded random weights, eval mode."""
+    """``name`` or ``name:width`` of the model registry, seeded random weights, eval mode.
+
+    Raises:
+        ConfigError: an unknown name or a width that is not an integer.
+    """
     name, _, width = text.partition(":")
+    if width and not width.isdigit():
+        raise ConfigError(f"model {text!r}: the width after ':' must be an integer, e.g. convnet:64")
     spec = ModelSpec(name, (3, 32, 32), 10, CIFAR10_MEAN, CIFAR10_STD, {"width": int(width)} if width else {})
     torch.manual_seed(0)
     return build_model(spec).eval(), spec
@@ -38,16 +52,20 @@ def model_of(text: str) -> tuple[torch.nn.Module, ModelSpec]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="resnet18,convnet:64")
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--size", type=int, default=1024, help="buckets per tensor (DecoderConfig.gradient_sketch)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--images", type=positive, default=64)
+    parser.add_argument("--size", type=positive, default=1024,
+                        help="buckets per tensor (DecoderConfig.gradient_sketch)")
+    parser.add_argument("--threads", type=positive, default=1)
     args = parser.parse_args()
+    try:
+        models = [model_of(text)[0] for text in args.models.split(",")]
+    except ConfigError as error:
+        parser.error(f"--models: {error}")
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(args.images, 3, 32, 32, generator=generator)
     y = torch.randint(0, 10, (args.images,), generator=generator)
-    for text in args.models.split(","):
-        model, _ = model_of(text)
+    for text, model in zip(args.models.split(","), models, strict=True):
         sketch = GradientSketch.of(model, args.size)
         entries = sum(p.numel() for p in model.parameters() if p.requires_grad)
         sketched_gradients(model, x[:2], y[:2], sketch)  # warm-up (vmap's first trace)

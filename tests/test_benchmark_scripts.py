@@ -1,0 +1,29 @@
+"""Bad input to the benchmark scripts: one ``error:`` line naming the argument, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize(("script", "args", "names"), [
+    ("sketch_cost.py", ["--models", "nope"], ["--models", "unknown model 'nope'"]),
+    ("sketch_cost.py", ["--models", "convnet:abc"], ["--models", "width after ':' must be an integer"]),
+    ("sketch_cost.py", ["--images", "0"], ["--images", "integer >= 1"]),
+    ("sketch_cost.py", ["--threads", "x"], ["--threads", "integer >= 1"]),
+    ("decoder_prior.py", ["--no-default", "--default-from", "rows.jsonl"], ["--default-from", "--no-default"]),
+])
+def test_bad_input_gives_one_error_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
+                                                   names: list[str]) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    error = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1 and all(name in error[0] for name in names), done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
