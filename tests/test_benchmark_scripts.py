@@ -17,6 +17,11 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("sketch_cost.py", ["--images", "0"], ["--images", "integer >= 1"]),
     ("sketch_cost.py", ["--threads", "x"], ["--threads", "integer >= 1"]),
     ("decoder_prior.py", ["--no-default", "--default-from", "rows.jsonl"], ["--default-from", "--no-default"]),
+    ("recipe_calibration.py", ["--cases", "nope", "--out", "rows.jsonl"], ["--cases", "unknown case(s) ['nope']"]),
+    ("recipe_calibration.py", ["--recipes", "paper,best", "--out", "rows.jsonl"], ["--recipes", "'best'"]),
+    ("recipe_calibration.py", ["--stand-ins", "0", "--out", "rows.jsonl"], ["--stand-ins", "integer >= 1"]),
+    ("recipe_calibration.py", ["--summary", "--calibrated", "1", "--out", "rows.jsonl"],
+     ["--calibrated", "--calibrated-out"]),
 ])
 def test_bad_input_gives_one_error_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
                                                    names: list[str]) -> None:
