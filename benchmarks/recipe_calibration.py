@@ -275,6 +275,10 @@ def main() -> int:
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
+    if not args.out.is_file():
+        print(f"error: --out {args.out}: no rows to summarise (run the cells first, without --summary)",
+              file=sys.stderr)
+        return 2
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     summary(rows, args.suite_rows)
     if args.calibrated:

@@ -20,6 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("recipe_calibration.py", ["--cases", "nope", "--out", "rows.jsonl"], ["--cases", "unknown case(s) ['nope']"]),
     ("recipe_calibration.py", ["--recipes", "paper,best", "--out", "rows.jsonl"], ["--recipes", "'best'"]),
     ("recipe_calibration.py", ["--stand-ins", "0", "--out", "rows.jsonl"], ["--stand-ins", "integer >= 1"]),
+    ("recipe_calibration.py", ["--summary", "--out", "rows.jsonl"], ["--out", "no rows to summarise"]),
     ("recipe_calibration.py", ["--summary", "--calibrated", "1", "--out", "rows.jsonl"],
      ["--calibrated", "--calibrated-out"]),
 ])
