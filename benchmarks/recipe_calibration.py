@@ -10,7 +10,9 @@ choice of recipe can be made per model, truth-free, from the model itself.
 Per cell (case, setting, sample = the suite's pair): on the model the attack inverts on, each recipe in
 ``--recipes`` runs alone (``adaptive.invert``, 1 restart, ``--iterations`` steps, the true label)
 (a) on ``--stand-ins`` public images' own gradients (images ``sample·M … sample·M + M − 1`` of θ0's public rows,
-each with its true label; the clean single-image gradient on that model, eval mode) and (b) on the cell's real ∇*.
+each with its true label; the clean single-image gradient on that model, eval mode; or, with ``--stand-ins-by
+retained``, M photos of the cell's own D_ft deleted from θ by the cell's own unlearning, the closest simulation the
+server can run) and (b) on the cell's real ∇* (or its PSNRs reused from an earlier rows file, ``--deleted-from``).
 One JSON line per cell with every PSNR; ``--summary`` prints, per case, the mean recipe gap on the stand-ins beside
 the gap on the deleted photos, and how often the stand-ins' winner is the deleted photos' winner.
 
@@ -67,29 +69,60 @@ def nearest_rows(model: torch.nn.Module, target: TargetGradient, images: torch.T
     return [int(i) for i in similarity.argsort(descending=True)[:count]]
 
 
+def retained_positions(sample: int, n: int, count: int) -> list[int]:
+    """``count`` positions of the cell's D_ft other than the deleted photo's, in a seeded order: the photos the
+    server still holds, fitted by θ exactly like the deleted one."""
+    deleted = int(torch.randperm(n, generator=torch.Generator().manual_seed(20_000 + sample))[0])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(30_000 + sample)).tolist()
+    return [j for j in order if j != deleted][:count]
+
+
+def stand_in_targets(case: Any, method: str, sample: int, by: str, count: int, pool: int, model: torch.nn.Module,
+                     target: TargetGradient, num_classes: int) -> tuple[list[Any], list[tuple[Any, ...]]]:
+    """The stand-ins (their ids) and, for each, (model, target gradient, image, label) to invert: a public row's clean
+    gradient on the model under attack (``rows``, ``nearest``), or the server's simulated deletion of a photo it
+    still holds, through the same unlearning (``retained``: same θ, θ_u recomputed)."""
+    if by == "retained":
+        ids = retained_positions(sample, 32, count)
+        out = []
+        for j in ids:
+            pair, knowledge, x, y, _ = suite.build_pair(case, Setting(method, 1, 32), sample, "cpu",
+                                                        forget=torch.tensor([j]))
+            own = target_gradient(pair, knowledge, "approximate" if method == "approx" else "exact")
+            out.append((pair.model(own.invert_on, "cpu", knowledge), own, x, y))
+        return ids, out
+    public = public_rows(case)
+    labels = suite._base(case, "cpu")[1].y[case.holdout:]  # the same rows' labels
+    rows: list[int] = list(range(sample * count, (sample + 1) * count))
+    if by == "nearest":
+        rows = nearest_rows(model, target, public.x, num_classes, count, pool)
+    return rows, [(model, own_gradient(model, target, public.x[i:i + 1], labels[i:i + 1].long()), public.x[i:i + 1],
+                   labels[i:i + 1].long()) for i in rows]
+
+
 def run_cell(case_name: str, method: str, sample: int, recipes: list[str], stand_ins: int,
-             iterations: int, by: str = "rows", pool: int = 2000) -> dict[str, Any]:
-    """Each recipe alone on the stand-ins' gradients and on the cell's ∇*."""
+             iterations: int, by: str = "rows", pool: int = 2000,
+             deleted: dict[str, float] | None = None) -> dict[str, Any]:
+    """Each recipe alone on the stand-ins' gradients and on the cell's ∇* (or the ``deleted`` PSNRs recorded for
+    the same cell by an earlier run: the same seeds give the same numbers)."""
     case = CASES.get(case_name)
     pair, knowledge, truth_x, truth_y, _ = suite.build_pair(case, Setting(method, 1, 32), sample, "cpu")
     target = target_gradient(pair, knowledge, "approximate" if method == "approx" else "exact")
     model = pair.model(target.invert_on, "cpu", knowledge)
     shape = tuple(pair.spec.input_shape)
-    public = public_rows(case)
-    labels = suite._base(case, "cpu")[1].y[case.holdout:]  # the same rows' labels
-    rows: Any = range(sample * stand_ins, (sample + 1) * stand_ins)
-    if by == "nearest":
-        rows = nearest_rows(model, target, public.x, pair.spec.num_classes, stand_ins, pool)
-    out: dict[str, Any] = {"stand_ins": {}, "deleted": {}, "stand_in_rows": list(rows)}
+    ids, stands = stand_in_targets(case, method, sample, by, stand_ins, pool, model, target, pair.spec.num_classes)
+    out: dict[str, Any] = {"stand_ins": {}, "deleted": {}, "stand_in_rows": ids}
     started = time.perf_counter()
     for name in recipes:
         config = preset(name, iterations=iterations, restarts=1)
         scores = []
-        for i in rows:
-            x, y = public.x[i:i + 1], labels[i:i + 1].long()
-            got = invert(model, own_gradient(model, target, x, y), y, shape, config, seed=sample, log_every=0)
+        for on, own, x, y in stands:
+            got = invert(on, own, y, shape, config, seed=sample, log_every=0)
             scores.append(float(psnr(got.x.clamp(0, 1), x).mean()))
         out["stand_ins"][name] = scores
+        if deleted is not None and name in deleted:
+            out["deleted"][name] = deleted[name]
+            continue
         got = invert(model, target, truth_y, shape, config, seed=sample, log_every=0)
         out["deleted"][name] = float(psnr(got.x.clamp(0, 1), truth_x).mean())
     return {"case": case_name, "method": method, "sample": sample, "iterations": iterations, "by": by, "out": out,
@@ -235,9 +268,13 @@ def main() -> int:
     parser.add_argument("--stand-ins", type=positive, default=3)
     parser.add_argument("--iterations", type=positive, default=1000)
     parser.add_argument("--recipes", default="paper,modern,smooth")
-    parser.add_argument("--stand-ins-by", choices=("rows", "nearest"), default="rows",
+    parser.add_argument("--stand-ins-by", choices=("rows", "nearest", "retained"), default="rows",
                         help="rows: public rows sample·M … (the same for every model); nearest: the M of the first "
-                             "--pool public rows whose features on the model are nearest the deleted photo's")
+                             "--pool public rows whose features on the model are nearest the deleted photo's; "
+                             "retained: M photos of the cell's D_ft other than the deleted one, each deleted from θ "
+                             "by the same unlearning (the server's simulation of the attack on its own data)")
+    parser.add_argument("--deleted-from", type=Path,
+                        help="reuse each cell's deleted-photo PSNRs from this earlier rows file (same iterations)")
     parser.add_argument("--pool", type=positive, default=2000)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--summary", action="store_true")
@@ -261,6 +298,14 @@ def main() -> int:
                   file=sys.stderr)
             return 2
         torch.set_num_threads(1)
+        earlier: dict[tuple[str, str, int], dict[str, float]] = {}
+        if args.deleted_from is not None:
+            if not args.deleted_from.is_file():
+                print(f"error: --deleted-from {args.deleted_from}: no such file", file=sys.stderr)
+                return 2
+            earlier = {(r["case"], r["method"], r["sample"]): r["out"]["deleted"]
+                       for r in map(json.loads, args.deleted_from.read_text().splitlines())
+                       if r.get("iterations") == args.iterations}
         done = set()
         if args.out.is_file():
             done = {(r["case"], r["method"], r["sample"], r.get("by", "rows"))
@@ -271,7 +316,7 @@ def main() -> int:
                     if (name, method, sample, args.stand_ins_by) in done:
                         continue
                     row = run_cell(name, method, sample, args.recipes.split(","), args.stand_ins, args.iterations,
-                                   args.stand_ins_by, args.pool)
+                                   args.stand_ins_by, args.pool, earlier.get((name, method, sample)))
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)

@@ -152,15 +152,18 @@ def _base(case: Case, device: str) -> tuple[Stage, Dataset]:
     return _CACHE[case.name]  # type: ignore[no-any-return]
 
 
-def build_pair(case: Case, setting: Setting, sample: int, device: str
+def build_pair(case: Case, setting: Setting, sample: int, device: str, forget: torch.Tensor | None = None
                ) -> tuple[ModelPair, ServerKnowledge, torch.Tensor, torch.Tensor, Dataset]:
-    """The cell's pair and ground truth: D_ft of N pool rows and D_u of k of them, both seeded by ``sample``; θ and
-    θ_u are the scenario's cached stages (unlearnleak.stages), so a rerun reads them back bit for bit."""
+    """The cell's pair and ground truth: D_ft of N pool rows and D_u of k of them, both seeded by ``sample`` (or D_u
+    at the given ``forget`` positions of the same D_ft: the same θ, another deletion); θ and θ_u are the scenario's
+    cached stages (unlearnleak.stages), so a rerun reads them back bit for bit."""
     base, train_set = _base(case, device)
     cfg = case.config(n_train=setting.n, device=device)
     pool = torch.randperm(case.holdout, generator=torch.Generator().manual_seed(10_000 + sample))[:setting.n]
     x_ft, y_ft = train_set.x[pool], train_set.y[pool]
     positions = torch.randperm(setting.n, generator=torch.Generator().manual_seed(20_000 + sample))[:setting.k]
+    if forget is not None:
+        positions = forget
     mask = torch.zeros(setting.n, dtype=torch.bool)
     mask[positions] = True
     method = "gradient_ascent" if setting.method == "approx" else "exact"

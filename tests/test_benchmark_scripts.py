@@ -23,6 +23,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("recipe_calibration.py", ["--summary", "--out", "rows.jsonl"], ["--out", "no rows to summarise"]),
     ("recipe_calibration.py", ["--summary", "--calibrated", "1", "--out", "rows.jsonl"],
      ["--calibrated", "--calibrated-out"]),
+    ("recipe_calibration.py", ["--deleted-from", "earlier.jsonl", "--out", "rows.jsonl"],
+     ["--deleted-from", "earlier.jsonl", "no such file"]),
 ])
 def test_bad_input_gives_one_error_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
                                                    names: list[str]) -> None:
