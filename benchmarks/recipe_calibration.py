@@ -297,6 +297,10 @@ def main() -> int:
             print(f"error: {what}; choose from {CASES.names() if unknown else ['paper', 'modern', 'smooth']}",
                   file=sys.stderr)
             return 2
+        if args.stand_ins_by == "retained" and args.stand_ins > 31:
+            print(f"error: --stand-ins {args.stand_ins}: with --stand-ins-by retained at most 31 (D_ft holds 32 "
+                  "photos, one of them deleted)", file=sys.stderr)
+            return 2
         torch.set_num_threads(1)
         earlier: dict[tuple[str, str, int], dict[str, float]] = {}
         if args.deleted_from is not None:

@@ -25,6 +25,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
      ["--calibrated", "--calibrated-out"]),
     ("recipe_calibration.py", ["--deleted-from", "earlier.jsonl", "--out", "rows.jsonl"],
      ["--deleted-from", "earlier.jsonl", "no such file"]),
+    ("recipe_calibration.py", ["--stand-ins-by", "retained", "--stand-ins", "32", "--out", "rows.jsonl"],
+     ["--stand-ins 32", "at most 31"]),
 ])
 def test_bad_input_gives_one_error_line_and_exit_2(tmp_path: Path, script: str, args: list[str],
                                                    names: list[str]) -> None:
